@@ -1,0 +1,474 @@
+//! `ising2d`: the 2D Ising model (J = 1, field h) on a periodic L×L lattice, Metropolis with
+//! checkerboard updates. Bit-exact on every device.
+//!
+//! * Steps are sweeps: `thermalize` unmeasured sweeps, then `sweeps` measured ones, with a
+//!   measurement after every `measure_every`-th measured sweep.
+//! * Acceptance of a flip of spin s (±1) with neighbour sum n: `u < threshold[s', k]` where
+//!   s' = (s+1)/2, k = number of up neighbours, threshold = floor(min(1, e^{-βΔE})·2³²),
+//!   ΔE = 2s(n + h), computed once here in Rust; u = Philox(site, sweep, 1, 0; seed).x.
+//! * Output layout (little-endian): for each measurement the i32 bond sum Σ⟨ij⟩ s_i s_j and the
+//!   i32 magnetization Σ s_i; then the final lattice, one bit per spin (bit i%8 of byte i/8,
+//!   1 = up). Energy per spin is −(bonds + h·M)/L².
+//! * State buffers (checkpoints): spins as u32 0/1, then the series so far.
+
+use crate::philox::{self, accept, key_of, philox4x32_10};
+use crate::program::{
+    BufferSpec, CheckpointSink, Dispatch, Entry, Op, Program, Schedule, i32s_from_le, le_bytes_i32,
+    le_bytes_u32, u32s_from_le, words,
+};
+use crate::{
+    Comparison, Kernel, KernelInfo, ParamError, binned_mean, check_finite, check_range,
+    normalize_checkpoint_every,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub const WGSL: &str = concat!(
+    include_str!("../prelude.wgsl"),
+    include_str!("ising2d.wgsl")
+);
+const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "ising_sweep",
+        workgroup_size: 256,
+    },
+    Entry {
+        name: "ising_measure",
+        workgroup_size: 256,
+    },
+];
+const SWEEP: usize = 0;
+const MEASURE: usize = 1;
+const STREAM_SWEEP: u32 = 1;
+const STREAM_INIT: u32 = 2;
+/// Sweeps encoded into one submission (a progress report after each).
+const CHUNK: u64 = 128;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// All spins up.
+    #[default]
+    Cold,
+    /// Each spin up with probability 1/2, from Philox(site, 0, 2, 0; seed).
+    Hot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Lattice side, even, 16..=4096.
+    #[serde(rename = "L")]
+    pub l: u32,
+    /// Inverse temperature, 0..=10.
+    pub beta: f64,
+    /// External field, |h| <= 10.
+    #[serde(default)]
+    pub h: f64,
+    /// Measured sweeps (>= 1).
+    pub sweeps: u64,
+    /// Unmeasured sweeps before them.
+    #[serde(default)]
+    pub thermalize: u64,
+    /// A measurement after every this many measured sweeps.
+    #[serde(default = "one")]
+    pub measure_every: u64,
+    pub seed: u64,
+    #[serde(default)]
+    pub start: Start,
+    /// Sweeps between checkpoint digests (0 or absent: at most 16 checkpoints).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Params {
+    pub fn total_sweeps(&self) -> u64 {
+        self.thermalize + self.sweeps
+    }
+    pub fn measurements(&self) -> u64 {
+        self.sweeps / self.measure_every
+    }
+    pub fn sites(&self) -> usize {
+        (self.l as usize) * (self.l as usize)
+    }
+    /// The measurement slot taken after (1-based) sweep `t`, if any.
+    fn slot_after(&self, t: u64) -> Option<u64> {
+        if t <= self.thermalize {
+            return None;
+        }
+        let k = t - self.thermalize;
+        (k % self.measure_every == 0 && k / self.measure_every <= self.measurements())
+            .then(|| k / self.measure_every - 1)
+    }
+    /// Thresholds indexed by spin*5 + up-neighbour count.
+    pub fn thresholds(&self) -> [u32; 10] {
+        let mut t = [0u32; 10];
+        for s_up in 0..2 {
+            let s = if s_up == 1 { 1.0 } else { -1.0 };
+            for k in 0..5 {
+                let n = 2.0 * k as f64 - 4.0;
+                let de = 2.0 * s * (n + self.h);
+                t[s_up * 5 + k] = philox::threshold((-self.beta * de).exp());
+            }
+        }
+        t
+    }
+    fn initial_spins(&self) -> Vec<u32> {
+        match self.start {
+            Start::Cold => vec![1; self.sites()],
+            Start::Hot => {
+                let key = key_of(self.seed);
+                (0..self.sites() as u32)
+                    .map(|i| philox4x32_10([i, 0, STREAM_INIT, 0], key)[0] >> 31)
+                    .collect()
+            }
+        }
+    }
+}
+
+pub struct Ising2d;
+
+impl Kernel for Ising2d {
+    type Params = Params;
+    const INFO: KernelInfo = KernelInfo {
+        name: "ising2d",
+        description: "2D Ising model, Metropolis checkerboard, periodic LxL; bit-exact",
+        step_unit: "sweep",
+        work_unit: "spin updates",
+        comparison: Comparison::Digest,
+    };
+
+    fn normalize(mut p: Params) -> Result<Params, ParamError> {
+        check_range("L", p.l, 16, 4096)?;
+        if p.l % 2 != 0 {
+            return Err(ParamError::invalid(
+                "L",
+                format!("must be even for checkerboard updates, got {}", p.l),
+            ));
+        }
+        check_finite("beta", p.beta, 0.0, 10.0)?;
+        check_finite("h", p.h, -10.0, 10.0)?;
+        check_range("sweeps", p.sweeps, 1, 100_000_000)?;
+        check_range("thermalize", p.thermalize, 0, 100_000_000)?;
+        check_range("measure_every", p.measure_every, 1, p.sweeps)?;
+        p.checkpoint_every = normalize_checkpoint_every(p.total_sweeps(), p.checkpoint_every)?;
+        Ok(p)
+    }
+
+    fn schedule(p: &Params) -> Schedule {
+        Schedule::new(p.total_sweeps(), p.checkpoint_every, CHUNK)
+    }
+
+    fn program(p: &Params) -> Program {
+        let mut thr = p.thresholds().to_vec();
+        thr.resize(12, 0);
+        Program {
+            wgsl: WGSL,
+            entries: ENTRIES,
+            buffers: vec![
+                BufferSpec {
+                    label: "spins",
+                    init: le_bytes_u32(&p.initial_spins()),
+                    state: true,
+                    size_field: "L",
+                },
+                BufferSpec {
+                    label: "series",
+                    init: vec![0; 8 * p.measurements() as usize],
+                    state: true,
+                    size_field: "sweeps",
+                },
+                BufferSpec {
+                    label: "thresholds",
+                    init: le_bytes_u32(&thr),
+                    state: false,
+                    size_field: "beta",
+                },
+            ],
+            total_steps: p.total_sweeps(),
+        }
+    }
+
+    fn ops(p: &Params, start: u64, end: u64) -> Vec<Op> {
+        let [k0, k1] = key_of(p.seed);
+        let half_sites = (p.sites() / 2) as u32;
+        let mut ops = Vec::with_capacity(((end - start) * 2) as usize + 8);
+        for t in start..end {
+            for colour in 0..2 {
+                ops.push(Op::Dispatch(Dispatch {
+                    entry: SWEEP,
+                    threads: half_sites,
+                    words: words(&[p.l, t as u32, colour, k0, k1]),
+                }));
+            }
+            if let Some(slot) = p.slot_after(t + 1) {
+                ops.push(Op::Dispatch(Dispatch {
+                    entry: MEASURE,
+                    threads: p.sites() as u32,
+                    words: words(&[p.l, slot as u32]),
+                }));
+            }
+        }
+        ops
+    }
+
+    fn cpu(p: &Params, threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>> {
+        let l = p.l as usize;
+        let thr = p.thresholds();
+        let key = key_of(p.seed);
+        // Checkerboard layout: colour c holds row r, k at column 2k + ((r + c) & 1), so each
+        // half-sweep writes one array while reading only the other.
+        let init = p.initial_spins();
+        let mut colours: [Vec<u8>; 2] = [vec![0; l * l / 2], vec![0; l * l / 2]];
+        for (i, &s) in init.iter().enumerate() {
+            let (r, c) = (i / l, i % l);
+            colours[(r + c) & 1][r * (l / 2) + c / 2] = s as u8;
+        }
+        let mut series = vec![0i32; 2 * p.measurements() as usize];
+        for t in 0..p.total_sweeps() {
+            for colour in 0..2 {
+                let [a, b] = &mut colours;
+                let (mine, other) = if colour == 0 { (a, &*b) } else { (b, &*a) };
+                half_sweep(l, colour, t as u32, key, &thr, mine, other, threads);
+            }
+            if let Some(slot) = p.slot_after(t + 1) {
+                let (b, m) = measure(l, &colours);
+                series[2 * slot as usize] = b;
+                series[2 * slot as usize + 1] = m;
+            }
+            sink.step(t + 1, || state_bytes(l, &colours, &series));
+        }
+        state_bytes(l, &colours, &series)
+    }
+
+    fn canonical_output(p: &Params, state: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = state.get(1).cloned().unwrap_or_default();
+        let spins = state.first().map(|s| u32s_from_le(s)).unwrap_or_default();
+        let mut packed = vec![0u8; p.sites().div_ceil(8)];
+        for (i, &s) in spins.iter().enumerate().take(p.sites()) {
+            packed[i / 8] |= ((s & 1) as u8) << (i % 8);
+        }
+        out.extend_from_slice(&packed);
+        out
+    }
+
+    fn output_len(p: &Params) -> u64 {
+        8 * p.measurements() + p.sites().div_ceil(8) as u64
+    }
+
+    fn summarize(p: &Params, output: &[u8]) -> Value {
+        let n = p.sites() as f64;
+        let series = i32s_from_le(&output[..8 * p.measurements() as usize]);
+        let e: Vec<f64> = series
+            .chunks_exact(2)
+            .map(|bm| -(f64::from(bm[0]) + p.h * f64::from(bm[1])) / n)
+            .collect();
+        let m: Vec<f64> = series
+            .chunks_exact(2)
+            .map(|bm| f64::from(bm[1]) / n)
+            .collect();
+        let abs_m: Vec<f64> = m.iter().map(|x| x.abs()).collect();
+        let m2: Vec<f64> = m.iter().map(|x| x * x).collect();
+        let m4: Vec<f64> = m2.iter().map(|x| x * x).collect();
+        let (e_mean, e_err) = binned_mean(&e, 10);
+        let (am, am_err) = binned_mean(&abs_m, 10);
+        let (m2_mean, _) = binned_mean(&m2, 10);
+        let (m4_mean, _) = binned_mean(&m4, 10);
+        let binder = if m2_mean > 0.0 {
+            1.0 - m4_mean / (3.0 * m2_mean * m2_mean)
+        } else {
+            0.0
+        };
+        json!({
+            "measurements": e.len(),
+            "e": e_mean, "e_err": finite_or_null(e_err),
+            "abs_m": am, "abs_m_err": finite_or_null(am_err),
+            "m2": m2_mean, "m4": m4_mean, "binder": binder,
+        })
+    }
+
+    fn work(p: &Params) -> u64 {
+        p.sites() as u64 * p.total_sweeps()
+    }
+}
+
+fn finite_or_null(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+/// Updates every site of `colour` (stored in `mine`), reading neighbours from `other`.
+#[allow(clippy::too_many_arguments)]
+fn half_sweep(
+    l: usize,
+    colour: usize,
+    sweep: u32,
+    key: [u32; 2],
+    thr: &[u32; 10],
+    mine: &mut [u8],
+    other: &[u8],
+    threads: usize,
+) {
+    let h = l / 2;
+    let rows_per = l.div_ceil(threads.max(1));
+    let do_rows = |first_row: usize, rows: &mut [u8]| {
+        for (dr, row) in rows.chunks_exact_mut(h).enumerate() {
+            let r = first_row + dr;
+            let up = &other[((r + l - 1) % l) * h..][..h];
+            let down = &other[((r + 1) % l) * h..][..h];
+            let same = &other[r * h..][..h];
+            let shift = (r + colour) & 1;
+            for (k, s) in row.iter_mut().enumerate() {
+                let col = 2 * k + shift;
+                let left = same[((col + l - 1) % l) / 2];
+                let right = same[((col + 1) % l) / 2];
+                let ups = (up[k] + down[k] + left + right) as usize;
+                let site = (r * l + col) as u32;
+                let u = philox4x32_10([site, sweep, STREAM_SWEEP, 0], key)[0];
+                if accept(u, thr[*s as usize * 5 + ups]) {
+                    *s ^= 1;
+                }
+            }
+        }
+    };
+    if threads <= 1 {
+        do_rows(0, mine);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for (i, chunk) in mine.chunks_mut(rows_per * h).enumerate() {
+            let do_rows = &do_rows;
+            scope.spawn(move || do_rows(i * rows_per, chunk));
+        }
+    });
+}
+
+fn spin_at(l: usize, colours: &[Vec<u8>; 2], r: usize, c: usize) -> i32 {
+    2 * i32::from(colours[(r + c) & 1][r * (l / 2) + c / 2]) - 1
+}
+
+fn measure(l: usize, colours: &[Vec<u8>; 2]) -> (i32, i32) {
+    let (mut b, mut m) = (0i32, 0i32);
+    for r in 0..l {
+        for c in 0..l {
+            let s = spin_at(l, colours, r, c);
+            b += s * (spin_at(l, colours, r, (c + 1) % l) + spin_at(l, colours, (r + 1) % l, c));
+            m += s;
+        }
+    }
+    (b, m)
+}
+
+fn state_bytes(l: usize, colours: &[Vec<u8>; 2], series: &[i32]) -> Vec<Vec<u8>> {
+    let mut spins = Vec::with_capacity(l * l * 4);
+    for r in 0..l {
+        for c in 0..l {
+            let s = colours[(r + c) & 1][r * (l / 2) + c / 2];
+            spins.extend_from_slice(&u32::from(s).to_le_bytes());
+        }
+    }
+    vec![spins, le_bytes_i32(series)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Job;
+    use serde_json::json;
+
+    fn job(v: Value) -> Result<Job, ParamError> {
+        Job::new("ising2d", v)
+    }
+
+    #[test]
+    fn invalid_params_name_the_field() {
+        let base = json!({"L": 32, "beta": 0.4, "sweeps": 10, "seed": 1});
+        let cases = [
+            ("L", json!(33)),
+            ("L", json!(8)),
+            ("beta", json!(-0.1)),
+            ("sweeps", json!(0)),
+            ("measure_every", json!(11)),
+            ("h", json!(100.0)),
+        ];
+        for (field, value) in cases {
+            let mut v = base.clone();
+            v[field] = value;
+            let e = job(v).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{e}");
+        }
+        assert!(job(base).is_ok());
+    }
+
+    #[test]
+    fn defaults_are_made_explicit() {
+        let j = job(json!({"L": 16, "beta": 0.4, "sweeps": 100, "seed": 1})).unwrap();
+        let p = j.params_json();
+        assert_eq!(p["checkpoint_every"], 7);
+        assert_eq!(p["measure_every"], 1);
+        assert_eq!(p["start"], "cold");
+        // Normalizing again is a no-op.
+        assert_eq!(job(p.clone()).unwrap().params_json(), p);
+    }
+
+    #[test]
+    fn thresholds_follow_metropolis() {
+        let p = Params {
+            l: 16,
+            beta: 0.5,
+            h: 0.0,
+            sweeps: 1,
+            thermalize: 0,
+            measure_every: 1,
+            seed: 0,
+            start: Start::Cold,
+            checkpoint_every: 1,
+        };
+        let t = p.thresholds();
+        // Up spin with 4 up neighbours: ΔE = 8 → e^{-4}.
+        assert_eq!(t[9], philox::threshold((-4.0f64).exp()));
+        // Up spin with 2 up neighbours: ΔE = 0 → always.
+        assert_eq!(t[7], philox::ALWAYS);
+        // Down spin with 4 up neighbours: flipping lowers the energy.
+        assert_eq!(t[4], philox::ALWAYS);
+    }
+
+    #[test]
+    fn infinite_temperature_and_frozen_limits() {
+        // beta = 0 accepts every flip: each sweep flips every spin, so after an even number
+        // of sweeps the cold lattice is all up again and M alternates.
+        let j = job(json!({"L": 16, "beta": 0.0, "sweeps": 4, "seed": 3})).unwrap();
+        let r = j.run_cpu(1, &mut |_, _| {}).unwrap();
+        let series = i32s_from_le(&r.output[..32]);
+        assert_eq!(series, vec![512, -256, 512, 256, 512, -256, 512, 256]);
+        assert!(r.output[32..].iter().all(|&b| b == 0xff));
+    }
+
+    #[test]
+    fn thread_count_does_not_change_bytes() {
+        let j =
+            job(json!({"L": 64, "beta": 0.44, "sweeps": 20, "seed": 9, "start": "hot"})).unwrap();
+        let a = j.run_cpu(1, &mut |_, _| {}).unwrap();
+        let b = j.run_cpu(3, &mut |_, _| {}).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.output.len() as u64, j.output_len());
+        // 20 sweeps, a checkpoint every ceil(20/16) = 2.
+        assert_eq!(a.checkpoints.len(), 10);
+    }
+
+    #[test]
+    fn seeds_change_the_digest() {
+        let mk = |seed| {
+            job(json!({"L": 16, "beta": 0.3, "sweeps": 5, "seed": seed, "start": "hot"}))
+                .unwrap()
+                .run_cpu(1, &mut |_, _| {})
+                .unwrap()
+                .digest
+        };
+        assert_ne!(mk(1), mk(2));
+        assert_eq!(mk(1), mk(1));
+    }
+}

@@ -1,0 +1,409 @@
+//! Quorum Grid's simulation kernels. Each kernel keeps its WGSL, its CPU reference, its
+//! parameters and their validation, its output layout, its comparison mode and its cost model
+//! side by side in one module; the GPU side is a declarative [`program::Plan`] that the one
+//! runner in `client-wasm` executes on WebGPU and native adapters alike.
+//!
+//! Integer kernels (`ising2d`, `percolation2d`) are bit-exact on every device: their digest is
+//! the SHA-256 of their canonical output bytes. The float kernel (`lj_md`) declares a tolerance
+//! comparison instead.
+
+pub mod ising2d;
+pub mod lj_md;
+pub mod percolation2d;
+pub mod philox;
+pub mod program;
+pub mod selftest;
+
+use program::{CheckpointSink, Plan, Program, Schedule, Segment};
+use protocol::{Checkpoint, Digest};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+/// A parameter set that cannot run. Always names the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamError {
+    #[error("unknown kernel `{0}` (known: ising2d, percolation2d, lj_md)")]
+    UnknownKernel(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// Malformed JSON or a missing/unknown field, in serde's words (which name the field).
+    #[error("params: {0}")]
+    Json(String),
+}
+
+impl ParamError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The field at fault, where one is known.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { field, .. } => Some(field),
+            Self::UnknownKernel(_) => Some("kernel"),
+            Self::Json(_) => None,
+        }
+    }
+}
+
+/// Output bytes that do not fit the kernel's layout.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("output is {got} bytes, kernel layout needs {want}")]
+pub struct OutputError {
+    pub got: u64,
+    pub want: u64,
+}
+
+/// How replicas of a kernel's unit are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Comparison {
+    /// Bit-exact: equal SHA-256 of the canonical output.
+    Digest,
+    /// Float kernels: observables agree within `abs + rel·|x|` (see the kernel's docs for
+    /// which observables).
+    Tolerance {
+        observable: &'static str,
+        rel: f64,
+        abs: f64,
+    },
+}
+
+/// Public metadata of a kernel.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// What one step is (sweep, sample, MD step).
+    pub step_unit: &'static str,
+    /// What the cost model counts.
+    pub work_unit: &'static str,
+    pub comparison: Comparison,
+}
+
+/// What every kernel provides.
+pub trait Kernel {
+    type Params: Clone + std::fmt::Debug + PartialEq + Serialize + DeserializeOwned;
+    const INFO: KernelInfo;
+
+    /// Validates and fills defaults, so the stored parameters are explicit.
+    fn normalize(p: Self::Params) -> Result<Self::Params, ParamError>;
+    fn schedule(p: &Self::Params) -> Schedule;
+    fn program(p: &Self::Params) -> Program;
+    /// The ops for steps `[start, end)`.
+    fn ops(p: &Self::Params, start: u64, end: u64) -> Vec<program::Op>;
+    /// Runs on the CPU and returns the final state buffers, byte-identical (integer kernels) to
+    /// the GPU program's state buffers.
+    fn cpu(p: &Self::Params, threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>>;
+    /// Canonical output bytes from the final state buffers.
+    fn canonical_output(p: &Self::Params, state: &[Vec<u8>]) -> Vec<u8>;
+    fn output_len(p: &Self::Params) -> u64;
+    /// Summary observables, computed from canonical output alone (so a coordinator can
+    /// recompute them instead of trusting a report).
+    fn summarize(p: &Self::Params, output: &[u8]) -> Value;
+    /// Elementary operations (spin updates, site visits, pair interactions) for credit and
+    /// throughput.
+    fn work(p: &Self::Params) -> u64;
+    /// Whether two outputs agree (defaults to byte equality, i.e. equal digests).
+    fn equivalent(_p: &Self::Params, a: &[u8], b: &[u8]) -> bool {
+        a == b
+    }
+}
+
+/// A validated kernel invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    Ising2d(<ising2d::Ising2d as Kernel>::Params),
+    Percolation2d(<percolation2d::Percolation2d as Kernel>::Params),
+    LjMd(<lj_md::LjMd as Kernel>::Params),
+}
+
+/// Runs `$body` with `K` bound to the job's kernel type and `$p` to its params.
+macro_rules! with_kernel {
+    ($job:expr, $p:ident => $body:expr) => {
+        match $job {
+            Job::Ising2d($p) => {
+                #[allow(dead_code)]
+                type K = ising2d::Ising2d;
+                $body
+            }
+            Job::Percolation2d($p) => {
+                #[allow(dead_code)]
+                type K = percolation2d::Percolation2d;
+                $body
+            }
+            Job::LjMd($p) => {
+                #[allow(dead_code)]
+                type K = lj_md::LjMd;
+                $body
+            }
+        }
+    };
+}
+
+/// The result of running a job, on any backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    pub output: Vec<u8>,
+    pub digest: Digest,
+    pub checkpoints: Vec<Checkpoint>,
+    pub summary: Value,
+}
+
+/// Metadata of every kernel.
+pub fn kernels() -> Vec<KernelInfo> {
+    vec![
+        ising2d::Ising2d::INFO,
+        percolation2d::Percolation2d::INFO,
+        lj_md::LjMd::INFO,
+    ]
+}
+
+fn parse<K: Kernel>(params: Value) -> Result<K::Params, ParamError> {
+    let p: K::Params =
+        serde_json::from_value(params).map_err(|e| ParamError::Json(e.to_string()))?;
+    K::normalize(p)
+}
+
+impl Job {
+    /// Parses and validates `params` for the kernel called `kernel`.
+    pub fn new(kernel: &str, params: Value) -> Result<Self, ParamError> {
+        Ok(match kernel {
+            "ising2d" => Job::Ising2d(parse::<ising2d::Ising2d>(params)?),
+            "percolation2d" => Job::Percolation2d(parse::<percolation2d::Percolation2d>(params)?),
+            "lj_md" => Job::LjMd(parse::<lj_md::LjMd>(params)?),
+            other => return Err(ParamError::UnknownKernel(other.to_owned())),
+        })
+    }
+
+    pub fn info(&self) -> KernelInfo {
+        with_kernel!(self, _p => K::INFO)
+    }
+
+    pub fn kernel(&self) -> &'static str {
+        self.info().name
+    }
+
+    /// The normalized parameters, every default explicit.
+    pub fn params_json(&self) -> Value {
+        with_kernel!(self, p => serde_json::to_value(p).unwrap_or(Value::Null))
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        with_kernel!(self, p => K::schedule(p))
+    }
+
+    pub fn output_len(&self) -> u64 {
+        with_kernel!(self, p => K::output_len(p))
+    }
+
+    pub fn work(&self) -> u64 {
+        with_kernel!(self, p => K::work(p))
+    }
+
+    pub fn summarize(&self, output: &[u8]) -> Result<Value, OutputError> {
+        self.check_len(output)?;
+        Ok(with_kernel!(self, p => K::summarize(p, output)))
+    }
+
+    /// Whether two outputs of this job agree under the kernel's comparison mode.
+    pub fn equivalent(&self, a: &[u8], b: &[u8]) -> bool {
+        let want = self.output_len() as usize;
+        a.len() == want && b.len() == want && with_kernel!(self, p => K::equivalent(p, a, b))
+    }
+
+    fn check_len(&self, output: &[u8]) -> Result<(), OutputError> {
+        let want = self.output_len();
+        if output.len() as u64 != want {
+            return Err(OutputError {
+                got: output.len() as u64,
+                want,
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns the final state buffers and collected checkpoints into a result.
+    pub fn finish(
+        &self,
+        state: &[Vec<u8>],
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<RunResult, OutputError> {
+        let output = with_kernel!(self, p => K::canonical_output(p, state));
+        let summary = self.summarize(&output)?;
+        Ok(RunResult {
+            digest: Digest::of(&output),
+            output,
+            checkpoints,
+            summary,
+        })
+    }
+
+    /// The CPU reference on `threads` threads (results do not depend on the thread count).
+    pub fn run_cpu(
+        &self,
+        threads: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RunResult, OutputError> {
+        let mut sink = CheckpointSink::new(self.schedule(), progress);
+        let state = with_kernel!(self, p => K::cpu(p, threads.max(1), &mut sink));
+        let checkpoints = std::mem::take(&mut sink.checkpoints);
+        self.finish(&state, checkpoints)
+    }
+}
+
+impl Plan for Job {
+    fn program(&self) -> Program {
+        with_kernel!(self, p => K::program(p))
+    }
+
+    fn segment_count(&self) -> usize {
+        self.schedule().segment_count()
+    }
+
+    fn segment(&self, index: usize) -> Segment {
+        let s = self.schedule();
+        let (start, end) = s.bounds(index);
+        Segment {
+            ops: with_kernel!(self, p => K::ops(p, start, end)),
+            end_step: end,
+            checkpoint: s.is_checkpoint(end),
+        }
+    }
+}
+
+/// Shared validation helpers: each names the field.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ParamError> {
+    if v < lo || v > hi {
+        return Err(ParamError::invalid(
+            field,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ));
+    }
+    Ok(v)
+}
+
+pub(crate) fn check_finite(field: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ParamError> {
+    if !v.is_finite() {
+        return Err(ParamError::invalid(field, "must be a finite number"));
+    }
+    check_range(field, v, lo, hi)
+}
+
+/// Checkpoint spacing: default at most 16 checkpoints; at most 1024 in any case.
+pub(crate) fn normalize_checkpoint_every(total: u64, every: u64) -> Result<u64, ParamError> {
+    if every == 0 {
+        return Ok(total.div_ceil(16).max(1));
+    }
+    let min = total.div_ceil(1024).max(1);
+    check_range("checkpoint_every", every, min, total.max(min))
+}
+
+/// Mean and standard error of the mean over `bins` contiguous bins (a simple guard against
+/// autocorrelation in Monte Carlo series).
+pub fn binned_mean(xs: &[f64], bins: usize) -> (f64, f64) {
+    let n = xs.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let bins = bins.min(n);
+    if bins < 2 {
+        return (mean, f64::NAN);
+    }
+    let per = n / bins;
+    let bm: Vec<f64> = (0..bins)
+        .map(|b| xs[b * per..(b + 1) * per].iter().sum::<f64>() / per as f64)
+        .collect();
+    let bmean = bm.iter().sum::<f64>() / bins as f64;
+    let var = bm.iter().map(|x| (x - bmean).powi(2)).sum::<f64>() / (bins - 1) as f64;
+    (mean, (var / bins as f64).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_kernel_is_named() {
+        let e = Job::new("nbody", json!({})).unwrap_err();
+        assert_eq!(e.field(), Some("kernel"));
+        assert!(e.to_string().contains("nbody"));
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_named() {
+        let e = Job::new("ising2d", json!({"beta": 0.4, "sweeps": 10, "seed": 1})).unwrap_err();
+        assert!(e.to_string().contains("`L`"), "{e}");
+        let e = Job::new(
+            "ising2d",
+            json!({"L": 16, "beta": 0.4, "sweeps": 10, "seed": 1, "betta": 2}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("betta"), "{e}");
+    }
+
+    /// Every kernel's WGSL parses and validates, and its entry points exist with the workgroup
+    /// sizes the runner is told.
+    #[test]
+    fn wgsl_validates_and_entries_match() {
+        let programs = [
+            Job::new("ising2d", json!({"L": 16, "beta": 0.4, "sweeps": 1, "seed": 1})),
+            Job::new("percolation2d", json!({"L": 16, "p": 0.5, "samples": 1, "seed": 1})),
+            Job::new(
+                "lj_md",
+                json!({"n": 64, "density": 0.5, "temperature": 1.0, "dt": 0.005, "steps": 1, "seed": 1}),
+            ),
+        ]
+        .map(|j| j.unwrap().program());
+        let selftest = selftest::SelfTest {
+            philox_cases: vec![],
+            mul_pairs: vec![],
+        }
+        .program();
+        for prog in programs.iter().chain([&selftest]) {
+            let module = naga::front::wgsl::parse_str(prog.wgsl)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(prog.wgsl)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            for entry in prog.entries {
+                let ep = module
+                    .entry_points
+                    .iter()
+                    .find(|ep| ep.name == entry.name)
+                    .unwrap_or_else(|| panic!("no entry point {}", entry.name));
+                assert_eq!(
+                    ep.workgroup_size,
+                    [entry.workgroup_size, 1, 1],
+                    "{}",
+                    entry.name
+                );
+            }
+            // Every buffer has a binding 1 + index in the WGSL.
+            for i in 0..prog.buffers.len() {
+                let tag = format!("@binding({})", i + 1);
+                assert!(prog.wgsl.contains(&tag), "missing {tag}");
+            }
+        }
+    }
+
+    #[test]
+    fn binned_mean_of_constant_has_zero_error() {
+        let (m, e) = binned_mean(&[2.0; 100], 10);
+        assert_eq!(m, 2.0);
+        assert_eq!(e, 0.0);
+    }
+}

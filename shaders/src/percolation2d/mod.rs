@@ -1,0 +1,346 @@
+//! `percolation2d`: site percolation on an open L×L lattice (no wrap-around), several
+//! independent samples per unit. Bit-exact on every device.
+//!
+//! * Steps are samples. Site i of sample s is occupied iff
+//!   `Philox(i, s, 3, 0; seed).x < floor(p·2³²)` (p = 1: always).
+//! * Clusters: 4-neighbour connectivity. Every occupied site is labelled with the smallest site
+//!   index of its cluster (unique, whatever algorithm or order computed it); empty sites are
+//!   0xFFFFFFFF.
+//! * Output layout: per sample three little-endian u32: spans (1 if one cluster touches both
+//!   row 0 and row L−1), size of the largest cluster, number of clusters.
+//! * State buffers (checkpoints after samples): the labels of the last sample, then the stats.
+
+use crate::philox::{self, accept, key_of, philox4x32_10};
+use crate::program::{
+    BufferSpec, CheckpointSink, Dispatch, Entry, Op, Program, Schedule, le_bytes_u32, u32s_from_le,
+    words,
+};
+use crate::{
+    Comparison, Kernel, KernelInfo, ParamError, check_finite, check_range,
+    normalize_checkpoint_every,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub const WGSL: &str = concat!(
+    include_str!("../prelude.wgsl"),
+    include_str!("percolation2d.wgsl")
+);
+const fn entry(name: &'static str) -> Entry {
+    Entry {
+        name,
+        workgroup_size: 256,
+    }
+}
+const ENTRIES: &[Entry] = &[
+    entry("perc_init"),
+    entry("perc_propagate"),
+    entry("perc_jump"),
+    entry("perc_sizes"),
+    entry("perc_stats"),
+];
+const INIT: usize = 0;
+const PROPAGATE: usize = 1;
+const JUMP: usize = 2;
+const SIZES: usize = 3;
+const STATS: usize = 4;
+/// Index of the `changed` flag among the buffers.
+const FLAG_BUFFER: usize = 4;
+const STREAM_SITES: u32 = 3;
+pub const EMPTY: u32 = u32::MAX;
+/// Samples per submission.
+const CHUNK: u64 = 8;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Lattice side, 4..=4096.
+    #[serde(rename = "L")]
+    pub l: u32,
+    /// Occupation probability, 0..=1.
+    pub p: f64,
+    /// Independent samples, 1..=100000.
+    pub samples: u64,
+    pub seed: u64,
+    /// Samples between checkpoint digests (0 or absent: at most 16 checkpoints).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+}
+
+impl Params {
+    fn sites(&self) -> usize {
+        (self.l as usize) * (self.l as usize)
+    }
+    fn occupied(&self, site: u32, sample: u32, key: [u32; 2], thr: u32) -> bool {
+        accept(philox4x32_10([site, sample, STREAM_SITES, 0], key)[0], thr)
+    }
+}
+
+pub struct Percolation2d;
+
+impl Kernel for Percolation2d {
+    type Params = Params;
+    const INFO: KernelInfo = KernelInfo {
+        name: "percolation2d",
+        description: "2D site percolation, open LxL, spanning/largest/cluster count per sample; bit-exact",
+        step_unit: "sample",
+        work_unit: "site visits",
+        comparison: Comparison::Digest,
+    };
+
+    fn normalize(mut p: Params) -> Result<Params, ParamError> {
+        check_range("L", p.l, 4, 4096)?;
+        check_finite("p", p.p, 0.0, 1.0)?;
+        check_range("samples", p.samples, 1, 100_000)?;
+        p.checkpoint_every = normalize_checkpoint_every(p.samples, p.checkpoint_every)?;
+        Ok(p)
+    }
+
+    fn schedule(p: &Params) -> Schedule {
+        Schedule::new(p.samples, p.checkpoint_every, CHUNK)
+    }
+
+    fn program(p: &Params) -> Program {
+        let n = p.sites();
+        Program {
+            wgsl: WGSL,
+            entries: ENTRIES,
+            buffers: vec![
+                BufferSpec {
+                    label: "labels",
+                    init: le_bytes_u32(&vec![EMPTY; n]),
+                    state: true,
+                    size_field: "L",
+                },
+                BufferSpec {
+                    label: "stats",
+                    init: vec![0; 12 * p.samples as usize],
+                    state: true,
+                    size_field: "samples",
+                },
+                BufferSpec {
+                    label: "sizes",
+                    init: vec![0; 4 * n],
+                    state: false,
+                    size_field: "L",
+                },
+                BufferSpec {
+                    label: "top",
+                    init: vec![0; 4 * n],
+                    state: false,
+                    size_field: "L",
+                },
+                BufferSpec {
+                    label: "changed",
+                    init: vec![0; 4],
+                    state: false,
+                    size_field: "L",
+                },
+            ],
+            total_steps: p.samples,
+        }
+    }
+
+    fn ops(p: &Params, start: u64, end: u64) -> Vec<Op> {
+        let [k0, k1] = key_of(p.seed);
+        let thr = philox::threshold(p.p);
+        let n = p.sites() as u32;
+        let d = |entry, w: &[u32]| Dispatch {
+            entry,
+            threads: n,
+            words: words(w),
+        };
+        let mut ops = Vec::new();
+        for s in start..end {
+            let s = s as u32;
+            ops.push(Op::Dispatch(d(INIT, &[p.l, s, thr, k0, k1])));
+            ops.push(Op::UntilStable {
+                flag: FLAG_BUFFER,
+                body: vec![d(PROPAGATE, &[p.l]), d(JUMP, &[p.l])],
+                unroll: 8,
+                // Each changing pass lowers at least one label; this bound is never reached.
+                max_rounds: n.max(16),
+            });
+            ops.push(Op::Dispatch(d(SIZES, &[p.l])));
+            ops.push(Op::Dispatch(d(STATS, &[p.l, s])));
+        }
+        ops
+    }
+
+    fn cpu(p: &Params, _threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>> {
+        let l = p.l as usize;
+        let n = p.sites();
+        let key = key_of(p.seed);
+        let thr = philox::threshold(p.p);
+        let mut stats = vec![0u32; 3 * p.samples as usize];
+        let mut labels = vec![EMPTY; n];
+        let mut parent: Vec<u32> = vec![0; n];
+        let mut size = vec![0u32; n];
+        let mut top = vec![false; n];
+        for s in 0..p.samples as usize {
+            // Union-find with the smaller index as root: the root is the cluster's minimum.
+            for i in 0..n {
+                parent[i] = if p.occupied(i as u32, s as u32, key, thr) {
+                    i as u32
+                } else {
+                    EMPTY
+                };
+            }
+            for i in 0..n {
+                if parent[i] == EMPTY {
+                    continue;
+                }
+                let (r, c) = (i / l, i % l);
+                if c + 1 < l && parent[i + 1] != EMPTY {
+                    union(&mut parent, i, i + 1);
+                }
+                if r + 1 < l && parent[i + l] != EMPTY {
+                    union(&mut parent, i, i + l);
+                }
+            }
+            size.fill(0);
+            top.fill(false);
+            for i in 0..n {
+                labels[i] = if parent[i] == EMPTY {
+                    EMPTY
+                } else {
+                    find(&mut parent, i)
+                };
+                if labels[i] != EMPTY {
+                    size[labels[i] as usize] += 1;
+                    if i < l {
+                        top[labels[i] as usize] = true;
+                    }
+                }
+            }
+            let st = &mut stats[3 * s..3 * s + 3];
+            for i in 0..n {
+                if labels[i] == i as u32 {
+                    st[2] += 1;
+                    st[1] = st[1].max(size[i]);
+                }
+                if i >= l * (l - 1) && labels[i] != EMPTY && top[labels[i] as usize] {
+                    st[0] = 1;
+                }
+            }
+            sink.step(s as u64 + 1, || {
+                vec![le_bytes_u32(&labels), le_bytes_u32(&stats)]
+            });
+        }
+        vec![le_bytes_u32(&labels), le_bytes_u32(&stats)]
+    }
+
+    fn canonical_output(_p: &Params, state: &[Vec<u8>]) -> Vec<u8> {
+        state.get(1).cloned().unwrap_or_default()
+    }
+
+    fn output_len(p: &Params) -> u64 {
+        12 * p.samples
+    }
+
+    fn summarize(p: &Params, output: &[u8]) -> Value {
+        let st = u32s_from_le(output);
+        let n = p.sites() as f64;
+        let k = (st.len() / 3).max(1) as f64;
+        let spans: Vec<f64> = st.chunks_exact(3).map(|x| f64::from(x[0])).collect();
+        let largest: Vec<f64> = st.chunks_exact(3).map(|x| f64::from(x[1]) / n).collect();
+        let clusters: Vec<f64> = st.chunks_exact(3).map(|x| f64::from(x[2]) / n).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
+        let sem = |v: &[f64]| {
+            let m = mean(v);
+            if v.len() < 2 {
+                return Value::Null;
+            }
+            json!((v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1.0) / k).sqrt())
+        };
+        json!({
+            "samples": st.len() / 3,
+            "spanning_fraction": mean(&spans), "spanning_fraction_err": sem(&spans),
+            "largest_fraction": mean(&largest), "largest_fraction_err": sem(&largest),
+            "clusters_per_site": mean(&clusters),
+        })
+    }
+
+    fn work(p: &Params) -> u64 {
+        p.sites() as u64 * p.samples
+    }
+}
+
+fn find(parent: &mut [u32], mut i: usize) -> u32 {
+    while parent[i] as usize != i {
+        let gp = parent[parent[i] as usize];
+        parent[i] = gp;
+        i = gp as usize;
+    }
+    i as u32
+}
+
+fn union(parent: &mut [u32], a: usize, b: usize) {
+    let ra = find(parent, a);
+    let rb = find(parent, b);
+    if ra != rb {
+        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        parent[hi as usize] = lo;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Job;
+    use serde_json::json;
+
+    fn run(l: u32, p: f64, samples: u64, seed: u64) -> Vec<u32> {
+        let j = Job::new(
+            "percolation2d",
+            json!({"L": l, "p": p, "samples": samples, "seed": seed}),
+        )
+        .unwrap();
+        u32s_from_le(&j.run_cpu(1, &mut |_, _| {}).unwrap().output)
+    }
+
+    #[test]
+    fn full_and_empty_lattices() {
+        assert_eq!(run(8, 1.0, 2, 1), vec![1, 64, 1, 1, 64, 1]);
+        assert_eq!(run(8, 0.0, 1, 1), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn labels_are_cluster_minima() {
+        let p = Params {
+            l: 32,
+            p: 0.55,
+            samples: 1,
+            seed: 5,
+            checkpoint_every: 1,
+        };
+        let mut progress = |_, _| {};
+        let mut sink = CheckpointSink::new(Percolation2d::schedule(&p), &mut progress);
+        let state = Percolation2d::cpu(&p, 1, &mut sink);
+        let labels = u32s_from_le(&state[0]);
+        let l = 32;
+        for i in 0..l * l {
+            if labels[i] == EMPTY {
+                continue;
+            }
+            assert!(labels[i] as usize <= i);
+            assert_eq!(labels[labels[i] as usize], labels[i]);
+            if i % l + 1 < l && labels[i + 1] != EMPTY {
+                assert_eq!(labels[i], labels[i + 1]);
+            }
+            if i + l < l * l && labels[i + l] != EMPTY {
+                assert_eq!(labels[i], labels[i + l]);
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_params_name_the_field() {
+        for (field, v) in [("p", json!(1.5)), ("L", json!(2)), ("samples", json!(0))] {
+            let mut base = json!({"L": 16, "p": 0.5, "samples": 4, "seed": 1});
+            base[field] = v;
+            let e = Job::new("percolation2d", base).unwrap_err();
+            assert_eq!(e.field(), Some(field));
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The declarative description of a GPU computation that the one runner in `client-wasm`
+//! executes on any adapter: buffers with their initial bytes, WGSL entry points, and a list of
+//! segments of dispatches. Every kernel describes itself this way, so the host code is written
+//! once for WebGPU and native.
+//!
+//! Binding convention (every kernel's WGSL follows it, see `prelude.wgsl`):
+//! `@group(0) @binding(0)` is the per-dispatch uniform (16 u32 words at a dynamic offset);
+//! `@binding(1 + i)` is `buffers[i]`, a read-write storage buffer.
+
+use protocol::{Checkpoint, Digest};
+
+/// Per-dispatch parameter words.
+pub const WORDS: usize = 16;
+
+/// A compute entry point and its `@workgroup_size` (x only; kernels are one-dimensional).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: &'static str,
+    pub workgroup_size: u32,
+}
+
+/// A storage buffer: its initial contents (its size is their length, a multiple of 4).
+#[derive(Clone, Debug)]
+pub struct BufferSpec {
+    pub label: &'static str,
+    pub init: Vec<u8>,
+    /// State buffers make up checkpoints and the final readback; the others are scratch that
+    /// every segment re-derives.
+    pub state: bool,
+    /// The parameter whose value sets this buffer's size, named in "too large" errors.
+    pub size_field: &'static str,
+}
+
+/// One dispatch: `threads` invocations of `entries[entry]` with the given words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    pub entry: usize,
+    pub threads: u32,
+    pub words: [u32; WORDS],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Dispatch(Dispatch),
+    /// Repeat `body` until one full pass leaves `buffers[flag]` (a single u32, cleared to 0
+    /// before each round of `unroll` passes) at zero; fail after `max_rounds` rounds.
+    UntilStable {
+        flag: usize,
+        body: Vec<Dispatch>,
+        unroll: u32,
+        max_rounds: u32,
+    },
+}
+
+/// A run of ops ending at step `end_step`; after it the runner reports progress and, where
+/// `checkpoint` is set, hashes the state buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub ops: Vec<Op>,
+    pub end_step: u64,
+    pub checkpoint: bool,
+}
+
+/// The whole program apart from its segments.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub wgsl: &'static str,
+    pub entries: &'static [Entry],
+    pub buffers: Vec<BufferSpec>,
+    pub total_steps: u64,
+}
+
+/// Something the runner can execute: a program and its segments, produced lazily so a
+/// million-step run is not materialised at once.
+pub trait Plan {
+    fn program(&self) -> Program;
+    fn segment_count(&self) -> usize;
+    fn segment(&self, index: usize) -> Segment;
+}
+
+/// Segment boundaries shared by the CPU reference and the GPU plan: a segment ends at every
+/// checkpoint step (multiples of `every`, and the last step) and at least every `chunk` steps.
+/// Steps are 1-based: step `s` is the state after `s` steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub total: u64,
+    pub every: u64,
+    pub chunk: u64,
+}
+
+impl Schedule {
+    pub fn new(total: u64, every: u64, chunk: u64) -> Self {
+        let chunk = chunk.clamp(1, every.max(1));
+        Self {
+            total,
+            every: every.max(1),
+            chunk,
+        }
+    }
+
+    pub fn is_checkpoint(&self, step: u64) -> bool {
+        step == self.total || step % self.every == 0
+    }
+
+    /// Segments are aligned so that each checkpoint interval splits into whole chunks.
+    pub fn segment_count(&self) -> usize {
+        let full = self.total / self.every;
+        let rest = self.total % self.every;
+        (full * self.every.div_ceil(self.chunk) + rest.div_ceil(self.chunk)) as usize
+    }
+
+    /// Steps `[start, end)` of segment `i` (0-based steps: the segment runs steps start..end).
+    pub fn bounds(&self, i: usize) -> (u64, u64) {
+        let per = self.every.div_ceil(self.chunk);
+        let i = i as u64;
+        let interval = i / per;
+        let within = i % per;
+        let base = interval * self.every;
+        let start = base + within * self.chunk;
+        let end = (start + self.chunk).min(base + self.every).min(self.total);
+        (start, end)
+    }
+
+    pub fn checkpoint_count(&self) -> u64 {
+        self.total / self.every + u64::from(self.total % self.every != 0)
+    }
+}
+
+/// Collects checkpoint digests on the CPU, at the same steps as the GPU plan.
+pub struct CheckpointSink<'a> {
+    schedule: Schedule,
+    pub checkpoints: Vec<Checkpoint>,
+    progress: &'a mut dyn FnMut(u64, u64),
+}
+
+impl<'a> CheckpointSink<'a> {
+    pub fn new(schedule: Schedule, progress: &'a mut dyn FnMut(u64, u64)) -> Self {
+        Self {
+            schedule,
+            checkpoints: Vec::new(),
+            progress,
+        }
+    }
+
+    /// Call after every step with a closure producing the state bytes (called only at
+    /// checkpoints, so the conversion costs nothing in between).
+    pub fn step<'s>(&mut self, step: u64, state: impl FnOnce() -> Vec<Vec<u8>>) {
+        if self.schedule.is_checkpoint(step) {
+            let parts = state();
+            let digest = Digest::of_parts(parts.iter().map(Vec::as_slice));
+            self.checkpoints.push(Checkpoint { step, digest });
+        }
+        if step == self.schedule.total || step % self.schedule.chunk == 0 {
+            (self.progress)(step, self.schedule.total);
+        }
+    }
+}
+
+/// How many invocations of a workgroup of `size` cover `threads`.
+pub fn workgroups(threads: u32, size: u32) -> u32 {
+    threads.div_ceil(size)
+}
+
+/// Words with the first few set.
+pub fn words(first: &[u32]) -> [u32; WORDS] {
+    let mut w = [0u32; WORDS];
+    w[..first.len()].copy_from_slice(first);
+    w
+}
+
+/// Little-endian bytes of a u32 slice (the canonical byte order on every device).
+pub fn le_bytes_u32(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn le_bytes_i32(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn le_bytes_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Reads little-endian words; a trailing partial word is ignored (callers check lengths).
+pub fn u32s_from_le(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+pub fn i32s_from_le(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+pub fn f32s_from_le(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_bounds(s: &Schedule) -> Vec<(u64, u64)> {
+        (0..s.segment_count()).map(|i| s.bounds(i)).collect()
+    }
+
+    #[test]
+    fn schedule_covers_every_step_once_and_ends_at_checkpoints() {
+        for (total, every, chunk) in [
+            (10, 10, 3),
+            (10, 4, 3),
+            (100, 7, 50),
+            (1, 1, 1),
+            (17, 5, 5),
+            (1000, 1000, 256),
+        ] {
+            let s = Schedule::new(total, every, chunk);
+            let b = all_bounds(&s);
+            assert_eq!(b.first().map(|x| x.0), Some(0));
+            assert_eq!(b.last().map(|x| x.1), Some(total));
+            for w in b.windows(2) {
+                assert_eq!(w[0].1, w[1].0, "{total} {every} {chunk}: {b:?}");
+            }
+            for &(a, e) in &b {
+                assert!(e > a && e - a <= s.chunk);
+            }
+            // Every checkpoint step is a segment end.
+            let ends: Vec<u64> = b.iter().map(|x| x.1).collect();
+            for step in 1..=total {
+                if s.is_checkpoint(step) {
+                    assert!(ends.contains(&step), "checkpoint {step} not a segment end");
+                }
+            }
+            let cps = (1..=total).filter(|&x| s.is_checkpoint(x)).count() as u64;
+            assert_eq!(cps, s.checkpoint_count());
+        }
+    }
+}
