@@ -1,0 +1,470 @@
+//! The one GPU runner: executes any [`Plan`] (every kernel, and the device self-test) through
+//! wgpu, on the browser's WebGPU (wasm32) or a native adapter (Vulkan, Metal, DX12).
+//!
+//! A segment's dispatches are encoded into one compute pass and one submission; each dispatch
+//! reads its parameter words from a slot of one uniform buffer at a dynamic offset, so
+//! thousands of steps cost one `write_buffer` and one `submit`.
+
+use protocol::{Checkpoint, Digest};
+use serde::Serialize;
+use shaders::program::{Dispatch, Op, Plan, Program, WORDS};
+use std::num::NonZeroU64;
+use wgpu::util::DeviceExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("the GPU device could not be opened: {0}")]
+    Device(String),
+    #[error("{field}: needs a {bytes}-byte buffer, this adapter allows {limit}")]
+    TooLarge {
+        field: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("{field}: needs {workgroups} workgroups, this adapter allows {limit}²")]
+    TooManyWorkgroups {
+        field: &'static str,
+        workgroups: u64,
+        limit: u32,
+    },
+    #[error("reading GPU memory failed: {0}")]
+    Map(String),
+    #[error("iteration did not converge within {0} rounds")]
+    NotStable(u32),
+    #[error("waiting for the GPU failed: {0}")]
+    Poll(String),
+}
+
+/// What a volunteer (and a result's provenance) sees of the adapter.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub vendor: String,
+    pub architecture: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+}
+
+/// An opened device, reusable for many runs.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+}
+
+/// The final state buffers and the checkpoint digests of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanOutput {
+    pub state: Vec<Vec<u8>>,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+const WORD_BYTES: u64 = (WORDS * 4) as u64;
+
+impl Gpu {
+    /// Opens the best adapter: the browser's WebGPU on wasm32; natively the backends in
+    /// `WGPU_BACKEND` (default: Vulkan, Metal, DX12), high-performance first.
+    pub async fn new() -> Result<Self, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY.with_env();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("quorum-grid"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+        })
+    }
+
+    pub fn adapter(&self) -> AdapterSummary {
+        let i = &self.info;
+        AdapterSummary {
+            name: i.name.clone(),
+            vendor: if i.vendor == 0 {
+                String::new()
+            } else {
+                format!("0x{:04x}", i.vendor)
+            },
+            architecture: String::new(),
+            device_type: format!("{:?}", i.device_type),
+            backend: i.backend.to_string(),
+            driver: format!("{} {}", i.driver, i.driver_info).trim().to_owned(),
+        }
+    }
+
+    /// Checks a program's buffers against this adapter's limits.
+    pub fn check(&self, program: &Program) -> Result<(), GpuError> {
+        check_limits(program, &self.limits)
+    }
+
+    fn grid(&self, threads: u32, size: u32, field: &'static str) -> Result<[u32; 3], GpuError> {
+        let wg = threads.div_ceil(size).max(1);
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        let x = wg.min(max);
+        let y = wg.div_ceil(x);
+        if y > max {
+            return Err(GpuError::TooManyWorkgroups {
+                field,
+                workgroups: u64::from(wg),
+                limit: max,
+            });
+        }
+        Ok([x, y, 1])
+    }
+
+    /// Runs `plan` to the end, reporting `(steps done, total)` after every segment.
+    pub async fn run(
+        &self,
+        plan: &dyn Plan,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PlanOutput, GpuError> {
+        let program = plan.program();
+        self.check(&program)?;
+        let field = program.buffers.first().map_or("params", |b| b.size_field);
+        let dev = &self.device;
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("kernel"),
+            source: wgpu::ShaderSource::Wgsl(program.wgsl.into()),
+        });
+        let mut layout_entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: NonZeroU64::new(WORD_BYTES),
+            },
+            count: None,
+        }];
+        let buffers: Vec<wgpu::Buffer> = program
+            .buffers
+            .iter()
+            .map(|b| {
+                let mut init = b.init.clone();
+                init.resize(init.len().max(4).next_multiple_of(4), 0);
+                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(b.label),
+                    contents: &init,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                })
+            })
+            .collect();
+        for i in 0..buffers.len() {
+            layout_entries.push(wgpu::BindGroupLayoutEntry {
+                binding: 1 + i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("kernel"),
+            entries: &layout_entries,
+        });
+        let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("kernel"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        let pipelines: Vec<wgpu::ComputePipeline> = program
+            .entries
+            .iter()
+            .map(|e| {
+                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(e.name),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some(e.name),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .collect();
+
+        let stride = u64::from(self.limits.min_uniform_buffer_offset_alignment).max(WORD_BYTES);
+        let mut uniforms = Uniforms {
+            buffer: None,
+            group: None,
+            capacity: 0,
+        };
+        let state_idx: Vec<usize> = (0..buffers.len())
+            .filter(|&i| program.buffers[i].state)
+            .collect();
+        let state_sizes: Vec<u64> = state_idx.iter().map(|&i| buffers[i].size()).collect();
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("state readback"),
+            size: state_sizes.iter().sum::<u64>().max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let flag_staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("flag readback"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+
+        let mut checkpoints = Vec::new();
+        let mut last = Vec::new();
+        for si in 0..plan.segment_count() {
+            let seg = plan.segment(si);
+            // One uniform slot per dispatch (loop bodies once), in op order.
+            let mut slots: Vec<u8> = Vec::new();
+            let mut push = |d: &Dispatch| {
+                let offset = slots.len() as u64;
+                slots.extend(d.words.iter().flat_map(|w| w.to_le_bytes()));
+                slots.resize((offset + stride) as usize, 0);
+                offset as u32
+            };
+            let mut encoded: Vec<Encoded> = Vec::with_capacity(seg.ops.len());
+            for op in &seg.ops {
+                match op {
+                    Op::Dispatch(d) => encoded.push(Encoded::One(
+                        *d,
+                        push(d),
+                        self.grid(d.threads, program.entries[d.entry].workgroup_size, field)?,
+                    )),
+                    Op::UntilStable {
+                        flag,
+                        body,
+                        unroll,
+                        max_rounds,
+                    } => {
+                        let mut b = Vec::new();
+                        for d in body {
+                            let grid =
+                                self.grid(d.threads, program.entries[d.entry].workgroup_size, field)?;
+                            b.push((*d, push(d), grid));
+                        }
+                        encoded.push(Encoded::Loop(*flag, b, *unroll, *max_rounds));
+                    }
+                }
+            }
+            let group = uniforms.ensure(dev, &bgl, &buffers, slots.len() as u64);
+            if let Some(ub) = &uniforms.buffer {
+                self.queue.write_buffer(ub, 0, &slots);
+            }
+            let mut enc = dev.create_command_encoder(&Default::default());
+            let mut pass: Option<wgpu::ComputePass<'static>> = None;
+            for e in &encoded {
+                match e {
+                    Encoded::One(d, off, grid) => {
+                        let p = pass.get_or_insert_with(|| {
+                            enc.begin_compute_pass(&Default::default()).forget_lifetime()
+                        });
+                        p.set_pipeline(&pipelines[d.entry]);
+                        p.set_bind_group(0, &group, &[*off]);
+                        p.dispatch_workgroups(grid[0], grid[1], grid[2]);
+                    }
+                    Encoded::Loop(flag, body, unroll, max_rounds) => {
+                        drop(pass.take());
+                        self.queue.submit([enc.finish()]);
+                        let mut rounds = 0;
+                        loop {
+                            if rounds >= *max_rounds {
+                                return Err(GpuError::NotStable(*max_rounds));
+                            }
+                            rounds += 1;
+                            let mut e2 = dev.create_command_encoder(&Default::default());
+                            e2.clear_buffer(&buffers[*flag], 0, None);
+                            {
+                                let mut p = e2.begin_compute_pass(&Default::default());
+                                for _ in 0..*unroll {
+                                    for (d, off, grid) in body {
+                                        p.set_pipeline(&pipelines[d.entry]);
+                                        p.set_bind_group(0, &group, &[*off]);
+                                        p.dispatch_workgroups(grid[0], grid[1], grid[2]);
+                                    }
+                                }
+                            }
+                            e2.copy_buffer_to_buffer(&buffers[*flag], 0, &flag_staging, 0, 4);
+                            self.queue.submit([e2.finish()]);
+                            let flag_bytes = self.read(&flag_staging, 4).await?;
+                            if flag_bytes.iter().all(|&b| b == 0) {
+                                break;
+                            }
+                        }
+                        enc = dev.create_command_encoder(&Default::default());
+                    }
+                }
+            }
+            drop(pass.take());
+            let is_last = si + 1 == plan.segment_count();
+            if seg.checkpoint || is_last {
+                let mut off = 0;
+                for (&i, &size) in state_idx.iter().zip(&state_sizes) {
+                    enc.copy_buffer_to_buffer(&buffers[i], 0, &staging, off, size);
+                    off += size;
+                }
+                self.queue.submit([enc.finish()]);
+                let bytes = self.read(&staging, off.max(4)).await?;
+                let mut parts = Vec::with_capacity(state_idx.len());
+                let mut at = 0usize;
+                for (&i, &size) in state_idx.iter().zip(&state_sizes) {
+                    let want = program.buffers[i].init.len();
+                    parts.push(bytes[at..at + want].to_vec());
+                    at += size as usize;
+                }
+                if seg.checkpoint {
+                    checkpoints.push(Checkpoint {
+                        step: seg.end_step,
+                        digest: Digest::of_parts(parts.iter().map(Vec::as_slice)),
+                    });
+                }
+                last = parts;
+            } else {
+                self.queue.submit([enc.finish()]);
+                // Wait for the segment so progress reflects work done, not work queued.
+                self.wait().await?;
+            }
+            progress(seg.end_step, program.total_steps);
+        }
+        Ok(PlanOutput {
+            state: last,
+            checkpoints,
+        })
+    }
+
+    /// Waits until submitted work is done (natively: a blocking poll; on WebGPU: a queue
+    /// completion promise).
+    async fn wait(&self) -> Result<(), GpuError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.poll()?;
+        rx.await.map_err(|e| GpuError::Map(e.to_string()))
+    }
+
+    fn poll(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Poll(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn read(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+        let slice = buf.slice(..size);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.poll()?;
+        rx.await
+            .map_err(|e| GpuError::Map(e.to_string()))?
+            .map_err(|e| GpuError::Map(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| GpuError::Map(e.to_string()))?
+            .to_vec();
+        buf.unmap();
+        Ok(data)
+    }
+}
+
+/// Checks a program's buffers against `limits`, naming the parameter that sets a buffer's size.
+pub fn check_limits(program: &Program, limits: &wgpu::Limits) -> Result<(), GpuError> {
+    let limit = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+    for b in &program.buffers {
+        if b.init.len() as u64 > limit {
+            return Err(GpuError::TooLarge {
+                field: b.size_field,
+                bytes: b.init.len() as u64,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// WebGPU's default limits: what every conforming browser adapter offers at least.
+pub fn test_limits() -> wgpu::Limits {
+    wgpu::Limits::default()
+}
+
+enum Encoded {
+    One(Dispatch, u32, [u32; 3]),
+    Loop(usize, Vec<(Dispatch, u32, [u32; 3])>, u32, u32),
+}
+
+/// The uniform buffer of per-dispatch words and its bind group, grown on demand.
+struct Uniforms {
+    buffer: Option<wgpu::Buffer>,
+    group: Option<wgpu::BindGroup>,
+    capacity: u64,
+}
+
+impl Uniforms {
+    fn ensure(
+        &mut self,
+        dev: &wgpu::Device,
+        bgl: &wgpu::BindGroupLayout,
+        storage: &[wgpu::Buffer],
+        need: u64,
+    ) -> wgpu::BindGroup {
+        if let (Some(g), true) = (&self.group, need <= self.capacity) {
+            return g.clone();
+        }
+        let capacity = need.max(4096).next_power_of_two();
+        let buffer = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dispatch words"),
+            size: capacity,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &buffer,
+                offset: 0,
+                size: NonZeroU64::new(WORD_BYTES),
+            }),
+        }];
+        for (i, b) in storage.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 1 + i as u32,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("kernel"),
+            layout: bgl,
+            entries: &entries,
+        });
+        self.buffer = Some(buffer);
+        self.group = Some(group.clone());
+        self.capacity = capacity;
+        group
+    }
+}
