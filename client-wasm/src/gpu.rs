@@ -7,7 +7,7 @@
 
 use protocol::{Checkpoint, Digest};
 use serde::Serialize;
-use shaders::program::{Dispatch, Op, Plan, Program, WORDS};
+use shaders::program::{Plan, Program, WORDS};
 use std::num::NonZeroU64;
 use wgpu::util::DeviceExt;
 
@@ -31,8 +31,6 @@ pub enum GpuError {
     },
     #[error("reading GPU memory failed: {0}")]
     Map(String),
-    #[error("iteration did not converge within {0} rounds")]
-    NotStable(u32),
     #[error("waiting for the GPU failed: {0}")]
     Poll(String),
 }
@@ -227,98 +225,34 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let flag_staging = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("flag readback"),
-            size: 4,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
 
         let mut checkpoints = Vec::new();
         let mut last = Vec::new();
         for si in 0..plan.segment_count() {
             let seg = plan.segment(si);
-            // One uniform slot per dispatch (loop bodies once), in op order.
-            let mut slots: Vec<u8> = Vec::new();
-            let mut push = |d: &Dispatch| {
+            // One uniform slot of parameter words per dispatch, in order.
+            let mut slots: Vec<u8> = Vec::with_capacity(seg.ops.len() * stride as usize);
+            let mut grids = Vec::with_capacity(seg.ops.len());
+            for d in &seg.ops {
                 let offset = slots.len() as u64;
                 slots.extend(d.words.iter().flat_map(|w| w.to_le_bytes()));
                 slots.resize((offset + stride) as usize, 0);
-                offset as u32
-            };
-            let mut encoded: Vec<Encoded> = Vec::with_capacity(seg.ops.len());
-            for op in &seg.ops {
-                match op {
-                    Op::Dispatch(d) => encoded.push(Encoded::One(
-                        *d,
-                        push(d),
-                        self.grid(d.threads, program.entries[d.entry].workgroup_size, field)?,
-                    )),
-                    Op::UntilStable {
-                        flag,
-                        body,
-                        unroll,
-                        max_rounds,
-                    } => {
-                        let mut b = Vec::new();
-                        for d in body {
-                            let grid =
-                                self.grid(d.threads, program.entries[d.entry].workgroup_size, field)?;
-                            b.push((*d, push(d), grid));
-                        }
-                        encoded.push(Encoded::Loop(*flag, b, *unroll, *max_rounds));
-                    }
-                }
+                let size = program.entries[d.entry].workgroup_size;
+                grids.push((offset as u32, self.grid(d.threads, size, field)?));
             }
             let group = uniforms.ensure(dev, &bgl, &buffers, slots.len() as u64);
             if let Some(ub) = &uniforms.buffer {
                 self.queue.write_buffer(ub, 0, &slots);
             }
             let mut enc = dev.create_command_encoder(&Default::default());
-            let mut pass: Option<wgpu::ComputePass<'static>> = None;
-            for e in &encoded {
-                match e {
-                    Encoded::One(d, off, grid) => {
-                        let p = pass.get_or_insert_with(|| {
-                            enc.begin_compute_pass(&Default::default()).forget_lifetime()
-                        });
-                        p.set_pipeline(&pipelines[d.entry]);
-                        p.set_bind_group(0, &group, &[*off]);
-                        p.dispatch_workgroups(grid[0], grid[1], grid[2]);
-                    }
-                    Encoded::Loop(flag, body, unroll, max_rounds) => {
-                        drop(pass.take());
-                        self.queue.submit([enc.finish()]);
-                        let mut rounds = 0;
-                        loop {
-                            if rounds >= *max_rounds {
-                                return Err(GpuError::NotStable(*max_rounds));
-                            }
-                            rounds += 1;
-                            let mut e2 = dev.create_command_encoder(&Default::default());
-                            e2.clear_buffer(&buffers[*flag], 0, None);
-                            {
-                                let mut p = e2.begin_compute_pass(&Default::default());
-                                for _ in 0..*unroll {
-                                    for (d, off, grid) in body {
-                                        p.set_pipeline(&pipelines[d.entry]);
-                                        p.set_bind_group(0, &group, &[*off]);
-                                        p.dispatch_workgroups(grid[0], grid[1], grid[2]);
-                                    }
-                                }
-                            }
-                            e2.copy_buffer_to_buffer(&buffers[*flag], 0, &flag_staging, 0, 4);
-                            self.queue.submit([e2.finish()]);
-                            let flag_bytes = self.read(&flag_staging, 4).await?;
-                            if flag_bytes.iter().all(|&b| b == 0) {
-                                break;
-                            }
-                        }
-                        enc = dev.create_command_encoder(&Default::default());
-                    }
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for (d, (offset, grid)) in seg.ops.iter().zip(&grids) {
+                    pass.set_pipeline(&pipelines[d.entry]);
+                    pass.set_bind_group(0, &group, &[*offset]);
+                    pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
                 }
             }
-            drop(pass.take());
             let is_last = si + 1 == plan.segment_count();
             if seg.checkpoint || is_last {
                 let mut off = 0;
@@ -395,7 +329,9 @@ impl Gpu {
 
 /// Checks a program's buffers against `limits`, naming the parameter that sets a buffer's size.
 pub fn check_limits(program: &Program, limits: &wgpu::Limits) -> Result<(), GpuError> {
-    let limit = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+    let limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
     for b in &program.buffers {
         if b.init.len() as u64 > limit {
             return Err(GpuError::TooLarge {
@@ -411,11 +347,6 @@ pub fn check_limits(program: &Program, limits: &wgpu::Limits) -> Result<(), GpuE
 /// WebGPU's default limits: what every conforming browser adapter offers at least.
 pub fn test_limits() -> wgpu::Limits {
     wgpu::Limits::default()
-}
-
-enum Encoded {
-    One(Dispatch, u32, [u32; 3]),
-    Loop(usize, Vec<(Dispatch, u32, [u32; 3])>, u32, u32),
 }
 
 /// The uniform buffer of per-dispatch words and its bind group, grown on demand.

@@ -94,7 +94,7 @@ pub trait Kernel {
     fn schedule(p: &Self::Params) -> Schedule;
     fn program(p: &Self::Params) -> Program;
     /// The ops for steps `[start, end)`.
-    fn ops(p: &Self::Params, start: u64, end: u64) -> Vec<program::Op>;
+    fn ops(p: &Self::Params, start: u64, end: u64) -> Vec<program::Dispatch>;
     /// Runs on the CPU and returns the final state buffers, byte-identical (integer kernels) to
     /// the GPU program's state buffers.
     fn cpu(p: &Self::Params, threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>>;

@@ -39,24 +39,11 @@ pub struct Dispatch {
     pub words: [u32; WORDS],
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    Dispatch(Dispatch),
-    /// Repeat `body` until one full pass leaves `buffers[flag]` (a single u32, cleared to 0
-    /// before each round of `unroll` passes) at zero; fail after `max_rounds` rounds.
-    UntilStable {
-        flag: usize,
-        body: Vec<Dispatch>,
-        unroll: u32,
-        max_rounds: u32,
-    },
-}
-
-/// A run of ops ending at step `end_step`; after it the runner reports progress and, where
+/// A run of dispatches ending at step `end_step`; after it the runner reports progress and, where
 /// `checkpoint` is set, hashes the state buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
-    pub ops: Vec<Op>,
+    pub ops: Vec<Dispatch>,
     pub end_step: u64,
     pub checkpoint: bool,
 }
@@ -99,7 +86,7 @@ impl Schedule {
     }
 
     pub fn is_checkpoint(&self, step: u64) -> bool {
-        step == self.total || step % self.every == 0
+        step == self.total || step.is_multiple_of(self.every)
     }
 
     /// Segments are aligned so that each checkpoint interval splits into whole chunks.
@@ -122,7 +109,7 @@ impl Schedule {
     }
 
     pub fn checkpoint_count(&self) -> u64 {
-        self.total / self.every + u64::from(self.total % self.every != 0)
+        self.total / self.every + u64::from(!self.total.is_multiple_of(self.every))
     }
 }
 
@@ -144,13 +131,13 @@ impl<'a> CheckpointSink<'a> {
 
     /// Call after every step with a closure producing the state bytes (called only at
     /// checkpoints, so the conversion costs nothing in between).
-    pub fn step<'s>(&mut self, step: u64, state: impl FnOnce() -> Vec<Vec<u8>>) {
+    pub fn step(&mut self, step: u64, state: impl FnOnce() -> Vec<Vec<u8>>) {
         if self.schedule.is_checkpoint(step) {
             let parts = state();
             let digest = Digest::of_parts(parts.iter().map(Vec::as_slice));
             self.checkpoints.push(Checkpoint { step, digest });
         }
-        if step == self.schedule.total || step % self.schedule.chunk == 0 {
+        if step == self.schedule.total || step.is_multiple_of(self.schedule.chunk) {
             (self.progress)(step, self.schedule.total);
         }
     }

@@ -4,7 +4,7 @@
 //! multiplication.
 
 use crate::program::{
-    BufferSpec, Dispatch, Entry, Op, Plan, Program, Segment, le_bytes_u32, u32s_from_le, words,
+    BufferSpec, Dispatch, Entry, Plan, Program, Segment, le_bytes_u32, u32s_from_le, words,
 };
 
 pub const WGSL: &str = concat!(include_str!("prelude.wgsl"), include_str!("selftest.wgsl"));
@@ -74,16 +74,16 @@ impl Plan for SelfTest {
         let w = words(&[self.philox_cases.len() as u32, self.mul_pairs.len() as u32]);
         Segment {
             ops: vec![
-                Op::Dispatch(Dispatch {
+                Dispatch {
                     entry: 0,
                     threads: self.philox_cases.len() as u32,
                     words: w,
-                }),
-                Op::Dispatch(Dispatch {
+                },
+                Dispatch {
                     entry: 1,
                     threads: self.mul_pairs.len() as u32,
                     words: w,
-                }),
+                },
             ],
             end_step: 1,
             checkpoint: false,

@@ -17,24 +17,44 @@ fn both(kernel: &str, params: Value) -> (Job, RunResult, RunResult) {
 
 #[test]
 fn philox_known_answers_and_wide_multiply_on_the_gpu() {
-    let mut cases: Vec<([u32; 4], [u32; 2])> = KNOWN_ANSWERS.iter().map(|(c, k, _)| (*c, *k)).collect();
+    let mut cases: Vec<([u32; 4], [u32; 2])> =
+        KNOWN_ANSWERS.iter().map(|(c, k, _)| (*c, *k)).collect();
     for i in 0..1000u32 {
         let r = philox4x32_10([i, 1, 2, 3], [4, 5]);
         cases.push(([r[0], r[1], r[2], r[3]], [r[1] ^ i, r[3]]));
     }
     // Edge values for the carry of the 16-bit emulation, then many random pairs.
-    let edge = [0u32, 1, 0xffff, 0x1_0000, 0x1_ffff, 0x8000_0000, 0xffff_ffff, 0xd251_1f53, 0xcd9e_8d57];
-    let mut pairs: Vec<(u32, u32)> = edge.iter().flat_map(|&a| edge.iter().map(move |&b| (a, b))).collect();
+    let edge = [
+        0u32,
+        1,
+        0xffff,
+        0x1_0000,
+        0x1_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0xd251_1f53,
+        0xcd9e_8d57,
+    ];
+    let mut pairs: Vec<(u32, u32)> = edge
+        .iter()
+        .flat_map(|&a| edge.iter().map(move |&b| (a, b)))
+        .collect();
     for i in 0..100_000u32 {
         let r = philox4x32_10([i, 0, 9, 0], [7, 7]);
         pairs.push((r[0], r[1]));
         pairs.push((r[2] | 0xffff, r[3] | 0xffff_0000));
     }
-    let test = SelfTest { philox_cases: cases.clone(), mul_pairs: pairs.clone() };
+    let test = SelfTest {
+        philox_cases: cases.clone(),
+        mul_pairs: pairs.clone(),
+    };
     let out = pollster::block_on(gpu().run(&test, &mut |_, _| {})).unwrap();
     let (got_philox, got_mul) = SelfTest::decode(&out.state);
     for (i, (c, k, want)) in KNOWN_ANSWERS.iter().enumerate() {
-        assert_eq!(&got_philox[i], want, "known answer {i}: counter {c:08x?} key {k:08x?}");
+        assert_eq!(
+            &got_philox[i], want,
+            "known answer {i}: counter {c:08x?} key {k:08x?}"
+        );
     }
     for (i, (c, k)) in cases.iter().enumerate() {
         assert_eq!(got_philox[i], philox4x32_10(*c, *k), "case {i}");
@@ -87,7 +107,12 @@ fn lj_md_agrees_within_its_declared_tolerance() {
     for n in [100u32, 256] {
         let params = json!({"n": n, "density": 0.8, "temperature": 1.0, "dt": 0.005, "steps": 300, "seed": 11});
         let (job, cpu, g) = both("lj_md", params);
-        assert!(job.equivalent(&cpu.output, &g.output), "n={n}: cpu {} gpu {}", cpu.summary, g.summary);
+        assert!(
+            job.equivalent(&cpu.output, &g.output),
+            "n={n}: cpu {} gpu {}",
+            cpu.summary,
+            g.summary
+        );
         let drift = g.summary["energy_drift"].as_f64().unwrap();
         assert!(drift < shaders::lj_md::DRIFT_BOUND, "GPU drift {drift}");
         // A different seed is a different trajectory, outside the tolerance.
@@ -99,7 +124,11 @@ fn lj_md_agrees_within_its_declared_tolerance() {
 
 #[test]
 fn progress_reaches_the_total() {
-    let job = Job::new("ising2d", json!({"L": 16, "beta": 0.3, "sweeps": 300, "seed": 1})).unwrap();
+    let job = Job::new(
+        "ising2d",
+        json!({"L": 16, "beta": 0.3, "sweeps": 300, "seed": 1}),
+    )
+    .unwrap();
     let mut seen = Vec::new();
     pollster::block_on(run_gpu(gpu(), &job, &mut |d, t| seen.push((d, t)))).unwrap();
     assert!(seen.len() > 2, "{seen:?}");
@@ -110,10 +139,16 @@ fn progress_reaches_the_total() {
 #[test]
 fn buffers_beyond_the_adapter_limit_name_the_field() {
     use shaders::program::Plan;
-    let job = Job::new("percolation2d", json!({"L": 1024, "p": 0.5, "samples": 1, "seed": 1})).unwrap();
+    let job = Job::new(
+        "percolation2d",
+        json!({"L": 1024, "p": 0.5, "samples": 1, "seed": 1}),
+    )
+    .unwrap();
     let mut limits = client_wasm::gpu::test_limits();
     limits.max_storage_buffer_binding_size = 1 << 20;
     let err = client_wasm::gpu::check_limits(&job.program(), &limits).unwrap_err();
     assert!(err.to_string().starts_with("L:"), "{err}");
-    assert!(client_wasm::gpu::check_limits(&job.program(), &client_wasm::gpu::test_limits()).is_ok());
+    assert!(
+        client_wasm::gpu::check_limits(&job.program(), &client_wasm::gpu::test_limits()).is_ok()
+    );
 }

@@ -27,7 +27,11 @@ fn onsager_energy(beta: f64) -> f64 {
 /// Onsager–Yang spontaneous magnetization (zero above the critical temperature).
 fn onsager_magnetization(beta: f64) -> f64 {
     let s = (2.0 * beta).sinh();
-    if s <= 1.0 { 0.0 } else { (1.0 - s.powi(-4)).powf(0.125) }
+    if s <= 1.0 {
+        0.0
+    } else {
+        (1.0 - s.powi(-4)).powf(0.125)
+    }
 }
 
 /// Mean and standard error over independent seeds.
@@ -45,7 +49,11 @@ fn onsager_formulas_match_known_values() {
     // ground state it is -2.
     let bc = (1.0 + 2f64.sqrt()).ln() / 2.0;
     for b in [bc - 1e-4, bc + 1e-4] {
-        assert!((onsager_energy(b) + 2f64.sqrt()).abs() < 5e-3, "{}", onsager_energy(b));
+        assert!(
+            (onsager_energy(b) + 2f64.sqrt()).abs() < 5e-3,
+            "{}",
+            onsager_energy(b)
+        );
     }
     assert!((onsager_energy(4.0) + 2.0).abs() < 1e-9);
     assert_eq!(onsager_magnetization(0.3), 0.0);
@@ -69,11 +77,17 @@ fn ising2d_matches_onsager_away_from_criticality() {
         let exact = onsager_energy(beta);
         // Five standard errors, plus 1e-3 for what finite L and runs leave.
         let tol = 5.0 * e_err + 1e-3;
-        assert!((e - exact).abs() < tol, "β={beta}: e = {e} ± {e_err}, Onsager {exact}");
+        assert!(
+            (e - exact).abs() < tol,
+            "β={beta}: e = {e} ± {e_err}, Onsager {exact}"
+        );
         if check_m {
             let (m, m_err) = over_seeds(6, |s| summaries[s as usize]["abs_m"].as_f64().unwrap());
             let exact = onsager_magnetization(beta);
-            assert!((m - exact).abs() < 5.0 * m_err + 2e-3, "β={beta}: |m| = {m} ± {m_err}, exact {exact}");
+            assert!(
+                (m - exact).abs() < 5.0 * m_err + 2e-3,
+                "β={beta}: |m| = {m} ± {m_err}, exact {exact}"
+            );
         }
     }
 }
@@ -82,8 +96,14 @@ fn ising2d_matches_onsager_away_from_criticality() {
 fn percolation_spanning_rises_through_the_threshold() {
     // Site percolation on the square lattice: p_c = 0.592746 (Newman & Ziff 2000).
     let fraction = |p: f64| {
-        let job = Job::new("percolation2d", json!({"L": 96, "p": p, "samples": 150, "seed": 42})).unwrap();
-        job.run_cpu(1, &mut |_, _| {}).unwrap().summary["spanning_fraction"].as_f64().unwrap()
+        let job = Job::new(
+            "percolation2d",
+            json!({"L": 96, "p": p, "samples": 150, "seed": 42}),
+        )
+        .unwrap();
+        job.run_cpu(1, &mut |_, _| {}).unwrap().summary["spanning_fraction"]
+            .as_f64()
+            .unwrap()
     };
     let (lo, mid, hi) = (fraction(0.55), fraction(0.5927), fraction(0.65));
     assert!(lo < 0.15, "p=0.55 spans {lo}");

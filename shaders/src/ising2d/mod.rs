@@ -13,7 +13,7 @@
 
 use crate::philox::{self, accept, key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Op, Program, Schedule, i32s_from_le, le_bytes_i32,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Program, Schedule, i32s_from_le, le_bytes_i32,
     le_bytes_u32, u32s_from_le, words,
 };
 use crate::{
@@ -101,7 +101,7 @@ impl Params {
             return None;
         }
         let k = t - self.thermalize;
-        (k % self.measure_every == 0 && k / self.measure_every <= self.measurements())
+        (k.is_multiple_of(self.measure_every) && k / self.measure_every <= self.measurements())
             .then(|| k / self.measure_every - 1)
     }
     /// Thresholds indexed by spin*5 + up-neighbour count.
@@ -144,7 +144,7 @@ impl Kernel for Ising2d {
 
     fn normalize(mut p: Params) -> Result<Params, ParamError> {
         check_range("L", p.l, 16, 4096)?;
-        if p.l % 2 != 0 {
+        if !p.l.is_multiple_of(2) {
             return Err(ParamError::invalid(
                 "L",
                 format!("must be even for checkerboard updates, got {}", p.l),
@@ -193,24 +193,24 @@ impl Kernel for Ising2d {
         }
     }
 
-    fn ops(p: &Params, start: u64, end: u64) -> Vec<Op> {
+    fn ops(p: &Params, start: u64, end: u64) -> Vec<Dispatch> {
         let [k0, k1] = key_of(p.seed);
         let half_sites = (p.sites() / 2) as u32;
         let mut ops = Vec::with_capacity(((end - start) * 2) as usize + 8);
         for t in start..end {
             for colour in 0..2 {
-                ops.push(Op::Dispatch(Dispatch {
+                ops.push(Dispatch {
                     entry: SWEEP,
                     threads: half_sites,
                     words: words(&[p.l, t as u32, colour, k0, k1]),
-                }));
+                });
             }
             if let Some(slot) = p.slot_after(t + 1) {
-                ops.push(Op::Dispatch(Dispatch {
+                ops.push(Dispatch {
                     entry: MEASURE,
                     threads: p.sites() as u32,
                     words: words(&[p.l, slot as u32]),
-                }));
+                });
             }
         }
         ops

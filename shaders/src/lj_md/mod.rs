@@ -20,7 +20,7 @@
 
 use crate::philox::{key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Op, Program, Schedule, f32s_from_le, le_bytes_f32,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Program, Schedule, f32s_from_le, le_bytes_f32,
     words,
 };
 use crate::{
@@ -267,13 +267,11 @@ impl Kernel for LjMd {
         }
     }
 
-    fn ops(p: &Params, start: u64, end: u64) -> Vec<Op> {
-        let d = |entry, threads, slot| {
-            Op::Dispatch(Dispatch {
-                entry,
-                threads,
-                words: p.words(slot),
-            })
+    fn ops(p: &Params, start: u64, end: u64) -> Vec<Dispatch> {
+        let d = |entry, threads, slot| Dispatch {
+            entry,
+            threads,
+            words: p.words(slot),
         };
         let mut ops = Vec::new();
         if start == 0 {

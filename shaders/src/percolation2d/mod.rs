@@ -12,7 +12,7 @@
 
 use crate::philox::{self, accept, key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Op, Program, Schedule, le_bytes_u32, u32s_from_le,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Program, Schedule, le_bytes_u32, u32s_from_le,
     words,
 };
 use crate::{
@@ -34,18 +34,16 @@ const fn entry(name: &'static str) -> Entry {
 }
 const ENTRIES: &[Entry] = &[
     entry("perc_init"),
-    entry("perc_propagate"),
-    entry("perc_jump"),
+    entry("perc_merge"),
+    entry("perc_compress"),
     entry("perc_sizes"),
     entry("perc_stats"),
 ];
 const INIT: usize = 0;
-const PROPAGATE: usize = 1;
-const JUMP: usize = 2;
+const MERGE: usize = 1;
+const COMPRESS: usize = 2;
 const SIZES: usize = 3;
 const STATS: usize = 4;
-/// Index of the `changed` flag among the buffers.
-const FLAG_BUFFER: usize = 4;
 const STREAM_SITES: u32 = 3;
 pub const EMPTY: u32 = u32::MAX;
 /// Samples per submission.
@@ -130,18 +128,12 @@ impl Kernel for Percolation2d {
                     state: false,
                     size_field: "L",
                 },
-                BufferSpec {
-                    label: "changed",
-                    init: vec![0; 4],
-                    state: false,
-                    size_field: "L",
-                },
             ],
             total_steps: p.samples,
         }
     }
 
-    fn ops(p: &Params, start: u64, end: u64) -> Vec<Op> {
+    fn ops(p: &Params, start: u64, end: u64) -> Vec<Dispatch> {
         let [k0, k1] = key_of(p.seed);
         let thr = philox::threshold(p.p);
         let n = p.sites() as u32;
@@ -153,16 +145,15 @@ impl Kernel for Percolation2d {
         let mut ops = Vec::new();
         for s in start..end {
             let s = s as u32;
-            ops.push(Op::Dispatch(d(INIT, &[p.l, s, thr, k0, k1])));
-            ops.push(Op::UntilStable {
-                flag: FLAG_BUFFER,
-                body: vec![d(PROPAGATE, &[p.l]), d(JUMP, &[p.l])],
-                unroll: 8,
-                // Each changing pass lowers at least one label; this bound is never reached.
-                max_rounds: n.max(16),
-            });
-            ops.push(Op::Dispatch(d(SIZES, &[p.l])));
-            ops.push(Op::Dispatch(d(STATS, &[p.l, s])));
+            for (entry, w) in [
+                (INIT, [p.l, s, thr, k0, k1]),
+                (MERGE, [p.l, 0, 0, 0, 0]),
+                (COMPRESS, [p.l, 0, 0, 0, 0]),
+                (SIZES, [p.l, 0, 0, 0, 0]),
+                (STATS, [p.l, s, 0, 0, 0]),
+            ] {
+                ops.push(d(entry, &w));
+            }
         }
         ops
     }
@@ -179,8 +170,8 @@ impl Kernel for Percolation2d {
         let mut top = vec![false; n];
         for s in 0..p.samples as usize {
             // Union-find with the smaller index as root: the root is the cluster's minimum.
-            for i in 0..n {
-                parent[i] = if p.occupied(i as u32, s as u32, key, thr) {
+            for (i, slot) in parent.iter_mut().enumerate() {
+                *slot = if p.occupied(i as u32, s as u32, key, thr) {
                     i as u32
                 } else {
                     EMPTY

@@ -1,14 +1,13 @@
 // percolation2d: site percolation on an open L x L lattice. Each sample draws occupation from
-// Philox(site, sample, STREAM_SITES; seed) < threshold(p), then labels clusters by min-label
-// propagation with pointer jumping until nothing changes. Labels only ever decrease (atomicMin)
-// and always name a site of the same cluster, so the fixed point is unique: every site carries
-// the smallest site index of its cluster, whatever order the device ran in. CPU twin: `mod.rs`.
+// Philox(site, sample, STREAM_SITES; seed) < threshold(p), then labels clusters with a
+// lock-free union-find whose links always point to the smaller index: every site ends up
+// carrying the smallest site index of its cluster, whatever order the device ran in, so the
+// output is unique. CPU twin: `mod.rs`.
 
-@group(0) @binding(1) var<storage, read_write> labels: array<atomic<u32>>; // EMPTY or min index
+@group(0) @binding(1) var<storage, read_write> labels: array<atomic<u32>>; // EMPTY, parent, finally the min index
 @group(0) @binding(2) var<storage, read_write> stats: array<atomic<u32>>;  // (spans, largest, clusters) per sample
 @group(0) @binding(3) var<storage, read_write> sizes: array<atomic<u32>>;  // scratch: size by root
 @group(0) @binding(4) var<storage, read_write> top: array<atomic<u32>>;    // scratch: root touches row 0
-@group(0) @binding(5) var<storage, read_write> changed: atomic<u32>;
 
 const WG: u32 = 256u;
 const EMPTY: u32 = 0xFFFFFFFFu;
@@ -29,55 +28,70 @@ fn perc_init(@builtin(global_invocation_id) gid: vec3<u32>,
     atomicStore(&top[i], 0u);
 }
 
-fn lower(i: u32, m: u32) {
-    if (m < atomicMin(&labels[i], m)) {
-        atomicStore(&changed, 1u);
+// The root of x's tree: follow parents (each strictly smaller) until a self-parent.
+fn find_root(x: u32) -> u32 {
+    var r = x;
+    loop {
+        let p = atomicLoad(&labels[r]);
+        if (p == r) {
+            break;
+        }
+        r = p;
+    }
+    return r;
+}
+
+// Lock-free union (after Playne & Hawick 2018): always link the larger root under the smaller
+// with atomicMin. If `a` stopped being a root meanwhile, its old parent is merged in the next
+// round, so no connection is lost and every tree's root stays its minimum index.
+fn unite(x: u32, y: u32) {
+    var a = find_root(x);
+    var b = find_root(y);
+    loop {
+        if (a == b) {
+            break;
+        }
+        if (a < b) {
+            let t = a;
+            a = b;
+            b = t;
+        }
+        let old = atomicMin(&labels[a], b);
+        if (old == a) {
+            break;
+        }
+        a = find_root(old);
+        b = find_root(b);
     }
 }
 
-// words: 0 L
+// words: 0 L. Unites every occupied site with its occupied right and lower neighbours.
 @compute @workgroup_size(256)
-fn perc_propagate(@builtin(global_invocation_id) gid: vec3<u32>,
-                  @builtin(num_workgroups) nwg: vec3<u32>) {
+fn perc_merge(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
     let L = word(0u);
     let i = flat_id(gid, nwg, WG);
-    if (i >= L * L) {
+    if (i >= L * L || atomicLoad(&labels[i]) == EMPTY) {
         return;
     }
-    let own = atomicLoad(&labels[i]);
-    if (own == EMPTY) {
-        return;
+    if (i % L + 1u < L && atomicLoad(&labels[i + 1u]) != EMPTY) {
+        unite(i, i + 1u);
     }
-    let row = i / L;
-    let col = i % L;
-    var m = own;
-    // EMPTY is the largest u32, so empty neighbours never win the min.
-    if (row > 0u) { m = min(m, atomicLoad(&labels[i - L])); }
-    if (row + 1u < L) { m = min(m, atomicLoad(&labels[i + L])); }
-    if (col > 0u) { m = min(m, atomicLoad(&labels[i - 1u])); }
-    if (col + 1u < L) { m = min(m, atomicLoad(&labels[i + 1u])); }
-    if (m < own) {
-        lower(i, m);
+    if (i + L < L * L && atomicLoad(&labels[i + L]) != EMPTY) {
+        unite(i, i + L);
     }
 }
 
-// words: 0 L
+// words: 0 L. Points every occupied site straight at its root, the cluster's minimum index.
 @compute @workgroup_size(256)
-fn perc_jump(@builtin(global_invocation_id) gid: vec3<u32>,
-             @builtin(num_workgroups) nwg: vec3<u32>) {
+fn perc_compress(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
     let L = word(0u);
     let i = flat_id(gid, nwg, WG);
-    if (i >= L * L) {
+    if (i >= L * L || atomicLoad(&labels[i]) == EMPTY) {
         return;
     }
-    let l = atomicLoad(&labels[i]);
-    if (l == EMPTY || l == i) {
-        return;
-    }
-    let ll = atomicLoad(&labels[l]);
-    if (ll < l) {
-        lower(i, ll);
-    }
+    atomicStore(&labels[i], find_root(i));
 }
 
 // words: 0 L

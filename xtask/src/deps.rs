@@ -1,0 +1,113 @@
+//! Debian packages the tests need, installed with apt-get when run as root on Debian, or
+//! named exactly when they cannot be installed from here.
+
+use anyhow::{Result, bail};
+use std::path::Path;
+use std::process::Command;
+
+pub struct Need {
+    pub what: &'static str,
+    /// Files any one of which shows the need is met.
+    pub present_if_any: &'static [&'static str],
+    pub packages: &'static [&'static str],
+}
+
+/// Vulkan loader plus Mesa's lavapipe (a CPU Vulkan device) for GPU tests without a GPU.
+pub const GPU: [Need; 2] = [
+    Need {
+        what: "the Vulkan loader",
+        present_if_any: &[
+            "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+            "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+            "/usr/lib/libvulkan.so.1",
+            "/usr/lib64/libvulkan.so.1",
+        ],
+        packages: &["libvulkan1"],
+    },
+    Need {
+        what: "Mesa's Vulkan drivers (lavapipe)",
+        present_if_any: &[
+            "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+            "/usr/share/vulkan/icd.d/lvp_icd.aarch64.json",
+            "/usr/share/vulkan/icd.d/lvp_icd.json",
+        ],
+        packages: &["mesa-vulkan-drivers"],
+    },
+];
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn ensure(needs: &[Need]) -> Result<()> {
+    let missing: Vec<&Need> = needs
+        .iter()
+        .filter(|n| !n.present_if_any.iter().any(|p| Path::new(p).exists()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing
+        .iter()
+        .flat_map(|n| n.packages.iter().copied())
+        .collect();
+    let what: Vec<&str> = missing.iter().map(|n| n.what).collect();
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    if !(apt && is_root()) {
+        bail!(
+            "missing {}: install the Debian packages `{}` (e.g. `sudo apt-get install {}`), then run again",
+            what.join(" and "),
+            packages.join(" "),
+            packages.join(" ")
+        );
+    }
+    eprintln!(
+        "==> installing {} ({})",
+        packages.join(" "),
+        what.join(", ")
+    );
+    crate::run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    crate::run(
+        "apt-get install",
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages),
+    )?;
+    Ok(())
+}
+
+/// The wasm32 standard library for the browser client. rust-toolchain.toml names the target,
+/// but rustup only installs it with a fresh toolchain, so add it when it is missing.
+pub fn ensure_wasm_target() -> Result<()> {
+    const TARGET: &str = "wasm32-unknown-unknown";
+    let installed = Command::new("rustup")
+        .current_dir(crate::root())
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
+        Ok(_) => crate::run(
+            "rustup target add wasm32-unknown-unknown",
+            Command::new("rustup")
+                .current_dir(crate::root())
+                .args(["target", "add", TARGET]),
+        ),
+        Err(_) => {
+            bail!("rustup not found: install the `{TARGET}` standard library for this toolchain")
+        }
+    }
+}
