@@ -1,0 +1,865 @@
+//! The work-unit lifecycle as a pure function: (unit, its replicas, an event) → (new states,
+//! effects). No I/O: the store loads the inputs, calls [`transition`], and applies the
+//! [`Transition`] in one transaction. Contrast BOINC's `handle_wu`, where counting, state
+//! changes, database writes and logging are interleaved in one long function.
+//!
+//! Rules (BOINC's, with its known bugs designed out):
+//! * successes are replicas reported and not (yet) judged invalid; an invalid replica never
+//!   counts as a success (BOINC #1005);
+//! * with at least `min_quorum` successes, the unit validates: the largest class of agreeing
+//!   successes becomes canonical if it has at least `min_quorum / 2 + 1` members (a strict
+//!   majority of the quorum); its members are valid, the other successes invalid;
+//! * no such class: the unit is inconclusive and one more replica than current successes is
+//!   targeted;
+//! * a spot-checked unit waits for the coordinator's own answer; a success that disagrees with
+//!   it is invalid whatever the quorum says;
+//! * an error or a missed deadline frees a slot, so the replica is reissued;
+//! * limits, exactly: at most `max_total_results` replicas are ever issued (the one that would
+//!   be number `max_total_results + 1` is not, BOINC #84), and the unit fails when its error
+//!   replicas (client errors and missed deadlines) reach `max_error_results`;
+//! * late results are still checked against the canonical one.
+
+use serde::{Deserialize, Serialize};
+
+pub type ReplicaId = i64;
+pub type VolunteerId = i64;
+
+/// Per-unit replication policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Agreeing successes needed.
+    pub min_quorum: u32,
+    /// Replicas issued up front (≥ min_quorum).
+    pub target_results: u32,
+    /// The unit fails when this many replicas errored or missed their deadline.
+    pub max_error_results: u32,
+    /// Never issue more replicas than this.
+    pub max_total_results: u32,
+    /// Seconds a volunteer has to report a replica.
+    pub deadline_s: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_quorum: 2,
+            target_results: 2,
+            max_error_results: 3,
+            max_total_results: 6,
+            deadline_s: 3600,
+        }
+    }
+}
+
+/// A policy that makes no sense, with the field named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy.{field}: {message}")]
+pub struct PolicyError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Policy {
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let err = |field, message: String| Err(PolicyError { field, message });
+        if !(1..=16).contains(&self.min_quorum) {
+            return err(
+                "min_quorum",
+                format!("must be 1..=16, got {}", self.min_quorum),
+            );
+        }
+        if self.target_results < self.min_quorum || self.target_results > 32 {
+            return err(
+                "target_results",
+                format!(
+                    "must be at least min_quorum ({}) and at most 32, got {}",
+                    self.min_quorum, self.target_results
+                ),
+            );
+        }
+        if self.max_total_results < self.target_results || self.max_total_results > 64 {
+            return err(
+                "max_total_results",
+                format!(
+                    "must be at least target_results ({}) and at most 64, got {}",
+                    self.target_results, self.max_total_results
+                ),
+            );
+        }
+        if !(1..=64).contains(&self.max_error_results) {
+            return err(
+                "max_error_results",
+                format!("must be 1..=64, got {}", self.max_error_results),
+            );
+        }
+        if !(1..=30 * 86_400).contains(&self.deadline_s) {
+            return err(
+                "deadline_s",
+                format!("must be 1..=2592000 (30 days), got {}", self.deadline_s),
+            );
+        }
+        Ok(())
+    }
+
+    /// Agreeing replicas that make a canonical result: a strict majority of the quorum.
+    pub fn agreement_needed(&self) -> u32 {
+        self.min_quorum / 2 + 1
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    /// No replica issued yet.
+    Unsent,
+    /// Replicas out, not enough successes to validate.
+    InProgress,
+    /// Enough successes; waiting for the coordinator's spot-check answer.
+    NeedsValidation,
+    /// Validated without agreement; more replicas issued.
+    Inconclusive,
+    Canonical,
+    Failed,
+}
+
+impl UnitState {
+    pub const ALL: [UnitState; 6] = [
+        Self::Unsent,
+        Self::InProgress,
+        Self::NeedsValidation,
+        Self::Inconclusive,
+        Self::Canonical,
+        Self::Failed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsent => "unsent",
+            Self::InProgress => "in_progress",
+            Self::NeedsValidation => "needs_validation",
+            Self::Inconclusive => "inconclusive",
+            Self::Canonical => "canonical",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Canonical | Self::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Sent, awaiting its report.
+    InProgress,
+    /// Reported, not yet judged.
+    Success,
+    Valid,
+    Invalid,
+    /// The client reported it could not compute.
+    Error,
+    /// The deadline passed without a report.
+    NoReply,
+}
+
+impl ReplicaState {
+    pub const ALL: [ReplicaState; 6] = [
+        Self::InProgress,
+        Self::Success,
+        Self::Valid,
+        Self::Invalid,
+        Self::Error,
+        Self::NoReply,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Success => "success",
+            Self::Valid => "valid",
+            Self::Invalid => "invalid",
+            Self::Error => "error",
+            Self::NoReply => "no_reply",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+    fn is_success(self) -> bool {
+        matches!(self, Self::Success | Self::Valid)
+    }
+    fn is_error(self) -> bool {
+        matches!(self, Self::Error | Self::NoReply)
+    }
+}
+
+/// The coordinator's own answer for a spot-checked unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spot {
+    /// Not sampled.
+    None,
+    /// Sampled; the CPU reference has not finished.
+    Pending,
+    /// Sampled and computed: replicas are checked against it.
+    Ready,
+}
+
+/// What the lifecycle needs to know of a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub state: UnitState,
+    pub policy: Policy,
+    /// Successes plus replicas in flight the unit is aiming for (grows when inconclusive).
+    pub target: u32,
+    pub spot: Spot,
+    pub canonical: Option<ReplicaId>,
+    pub fail_reason: Option<String>,
+}
+
+impl Unit {
+    pub fn new(policy: Policy, spot: Spot) -> Self {
+        Self {
+            state: UnitState::Unsent,
+            policy,
+            target: policy.target_results,
+            spot,
+            canonical: None,
+            fail_reason: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replica {
+    pub id: ReplicaId,
+    pub volunteer: VolunteerId,
+    pub state: ReplicaState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// New replicas were created (already in the replica list, in progress).
+    Issued,
+    /// A replica's result arrived (possibly late).
+    Reported(ReplicaId),
+    /// A replica's client said it failed.
+    ClientError(ReplicaId),
+    /// A replica's deadline passed.
+    Timeout(ReplicaId),
+    /// The spot-check answer became available.
+    SpotReady,
+}
+
+/// Compares replicas' outputs (digest equality, or a float kernel's tolerance).
+pub trait Oracle {
+    fn agree(&self, a: ReplicaId, b: ReplicaId) -> bool;
+    /// Whether a replica agrees with the spot-check answer (only asked when it is ready).
+    fn matches_spot(&self, r: ReplicaId) -> bool;
+}
+
+/// What happened to a volunteer, for reliability, credit and blacklisting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Valid,
+    Invalid,
+    /// Disagreed with the coordinator's own answer.
+    SpotFailed,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub unit: Unit,
+    /// Replicas whose state changed, with the new state.
+    pub replicas: Vec<(ReplicaId, ReplicaState)>,
+    /// Replicas to issue now.
+    pub wanted: u32,
+    pub marks: Vec<(VolunteerId, ReplicaId, Mark)>,
+}
+
+/// An event that does not fit the replica's state (a second report, a report for an unknown
+/// replica): the caller rejects it and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("replica {0} is not part of this unit")]
+    UnknownReplica(ReplicaId),
+    #[error("replica {0} was already reported or closed ({1:?})")]
+    AlreadyClosed(ReplicaId, ReplicaState),
+}
+
+/// The lifecycle: applies `event` and returns the unit's new state and its effects.
+pub fn transition(
+    unit: &Unit,
+    replicas: &[Replica],
+    event: Event,
+    oracle: &dyn Oracle,
+) -> Result<Transition, LifecycleError> {
+    let mut u = unit.clone();
+    let mut reps: Vec<Replica> = replicas.to_vec();
+    let mut marks = Vec::new();
+    let find = |reps: &mut Vec<Replica>, id| {
+        reps.iter()
+            .position(|r| r.id == id)
+            .ok_or(LifecycleError::UnknownReplica(id))
+    };
+
+    match event {
+        Event::Issued | Event::SpotReady => {}
+        Event::Reported(id) => {
+            let i = find(&mut reps, id)?;
+            match reps[i].state {
+                // A late report (after its deadline) is accepted and judged like any other.
+                ReplicaState::InProgress | ReplicaState::NoReply => {
+                    reps[i].state = ReplicaState::Success
+                }
+                s => return Err(LifecycleError::AlreadyClosed(id, s)),
+            }
+        }
+        Event::ClientError(id) => {
+            let i = find(&mut reps, id)?;
+            match reps[i].state {
+                ReplicaState::InProgress | ReplicaState::NoReply => {
+                    if reps[i].state == ReplicaState::InProgress {
+                        marks.push((reps[i].volunteer, id, Mark::Error));
+                    }
+                    reps[i].state = ReplicaState::Error;
+                }
+                s => return Err(LifecycleError::AlreadyClosed(id, s)),
+            }
+        }
+        Event::Timeout(id) => {
+            let i = find(&mut reps, id)?;
+            match reps[i].state {
+                ReplicaState::InProgress => {
+                    reps[i].state = ReplicaState::NoReply;
+                    marks.push((reps[i].volunteer, id, Mark::Error));
+                }
+                // The report won the race: nothing to do.
+                _ => return Ok(unchanged(unit, replicas)),
+            }
+        }
+    }
+
+    // Spot-check: a success that disagrees with the coordinator's answer is invalid, whatever
+    // the quorum says.
+    if u.spot == Spot::Ready {
+        for r in reps.iter_mut() {
+            if r.state.is_success() && !oracle.matches_spot(r.id) {
+                r.state = ReplicaState::Invalid;
+                marks.push((r.volunteer, r.id, Mark::SpotFailed));
+            }
+        }
+    }
+
+    if u.state == UnitState::Canonical {
+        // Late or extra results are judged against the canonical one.
+        if let Some(c) = u.canonical {
+            for r in reps.iter_mut() {
+                if r.state == ReplicaState::Success {
+                    let ok = oracle.agree(r.id, c);
+                    r.state = if ok {
+                        ReplicaState::Valid
+                    } else {
+                        ReplicaState::Invalid
+                    };
+                    marks.push((
+                        r.volunteer,
+                        r.id,
+                        if ok { Mark::Valid } else { Mark::Invalid },
+                    ));
+                }
+            }
+        }
+        return Ok(finish(u, replicas, reps, 0, marks));
+    }
+    if u.state == UnitState::Failed {
+        return Ok(finish(u, replicas, reps, 0, marks));
+    }
+
+    let count =
+        |f: &dyn Fn(ReplicaState) -> bool| reps.iter().filter(|r| f(r.state)).count() as u32;
+    let successes = count(&|s| s.is_success());
+    let active = count(&|s| s == ReplicaState::InProgress);
+    let errors = count(&|s| s.is_error());
+    let issued = reps.len() as u32;
+    let p = u.policy;
+
+    if errors >= p.max_error_results {
+        u.state = UnitState::Failed;
+        u.fail_reason = Some(format!(
+            "{errors} replicas failed or missed their deadline (max_error_results = {})",
+            p.max_error_results
+        ));
+        return Ok(finish(u, replicas, reps, 0, marks));
+    }
+
+    let mut validated_without_agreement = false;
+    if successes >= p.min_quorum {
+        if u.spot == Spot::Pending {
+            u.state = UnitState::NeedsValidation;
+            return Ok(finish(u, replicas, reps, 0, marks));
+        }
+        // Classes of agreeing successes, in replica order; the largest wins, ties to the
+        // class whose first member came first.
+        let succ: Vec<Replica> = reps
+            .iter()
+            .copied()
+            .filter(|r| r.state.is_success())
+            .collect();
+        let mut classes: Vec<Vec<Replica>> = Vec::new();
+        for r in succ {
+            match classes.iter_mut().find(|c| oracle.agree(c[0].id, r.id)) {
+                Some(c) => c.push(r),
+                None => classes.push(vec![r]),
+            }
+        }
+        let best = classes
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (c.len(), std::cmp::Reverse(*i)))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        if best.len() as u32 >= p.agreement_needed() {
+            let canonical = best[0].id;
+            u.state = UnitState::Canonical;
+            u.canonical = Some(canonical);
+            for r in reps.iter_mut().filter(|r| r.state.is_success()) {
+                let ok = best.iter().any(|b| b.id == r.id);
+                r.state = if ok {
+                    ReplicaState::Valid
+                } else {
+                    ReplicaState::Invalid
+                };
+                marks.push((
+                    r.volunteer,
+                    r.id,
+                    if ok { Mark::Valid } else { Mark::Invalid },
+                ));
+            }
+            return Ok(finish(u, replicas, reps, 0, marks));
+        }
+        validated_without_agreement = true;
+        u.target = u.target.max(successes + 1);
+    }
+
+    let need = u.target.saturating_sub(successes + active);
+    let allowed = p.max_total_results.saturating_sub(issued);
+    let wanted = need.min(allowed);
+    if need > 0 && allowed == 0 && active == 0 {
+        u.state = UnitState::Failed;
+        u.fail_reason = Some(format!(
+            "no agreement after {issued} replicas (max_total_results = {})",
+            p.max_total_results
+        ));
+        return Ok(finish(u, replicas, reps, 0, marks));
+    }
+    u.state = if validated_without_agreement || u.state == UnitState::Inconclusive {
+        UnitState::Inconclusive
+    } else if issued == 0 {
+        UnitState::Unsent
+    } else {
+        UnitState::InProgress
+    };
+    Ok(finish(u, replicas, reps, wanted, marks))
+}
+
+fn unchanged(unit: &Unit, replicas: &[Replica]) -> Transition {
+    let _ = replicas;
+    Transition {
+        unit: unit.clone(),
+        replicas: Vec::new(),
+        wanted: 0,
+        marks: Vec::new(),
+    }
+}
+
+fn finish(
+    unit: Unit,
+    before: &[Replica],
+    after: Vec<Replica>,
+    wanted: u32,
+    marks: Vec<(VolunteerId, ReplicaId, Mark)>,
+) -> Transition {
+    let replicas = after
+        .iter()
+        .zip(before)
+        .filter(|(a, b)| a.state != b.state)
+        .map(|(a, _)| (a.id, a.state))
+        .collect();
+    Transition {
+        unit,
+        replicas,
+        wanted,
+        marks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Outputs by replica: equal strings agree. `spot` is the coordinator's answer.
+    struct Answers {
+        out: HashMap<ReplicaId, &'static str>,
+        spot: &'static str,
+    }
+    impl Oracle for Answers {
+        fn agree(&self, a: ReplicaId, b: ReplicaId) -> bool {
+            self.out.get(&a).is_some() && self.out.get(&a) == self.out.get(&b)
+        }
+        fn matches_spot(&self, r: ReplicaId) -> bool {
+            self.out.get(&r) == Some(&self.spot)
+        }
+    }
+
+    /// A unit driven event by event, as the store would drive it.
+    struct Sim {
+        unit: Unit,
+        reps: Vec<Replica>,
+        answers: Answers,
+        marks: Vec<(VolunteerId, ReplicaId, Mark)>,
+        next_volunteer: i64,
+    }
+
+    impl Sim {
+        fn new(policy: Policy) -> Self {
+            Self::with_spot(policy, Spot::None)
+        }
+        fn with_spot(policy: Policy, spot: Spot) -> Self {
+            let mut s = Sim {
+                unit: Unit::new(policy, spot),
+                reps: vec![],
+                answers: Answers {
+                    out: HashMap::new(),
+                    spot: "right",
+                },
+                marks: vec![],
+                next_volunteer: 100,
+            };
+            s.apply(Event::Issued);
+            s
+        }
+        fn apply(&mut self, e: Event) -> u32 {
+            let t = transition(&self.unit, &self.reps, e, &self.answers).unwrap();
+            self.unit = t.unit;
+            for (id, st) in t.replicas {
+                self.reps.iter_mut().find(|r| r.id == id).unwrap().state = st;
+            }
+            self.marks.extend(t.marks);
+            // Issue what was wanted, as the scheduler would.
+            for _ in 0..t.wanted {
+                let id = self.reps.len() as i64 + 1;
+                self.next_volunteer += 1;
+                self.reps.push(Replica {
+                    id,
+                    volunteer: self.next_volunteer,
+                    state: ReplicaState::InProgress,
+                });
+            }
+            if t.wanted > 0 {
+                self.apply(Event::Issued);
+            }
+            t.wanted
+        }
+        fn report(&mut self, id: ReplicaId, out: &'static str) {
+            self.answers.out.insert(id, out);
+            self.apply(Event::Reported(id));
+        }
+        fn state(&self, id: ReplicaId) -> ReplicaState {
+            self.reps[(id - 1) as usize].state
+        }
+        fn in_progress(&self) -> usize {
+            self.reps
+                .iter()
+                .filter(|r| r.state == ReplicaState::InProgress)
+                .count()
+        }
+    }
+
+    #[test]
+    fn policy_validation_names_fields() {
+        assert!(Policy::default().validate().is_ok());
+        let bad = |f: fn(&mut Policy), field| {
+            let mut p = Policy::default();
+            f(&mut p);
+            assert_eq!(p.validate().unwrap_err().field, field);
+        };
+        bad(|p| p.min_quorum = 0, "min_quorum");
+        bad(|p| p.target_results = 1, "target_results");
+        bad(|p| p.max_total_results = 1, "max_total_results");
+        bad(|p| p.max_error_results = 0, "max_error_results");
+        bad(|p| p.deadline_s = 0, "deadline_s");
+    }
+
+    #[test]
+    fn new_unit_issues_target_results() {
+        let s = Sim::new(Policy::default());
+        assert_eq!(s.reps.len(), 2);
+        assert_eq!(s.unit.state, UnitState::InProgress);
+    }
+
+    #[test]
+    fn two_agreeing_replicas_make_a_canonical_result() {
+        let mut s = Sim::new(Policy::default());
+        s.report(1, "right");
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        assert_eq!(s.state(1), ReplicaState::Success);
+        s.report(2, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(1));
+        assert_eq!(s.state(1), ReplicaState::Valid);
+        assert_eq!(s.state(2), ReplicaState::Valid);
+        assert_eq!(s.reps.len(), 2);
+        assert_eq!(
+            s.marks.iter().filter(|m| m.2 == Mark::Valid).count(),
+            2,
+            "{:?}",
+            s.marks
+        );
+    }
+
+    #[test]
+    fn disagreement_is_inconclusive_and_a_third_replica_decides() {
+        let mut s = Sim::new(Policy::default());
+        s.report(1, "right");
+        s.report(2, "wrong");
+        assert_eq!(s.unit.state, UnitState::Inconclusive);
+        assert_eq!(s.reps.len(), 3, "one more replica issued");
+        s.report(3, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(1));
+        assert_eq!(s.state(2), ReplicaState::Invalid);
+        assert_eq!(s.state(3), ReplicaState::Valid);
+        assert!(s.marks.contains(&(s.reps[1].volunteer, 2, Mark::Invalid)));
+    }
+
+    #[test]
+    fn strict_majority_of_a_quorum_of_three() {
+        let p = Policy {
+            min_quorum: 3,
+            target_results: 3,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        s.report(1, "a");
+        s.report(2, "b");
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        s.report(3, "a");
+        // 2 of a quorum of 3 is a strict majority.
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.state(2), ReplicaState::Invalid);
+    }
+
+    #[test]
+    fn an_invalid_result_never_counts_as_a_success_boinc_1005() {
+        // A spot-checked unit: the first report disagrees with the coordinator's answer.
+        let mut s = Sim::with_spot(Policy::default(), Spot::Ready);
+        s.report(1, "wrong");
+        assert_eq!(s.state(1), ReplicaState::Invalid);
+        assert!(
+            s.marks
+                .contains(&(s.reps[0].volunteer, 1, Mark::SpotFailed))
+        );
+        // It was replaced, so two replicas are still working towards the quorum.
+        assert_eq!(s.in_progress(), 2);
+        s.report(2, "right");
+        // One success only: not canonical, though two replicas were reported.
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        s.report(3, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(2));
+    }
+
+    #[test]
+    fn colluders_are_overruled_by_the_spot_check() {
+        let mut s = Sim::with_spot(Policy::default(), Spot::Pending);
+        s.report(1, "wrong");
+        s.report(2, "wrong");
+        assert_eq!(s.unit.state, UnitState::NeedsValidation);
+        assert_eq!(s.in_progress(), 0, "no new replicas while waiting");
+        s.unit.spot = Spot::Ready;
+        s.apply(Event::SpotReady);
+        assert_eq!(s.state(1), ReplicaState::Invalid);
+        assert_eq!(s.state(2), ReplicaState::Invalid);
+        assert_eq!(s.in_progress(), 2, "both replaced");
+        s.report(3, "right");
+        s.report(4, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(3));
+    }
+
+    #[test]
+    fn errors_and_timeouts_are_reissued() {
+        let mut s = Sim::new(Policy::default());
+        s.apply(Event::ClientError(1));
+        assert_eq!(s.state(1), ReplicaState::Error);
+        assert_eq!(s.reps.len(), 3);
+        s.apply(Event::Timeout(2));
+        assert_eq!(s.state(2), ReplicaState::NoReply);
+        assert_eq!(s.reps.len(), 4);
+        assert_eq!(s.in_progress(), 2);
+        s.report(3, "x");
+        s.report(4, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+    }
+
+    #[test]
+    fn fails_exactly_when_errors_reach_max_error_results() {
+        let p = Policy {
+            max_error_results: 3,
+            max_total_results: 10,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        s.apply(Event::ClientError(1));
+        s.apply(Event::Timeout(2));
+        assert_eq!(s.unit.state, UnitState::InProgress, "2 errors of 3 allowed");
+        s.apply(Event::ClientError(3));
+        assert_eq!(s.unit.state, UnitState::Failed);
+        assert!(
+            s.unit
+                .fail_reason
+                .as_deref()
+                .unwrap()
+                .contains("max_error_results = 3")
+        );
+        assert_eq!(s.in_progress(), 1, "nothing new issued for a failed unit");
+    }
+
+    #[test]
+    fn issues_exactly_max_total_results_boinc_84() {
+        let p = Policy {
+            max_total_results: 4,
+            max_error_results: 10,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        s.report(1, "a");
+        s.report(2, "b");
+        s.report(3, "c");
+        assert_eq!(s.reps.len(), 4, "the 4th replica is issued");
+        assert_eq!(s.unit.state, UnitState::Inconclusive);
+        s.report(4, "d");
+        assert_eq!(s.reps.len(), 4, "no 5th replica");
+        assert_eq!(s.unit.state, UnitState::Failed);
+        assert!(
+            s.unit
+                .fail_reason
+                .as_deref()
+                .unwrap()
+                .contains("max_total_results = 4")
+        );
+    }
+
+    #[test]
+    fn the_last_allowed_replica_can_still_decide() {
+        let p = Policy {
+            max_total_results: 3,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        s.report(1, "a");
+        s.report(2, "b");
+        assert_eq!(s.reps.len(), 3);
+        s.report(3, "b");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(2));
+    }
+
+    #[test]
+    fn late_results_are_checked_against_the_canonical_one() {
+        let mut s = Sim::new(Policy::default());
+        s.apply(Event::Timeout(1));
+        s.report(2, "x");
+        s.report(3, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        // Replica 1 reports after its deadline: judged, not ignored.
+        s.report(1, "x");
+        assert_eq!(s.state(1), ReplicaState::Valid);
+        let mut s = Sim::new(Policy::default());
+        s.apply(Event::Timeout(1));
+        s.report(2, "x");
+        s.report(3, "x");
+        s.report(1, "y");
+        assert_eq!(s.state(1), ReplicaState::Invalid);
+    }
+
+    #[test]
+    fn a_late_result_before_validation_counts_towards_the_quorum() {
+        let mut s = Sim::new(Policy::default());
+        s.apply(Event::Timeout(1));
+        assert_eq!(s.reps.len(), 3);
+        s.report(1, "x");
+        s.report(2, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        // The reissued replica is still out; when it reports it is judged too.
+        s.report(3, "x");
+        assert_eq!(s.state(3), ReplicaState::Valid);
+    }
+
+    #[test]
+    fn second_reports_and_unknown_replicas_are_rejected() {
+        let mut s = Sim::new(Policy::default());
+        s.report(1, "x");
+        let e = transition(&s.unit, &s.reps, Event::Reported(1), &s.answers).unwrap_err();
+        assert_eq!(e, LifecycleError::AlreadyClosed(1, ReplicaState::Success));
+        let e = transition(&s.unit, &s.reps, Event::Reported(99), &s.answers).unwrap_err();
+        assert_eq!(e, LifecycleError::UnknownReplica(99));
+        let e = transition(&s.unit, &s.reps, Event::ClientError(1), &s.answers).unwrap_err();
+        assert!(matches!(e, LifecycleError::AlreadyClosed(1, _)));
+    }
+
+    #[test]
+    fn a_timeout_after_the_report_changes_nothing() {
+        let mut s = Sim::new(Policy::default());
+        s.report(1, "x");
+        let t = transition(&s.unit, &s.reps, Event::Timeout(1), &s.answers).unwrap();
+        assert!(t.replicas.is_empty() && t.wanted == 0 && t.marks.is_empty());
+    }
+
+    #[test]
+    fn quorum_of_one_accepts_a_single_result() {
+        let p = Policy {
+            min_quorum: 1,
+            target_results: 1,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        assert_eq!(s.reps.len(), 1);
+        s.report(1, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+    }
+
+    #[test]
+    fn ties_go_to_the_earliest_class() {
+        let p = Policy {
+            min_quorum: 4,
+            target_results: 4,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        s.report(2, "b");
+        s.report(1, "a");
+        s.report(3, "a");
+        s.report(4, "b");
+        // Needs 3 of 4: 2–2 is no agreement.
+        assert_eq!(s.unit.state, UnitState::Inconclusive);
+        s.report(5, "b");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(2));
+    }
+
+    #[test]
+    fn every_state_name_round_trips() {
+        for s in UnitState::ALL {
+            assert_eq!(UnitState::parse(s.as_str()), Some(s));
+        }
+        for s in ReplicaState::ALL {
+            assert_eq!(ReplicaState::parse(s.as_str()), Some(s));
+        }
+    }
+}
