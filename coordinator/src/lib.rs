@@ -1,1 +1,10 @@
+//! The Quorum Grid coordinator: batches → replicated work units → quorum → canonical results.
+//!
+//! * [`lifecycle`]: the pure work-unit state machine.
+//! * [`store`]: the storage interface; [`sqlite`]: the embedded SQLite store.
+
+pub mod api;
 pub mod lifecycle;
+pub mod server;
+pub mod sqlite;
+pub mod store;

@@ -509,7 +509,7 @@ mod tests {
     }
     impl Oracle for Answers {
         fn agree(&self, a: ReplicaId, b: ReplicaId) -> bool {
-            self.out.get(&a).is_some() && self.out.get(&a) == self.out.get(&b)
+            self.out.contains_key(&a) && self.out.get(&a) == self.out.get(&b)
         }
         fn matches_spot(&self, r: ReplicaId) -> bool {
             self.out.get(&r) == Some(&self.spot)

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+pub mod api;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -1,7 +1,7 @@
 //! Build glue in Rust (the `cargo xtask` pattern): `cargo xtask test | serve | bench | build-web`.
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -29,7 +29,8 @@ cargo xtask <command>
   test                 everything CI runs: installs missing Debian packages (as root),
                        then fmt, clippy (native and wasm32), unit, integration and GPU tests
   bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
-  serve                runs the kernels demo on this machine's GPU and CPU
+  serve [ARGS]         starts the coordinator (SQLite in ./qg-data, demo batch, pages on
+                       http://127.0.0.1:8080); ARGS go to `coordinator serve`
 ";
 
 pub fn root() -> PathBuf {
@@ -116,35 +117,23 @@ fn test(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Until the coordinator lands, `serve` demonstrates the kernels on this machine.
-fn serve(_args: &[&str]) -> Result<()> {
-    deps::ensure(&deps::GPU)?;
-    let demos = [
-        (
-            "ising2d",
-            json!({"L": 256, "beta": 0.44, "sweeps": 200, "thermalize": 50, "seed": 1}),
-        ),
-        (
-            "percolation2d",
-            json!({"L": 256, "p": 0.5927, "samples": 8, "seed": 1}),
-        ),
-        (
-            "lj_md",
-            json!({"n": 500, "density": 0.8, "temperature": 1.0, "dt": 0.005, "steps": 200, "seed": 1}),
-        ),
-    ];
-    for (kernel, params) in demos {
-        for backend in ["gpu", "cpu"] {
-            let v = qg_run(kernel, &params, backend, None)?;
-            println!(
-                "{kernel:>14} {backend}: digest {} in {:.3} s on {}",
-                v["digest"].as_str().unwrap_or("?"),
-                v["elapsed_s"].as_f64().unwrap_or(f64::NAN),
-                v["adapter"]["name"].as_str().unwrap_or("?")
-            );
-        }
-    }
-    Ok(())
+/// Builds and starts the coordinator on its embedded default (SQLite in ./qg-data, a demo
+/// batch when empty, the pages of web/ on http://127.0.0.1:8080). Extra arguments go to
+/// `coordinator serve` (e.g. `--bind 0.0.0.0:8080`).
+fn serve(args: &[&str]) -> Result<()> {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "coordinator",
+        "--",
+        "serve",
+        "--web-dir",
+    ])
+    .arg(root().join("web"))
+    .args(args);
+    run("coordinator serve", &mut c)
 }
 
 /// Runs the release `qg-run` and parses its JSON line.

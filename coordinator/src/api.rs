@@ -1,0 +1,599 @@
+//! The HTTP API (`/api/v1`, JSON; documented at `/api/v1/openapi.json`). Bad input gets a JSON
+//! error with the right 4xx status and changes nothing: every check happens before the store
+//! is touched, and each store call is one transaction.
+
+use crate::lifecycle::Policy;
+use crate::store::{NewBatch, NewUnit, ReportBody, Store, StoreError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use protocol::Digest;
+use protocol::api::*;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shaders::Job;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Wakes the spot-check workers when a batch brings new work for them.
+    pub spot_wake: Arc<Notify>,
+    pub max_units_per_batch: usize,
+    pub default_spot_rate: f64,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                field: None,
+            },
+        }
+    }
+    pub fn field(field: &str, error: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody {
+                error: error.into(),
+                field: Some(field.to_owned()),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Invalid { field, message } => ApiError::field(&field, message),
+            StoreError::Db(m) => {
+                tracing::error!("store: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+/// `Json` whose rejections are JSON errors too.
+#[derive(FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// SHA-256 of a secret, as stored.
+pub fn hash_secret(secret: &str) -> Vec<u8> {
+    Digest::of(secret.as_bytes()).0.to_vec()
+}
+
+/// A fresh secret: `prefix` + 32 random bytes in hex.
+pub fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>` header",
+            )
+        })
+}
+
+/// An authenticated volunteer.
+pub struct Volunteer(pub i64);
+
+impl FromRequestParts<Shared> for Volunteer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let hash = hash_secret(bearer(&parts.headers)?);
+        let store = state.store.clone();
+        let v = blocking(move || store.volunteer_by_token(&hash, now()))
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown volunteer token"))?;
+        if v.blacklisted {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this volunteer is blocked after failed spot-checks",
+            ));
+        }
+        Ok(Volunteer(v.id))
+    }
+}
+
+/// An authenticated scientist (API key); `viewer()` is None for operators, who see all.
+pub struct Scientist(pub crate::store::KeyAuth);
+
+impl Scientist {
+    pub fn viewer(&self) -> Option<i64> {
+        (!self.0.operator).then_some(self.0.id)
+    }
+}
+
+impl FromRequestParts<Shared> for Scientist {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let hash = hash_secret(bearer(&parts.headers)?);
+        let store = state.store.clone();
+        blocking(move || store.key_by_hash(&hash))
+            .await?
+            .map(Scientist)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key"))
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/volunteers", post(register))
+        .route("/api/v1/work", post(work))
+        .route("/api/v1/results", post(results))
+        .route("/api/v1/batches", post(create_batch))
+        .route("/api/v1/batches/{id}", get(batch_status))
+        .route("/api/v1/batches/{id}/results", get(batch_results))
+        .route("/api/v1/units/{id}", get(unit))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/kernels", get(kernels))
+        .route("/api/v1/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// The OpenAPI document (kept in step with [`router`] by a test).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn kernels() -> Json<Value> {
+    Json(json!({ "kernels": shaders::kernels() }))
+}
+
+/// The body is optional: an empty one registers without a nickname.
+async fn register(
+    State(s): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    let req: RegisterRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RegisterRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+    };
+    let nickname = match req.nickname.as_deref().map(str::trim) {
+        Some(n) if n.chars().count() > 40 => {
+            return Err(ApiError::field("nickname", "at most 40 characters"));
+        }
+        Some(n) if n.chars().any(char::is_control) => {
+            return Err(ApiError::field("nickname", "no control characters"));
+        }
+        Some("") | None => None,
+        Some(n) => Some(n.to_owned()),
+    };
+    let token = new_secret("qgv_");
+    let hash = hash_secret(&token);
+    let store = s.store.clone();
+    let volunteer_id =
+        blocking(move || store.register_volunteer(&hash, nickname.as_deref(), now())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            volunteer_id,
+            token,
+        }),
+    ))
+}
+
+async fn work(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Body(req): Body<WorkRequest>,
+) -> Result<Json<WorkResponse>, ApiError> {
+    if !(1..=64).contains(&req.max_units) {
+        return Err(ApiError::field(
+            "max_units",
+            format!("must be 1..=64, got {}", req.max_units),
+        ));
+    }
+    let store = s.store.clone();
+    let assignments =
+        blocking(move || store.request_work(v, req.max_units, &req.adapter, now())).await?;
+    let retry_after_s = if assignments.is_empty() { 5 } else { 0 };
+    Ok(Json(WorkResponse {
+        assignments,
+        retry_after_s,
+    }))
+}
+
+/// Checks a report against its assignment's kernel: output length, the digest recomputed from
+/// the bytes, checkpoints in order. Nothing is stored unless all of it holds.
+fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, ApiError> {
+    if let Some(msg) = &r.error {
+        if r.output.is_some() || r.digest.is_some() {
+            return Err(ApiError::field(
+                "error",
+                "a report carries either an error or an output and digest, not both",
+            ));
+        }
+        return Ok(ReportBody::Error(msg.chars().take(1000).collect()));
+    }
+    let b64 = r
+        .output
+        .as_deref()
+        .ok_or_else(|| ApiError::field("output", "missing (or set `error`)"))?;
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| ApiError::field("output", format!("not base64: {e}")))?;
+    let want = job.output_len();
+    if output.len() as u64 != want {
+        return Err(ApiError::field(
+            "output",
+            format!(
+                "is {} bytes; {} with these params produces {want}",
+                output.len(),
+                job.kernel()
+            ),
+        ));
+    }
+    let claimed = r
+        .digest
+        .ok_or_else(|| ApiError::field("digest", "missing"))?;
+    let digest = Digest::of(&output);
+    if digest != claimed {
+        return Err(ApiError::field(
+            "digest",
+            format!("does not match the output (SHA-256 of the output is {digest})"),
+        ));
+    }
+    let total = job.schedule().total;
+    if r.checkpoints.len() as u64 > job.schedule().checkpoint_count()
+        || r.checkpoints.windows(2).any(|w| w[0].step >= w[1].step)
+        || r.checkpoints.iter().any(|c| c.step == 0 || c.step > total)
+    {
+        return Err(ApiError::field(
+            "checkpoints",
+            "must be in increasing step order, within the run, at most one per checkpoint",
+        ));
+    }
+    let summary = job
+        .summarize(&output)
+        .map_err(|e| ApiError::field("output", e.to_string()))?;
+    Ok(ReportBody::Output {
+        digest,
+        output,
+        checkpoints: r.checkpoints.clone(),
+        summary,
+    })
+}
+
+async fn report_one(s: &Shared, v: i64, r: ResultReport) -> Result<ReportAck, ApiError> {
+    let store = s.store.clone();
+    let id = r.assignment_id;
+    let (kernel, params) = blocking(move || store.assignment_job(v, id)).await?;
+    let job = Job::new(&kernel, params).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored params: {e}"),
+        )
+    })?;
+    let body = check_report(&job, &r)?;
+    let store = s.store.clone();
+    let out = blocking(move || store.report(v, id, &body, now())).await?;
+    Ok(ReportAck {
+        assignment_id: id,
+        replica_state: out.replica_state.as_str().to_owned(),
+        unit_state: out.unit_state.as_str().to_owned(),
+    })
+}
+
+/// One report (an object), or several at once (an array: each item is judged on its own and
+/// gets the status it would have had alone).
+async fn results(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Body(body): Body<Value>,
+) -> Result<Response, ApiError> {
+    match body {
+        Value::Array(items) => {
+            if items.len() > 256 {
+                return Err(ApiError::field("reports", "at most 256 reports at once"));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let id = item
+                    .get("assignment_id")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let res = match serde_json::from_value::<ResultReport>(item) {
+                    Ok(r) => report_one(&s, v, r).await,
+                    Err(e) => Err(ApiError::field(&format!("[{i}]"), e.to_string())),
+                };
+                out.push(match res {
+                    Ok(ack) => ReportItemResult {
+                        assignment_id: id,
+                        status: 202,
+                        ack: Some(ack),
+                        error: None,
+                    },
+                    Err(e) => ReportItemResult {
+                        assignment_id: id,
+                        status: e.status.as_u16(),
+                        ack: None,
+                        error: Some(e.body),
+                    },
+                });
+            }
+            Ok((StatusCode::ACCEPTED, Json(out)).into_response())
+        }
+        item => {
+            let r: ResultReport = serde_json::from_value(item)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let ack = report_one(&s, v, r).await?;
+            Ok((StatusCode::ACCEPTED, Json(ack)).into_response())
+        }
+    }
+}
+
+/// Applies a batch's overrides to the default policy, naming a bad field.
+pub fn policy_from(spec: &PolicySpec, default_spot: f64) -> Result<(Policy, f64), ApiError> {
+    let d = Policy::default();
+    let mut p = Policy {
+        min_quorum: spec.min_quorum.unwrap_or(d.min_quorum),
+        target_results: spec.target_results.unwrap_or(d.target_results),
+        max_error_results: spec.max_error_results.unwrap_or(d.max_error_results),
+        max_total_results: spec.max_total_results.unwrap_or(d.max_total_results),
+        deadline_s: spec.deadline_s.unwrap_or(d.deadline_s),
+    };
+    // Raising the quorum alone raises what must be issued up front and may be issued at all.
+    if spec.target_results.is_none() {
+        p.target_results = p.target_results.max(p.min_quorum);
+    }
+    if spec.max_total_results.is_none() {
+        p.max_total_results = p.max_total_results.max(p.target_results * 3);
+    }
+    p.validate()
+        .map_err(|e| ApiError::field(&format!("policy.{}", e.field), e.to_string()))?;
+    let rate = spec.spot_check_rate.unwrap_or(default_spot);
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(ApiError::field(
+            "policy.spot_check_rate",
+            format!("must be between 0 and 1, got {rate}"),
+        ));
+    }
+    Ok((p, rate))
+}
+
+/// Validates every unit's params (naming `units[i].field`) and samples spot-checks.
+pub fn new_batch(
+    req: BatchRequest,
+    key_id: Option<i64>,
+    max_units: usize,
+    default_spot: f64,
+) -> Result<NewBatch, ApiError> {
+    if req.units.is_empty() {
+        return Err(ApiError::field("units", "at least one unit"));
+    }
+    if req.units.len() > max_units {
+        return Err(ApiError::field(
+            "units",
+            format!(
+                "at most {max_units} units per batch, got {}",
+                req.units.len()
+            ),
+        ));
+    }
+    let (policy, rate) = policy_from(&req.policy, default_spot)?;
+    let mut rng = rand::rng();
+    let mut units = Vec::with_capacity(req.units.len());
+    for (i, params) in req.units.into_iter().enumerate() {
+        let job = Job::new(&req.kernel, params).map_err(|e| match (&e, e.field()) {
+            (shaders::ParamError::UnknownKernel(_), _) => ApiError::field("kernel", e.to_string()),
+            (_, Some(f)) => ApiError::field(&format!("units[{i}].{f}"), e.to_string()),
+            (_, None) => ApiError::field(&format!("units[{i}]"), e.to_string()),
+        })?;
+        units.push(NewUnit {
+            params: job.params_json(),
+            work: job.work(),
+            spot_check: rate > 0.0 && rng.random_bool(rate),
+        });
+    }
+    let name = req
+        .name
+        .map(|n| n.trim().chars().take(200).collect::<String>())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("{} batch", req.kernel));
+    Ok(NewBatch {
+        key_id,
+        name,
+        kernel: req.kernel,
+        policy,
+        spot_check_rate: rate,
+        units,
+    })
+}
+
+async fn create_batch(
+    State(s): State<Shared>,
+    sci: Scientist,
+    Body(req): Body<BatchRequest>,
+) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
+    let batch = new_batch(
+        req,
+        Some(sci.0.id),
+        s.max_units_per_batch,
+        s.default_spot_rate,
+    )?;
+    let units = batch.units.len() as u64;
+    let store = s.store.clone();
+    let batch_id = blocking(move || store.create_batch(&batch, now())).await?;
+    s.spot_wake.notify_waiters();
+    Ok((StatusCode::CREATED, Json(BatchCreated { batch_id, units })))
+}
+
+async fn batch_status(
+    State(s): State<Shared>,
+    sci: Scientist,
+    Path(id): Path<i64>,
+) -> Result<Json<crate::store::BatchStatus>, ApiError> {
+    let store = s.store.clone();
+    let viewer = sci.viewer();
+    Ok(Json(
+        blocking(move || store.batch_status(id, viewer)).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct ResultsQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn batch_results(
+    State(s): State<Shared>,
+    sci: Scientist,
+    Path(id): Path<i64>,
+    Query(q): Query<ResultsQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format.unwrap_or_else(|| "json".into());
+    if format != "json" && format != "csv" {
+        return Err(ApiError::field("format", "json or csv"));
+    }
+    let store = s.store.clone();
+    let viewer = sci.viewer();
+    let rows = blocking(move || store.batch_results(id, viewer)).await?;
+    if format == "json" {
+        return Ok(Json(json!({ "batch_id": id, "units": rows })).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        results_csv(&rows),
+    )
+        .into_response())
+}
+
+/// One row per unit: id, state, digest, then every param and summary field (columns are the
+/// union over units, sorted), then the failure reason.
+pub fn results_csv(rows: &[crate::store::UnitResult]) -> String {
+    use std::collections::BTreeSet;
+    let keys = |f: &dyn Fn(&crate::store::UnitResult) -> Option<&Value>| -> Vec<String> {
+        let mut set = BTreeSet::new();
+        for r in rows {
+            if let Some(Value::Object(m)) = f(r) {
+                set.extend(m.keys().cloned());
+            }
+        }
+        set.into_iter().collect()
+    };
+    let pkeys = keys(&|r| Some(&r.params));
+    let skeys = keys(&|r| r.summary.as_ref());
+    let esc = |s: String| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
+    };
+    let cell = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => esc(s.clone()),
+        Some(v) => esc(v.to_string()),
+    };
+    let mut out = String::from("unit_id,state,digest");
+    for k in &pkeys {
+        out.push_str(&format!(",{}", esc(k.clone())));
+    }
+    for k in &skeys {
+        out.push_str(&format!(",{}", esc(k.clone())));
+    }
+    out.push_str(",fail_reason\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{}",
+            r.unit_id,
+            r.state.as_str(),
+            r.digest.map(|d| d.to_hex()).unwrap_or_default()
+        ));
+        for k in &pkeys {
+            out.push(',');
+            out.push_str(&cell(r.params.get(k)));
+        }
+        for k in &skeys {
+            out.push(',');
+            out.push_str(&cell(r.summary.as_ref().and_then(|s| s.get(k))));
+        }
+        out.push(',');
+        out.push_str(&esc(r.fail_reason.clone().unwrap_or_default()));
+        out.push('\n');
+    }
+    out
+}
+
+async fn unit(
+    State(s): State<Shared>,
+    sci: Scientist,
+    Path(id): Path<i64>,
+) -> Result<Json<crate::store::UnitProvenance>, ApiError> {
+    let store = s.store.clone();
+    let viewer = sci.viewer();
+    Ok(Json(
+        blocking(move || store.unit_provenance(id, viewer)).await?,
+    ))
+}
+
+async fn status(State(s): State<Shared>) -> Result<Json<crate::store::Status>, ApiError> {
+    let store = s.store.clone();
+    Ok(Json(blocking(move || store.status()).await?))
+}

@@ -1,0 +1,108 @@
+//! `coordinator serve` runs the coordinator; `coordinator keys create --name NAME` makes a
+//! scientist API key.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use coordinator::server::{Config, FileConfig};
+use coordinator::store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "Quorum Grid coordinator")]
+struct Cli {
+    /// TOML config file (flags and QG_* env vars override it)
+    #[arg(long, env = "QG_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (default ./qg-data)
+    #[arg(long, env = "QG_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// SQLite database file (default DATA_DIR/coordinator.db)
+    #[arg(long, env = "QG_DB", global = true)]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the API and the web pages
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080)
+        #[arg(long, env = "QG_BIND")]
+        bind: Option<SocketAddr>,
+        /// Directory of static web pages (default ./web)
+        #[arg(long, env = "QG_WEB_DIR")]
+        web_dir: Option<PathBuf>,
+        /// Do not create the demo batch in an empty database
+        #[arg(long)]
+        no_demo: bool,
+    },
+    /// Manage scientist API keys
+    Keys {
+        #[command(subcommand)]
+        command: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key; it is printed once and stored only hashed
+    Create {
+        #[arg(long)]
+        name: String,
+        /// An operator key sees every batch
+        #[arg(long)]
+        operator: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    match cli.command {
+        Cmd::Serve {
+            bind,
+            web_dir,
+            no_demo,
+        } => {
+            let mut cfg = Config::resolve(file, bind, cli.data_dir, cli.db, web_dir);
+            if no_demo {
+                cfg.demo = false;
+            }
+            coordinator::server::serve(cfg).await
+        }
+        Cmd::Keys {
+            command: KeysCmd::Create { name, operator },
+        } => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 100 {
+                anyhow::bail!("--name: 1 to 100 characters");
+            }
+            let cfg = Config::resolve(file, None, cli.data_dir, cli.db, None);
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            let store = coordinator::sqlite::SqliteStore::open(&cfg.db)?;
+            let key = coordinator::api::new_secret("qgk_");
+            let id = store.create_key(
+                &name,
+                &coordinator::api::hash_secret(&key),
+                operator,
+                coordinator::api::now(),
+            )?;
+            eprintln!("created API key {id} for {name:?}; it is shown only once:");
+            println!("{key}");
+            Ok(())
+        }
+    }
+}

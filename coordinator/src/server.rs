@@ -1,0 +1,247 @@
+//! Configuration and the running server: HTTP, the spot-check worker pool, the deadline
+//! sweeper, and the demo batch for an empty database.
+
+use crate::api::{self, AppState, Shared};
+use crate::sqlite::SqliteStore;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use axum::extract::DefaultBodyLimit;
+use protocol::api::{BatchRequest, PolicySpec};
+use serde::Deserialize;
+use serde_json::json;
+use shaders::Job;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tower_http::services::ServeDir;
+
+/// Settings from a TOML file; every field optional. Flags and `QG_*` environment variables
+/// override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub db: Option<PathBuf>,
+    pub web_dir: Option<PathBuf>,
+    pub spot_workers: Option<usize>,
+    pub spot_check_rate: Option<f64>,
+    pub max_body_bytes: Option<usize>,
+    pub max_units_per_batch: Option<usize>,
+    pub demo: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub db: PathBuf,
+    pub web_dir: PathBuf,
+    pub spot_workers: usize,
+    pub spot_check_rate: f64,
+    pub max_body_bytes: usize,
+    pub max_units_per_batch: usize,
+    pub demo: bool,
+    pub expire_every: Duration,
+}
+
+impl Config {
+    /// Defaults, then the file, then explicit values (flags or env vars, already merged by clap).
+    pub fn resolve(
+        file: FileConfig,
+        bind: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+        db: Option<PathBuf>,
+        web_dir: Option<PathBuf>,
+    ) -> Self {
+        let data_dir = data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("qg-data"));
+        let db = db
+            .or(file.db)
+            .unwrap_or_else(|| data_dir.join("coordinator.db"));
+        Self {
+            bind: bind
+                .or(file.bind)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            db,
+            web_dir: web_dir
+                .or(file.web_dir)
+                .unwrap_or_else(|| PathBuf::from("web")),
+            spot_workers: file.spot_workers.unwrap_or(1).max(1),
+            spot_check_rate: file.spot_check_rate.unwrap_or(0.05),
+            max_body_bytes: file.max_body_bytes.unwrap_or(32 << 20),
+            max_units_per_batch: file.max_units_per_batch.unwrap_or(100_000),
+            demo: file.demo.unwrap_or(true),
+            expire_every: Duration::from_millis(500),
+            data_dir,
+        }
+    }
+}
+
+/// The demo batch: the 2D Ising model across its phase transition.
+pub fn demo_batch() -> BatchRequest {
+    let mut units = Vec::new();
+    for i in 0..7 {
+        let beta = 0.30 + 0.05 * f64::from(i);
+        for seed in 1..=2u64 {
+            units.push(
+                json!({"L": 64, "beta": (beta * 100.0).round() / 100.0, "sweeps": 1000,
+                              "thermalize": 200, "measure_every": 2, "seed": seed}),
+            );
+        }
+    }
+    BatchRequest {
+        name: Some("demo: 2D Ising across the transition".into()),
+        kernel: "ising2d".into(),
+        units,
+        policy: PolicySpec {
+            deadline_s: Some(600),
+            ..Default::default()
+        },
+    }
+}
+
+/// Builds the app (API + static pages) over a store.
+pub fn app(state: Shared, cfg: &Config) -> axum::Router {
+    api::router(state)
+        .fallback_service(ServeDir::new(&cfg.web_dir))
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+pub fn state(store: Arc<dyn Store>, cfg: &Config) -> Shared {
+    Arc::new(AppState {
+        store,
+        spot_wake: Arc::new(Notify::new()),
+        max_units_per_batch: cfg.max_units_per_batch,
+        default_spot_rate: cfg.spot_check_rate,
+    })
+}
+
+/// Starts the background work: spot-check workers and the deadline sweeper.
+pub fn spawn_background(state: &Shared, cfg: &Config) {
+    tokio::spawn(spot_checks(state.clone(), cfg.spot_workers));
+    tokio::spawn(expire_deadlines(state.store.clone(), cfg.expire_every));
+}
+
+pub async fn serve(cfg: Config) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let store = Arc::new(
+        SqliteStore::open(&cfg.db).with_context(|| format!("opening {}", cfg.db.display()))?,
+    );
+    if cfg.demo && store.unit_count()? == 0 {
+        let batch = api::new_batch(demo_batch(), None, usize::MAX, cfg.spot_check_rate)
+            .map_err(|e| anyhow::anyhow!("demo batch: {}", e.body.error))?;
+        let id = store.create_batch(&batch, api::now())?;
+        tracing::info!("created demo batch {id} ({} units)", batch.units.len());
+    }
+    let state = state(store, &cfg);
+    spawn_background(&state, &cfg);
+    let listener = tokio::net::TcpListener::bind(cfg.bind)
+        .await
+        .with_context(|| format!("binding {}", cfg.bind))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("coordinator listening on http://{addr}");
+    tracing::info!(db = %cfg.db.display(), web = %cfg.web_dir.display(), "serving");
+    axum::serve(listener, app(state, &cfg))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The bounded spot-check pool: computes the CPU reference of sampled units, off the request
+/// path; the queue lives in the database, so it survives restarts.
+async fn spot_checks(state: Shared, workers: usize) {
+    let permits = Arc::new(Semaphore::new(workers));
+    let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let mut broken: HashSet<i64> = HashSet::new();
+    loop {
+        let store = state.store.clone();
+        let jobs = tokio::task::spawn_blocking(move || store.pending_spot_checks(workers * 4))
+            .await
+            .ok()
+            .and_then(|r| r.map_err(|e| tracing::error!("spot-check queue: {e}")).ok())
+            .unwrap_or_default();
+        let mut started = 0;
+        for job in jobs {
+            if broken.contains(&job.unit_id)
+                || busy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&job.unit_id)
+            {
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let kernel_job = match Job::new(&job.kernel, job.params.clone()) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(unit = job.unit_id, "spot-check params: {e}");
+                    broken.insert(job.unit_id);
+                    continue;
+                }
+            };
+            busy.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.unit_id);
+            started += 1;
+            let store = state.store.clone();
+            let busy = busy.clone();
+            tokio::task::spawn_blocking(move || {
+                let unit = job.unit_id;
+                match kernel_job.run_cpu(1, &mut |_, _| {}) {
+                    Ok(r) => {
+                        if let Err(e) =
+                            store.spot_check_done(unit, &r.digest, &r.output, api::now())
+                        {
+                            tracing::error!(unit, "storing spot-check: {e}");
+                        } else {
+                            tracing::debug!(unit, digest = %r.digest, "spot-check computed");
+                        }
+                    }
+                    Err(e) => tracing::error!(unit, "spot-check run: {e}"),
+                }
+                busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&unit);
+                drop(permit);
+            });
+        }
+        if started == 0 {
+            tokio::select! {
+                _ = state.spot_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+/// Marks replicas past their deadline as no-reply, which reissues them.
+async fn expire_deadlines(store: Arc<dyn Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.expire(api::now())).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!("{n} replicas missed their deadline"),
+            Ok(Err(e)) => tracing::error!("expiring deadlines: {e}"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,940 @@
+//! The embedded store: SQLite in WAL mode with `synchronous = NORMAL`, so a committed
+//! transaction survives the coordinator being killed (`kill -9`). Every [`Store`] method is
+//! one `IMMEDIATE` transaction; lifecycle transitions are computed by the pure
+//! [`crate::lifecycle::transition`] and applied here.
+
+use crate::lifecycle::{
+    self, Event, Mark, Oracle, Policy, Replica, ReplicaId, ReplicaState, Spot, Unit, UnitState,
+};
+use crate::store::*;
+use protocol::api::{AdapterInfo, Assignment};
+use protocol::{Checkpoint, Digest, first_divergence};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::Value;
+use shaders::{Comparison, Job};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Credit granted per elementary operation of a valid replica (one per million).
+pub const CREDIT_PER_WORK: f64 = 1e-6;
+
+/// Versioned schema migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE volunteers (
+    id INTEGER PRIMARY KEY,
+    token_hash BLOB NOT NULL UNIQUE,
+    nickname TEXT,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    valid INTEGER NOT NULL DEFAULT 0,
+    invalid INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    spot_failed INTEGER NOT NULL DEFAULT 0,
+    credit REAL NOT NULL DEFAULT 0,
+    blacklisted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    key_hash BLOB NOT NULL UNIQUE,
+    operator INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    key_id INTEGER REFERENCES api_keys(id),
+    name TEXT NOT NULL,
+    kernel TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    spot_rate REAL NOT NULL,
+    units INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE units (
+    id INTEGER PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    kernel TEXT NOT NULL,
+    params TEXT NOT NULL,
+    output_len INTEGER NOT NULL,
+    work REAL NOT NULL,
+    state TEXT NOT NULL,
+    min_quorum INTEGER NOT NULL,
+    target_results INTEGER NOT NULL,
+    max_error_results INTEGER NOT NULL,
+    max_total_results INTEGER NOT NULL,
+    deadline_s INTEGER NOT NULL,
+    target INTEGER NOT NULL,
+    wanted INTEGER NOT NULL,
+    spot TEXT NOT NULL,
+    spot_digest BLOB,
+    canonical_replica INTEGER,
+    canonical_digest BLOB,
+    summary TEXT,
+    fail_reason TEXT,
+    created_at INTEGER NOT NULL,
+    done_at INTEGER
+);
+CREATE INDEX units_wanted ON units(id) WHERE wanted > 0;
+CREATE INDEX units_batch ON units(batch_id, state);
+CREATE INDEX units_state ON units(state);
+CREATE TABLE replicas (
+    id INTEGER PRIMARY KEY,
+    unit_id INTEGER NOT NULL REFERENCES units(id),
+    volunteer_id INTEGER NOT NULL REFERENCES volunteers(id),
+    state TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    deadline_at INTEGER NOT NULL,
+    reported_at INTEGER,
+    late INTEGER NOT NULL DEFAULT 0,
+    digest BLOB,
+    checkpoints TEXT,
+    summary TEXT,
+    error TEXT,
+    adapter TEXT
+);
+CREATE INDEX replicas_unit ON replicas(unit_id);
+CREATE INDEX replicas_volunteer_unit ON replicas(volunteer_id, unit_id);
+CREATE INDEX replicas_deadline ON replicas(deadline_at) WHERE state = 'in_progress';
+CREATE INDEX replicas_state ON replicas(state);
+-- Canonical and reported outputs, stored once by their SHA-256.
+CREATE TABLE outputs (digest BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
+-- Units whose spot-check answer the coordinator still has to compute.
+CREATE TABLE spot_queue (unit_id INTEGER PRIMARY KEY REFERENCES units(id));
+"#];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        db(e)
+    }
+}
+
+fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
+    blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(Digest))
+}
+
+fn state_of(s: &str) -> Result<UnitState> {
+    UnitState::parse(s).ok_or_else(|| StoreError::Db(format!("bad unit state {s}")))
+}
+
+fn rstate_of(s: &str) -> Result<ReplicaState> {
+    ReplicaState::parse(s).ok_or_else(|| StoreError::Db(format!("bad replica state {s}")))
+}
+
+fn spot_of(s: &str) -> Spot {
+    match s {
+        "pending" => Spot::Pending,
+        "ready" => Spot::Ready,
+        _ => Spot::None,
+    }
+}
+
+fn spot_str(s: Spot) -> &'static str {
+    match s {
+        Spot::None => "none",
+        Spot::Pending => "pending",
+        Spot::Ready => "ready",
+    }
+}
+
+/// A unit row with what the lifecycle and the API need.
+struct UnitRow {
+    id: i64,
+    batch_id: i64,
+    kernel: String,
+    params: String,
+    work: f64,
+    unit: Unit,
+    spot_digest: Option<Digest>,
+    canonical_digest: Option<Digest>,
+    summary: Option<String>,
+}
+
+struct ReplicaRow {
+    replica: Replica,
+    digest: Option<Digest>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Durable against a process crash (the WAL is written before COMMIT returns); only
+        // an OS crash or power loss can lose the last transactions.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('anon_salt', randomblob(16))",
+            [],
+        )?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64> {
+        self.tx(|tx| Ok(tx.pragma_query_value(None, "user_version", |r| r.get(0))?))
+    }
+
+    fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
+    let mut st = tx.prepare_cached(
+        "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
+                max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
+                canonical_replica, canonical_digest, summary, fail_reason
+         FROM units WHERE id = ?1",
+    )?;
+    let row = st
+        .query_row([id], |r| {
+            Ok((
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, f64>(4)?,
+                    r.get::<_, String>(5)?,
+                ),
+                Policy {
+                    min_quorum: r.get(6)?,
+                    target_results: r.get(7)?,
+                    max_error_results: r.get(8)?,
+                    max_total_results: r.get(9)?,
+                    deadline_s: r.get::<_, i64>(10)? as u64,
+                },
+                (
+                    r.get::<_, u32>(11)?,
+                    r.get::<_, String>(12)?,
+                    r.get::<_, Option<Vec<u8>>>(13)?,
+                    r.get::<_, Option<i64>>(14)?,
+                    r.get::<_, Option<Vec<u8>>>(15)?,
+                    r.get::<_, Option<String>>(16)?,
+                    r.get::<_, Option<String>>(17)?,
+                ),
+            ))
+        })
+        .optional()?
+        .ok_or(StoreError::NotFound("unit"))?;
+    let ((id, batch_id, kernel, params, work, state), policy, rest) = row;
+    let (target, spot, spot_digest, canonical, canonical_digest, summary, fail_reason) = rest;
+    Ok(UnitRow {
+        id,
+        batch_id,
+        kernel,
+        params,
+        work,
+        unit: Unit {
+            state: state_of(&state)?,
+            policy,
+            target,
+            spot: spot_of(&spot),
+            canonical,
+            fail_reason,
+        },
+        spot_digest: digest_of(spot_digest),
+        canonical_digest: digest_of(canonical_digest),
+        summary,
+    })
+}
+
+fn load_replicas(tx: &Transaction<'_>, unit: i64) -> Result<Vec<ReplicaRow>> {
+    let mut st = tx.prepare_cached(
+        "SELECT id, volunteer_id, state, digest FROM replicas WHERE unit_id = ?1 ORDER BY id",
+    )?;
+    let rows = st.query_map([unit], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, volunteer, state, digest) = row?;
+        out.push(ReplicaRow {
+            replica: Replica {
+                id,
+                volunteer,
+                state: rstate_of(&state)?,
+            },
+            digest: digest_of(digest),
+        });
+    }
+    Ok(out)
+}
+
+fn load_output(tx: &Transaction<'_>, d: &Digest) -> Result<Option<Vec<u8>>> {
+    let mut st = tx.prepare_cached("SELECT bytes FROM outputs WHERE digest = ?1")?;
+    Ok(st.query_row([&d.0[..]], |r| r.get(0)).optional()?)
+}
+
+/// Agreement by digest, or for float kernels by the kernel's tolerance on the stored outputs.
+struct DbOracle<'a> {
+    tx: &'a Transaction<'a>,
+    digests: HashMap<ReplicaId, Digest>,
+    spot: Option<Digest>,
+    tolerance: Option<Job>,
+    cache: RefCell<HashMap<Digest, Option<Vec<u8>>>>,
+}
+
+impl DbOracle<'_> {
+    fn same(&self, a: Option<&Digest>, b: Option<&Digest>) -> bool {
+        let (Some(a), Some(b)) = (a, b) else {
+            return false;
+        };
+        if a == b {
+            return true;
+        }
+        let Some(job) = &self.tolerance else {
+            return false;
+        };
+        let mut cache = self.cache.borrow_mut();
+        for d in [a, b] {
+            if !cache.contains_key(d) {
+                let bytes = load_output(self.tx, d).ok().flatten();
+                cache.insert(*d, bytes);
+            }
+        }
+        match (cache.get(a), cache.get(b)) {
+            (Some(Some(x)), Some(Some(y))) => job.equivalent(x, y),
+            _ => false,
+        }
+    }
+}
+
+impl Oracle for DbOracle<'_> {
+    fn agree(&self, a: ReplicaId, b: ReplicaId) -> bool {
+        self.same(self.digests.get(&a), self.digests.get(&b))
+    }
+    fn matches_spot(&self, r: ReplicaId) -> bool {
+        self.same(self.digests.get(&r), self.spot.as_ref())
+    }
+}
+
+/// Runs the lifecycle for `event` on `unit` and applies the result.
+fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<UnitRow> {
+    let row = load_unit(tx, unit_id)?;
+    let reps = load_replicas(tx, unit_id)?;
+    let tolerance = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
+        Some(info) if matches!(info.comparison, Comparison::Tolerance { .. }) => {
+            let params: Value = serde_json::from_str(&row.params)
+                .map_err(|e| StoreError::Db(format!("unit params: {e}")))?;
+            Job::new(&row.kernel, params).ok()
+        }
+        _ => None,
+    };
+    let oracle = DbOracle {
+        tx,
+        digests: reps
+            .iter()
+            .filter_map(|r| r.digest.map(|d| (r.replica.id, d)))
+            .collect(),
+        spot: row.spot_digest,
+        tolerance,
+        cache: RefCell::new(HashMap::new()),
+    };
+    let replicas: Vec<Replica> = reps.iter().map(|r| r.replica).collect();
+    let t = lifecycle::transition(&row.unit, &replicas, event, &oracle).map_err(|e| match e {
+        lifecycle::LifecycleError::AlreadyClosed(..) => StoreError::Conflict(e.to_string()),
+        lifecycle::LifecycleError::UnknownReplica(_) => StoreError::NotFound("assignment"),
+    })?;
+
+    let became_canonical =
+        t.unit.state == UnitState::Canonical && row.unit.state != UnitState::Canonical;
+    let mut canonical_digest = row.canonical_digest;
+    let mut summary = row.summary.clone();
+    if became_canonical {
+        canonical_digest = t
+            .unit
+            .canonical
+            .and_then(|c| oracle.digests.get(&c).copied());
+        if let Some(d) = &canonical_digest {
+            summary = canonical_summary(tx, &row, d)?;
+        }
+    }
+    let done_at = t.unit.state.is_terminal().then_some(now);
+    tx.prepare_cached(
+        "UPDATE units SET state = ?2, target = ?3, wanted = ?4, canonical_replica = ?5,
+             canonical_digest = ?6, summary = ?7, fail_reason = ?8,
+             done_at = COALESCE(done_at, ?9)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        unit_id,
+        t.unit.state.as_str(),
+        t.unit.target,
+        t.wanted,
+        t.unit.canonical,
+        canonical_digest.map(|d| d.0.to_vec()),
+        summary,
+        t.unit.fail_reason,
+        done_at,
+    ])?;
+    let mut up = tx.prepare_cached("UPDATE replicas SET state = ?2 WHERE id = ?1")?;
+    for (id, st) in &t.replicas {
+        up.execute(params![id, st.as_str()])?;
+    }
+    for (volunteer, _, mark) in &t.marks {
+        match mark {
+            Mark::Valid => tx
+                .prepare_cached(
+                    "UPDATE volunteers SET valid = valid + 1, credit = credit + ?2 WHERE id = ?1",
+                )?
+                .execute(params![volunteer, row.work * CREDIT_PER_WORK])?,
+            Mark::Invalid => tx
+                .prepare_cached("UPDATE volunteers SET invalid = invalid + 1 WHERE id = ?1")?
+                .execute([volunteer])?,
+            Mark::SpotFailed => tx
+                .prepare_cached(
+                    "UPDATE volunteers SET invalid = invalid + 1, spot_failed = spot_failed + 1
+                     WHERE id = ?1",
+                )?
+                .execute([volunteer])?,
+            Mark::Error => tx
+                .prepare_cached("UPDATE volunteers SET errors = errors + 1 WHERE id = ?1")?
+                .execute([volunteer])?,
+        };
+    }
+    let mut after = row;
+    after.unit = t.unit;
+    after.canonical_digest = canonical_digest;
+    after.summary = summary;
+    Ok(after)
+}
+
+/// The canonical result's summary, recomputed from its output bytes by the coordinator.
+fn canonical_summary(tx: &Transaction<'_>, row: &UnitRow, d: &Digest) -> Result<Option<String>> {
+    let Some(bytes) = load_output(tx, d)? else {
+        return Ok(None);
+    };
+    let params: Value =
+        serde_json::from_str(&row.params).map_err(|e| StoreError::Db(e.to_string()))?;
+    let Ok(job) = Job::new(&row.kernel, params) else {
+        return Ok(None);
+    };
+    Ok(job.summarize(&bytes).ok().map(|s| s.to_string()))
+}
+
+fn check_viewer(tx: &Transaction<'_>, batch: i64, viewer: Option<i64>) -> Result<()> {
+    let owner: Option<Option<i64>> = tx
+        .prepare_cached("SELECT key_id FROM batches WHERE id = ?1")?
+        .query_row([batch], |r| r.get(0))
+        .optional()?;
+    match (owner, viewer) {
+        (None, _) => Err(StoreError::NotFound("batch")),
+        (Some(_), None) => Ok(()),
+        // A scientist sees only their own batches; others' look absent.
+        (Some(o), Some(v)) if o == Some(v) => Ok(()),
+        _ => Err(StoreError::NotFound("batch")),
+    }
+}
+
+fn anon(salt: &[u8], volunteer: i64) -> String {
+    let d = Digest::of_parts([salt, &volunteer.to_le_bytes()[..]]);
+    format!("v-{}", &d.to_hex()[..12])
+}
+
+impl Store for SqliteStore {
+    fn register_volunteer(
+        &self,
+        token_hash: &[u8],
+        nickname: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
+        self.tx(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO volunteers(token_hash, nickname, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
+            )?
+            .execute(params![token_hash, nickname, now])?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    fn volunteer_by_token(&self, token_hash: &[u8], now: i64) -> Result<Option<VolunteerAuth>> {
+        self.tx(|tx| {
+            let v = tx
+                .prepare_cached("SELECT id, blacklisted FROM volunteers WHERE token_hash = ?1")?
+                .query_row([token_hash], |r| {
+                    Ok(VolunteerAuth {
+                        id: r.get(0)?,
+                        blacklisted: r.get::<_, i64>(1)? != 0,
+                    })
+                })
+                .optional()?;
+            if let Some(v) = &v {
+                tx.prepare_cached(
+                    "UPDATE volunteers SET last_seen = ?2 WHERE id = ?1 AND last_seen < ?2",
+                )?
+                .execute(params![v.id, now])?;
+            }
+            Ok(v)
+        })
+    }
+
+    fn create_key(&self, name: &str, key_hash: &[u8], operator: bool, now: i64) -> Result<i64> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO api_keys(name, key_hash, operator, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, key_hash, operator, now],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    fn key_by_hash(&self, key_hash: &[u8]) -> Result<Option<KeyAuth>> {
+        self.tx(|tx| {
+            Ok(tx
+                .prepare_cached("SELECT id, name, operator FROM api_keys WHERE key_hash = ?1")?
+                .query_row([key_hash], |r| {
+                    Ok(KeyAuth {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        operator: r.get::<_, i64>(2)? != 0,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    fn create_batch(&self, b: &NewBatch, now: i64) -> Result<i64> {
+        let policy_json =
+            serde_json::to_string(&b.policy).map_err(|e| StoreError::Db(e.to_string()))?;
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    b.key_id,
+                    b.name,
+                    b.kernel,
+                    policy_json,
+                    b.spot_check_rate,
+                    b.units.len() as i64,
+                    now
+                ],
+            )?;
+            let batch = tx.last_insert_rowid();
+            let p = b.policy;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
+                     target_results, max_error_results, max_total_results, deadline_s, target,
+                     wanted, spot, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?7, ?7, ?11, ?12)",
+            )?;
+            let mut queue = tx.prepare_cached("INSERT INTO spot_queue(unit_id) VALUES (?1)")?;
+            for u in &b.units {
+                let job = Job::new(&b.kernel, u.params.clone())
+                    .map_err(|e| StoreError::invalid("units", e.to_string()))?;
+                let spot = if u.spot_check {
+                    Spot::Pending
+                } else {
+                    Spot::None
+                };
+                ins.execute(params![
+                    batch,
+                    b.kernel,
+                    u.params.to_string(),
+                    job.output_len() as i64,
+                    u.work as f64,
+                    p.min_quorum,
+                    p.target_results,
+                    p.max_error_results,
+                    p.max_total_results,
+                    p.deadline_s as i64,
+                    spot_str(spot),
+                    now,
+                ])?;
+                if u.spot_check {
+                    queue.execute([tx.last_insert_rowid()])?;
+                }
+            }
+            Ok(batch)
+        })
+    }
+
+    fn request_work(
+        &self,
+        volunteer: i64,
+        max: u32,
+        adapter: &AdapterInfo,
+        now: i64,
+    ) -> Result<Vec<Assignment>> {
+        let adapter_json =
+            serde_json::to_string(adapter).map_err(|e| StoreError::Db(e.to_string()))?;
+        self.tx(|tx| {
+            let ids: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM units WHERE wanted > 0 AND NOT EXISTS (
+                         SELECT 1 FROM replicas r WHERE r.volunteer_id = ?1 AND r.unit_id = units.id)
+                     ORDER BY id LIMIT ?2",
+                )?
+                .query_map(params![volunteer, max], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for unit_id in ids {
+                let (deadline_s, kernel, params_s, output_len): (i64, String, String, i64) = tx
+                    .prepare_cached("SELECT deadline_s, kernel, params, output_len FROM units WHERE id = ?1")?
+                    .query_row([unit_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let deadline = now + deadline_s;
+                tx.prepare_cached(
+                    "INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, adapter)
+                     VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5)",
+                )?
+                .execute(params![unit_id, volunteer, now, deadline, adapter_json])?;
+                let assignment_id = tx.last_insert_rowid();
+                step(tx, unit_id, Event::Issued, now)?;
+                out.push(Assignment {
+                    assignment_id,
+                    unit_id,
+                    kernel,
+                    params: serde_json::from_str(&params_s).map_err(|e| StoreError::Db(e.to_string()))?,
+                    deadline,
+                    output_len: output_len as u64,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn assignment_job(&self, volunteer: i64, assignment: i64) -> Result<(String, Value)> {
+        self.tx(|tx| {
+            let row: Option<(i64, String, String)> = tx
+                .prepare_cached(
+                    "SELECT r.volunteer_id, u.kernel, u.params FROM replicas r JOIN units u ON u.id = r.unit_id
+                     WHERE r.id = ?1",
+                )?
+                .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let (owner, kernel, params_s) = row.ok_or(StoreError::NotFound("assignment"))?;
+            if owner != volunteer {
+                return Err(StoreError::Forbidden(format!(
+                    "assignment {assignment} belongs to another volunteer"
+                )));
+            }
+            let params = serde_json::from_str(&params_s).map_err(|e| StoreError::Db(e.to_string()))?;
+            Ok((kernel, params))
+        })
+    }
+
+    fn report(
+        &self,
+        volunteer: i64,
+        assignment: i64,
+        body: &ReportBody,
+        now: i64,
+    ) -> Result<ReportOutcome> {
+        self.tx(|tx| {
+            let row: Option<(i64, i64, i64)> = tx
+                .prepare_cached("SELECT unit_id, volunteer_id, deadline_at FROM replicas WHERE id = ?1")?
+                .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let (unit_id, owner, deadline_at) = row.ok_or(StoreError::NotFound("assignment"))?;
+            if owner != volunteer {
+                return Err(StoreError::Forbidden(format!(
+                    "assignment {assignment} belongs to another volunteer"
+                )));
+            }
+            let event = match body {
+                ReportBody::Output { digest, output, checkpoints, summary } => {
+                    let cps = serde_json::to_string(checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+                    tx.prepare_cached("INSERT OR IGNORE INTO outputs(digest, bytes) VALUES (?1, ?2)")?
+                        .execute(params![&digest.0[..], output])?;
+                    tx.prepare_cached(
+                        "UPDATE replicas SET digest = ?2, checkpoints = ?3, summary = ?4, reported_at = ?5,
+                             late = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![assignment, &digest.0[..], cps, summary.to_string(), now, now > deadline_at])?;
+                    Event::Reported(assignment)
+                }
+                ReportBody::Error(msg) => {
+                    tx.prepare_cached("UPDATE replicas SET error = ?2, reported_at = ?3 WHERE id = ?1")?
+                        .execute(params![assignment, msg, now])?;
+                    Event::ClientError(assignment)
+                }
+            };
+            // A conflict (second report) rolls all of this back.
+            let after = step(tx, unit_id, event, now)?;
+            let state: String = tx
+                .prepare_cached("SELECT state FROM replicas WHERE id = ?1")?
+                .query_row([assignment], |r| r.get(0))?;
+            Ok(ReportOutcome {
+                replica_state: rstate_of(&state)?,
+                unit_state: after.unit.state,
+            })
+        })
+    }
+
+    fn expire(&self, now: i64) -> Result<usize> {
+        self.tx(|tx| {
+            let due: Vec<(i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT id, unit_id FROM replicas WHERE state = 'in_progress' AND deadline_at < ?1
+                     ORDER BY deadline_at LIMIT 5000",
+                )?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            for (replica, unit) in &due {
+                step(tx, *unit, Event::Timeout(*replica), now)?;
+            }
+            Ok(due.len())
+        })
+    }
+
+    fn pending_spot_checks(&self, limit: usize) -> Result<Vec<SpotJob>> {
+        self.tx(|tx| {
+            let rows = tx
+                .prepare_cached(
+                    "SELECT u.id, u.kernel, u.params FROM spot_queue q JOIN units u ON u.id = q.unit_id
+                     ORDER BY q.unit_id LIMIT ?1",
+                )?
+                .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))?
+                .collect::<std::result::Result<Vec<(i64, String, String)>, _>>()?;
+            rows.into_iter()
+                .map(|(unit_id, kernel, p)| {
+                    Ok(SpotJob {
+                        unit_id,
+                        kernel,
+                        params: serde_json::from_str(&p).map_err(|e| StoreError::Db(e.to_string()))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()> {
+        self.tx(|tx| {
+            tx.prepare_cached("INSERT OR IGNORE INTO outputs(digest, bytes) VALUES (?1, ?2)")?
+                .execute(params![&digest.0[..], output])?;
+            tx.prepare_cached("UPDATE units SET spot = 'ready', spot_digest = ?2 WHERE id = ?1")?
+                .execute(params![unit, &digest.0[..]])?;
+            tx.prepare_cached("DELETE FROM spot_queue WHERE unit_id = ?1")?
+                .execute([unit])?;
+            step(tx, unit, Event::SpotReady, now)?;
+            Ok(())
+        })
+    }
+
+    fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus> {
+        self.tx(|tx| {
+            check_viewer(tx, batch, viewer)?;
+            let (name, kernel, policy, spot_rate, units, created_at): (String, String, String, f64, i64, i64) = tx
+                .prepare_cached("SELECT name, kernel, policy, spot_rate, units, created_at FROM batches WHERE id = ?1")?
+                .query_row([batch], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+            let mut by_state: BTreeMap<String, u64> =
+                UnitState::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+            let mut st = tx.prepare_cached("SELECT state, count(*) FROM units WHERE batch_id = ?1 GROUP BY state")?;
+            for row in st.query_map([batch], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (s, n) = row?;
+                by_state.insert(s, n as u64);
+            }
+            let terminal = by_state["canonical"] + by_state["failed"];
+            Ok(BatchStatus {
+                batch_id: batch,
+                name,
+                kernel,
+                created_at,
+                units: units as u64,
+                done: terminal == units as u64,
+                by_state,
+                policy: serde_json::from_str(&policy).map_err(|e| StoreError::Db(e.to_string()))?,
+                spot_check_rate: spot_rate,
+            })
+        })
+    }
+
+    fn batch_results(&self, batch: i64, viewer: Option<i64>) -> Result<Vec<UnitResult>> {
+        self.tx(|tx| {
+            check_viewer(tx, batch, viewer)?;
+            let mut st = tx.prepare_cached(
+                "SELECT id, params, state, canonical_digest, summary, fail_reason FROM units
+                 WHERE batch_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([batch], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (unit_id, params, state, digest, summary, fail_reason) = row?;
+                out.push(UnitResult {
+                    unit_id,
+                    params: serde_json::from_str(&params)
+                        .map_err(|e| StoreError::Db(e.to_string()))?,
+                    state: state_of(&state)?,
+                    digest: digest_of(digest),
+                    summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+                    fail_reason,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn unit_provenance(&self, unit: i64, viewer: Option<i64>) -> Result<UnitProvenance> {
+        self.tx(|tx| {
+            let row = load_unit(tx, unit)?;
+            check_viewer(tx, row.batch_id, viewer)?;
+            let salt: Vec<u8> = tx.query_row("SELECT value FROM meta WHERE key = 'anon_salt'", [], |r| r.get(0))?;
+            let mut st = tx.prepare_cached(
+                "SELECT id, volunteer_id, state, digest, checkpoints, adapter, sent_at, reported_at, late, error
+                 FROM replicas WHERE unit_id = ?1 ORDER BY id",
+            )?;
+            let rows = st
+                .query_map([unit], |r| {
+                    Ok((
+                        (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<Vec<u8>>>(3)?),
+                        (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
+                        (r.get::<_, i64>(6)?, r.get::<_, Option<i64>>(7)?, r.get::<_, bool>(8)?, r.get::<_, Option<String>>(9)?),
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let parse_cps = |s: &Option<String>| -> Vec<Checkpoint> {
+                s.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+            };
+            let canonical_cps = rows
+                .iter()
+                .find(|((id, ..), ..)| Some(*id) == row.unit.canonical)
+                .map(|(_, (cps, _), _)| parse_cps(cps))
+                .unwrap_or_default();
+            let mut replicas = Vec::new();
+            for ((id, vol, state, digest), (cps, adapter), (sent_at, reported_at, late, error)) in &rows {
+                let digest = digest_of(digest.clone());
+                let checkpoints = parse_cps(cps);
+                let diverged_at_step = match (digest, row.canonical_digest) {
+                    (Some(d), Some(c)) if d != c => first_divergence(&checkpoints, &canonical_cps),
+                    _ => None,
+                };
+                replicas.push(ReplicaProvenance {
+                    replica_id: *id,
+                    volunteer: anon(&salt, *vol),
+                    state: rstate_of(state)?,
+                    digest,
+                    checkpoints,
+                    adapter: adapter.as_deref().and_then(|a| serde_json::from_str(a).ok()),
+                    sent_at: *sent_at,
+                    reported_at: *reported_at,
+                    late: *late,
+                    error: error.clone(),
+                    diverged_at_step,
+                });
+            }
+            let params: Value = serde_json::from_str(&row.params).map_err(|e| StoreError::Db(e.to_string()))?;
+            let passed = match (row.unit.spot, row.spot_digest, row.canonical_digest) {
+                (Spot::Ready, Some(s), Some(c)) => Some(
+                    s == c || replicas.iter().any(|r| r.digest == Some(c) && r.state == ReplicaState::Valid),
+                ),
+                _ => None,
+            };
+            Ok(UnitProvenance {
+                unit_id: row.id,
+                batch_id: row.batch_id,
+                reproduce: format!(
+                    "cargo run --release -p client-wasm --bin qg-run -- {} --params '{}' --backend cpu",
+                    row.kernel, params
+                ),
+                kernel: row.kernel,
+                params,
+                state: row.unit.state,
+                canonical_digest: row.canonical_digest,
+                canonical_replica: row.unit.canonical,
+                summary: row.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+                fail_reason: row.unit.fail_reason,
+                policy: row.unit.policy,
+                spot_check: SpotCheck {
+                    sampled: row.unit.spot != Spot::None,
+                    state: spot_str(row.unit.spot).to_owned(),
+                    expected_digest: row.spot_digest,
+                    passed,
+                },
+                replicas,
+            })
+        })
+    }
+
+    fn status(&self) -> Result<Status> {
+        self.tx(|tx| {
+            let mut units: BTreeMap<String, u64> = UnitState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect();
+            let mut st = tx.prepare_cached("SELECT state, count(*) FROM units GROUP BY state")?;
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (s, n) = row?;
+                units.insert(s, n as u64);
+            }
+            let mut replicas: BTreeMap<String, u64> = ReplicaState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect();
+            let mut st =
+                tx.prepare_cached("SELECT state, count(*) FROM replicas GROUP BY state")?;
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (s, n) = row?;
+                replicas.insert(s, n as u64);
+            }
+            let volunteers: i64 =
+                tx.query_row("SELECT count(*) FROM volunteers", [], |r| r.get(0))?;
+            let batches: i64 = tx.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))?;
+            Ok(Status {
+                units,
+                replicas,
+                volunteers: volunteers as u64,
+                batches: batches as u64,
+            })
+        })
+    }
+
+    fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        self.tx(|tx| load_output(tx, digest))
+    }
+
+    fn unit_count(&self) -> Result<u64> {
+        self.tx(|tx| {
+            Ok(tx.query_row("SELECT count(*) FROM units", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! The storage interface. Everything the coordinator persists goes through [`Store`], so a
+//! PostgreSQL backend (several coordinators sharing one database) can follow the embedded
+//! SQLite one ([`crate::sqlite::SqliteStore`]). Each method is one transaction.
+
+use crate::lifecycle::{Policy, ReplicaState, UnitState};
+use protocol::api::{AdapterInfo, Assignment};
+use protocol::{Checkpoint, Digest};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("database: {0}")]
+    Db(String),
+}
+
+impl StoreError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolunteerAuth {
+    pub id: i64,
+    pub blacklisted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAuth {
+    pub id: i64,
+    pub name: String,
+    /// Operators see every batch.
+    pub operator: bool,
+}
+
+/// A unit as the API hands it to the store: already validated and normalized.
+#[derive(Debug, Clone)]
+pub struct NewUnit {
+    pub params: Value,
+    pub work: u64,
+    pub spot_check: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub key_id: Option<i64>,
+    pub name: String,
+    pub kernel: String,
+    pub policy: Policy,
+    pub spot_check_rate: f64,
+    pub units: Vec<NewUnit>,
+}
+
+/// What a report carries once the API checked it: output bytes whose digest was recomputed.
+#[derive(Debug, Clone)]
+pub enum ReportBody {
+    Output {
+        digest: Digest,
+        output: Vec<u8>,
+        checkpoints: Vec<Checkpoint>,
+        summary: Value,
+    },
+    Error(String),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportOutcome {
+    pub replica_state: ReplicaState,
+    pub unit_state: UnitState,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BatchStatus {
+    pub batch_id: i64,
+    pub name: String,
+    pub kernel: String,
+    pub created_at: i64,
+    pub units: u64,
+    pub by_state: BTreeMap<String, u64>,
+    pub done: bool,
+    pub policy: Policy,
+    pub spot_check_rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnitResult {
+    pub unit_id: i64,
+    pub params: Value,
+    pub state: UnitState,
+    pub digest: Option<Digest>,
+    pub summary: Option<Value>,
+    pub fail_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplicaProvenance {
+    pub replica_id: i64,
+    /// An anonymised volunteer id (stable per volunteer, not the database id).
+    pub volunteer: String,
+    pub state: ReplicaState,
+    pub digest: Option<Digest>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub adapter: Option<AdapterInfo>,
+    pub sent_at: i64,
+    pub reported_at: Option<i64>,
+    pub late: bool,
+    pub error: Option<String>,
+    /// For a replica that disagrees with the canonical one: the first checkpoint step at
+    /// which their state digests differ.
+    pub diverged_at_step: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpotCheck {
+    pub sampled: bool,
+    /// "none", "pending" or "ready".
+    pub state: String,
+    pub expected_digest: Option<Digest>,
+    /// Whether the canonical result matched the coordinator's own answer.
+    pub passed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnitProvenance {
+    pub unit_id: i64,
+    pub batch_id: i64,
+    pub kernel: String,
+    pub params: Value,
+    pub state: UnitState,
+    pub canonical_digest: Option<Digest>,
+    pub canonical_replica: Option<i64>,
+    pub summary: Option<Value>,
+    pub fail_reason: Option<String>,
+    pub policy: Policy,
+    pub spot_check: SpotCheck,
+    pub replicas: Vec<ReplicaProvenance>,
+    /// The command that recomputes this unit locally with the CPU reference.
+    pub reproduce: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub units: BTreeMap<String, u64>,
+    pub replicas: BTreeMap<String, u64>,
+    pub volunteers: u64,
+    pub batches: u64,
+}
+
+/// A unit whose spot-check answer the coordinator must compute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpotJob {
+    pub unit_id: i64,
+    pub kernel: String,
+    pub params: Value,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn register_volunteer(
+        &self,
+        token_hash: &[u8],
+        nickname: Option<&str>,
+        now: i64,
+    ) -> Result<i64>;
+    fn volunteer_by_token(&self, token_hash: &[u8], now: i64) -> Result<Option<VolunteerAuth>>;
+    fn create_key(&self, name: &str, key_hash: &[u8], operator: bool, now: i64) -> Result<i64>;
+    fn key_by_hash(&self, key_hash: &[u8]) -> Result<Option<KeyAuth>>;
+    fn create_batch(&self, batch: &NewBatch, now: i64) -> Result<i64>;
+    /// Up to `max` replicas of units the volunteer holds no replica of.
+    fn request_work(
+        &self,
+        volunteer: i64,
+        max: u32,
+        adapter: &AdapterInfo,
+        now: i64,
+    ) -> Result<Vec<Assignment>>;
+    /// The assignment's kernel and params, checked to belong to `volunteer` and be open.
+    fn assignment_job(&self, volunteer: i64, assignment: i64) -> Result<(String, Value)>;
+    fn report(
+        &self,
+        volunteer: i64,
+        assignment: i64,
+        body: &ReportBody,
+        now: i64,
+    ) -> Result<ReportOutcome>;
+    /// Marks replicas past their deadline as no-reply; returns how many.
+    fn expire(&self, now: i64) -> Result<usize>;
+    fn pending_spot_checks(&self, limit: usize) -> Result<Vec<SpotJob>>;
+    fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()>;
+    /// `viewer`: None for an operator (sees all), Some(key) for a scientist.
+    fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus>;
+    fn batch_results(&self, batch: i64, viewer: Option<i64>) -> Result<Vec<UnitResult>>;
+    fn unit_provenance(&self, unit: i64, viewer: Option<i64>) -> Result<UnitProvenance>;
+    fn status(&self) -> Result<Status>;
+    fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
+    fn unit_count(&self) -> Result<u64>;
+}

@@ -1,0 +1,785 @@
+//! The API end to end, in process: simulated volunteers (honest ones computing the CPU
+//! reference, liars, colluders, vanishers) against the real router and SQLite store.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use coordinator::api::{hash_secret, new_secret, now};
+use coordinator::server::{Config, FileConfig, app, state};
+use coordinator::sqlite::SqliteStore;
+use coordinator::store::Store;
+use http_body_util::BodyExt;
+use protocol::Digest;
+use serde_json::{Value, json};
+use shaders::Job;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Harness {
+    app: Router,
+    store: Arc<SqliteStore>,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Honest,
+    /// Returns a wrong output of its own (different for each liar).
+    Liar(u8),
+    /// Colluders all return the same wrong output.
+    Colluder,
+    /// Takes work and never reports.
+    Vanisher,
+}
+
+struct Sim {
+    token: String,
+    kind: Kind,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            None,
+            Some(dir.path().to_path_buf()),
+            None,
+            Some(dir.path().to_path_buf()),
+        );
+        let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+        let key = new_secret("qgk_");
+        store
+            .create_key("test", &hash_secret(&key), false, now())
+            .unwrap();
+        let app = app(state(store.clone(), &cfg), &cfg);
+        Self {
+            app,
+            store,
+            key,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b)
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, token, Some(body.to_string())).await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call("GET", path, token, None).await
+    }
+
+    async fn volunteer(&self, kind: Kind) -> Sim {
+        let (s, v) = self
+            .post("/api/v1/volunteers", None, json!({"nickname": "sim"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        Sim {
+            token: v["token"].as_str().unwrap().to_owned(),
+            kind,
+        }
+    }
+
+    async fn batch(&self, kernel: &str, units: Vec<Value>, policy: Value) -> i64 {
+        let (s, v) = self
+            .post(
+                "/api/v1/batches",
+                Some(&self.key),
+                json!({"kernel": kernel, "units": units, "policy": policy}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["batch_id"].as_i64().unwrap()
+    }
+
+    /// Runs pending spot-checks the way the background pool does.
+    fn run_spot_checks(&self) {
+        for job in self.store.pending_spot_checks(1000).unwrap() {
+            let r = Job::new(&job.kernel, job.params)
+                .unwrap()
+                .run_cpu(1, &mut |_, _| {})
+                .unwrap();
+            self.store
+                .spot_check_done(job.unit_id, &r.digest, &r.output, now())
+                .unwrap();
+        }
+    }
+
+    /// One round: every volunteer takes up to `max` assignments and handles them.
+    async fn round(&self, sims: &[Sim], max: u32) -> usize {
+        let mut taken = 0;
+        for sim in sims {
+            let (s, w) = self
+                .post(
+                    "/api/v1/work",
+                    Some(&sim.token),
+                    json!({"max_units": max, "adapter": {"name": "sim", "backend": "cpu"}}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{w}");
+            for a in w["assignments"].as_array().unwrap() {
+                taken += 1;
+                if sim.kind == Kind::Vanisher {
+                    continue;
+                }
+                let report = report_for(a, sim.kind);
+                let (s, ack) = self.post("/api/v1/results", Some(&sim.token), report).await;
+                assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+            }
+        }
+        taken
+    }
+
+    async fn run_to_completion(&self, batch: i64, sims: &[Sim], spot: bool) {
+        for _ in 0..60 {
+            if spot {
+                self.run_spot_checks();
+            }
+            let taken = self.round(sims, 2).await;
+            // Whatever vanishers hold is past its deadline.
+            self.store.expire(now() + 100_000).unwrap();
+            let (_, st) = self
+                .get(&format!("/api/v1/batches/{batch}"), Some(&self.key))
+                .await;
+            if st["done"] == true {
+                return;
+            }
+            assert!(taken > 0 || spot, "stuck: {st}");
+        }
+        panic!("batch {batch} did not finish");
+    }
+}
+
+/// A report as a volunteer of `kind` would send it.
+fn report_for(a: &Value, kind: Kind) -> Value {
+    let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
+    let r = job.run_cpu(1, &mut |_, _| {}).unwrap();
+    let mut output = r.output.clone();
+    let mut checkpoints = r.checkpoints.clone();
+    match kind {
+        Kind::Liar(k) => output[0] ^= 1 + k,
+        Kind::Colluder => output[0] ^= 0x80,
+        _ => {}
+    }
+    if output != r.output {
+        // A faulty device: its state diverges at the last checkpoint.
+        if let Some(last) = checkpoints.last_mut() {
+            last.digest = Digest::of(&output);
+        }
+    }
+    json!({
+        "assignment_id": a["assignment_id"],
+        "digest": Digest::of(&output),
+        "checkpoints": checkpoints,
+        "summary": r.summary,
+        "output": base64::engine::general_purpose::STANDARD.encode(&output),
+    })
+}
+
+fn ising_units(n: u64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"L": 16, "beta": 0.3 + 0.02 * i as f64, "sweeps": 20, "seed": i + 1}))
+        .collect()
+}
+
+fn reference_digests(units: &[Value]) -> Vec<Digest> {
+    units
+        .iter()
+        .map(|p| {
+            Job::new("ising2d", p.clone())
+                .unwrap()
+                .run_cpu(1, &mut |_, _| {})
+                .unwrap()
+                .digest
+        })
+        .collect()
+}
+
+async fn results(h: &Harness, batch: i64) -> Vec<Value> {
+    let (s, v) = h
+        .get(&format!("/api/v1/batches/{batch}/results"), Some(&h.key))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    v["units"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn honest_liar_and_vanisher_every_unit_ends_with_the_reference_digest() {
+    let h = Harness::new();
+    let units = ising_units(8);
+    let want = reference_digests(&units);
+    let batch = h
+        .batch("ising2d", units, json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = vec![
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Liar(0)).await,
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Vanisher).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(batch, &sims, false).await;
+    let rows = results(&h, batch).await;
+    assert_eq!(rows.len(), 8);
+    for (row, want) in rows.iter().zip(&want) {
+        assert_eq!(row["state"], "canonical", "{row}");
+        assert_eq!(row["digest"], json!(want), "{row}");
+        assert!(row["summary"]["e"].is_number());
+    }
+    // Every replica of the liar is invalid, every one of the vanisher no-reply.
+    for row in &rows {
+        let (_, prov) = h
+            .get(&format!("/api/v1/units/{}", row["unit_id"]), Some(&h.key))
+            .await;
+        for r in prov["replicas"].as_array().unwrap() {
+            let digest_ok = r["digest"] == row["digest"];
+            match r["state"].as_str().unwrap() {
+                "valid" => assert!(digest_ok),
+                "invalid" => {
+                    assert!(!digest_ok);
+                    // Located at the faulty device's last checkpoint, the end of the run.
+                    assert_eq!(r["diverged_at_step"], 20, "{r}");
+                }
+                "no_reply" | "in_progress" | "success" => {}
+                s => panic!("unexpected state {s}"),
+            }
+        }
+        assert!(
+            prov["reproduce"]
+                .as_str()
+                .unwrap()
+                .contains("--backend cpu")
+        );
+    }
+    let (_, status) = h.get("/api/v1/status", None).await;
+    assert_eq!(status["units"]["canonical"], 8);
+    assert!(
+        status["replicas"]["invalid"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(
+        status["replicas"]["no_reply"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_lone_liar_is_caught_by_the_spot_check() {
+    let h = Harness::new();
+    let units = ising_units(3);
+    let want = reference_digests(&units);
+    // One replica per unit: without the spot-check the liar's answer would be accepted.
+    let batch = h
+        .batch(
+            "ising2d",
+            units,
+            json!({"min_quorum": 1, "target_results": 1, "spot_check_rate": 1.0}),
+        )
+        .await;
+    let liar = h.volunteer(Kind::Liar(3)).await;
+    h.run_spot_checks();
+    h.round(std::slice::from_ref(&liar), 3).await;
+    for row in results(&h, batch).await {
+        assert_ne!(row["state"], "canonical", "a lie was accepted: {row}");
+    }
+    let honest = h.volunteer(Kind::Honest).await;
+    h.run_to_completion(batch, &[honest], true).await;
+    for (row, want) in results(&h, batch).await.iter().zip(&want) {
+        assert_eq!(row["digest"], json!(want));
+        let (_, prov) = h
+            .get(&format!("/api/v1/units/{}", row["unit_id"]), Some(&h.key))
+            .await;
+        assert_eq!(prov["spot_check"]["passed"], true);
+        assert_eq!(prov["spot_check"]["expected_digest"], json!(want));
+        let states: Vec<&str> = prov["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, vec!["invalid", "valid"]);
+    }
+}
+
+#[tokio::test]
+async fn colluders_agreeing_on_a_wrong_answer_are_overruled_by_the_spot_check() {
+    let h = Harness::new();
+    let units = ising_units(2);
+    let want = reference_digests(&units);
+    let batch = h
+        .batch("ising2d", units, json!({"spot_check_rate": 1.0}))
+        .await;
+    let colluders = vec![
+        h.volunteer(Kind::Colluder).await,
+        h.volunteer(Kind::Colluder).await,
+    ];
+    h.round(&colluders, 2).await;
+    // Quorum reached by the colluders, but the coordinator's own answer is still pending.
+    for row in results(&h, batch).await {
+        assert_eq!(row["state"], "needs_validation", "{row}");
+    }
+    let honest = vec![
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(batch, &honest, true).await;
+    for (row, want) in results(&h, batch).await.iter().zip(&want) {
+        assert_eq!(row["state"], "canonical");
+        assert_eq!(row["digest"], json!(want));
+    }
+}
+
+#[tokio::test]
+async fn float_kernel_replicas_agree_within_tolerance_not_by_digest() {
+    let h = Harness::new();
+    let params =
+        json!({"n": 64, "density": 0.5, "temperature": 1.0, "dt": 0.005, "steps": 20, "seed": 1});
+    let batch = h
+        .batch(
+            "lj_md",
+            vec![params.clone()],
+            json!({"spot_check_rate": 0.0}),
+        )
+        .await;
+    let a = h.volunteer(Kind::Honest).await;
+    let b = h.volunteer(Kind::Honest).await;
+    let (_, w) = h
+        .post("/api/v1/work", Some(&a.token), json!({"max_units": 1}))
+        .await;
+    let (s, _) = h
+        .post(
+            "/api/v1/results",
+            Some(&a.token),
+            report_for(&w["assignments"][0], Kind::Honest),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    // B's output differs in the last bit of one kinetic energy: a different digest, same physics.
+    let (_, w) = h
+        .post("/api/v1/work", Some(&b.token), json!({"max_units": 1}))
+        .await;
+    let mut report = report_for(&w["assignments"][0], Kind::Honest);
+    let mut out = base64::engine::general_purpose::STANDARD
+        .decode(report["output"].as_str().unwrap())
+        .unwrap();
+    out[0] ^= 1;
+    report["output"] = json!(base64::engine::general_purpose::STANDARD.encode(&out));
+    report["digest"] = json!(Digest::of(&out));
+    let (s, ack) = h.post("/api/v1/results", Some(&b.token), report).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+    assert_eq!(ack["unit_state"], "canonical");
+    assert_eq!(ack["replica_state"], "valid");
+    let rows = results(&h, batch).await;
+    assert_eq!(rows[0]["state"], "canonical");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let h = Harness::new();
+    let batch = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let a = h.volunteer(Kind::Honest).await;
+    let b = h.volunteer(Kind::Honest).await;
+    let (_, w) = h
+        .post("/api/v1/work", Some(&a.token), json!({"max_units": 1}))
+        .await;
+    let assignment = w["assignments"][0].clone();
+    let good = report_for(&assignment, Kind::Honest);
+
+    let snapshot = |h: &Harness| {
+        let s = h.store.status().unwrap();
+        let p = h
+            .store
+            .unit_provenance(assignment["unit_id"].as_i64().unwrap(), None)
+            .unwrap();
+        (
+            s,
+            p.state,
+            p.replicas
+                .iter()
+                .map(|r| (r.state, r.digest))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = snapshot(&h);
+
+    let mut wrong_len = good.clone();
+    wrong_len["output"] = json!(base64::engine::general_purpose::STANDARD.encode([1u8, 2, 3]));
+    let mut wrong_digest = good.clone();
+    wrong_digest["digest"] = json!(Digest::of(b"nope"));
+    let mut unknown = good.clone();
+    unknown["assignment_id"] = json!(999_999);
+    let mut both = good.clone();
+    both["error"] = json!("oops");
+    let mut bad_cps = good.clone();
+    bad_cps["checkpoints"] =
+        json!([{"step": 5, "digest": Digest::of(b"a")}, {"step": 5, "digest": Digest::of(b"a")}]);
+
+    // (what, token, body, expected status, field named)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        String,
+        StatusCode,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            Some(&a.token),
+            "{\"assignment_id\": ".into(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "no token",
+            None,
+            good.to_string(),
+            StatusCode::UNAUTHORIZED,
+            None,
+        ),
+        (
+            "wrong token",
+            Some("qgv_nope"),
+            good.to_string(),
+            StatusCode::UNAUTHORIZED,
+            None,
+        ),
+        (
+            "unknown assignment",
+            Some(&a.token),
+            unknown.to_string(),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            "someone else's assignment",
+            Some(&b.token),
+            good.to_string(),
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+        (
+            "wrong output length",
+            Some(&a.token),
+            wrong_len.to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("output"),
+        ),
+        (
+            "digest mismatch",
+            Some(&a.token),
+            wrong_digest.to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("digest"),
+        ),
+        (
+            "error and output",
+            Some(&a.token),
+            both.to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("error"),
+        ),
+        (
+            "bad checkpoints",
+            Some(&a.token),
+            bad_cps.to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("checkpoints"),
+        ),
+        (
+            "not base64",
+            Some(&a.token),
+            {
+                let mut r = good.clone();
+                r["output"] = json!("***");
+                r.to_string()
+            },
+            StatusCode::BAD_REQUEST,
+            Some("output"),
+        ),
+    ];
+    for (what, token, body, status, field) in cases {
+        let (s, v) = h.call("POST", "/api/v1/results", token, Some(body)).await;
+        assert_eq!(s, status, "{what}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: not a JSON error: {v}"
+        );
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{what}: {v}");
+        }
+        assert_eq!(snapshot(&h), before, "{what} changed state");
+    }
+
+    // The good report is accepted once; a second report of the same replica conflicts.
+    let (s, _) = h
+        .post("/api/v1/results", Some(&a.token), good.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let after_first = snapshot(&h);
+    let (s, v) = h
+        .post("/api/v1/results", Some(&a.token), good.clone())
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(snapshot(&h), after_first);
+
+    // Work requests and batches.
+    let (s, v) = h
+        .post("/api/v1/work", Some(&a.token), json!({"max_units": 0}))
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("max_units"))
+    );
+    let (s, v) = h
+        .post(
+            "/api/v1/work",
+            Some(&a.token),
+            json!({"max_units": 1, "extra": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let batches_before = h.store.status().unwrap().batches;
+    for (body, field) in [
+        (
+            json!({"kernel": "ising2d", "units": [{"L": 16, "beta": 0.3, "sweeps": 5, "seed": 1}, {"L": 15, "beta": 0.3, "sweeps": 5, "seed": 1}]}),
+            "units[1].L",
+        ),
+        (json!({"kernel": "nbody", "units": [{}]}), "kernel"),
+        (json!({"kernel": "ising2d", "units": []}), "units"),
+        (
+            json!({"kernel": "ising2d", "units": ising_units(1), "policy": {"min_quorum": 3, "target_results": 2}}),
+            "policy.target_results",
+        ),
+        (
+            json!({"kernel": "ising2d", "units": ising_units(1), "policy": {"spot_check_rate": 2.0}}),
+            "policy.spot_check_rate",
+        ),
+    ] {
+        let (s, v) = h.post("/api/v1/batches", Some(&h.key), body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    let (s, _) = h
+        .post(
+            "/api/v1/batches",
+            Some("qgk_wrong"),
+            json!({"kernel": "ising2d", "units": ising_units(1)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.store.status().unwrap().batches, batches_before);
+    let (s, v) = h
+        .get(
+            &format!("/api/v1/batches/{batch}/results?format=xml"),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("format"))
+    );
+    let (s, _) = h.get("/api/v1/batches/424242", Some(&h.key)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let h = Harness::new();
+    let a = h.volunteer(Kind::Honest).await;
+    let big = format!(
+        "{{\"assignment_id\": 1, \"output\": \"{}\"}}",
+        "A".repeat(33 << 20)
+    );
+    let (s, v) = h
+        .call("POST", "/api/v1/results", Some(&a.token), Some(big))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].is_string());
+}
+
+#[tokio::test]
+async fn batched_reports_are_judged_item_by_item() {
+    let h = Harness::new();
+    h.batch("ising2d", ising_units(3), json!({"spot_check_rate": 0.0}))
+        .await;
+    let a = h.volunteer(Kind::Honest).await;
+    let (_, w) = h
+        .post("/api/v1/work", Some(&a.token), json!({"max_units": 3}))
+        .await;
+    let items: Vec<Value> = w["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| report_for(x, Kind::Honest))
+        .collect();
+    let mut bad = items[1].clone();
+    bad["digest"] = json!(Digest::of(b"x"));
+    let (s, v) = h
+        .post(
+            "/api/v1/results",
+            Some(&a.token),
+            json!([items[0], bad, items[2]]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let statuses: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![202, 400, 202]);
+    assert_eq!(v[1]["error"]["field"], "digest");
+    assert_eq!(h.store.status().unwrap().replicas["success"], 2);
+}
+
+#[tokio::test]
+async fn a_volunteer_never_gets_two_replicas_of_one_unit() {
+    let h = Harness::new();
+    h.batch(
+        "ising2d",
+        ising_units(3),
+        json!({"spot_check_rate": 0.0, "min_quorum": 3}),
+    )
+    .await;
+    let a = h.volunteer(Kind::Honest).await;
+    let (_, w) = h
+        .post("/api/v1/work", Some(&a.token), json!({"max_units": 64}))
+        .await;
+    let units: Vec<i64> = w["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["unit_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(units.len(), 3, "one replica of each of the 3 units");
+    let (_, w) = h
+        .post("/api/v1/work", Some(&a.token), json!({"max_units": 64}))
+        .await;
+    assert!(w["assignments"].as_array().unwrap().is_empty());
+    assert!(w["retry_after_s"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn scientists_see_only_their_own_batches_and_csv_has_every_unit() {
+    let h = Harness::new();
+    let batch = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let other = new_secret("qgk_");
+    h.store
+        .create_key("other", &hash_secret(&other), false, now())
+        .unwrap();
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (s, _) = h
+        .get(&format!("/api/v1/batches/{batch}"), Some(&other))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.get(&format!("/api/v1/batches/{batch}"), Some(&op)).await;
+    assert_eq!(s, StatusCode::OK);
+    let sims = vec![
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(batch, &sims, false).await;
+    let (s, csv) = h
+        .get(
+            &format!("/api/v1/batches/{batch}/results?format=csv"),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = csv.as_str().unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[0].starts_with("unit_id,state,digest,")
+            && lines[0].contains(",beta,")
+            && lines[0].contains(",abs_m,")
+    );
+    assert!(lines[1].contains(",canonical,"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let h = Harness::new();
+    let (s, doc) = h.get("/api/v1/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("POST", "/api/v1/volunteers"),
+        ("POST", "/api/v1/work"),
+        ("POST", "/api/v1/results"),
+        ("POST", "/api/v1/batches"),
+        ("GET", "/api/v1/batches/{id}"),
+        ("GET", "/api/v1/batches/{id}/results"),
+        ("GET", "/api/v1/units/{id}"),
+        ("GET", "/api/v1/status"),
+        ("GET", "/api/v1/kernels"),
+        ("GET", "/api/v1/openapi.json"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // Every documented route is served by the API (a JSON answer, not the static fallback).
+    for (method, path) in &documented {
+        let (s, v) = h.call(method, &path.replace("{id}", "1"), None, None).await;
+        assert!(v.is_object(), "{method} {path}: {s} {v}");
+    }
+    let (s, _) = h.get("/api/v1/nope", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (m, _) in &documented {
+        *counts.entry(m.as_str()).or_default() += 1;
+    }
+    assert_eq!(counts["GET"], 6);
+}

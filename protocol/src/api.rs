@@ -1,0 +1,139 @@
+//! The coordinator's HTTP API, as types shared by the coordinator, the volunteer client (wasm
+//! and native) and the CLI. `/api/v1/openapi.json` documents the same shapes.
+
+use crate::{Checkpoint, Digest};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Every error body: a message, and the field at fault where there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[serde(default)]
+    pub nickname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub volunteer_id: i64,
+    pub token: String,
+}
+
+/// The adapter a volunteer computes on (recorded in each replica's provenance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    #[serde(default)]
+    pub name: String,
+    /// "vulkan", "metal", "dx12", "webgpu" or "cpu".
+    #[serde(default)]
+    pub backend: String,
+    #[serde(default)]
+    pub vendor: String,
+    #[serde(default)]
+    pub device_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkRequest {
+    /// 1..=64 assignments at once.
+    pub max_units: u32,
+    #[serde(default)]
+    pub adapter: AdapterInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub assignment_id: i64,
+    pub unit_id: i64,
+    pub kernel: String,
+    pub params: Value,
+    /// Unix seconds by which the result must be reported.
+    pub deadline: i64,
+    /// Bytes of canonical output the kernel produces for these params.
+    pub output_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkResponse {
+    pub assignments: Vec<Assignment>,
+    /// When no work was given: ask again after this many seconds.
+    pub retry_after_s: u64,
+}
+
+/// A replica's result, or the client's word that it could not compute it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultReport {
+    pub assignment_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(default)]
+    pub checkpoints: Vec<Checkpoint>,
+    /// The client's summary (the coordinator recomputes its own from the output).
+    #[serde(default)]
+    pub summary: Value,
+    /// Canonical output bytes, base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Set instead of digest/output when the client failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportAck {
+    pub assignment_id: i64,
+    /// The replica's state after the report ("success", "valid", "invalid", "error").
+    pub replica_state: String,
+    pub unit_state: String,
+}
+
+/// One item of a batched report: the status it would have had alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportItemResult {
+    pub assignment_id: i64,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<ReportAck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// Replication policy overrides for a batch (any field may be left out).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    pub min_quorum: Option<u32>,
+    pub target_results: Option<u32>,
+    pub max_error_results: Option<u32>,
+    pub max_total_results: Option<u32>,
+    pub deadline_s: Option<u64>,
+    /// Fraction of units the coordinator recomputes itself, 0..=1 (default 0.05).
+    pub spot_check_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kernel: String,
+    /// One parameter object per work unit.
+    pub units: Vec<Value>,
+    #[serde(default)]
+    pub policy: PolicySpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchCreated {
+    pub batch_id: i64,
+    pub units: u64,
+}
