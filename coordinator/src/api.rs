@@ -319,24 +319,58 @@ fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, ApiError> {
     })
 }
 
-async fn report_one(s: &Shared, v: i64, r: ResultReport) -> Result<ReportAck, ApiError> {
+/// Judges reports: one read to find their assignments, checks in memory, one write
+/// transaction for all that pass (each item on its own savepoint). One result per item.
+async fn report_all(
+    s: &Shared,
+    v: i64,
+    reports: Vec<Result<ResultReport, ApiError>>,
+) -> Result<Vec<Result<ReportAck, ApiError>>, ApiError> {
+    let ids: Vec<i64> = reports
+        .iter()
+        .map(|r| r.as_ref().map_or(0, |r| r.assignment_id))
+        .collect();
     let store = s.store.clone();
-    let id = r.assignment_id;
-    let (kernel, params) = blocking(move || store.assignment_job(v, id)).await?;
-    let job = Job::new(&kernel, params).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("stored params: {e}"),
-        )
-    })?;
-    let body = check_report(&job, &r)?;
-    let store = s.store.clone();
-    let out = blocking(move || store.report(v, id, &body, now())).await?;
-    Ok(ReportAck {
-        assignment_id: id,
-        replica_state: out.replica_state.as_str().to_owned(),
-        unit_state: out.unit_state.as_str().to_owned(),
-    })
+    let lookup_ids = ids.clone();
+    let jobs = blocking(move || store.assignment_jobs(v, &lookup_ids)).await?;
+    let mut results: Vec<Result<ReportAck, ApiError>> = Vec::with_capacity(reports.len());
+    let mut items = Vec::new();
+    let mut slots = Vec::new();
+    for (i, (report, job)) in reports.into_iter().zip(jobs).enumerate() {
+        let checked = report.and_then(|r| {
+            let (kernel, params) = job?;
+            let job = Job::new(&kernel, params).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("stored params: {e}"),
+                )
+            })?;
+            check_report(&job, &r)
+        });
+        match checked {
+            Ok(body) => {
+                items.push((ids[i], body));
+                slots.push(i);
+                results.push(Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "pending",
+                )));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if !items.is_empty() {
+        let store = s.store.clone();
+        let outcomes = blocking(move || store.report_batch(v, &items, now())).await?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = outcome.map_err(ApiError::from).map(|o| ReportAck {
+                assignment_id: ids[slot],
+                replica_state: o.replica_state.as_str().to_owned(),
+                unit_state: o.unit_state.as_str().to_owned(),
+            });
+        }
+    }
+    Ok(results)
 }
 
 /// One report (an object), or several at once (an array: each item is judged on its own and
@@ -351,37 +385,51 @@ async fn results(
             if items.len() > 256 {
                 return Err(ApiError::field("reports", "at most 256 reports at once"));
             }
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                let id = item
-                    .get("assignment_id")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                let res = match serde_json::from_value::<ResultReport>(item) {
-                    Ok(r) => report_one(&s, v, r).await,
-                    Err(e) => Err(ApiError::field(&format!("[{i}]"), e.to_string())),
-                };
-                out.push(match res {
+            let ids: Vec<i64> = items
+                .iter()
+                .map(|x| x.get("assignment_id").and_then(Value::as_i64).unwrap_or(0))
+                .collect();
+            let parsed = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    serde_json::from_value::<ResultReport>(item)
+                        .map_err(|e| ApiError::field(&format!("[{i}]"), e.to_string()))
+                })
+                .collect();
+            let out: Vec<ReportItemResult> = report_all(&s, v, parsed)
+                .await?
+                .into_iter()
+                .zip(ids)
+                .map(|(res, assignment_id)| match res {
                     Ok(ack) => ReportItemResult {
-                        assignment_id: id,
+                        assignment_id,
                         status: 202,
                         ack: Some(ack),
                         error: None,
                     },
                     Err(e) => ReportItemResult {
-                        assignment_id: id,
+                        assignment_id,
                         status: e.status.as_u16(),
                         ack: None,
                         error: Some(e.body),
                     },
-                });
-            }
+                })
+                .collect();
             Ok((StatusCode::ACCEPTED, Json(out)).into_response())
         }
         item => {
             let r: ResultReport = serde_json::from_value(item)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-            let ack = report_one(&s, v, r).await?;
+            let ack = report_all(&s, v, vec![Ok(r)])
+                .await?
+                .pop()
+                .unwrap_or_else(|| {
+                    Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "no result",
+                    ))
+                })?;
             Ok((StatusCode::ACCEPTED, Json(ack)).into_response())
         }
     }

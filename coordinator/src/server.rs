@@ -6,6 +6,7 @@ use crate::sqlite::SqliteStore;
 use crate::store::Store;
 use anyhow::{Context, Result};
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use protocol::api::{BatchRequest, PolicySpec};
 use serde::Deserialize;
 use serde_json::json;
@@ -157,6 +158,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
     // Tests and scripts read this line to find the port.
     println!("coordinator listening on http://{addr}");
     tracing::info!(db = %cfg.db.display(), web = %cfg.web_dir.display(), "serving");
+    // Small JSON requests and replies: send them at once rather than wait on Nagle's
+    // algorithm and delayed ACKs (40 ms stalls per request otherwise).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app(state, &cfg))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

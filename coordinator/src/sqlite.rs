@@ -205,6 +205,15 @@ impl SqliteStore {
         self.tx(|tx| Ok(tx.pragma_query_value(None, "user_version", |r| r.get(0))?))
     }
 
+    /// A read-only transaction (no write lock taken).
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -453,6 +462,66 @@ fn canonical_summary(tx: &Transaction<'_>, row: &UnitRow, d: &Digest) -> Result<
     Ok(job.summarize(&bytes).ok().map(|s| s.to_string()))
 }
 
+/// One report inside the caller's transaction (and savepoint).
+fn report_one(
+    tx: &Transaction<'_>,
+    volunteer: i64,
+    assignment: i64,
+    body: &ReportBody,
+    now: i64,
+) -> Result<ReportOutcome> {
+    let row: Option<(i64, i64, i64)> = tx
+        .prepare_cached("SELECT unit_id, volunteer_id, deadline_at FROM replicas WHERE id = ?1")?
+        .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (unit_id, owner, deadline_at) = row.ok_or(StoreError::NotFound("assignment"))?;
+    if owner != volunteer {
+        return Err(StoreError::Forbidden(format!(
+            "assignment {assignment} belongs to another volunteer"
+        )));
+    }
+    let event = match body {
+        ReportBody::Output {
+            digest,
+            output,
+            checkpoints,
+            summary,
+        } => {
+            let cps =
+                serde_json::to_string(checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+            tx.prepare_cached("INSERT OR IGNORE INTO outputs(digest, bytes) VALUES (?1, ?2)")?
+                .execute(params![&digest.0[..], output])?;
+            tx.prepare_cached(
+                "UPDATE replicas SET digest = ?2, checkpoints = ?3, summary = ?4, reported_at = ?5,
+                     late = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                assignment,
+                &digest.0[..],
+                cps,
+                summary.to_string(),
+                now,
+                now > deadline_at
+            ])?;
+            Event::Reported(assignment)
+        }
+        ReportBody::Error(msg) => {
+            tx.prepare_cached("UPDATE replicas SET error = ?2, reported_at = ?3 WHERE id = ?1")?
+                .execute(params![assignment, msg, now])?;
+            Event::ClientError(assignment)
+        }
+    };
+    // A conflict (second report) rolls all of this back.
+    let after = step(tx, unit_id, event, now)?;
+    let state: String = tx
+        .prepare_cached("SELECT state FROM replicas WHERE id = ?1")?
+        .query_row([assignment], |r| r.get(0))?;
+    Ok(ReportOutcome {
+        replica_state: rstate_of(&state)?,
+        unit_state: after.unit.state,
+    })
+}
+
 fn check_viewer(tx: &Transaction<'_>, batch: i64, viewer: Option<i64>) -> Result<()> {
     let owner: Option<Option<i64>> = tx
         .prepare_cached("SELECT key_id FROM batches WHERE id = ?1")?
@@ -634,71 +703,55 @@ impl Store for SqliteStore {
         })
     }
 
-    fn assignment_job(&self, volunteer: i64, assignment: i64) -> Result<(String, Value)> {
-        self.tx(|tx| {
-            let row: Option<(i64, String, String)> = tx
-                .prepare_cached(
-                    "SELECT r.volunteer_id, u.kernel, u.params FROM replicas r JOIN units u ON u.id = r.unit_id
-                     WHERE r.id = ?1",
-                )?
-                .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            let (owner, kernel, params_s) = row.ok_or(StoreError::NotFound("assignment"))?;
-            if owner != volunteer {
-                return Err(StoreError::Forbidden(format!(
-                    "assignment {assignment} belongs to another volunteer"
-                )));
+    fn assignment_jobs(
+        &self,
+        volunteer: i64,
+        assignments: &[i64],
+    ) -> Result<Vec<Result<(String, Value)>>> {
+        self.read(|tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT r.volunteer_id, u.kernel, u.params FROM replicas r JOIN units u ON u.id = r.unit_id
+                 WHERE r.id = ?1",
+            )?;
+            let mut out = Vec::with_capacity(assignments.len());
+            for &assignment in assignments {
+                let row: Option<(i64, String, String)> = st
+                    .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                out.push(match row {
+                    None => Err(StoreError::NotFound("assignment")),
+                    Some((owner, _, _)) if owner != volunteer => Err(StoreError::Forbidden(format!(
+                        "assignment {assignment} belongs to another volunteer"
+                    ))),
+                    Some((_, kernel, params)) => serde_json::from_str(&params)
+                        .map(|p| (kernel, p))
+                        .map_err(|e| StoreError::Db(e.to_string())),
+                });
             }
-            let params = serde_json::from_str(&params_s).map_err(|e| StoreError::Db(e.to_string()))?;
-            Ok((kernel, params))
+            Ok(out)
         })
     }
 
-    fn report(
+    fn report_batch(
         &self,
         volunteer: i64,
-        assignment: i64,
-        body: &ReportBody,
+        items: &[(i64, ReportBody)],
         now: i64,
-    ) -> Result<ReportOutcome> {
+    ) -> Result<Vec<Result<ReportOutcome>>> {
         self.tx(|tx| {
-            let row: Option<(i64, i64, i64)> = tx
-                .prepare_cached("SELECT unit_id, volunteer_id, deadline_at FROM replicas WHERE id = ?1")?
-                .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            let (unit_id, owner, deadline_at) = row.ok_or(StoreError::NotFound("assignment"))?;
-            if owner != volunteer {
-                return Err(StoreError::Forbidden(format!(
-                    "assignment {assignment} belongs to another volunteer"
-                )));
+            let mut out = Vec::with_capacity(items.len());
+            for (assignment, body) in items {
+                tx.execute_batch("SAVEPOINT item")?;
+                let r = report_one(tx, volunteer, *assignment, body, now);
+                match &r {
+                    Ok(_) => tx.execute_batch("RELEASE item")?,
+                    // A database error aborts the whole transaction; an item error its item.
+                    Err(StoreError::Db(m)) => return Err(StoreError::Db(m.clone())),
+                    Err(_) => tx.execute_batch("ROLLBACK TO item; RELEASE item")?,
+                }
+                out.push(r);
             }
-            let event = match body {
-                ReportBody::Output { digest, output, checkpoints, summary } => {
-                    let cps = serde_json::to_string(checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
-                    tx.prepare_cached("INSERT OR IGNORE INTO outputs(digest, bytes) VALUES (?1, ?2)")?
-                        .execute(params![&digest.0[..], output])?;
-                    tx.prepare_cached(
-                        "UPDATE replicas SET digest = ?2, checkpoints = ?3, summary = ?4, reported_at = ?5,
-                             late = ?6 WHERE id = ?1",
-                    )?
-                    .execute(params![assignment, &digest.0[..], cps, summary.to_string(), now, now > deadline_at])?;
-                    Event::Reported(assignment)
-                }
-                ReportBody::Error(msg) => {
-                    tx.prepare_cached("UPDATE replicas SET error = ?2, reported_at = ?3 WHERE id = ?1")?
-                        .execute(params![assignment, msg, now])?;
-                    Event::ClientError(assignment)
-                }
-            };
-            // A conflict (second report) rolls all of this back.
-            let after = step(tx, unit_id, event, now)?;
-            let state: String = tx
-                .prepare_cached("SELECT state FROM replicas WHERE id = ?1")?
-                .query_row([assignment], |r| r.get(0))?;
-            Ok(ReportOutcome {
-                replica_state: rstate_of(&state)?,
-                unit_state: after.unit.state,
-            })
+            Ok(out)
         })
     }
 

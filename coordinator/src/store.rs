@@ -188,15 +188,32 @@ pub trait Store: Send + Sync + 'static {
         adapter: &AdapterInfo,
         now: i64,
     ) -> Result<Vec<Assignment>>;
-    /// The assignment's kernel and params, checked to belong to `volunteer` and be open.
-    fn assignment_job(&self, volunteer: i64, assignment: i64) -> Result<(String, Value)>;
+    /// Each assignment's kernel and params, checked to belong to `volunteer` (one result per
+    /// id, in order).
+    fn assignment_jobs(
+        &self,
+        volunteer: i64,
+        assignments: &[i64],
+    ) -> Result<Vec<Result<(String, Value)>>>;
+    /// Applies reports in one transaction; each item succeeds or fails alone (a savepoint
+    /// each), so a bad item changes nothing and does not spoil the others.
+    fn report_batch(
+        &self,
+        volunteer: i64,
+        items: &[(i64, ReportBody)],
+        now: i64,
+    ) -> Result<Vec<Result<ReportOutcome>>>;
     fn report(
         &self,
         volunteer: i64,
         assignment: i64,
         body: &ReportBody,
         now: i64,
-    ) -> Result<ReportOutcome>;
+    ) -> Result<ReportOutcome> {
+        self.report_batch(volunteer, &[(assignment, body.clone())], now)?
+            .pop()
+            .unwrap_or(Err(StoreError::NotFound("assignment")))
+    }
     /// Marks replicas past their deadline as no-reply; returns how many.
     fn expire(&self, now: i64) -> Result<usize>;
     fn pending_spot_checks(&self, limit: usize) -> Result<Vec<SpotJob>>;

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 pub fn run(args: &[&str]) -> Result<()> {
     match args.first().copied() {
         Some("kernels") => kernels(&args[1..]),
-        other => bail!("usage: cargo xtask bench kernels [--bandwidth-gbs N] (got {other:?})"),
+        Some("coordinator") => coordinator(&args[1..]),
+        other => bail!(
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] | coordinator [--sizes 10000,100000,1000000] (got {other:?})"
+        ),
     }
 }
 
@@ -71,6 +74,32 @@ fn kernels(args: &[&str]) -> Result<()> {
             }
         }
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// Replicas dispatched and validated per second against the release coordinator with the
+/// embedded store, with 10⁴, 10⁵ and 10⁶ units already in the database.
+fn coordinator(args: &[&str]) -> Result<()> {
+    let sizes: Vec<String> = args
+        .iter()
+        .position(|a| *a == "--sizes")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|| vec!["10000".into(), "100000".into(), "1000000".into()]);
+    crate::run(
+        "cargo build --release -p coordinator",
+        crate::cargo().args(["build", "--release", "-q", "-p", "coordinator"]),
+    )?;
+    let bin_dir = crate::root().join("target").join("release");
+    for units in sizes {
+        let status = std::process::Command::new(bin_dir.join("qg-loadgen"))
+            .args(["--units", &units, "--coordinator"])
+            .arg(bin_dir.join("coordinator"))
+            .status()?;
+        if !status.success() {
+            bail!("qg-loadgen --units {units} failed ({status})");
+        }
     }
     Ok(())
 }
