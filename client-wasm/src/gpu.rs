@@ -31,6 +31,8 @@ pub enum GpuError {
     },
     #[error("reading GPU memory failed: {0}")]
     Map(String),
+    #[error("cannot resume: {0}")]
+    Resume(String),
     #[error("waiting for the GPU failed: {0}")]
     Poll(String),
 }
@@ -140,8 +142,45 @@ impl Gpu {
         plan: &dyn Plan,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<PlanOutput, GpuError> {
-        let program = plan.program();
+        let mut run = self.start(plan, None)?;
+        while let Some(step) = run.step().await? {
+            progress(step.done, step.total);
+        }
+        Ok(run.finish())
+    }
+
+    /// Prepares `plan` (from its start, or from a checkpoint) to be run segment by segment
+    /// with [`Run::step`], so the caller can pause, throttle or persist between segments.
+    pub fn start<'a>(
+        &'a self,
+        plan: &'a dyn Plan,
+        resume: Option<Resume>,
+    ) -> Result<Run<'a>, GpuError> {
+        let mut program = plan.program();
         self.check(&program)?;
+        let state_idx: Vec<usize> = (0..program.buffers.len())
+            .filter(|&i| program.buffers[i].state)
+            .collect();
+        let (next, checkpoints) = match resume {
+            None => (0, Vec::new()),
+            Some(r) => {
+                if r.segment > plan.segment_count() || r.state.len() != state_idx.len() {
+                    return Err(GpuError::Resume("checkpoint does not fit this plan".into()));
+                }
+                for (&i, bytes) in state_idx.iter().zip(r.state) {
+                    if bytes.len() != program.buffers[i].init.len() {
+                        return Err(GpuError::Resume(format!(
+                            "checkpoint buffer {} is {} bytes, expected {}",
+                            program.buffers[i].label,
+                            bytes.len(),
+                            program.buffers[i].init.len()
+                        )));
+                    }
+                    program.buffers[i].init = bytes;
+                }
+                (r.segment, r.checkpoints)
+            }
+        };
         let field = program.buffers.first().map_or("params", |b| b.size_field);
         let dev = &self.device;
         let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -208,16 +247,6 @@ impl Gpu {
                 })
             })
             .collect();
-
-        let stride = u64::from(self.limits.min_uniform_buffer_offset_alignment).max(WORD_BYTES);
-        let mut uniforms = Uniforms {
-            buffer: None,
-            group: None,
-            capacity: 0,
-        };
-        let state_idx: Vec<usize> = (0..buffers.len())
-            .filter(|&i| program.buffers[i].state)
-            .collect();
         let state_sizes: Vec<u64> = state_idx.iter().map(|&i| buffers[i].size()).collect();
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("state readback"),
@@ -225,67 +254,26 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-
-        let mut checkpoints = Vec::new();
-        let mut last = Vec::new();
-        for si in 0..plan.segment_count() {
-            let seg = plan.segment(si);
-            // One uniform slot of parameter words per dispatch, in order.
-            let mut slots: Vec<u8> = Vec::with_capacity(seg.ops.len() * stride as usize);
-            let mut grids = Vec::with_capacity(seg.ops.len());
-            for d in &seg.ops {
-                let offset = slots.len() as u64;
-                slots.extend(d.words.iter().flat_map(|w| w.to_le_bytes()));
-                slots.resize((offset + stride) as usize, 0);
-                let size = program.entries[d.entry].workgroup_size;
-                grids.push((offset as u32, self.grid(d.threads, size, field)?));
-            }
-            let group = uniforms.ensure(dev, &bgl, &buffers, slots.len() as u64);
-            if let Some(ub) = &uniforms.buffer {
-                self.queue.write_buffer(ub, 0, &slots);
-            }
-            let mut enc = dev.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for (d, (offset, grid)) in seg.ops.iter().zip(&grids) {
-                    pass.set_pipeline(&pipelines[d.entry]);
-                    pass.set_bind_group(0, &group, &[*offset]);
-                    pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-                }
-            }
-            let is_last = si + 1 == plan.segment_count();
-            if seg.checkpoint || is_last {
-                let mut off = 0;
-                for (&i, &size) in state_idx.iter().zip(&state_sizes) {
-                    enc.copy_buffer_to_buffer(&buffers[i], 0, &staging, off, size);
-                    off += size;
-                }
-                self.queue.submit([enc.finish()]);
-                let bytes = self.read(&staging, off.max(4)).await?;
-                let mut parts = Vec::with_capacity(state_idx.len());
-                let mut at = 0usize;
-                for (&i, &size) in state_idx.iter().zip(&state_sizes) {
-                    let want = program.buffers[i].init.len();
-                    parts.push(bytes[at..at + want].to_vec());
-                    at += size as usize;
-                }
-                if seg.checkpoint {
-                    checkpoints.push(Checkpoint {
-                        step: seg.end_step,
-                        digest: Digest::of_parts(parts.iter().map(Vec::as_slice)),
-                    });
-                }
-                last = parts;
-            } else {
-                self.queue.submit([enc.finish()]);
-                // Wait for the segment so progress reflects work done, not work queued.
-                self.wait().await?;
-            }
-            progress(seg.end_step, program.total_steps);
-        }
-        Ok(PlanOutput {
-            state: last,
+        Ok(Run {
+            gpu: self,
+            plan,
+            stride: u64::from(self.limits.min_uniform_buffer_offset_alignment).max(WORD_BYTES),
+            field,
+            buffers,
+            bgl,
+            pipelines,
+            uniforms: Uniforms {
+                buffer: None,
+                group: None,
+                capacity: 0,
+            },
+            state_idx,
+            state_sizes,
+            staging,
+            next,
             checkpoints,
+            last: Vec::new(),
+            program,
         })
     }
 
@@ -324,6 +312,133 @@ impl Gpu {
             .to_vec();
         buf.unmap();
         Ok(data)
+    }
+}
+
+/// Where to resume a plan: the segment to run next and the state buffers after the one before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    pub segment: usize,
+    pub state: Vec<Vec<u8>>,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// What one segment did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub done: u64,
+    pub total: u64,
+    /// The segment to run next (for [`Resume`]).
+    pub next_segment: usize,
+    /// The state buffers, when this segment ended at a checkpoint or the end.
+    pub state: Option<Vec<Vec<u8>>>,
+}
+
+/// A plan in progress on a device.
+pub struct Run<'a> {
+    gpu: &'a Gpu,
+    plan: &'a dyn Plan,
+    program: Program,
+    stride: u64,
+    field: &'static str,
+    buffers: Vec<wgpu::Buffer>,
+    bgl: wgpu::BindGroupLayout,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    uniforms: Uniforms,
+    state_idx: Vec<usize>,
+    state_sizes: Vec<u64>,
+    staging: wgpu::Buffer,
+    next: usize,
+    checkpoints: Vec<Checkpoint>,
+    last: Vec<Vec<u8>>,
+}
+
+impl Run<'_> {
+    /// Runs the next segment; `None` when the plan is done.
+    pub async fn step(&mut self) -> Result<Option<Step>, GpuError> {
+        let count = self.plan.segment_count();
+        if self.next >= count {
+            return Ok(None);
+        }
+        let si = self.next;
+        let seg = self.plan.segment(si);
+        let gpu = self.gpu;
+        let dev = &gpu.device;
+        // One uniform slot of parameter words per dispatch, in order.
+        let mut slots: Vec<u8> = Vec::with_capacity(seg.ops.len() * self.stride as usize);
+        let mut grids = Vec::with_capacity(seg.ops.len());
+        for d in &seg.ops {
+            let offset = slots.len() as u64;
+            slots.extend(d.words.iter().flat_map(|w| w.to_le_bytes()));
+            slots.resize((offset + self.stride) as usize, 0);
+            let size = self.program.entries[d.entry].workgroup_size;
+            grids.push((offset as u32, gpu.grid(d.threads, size, self.field)?));
+        }
+        let group = self
+            .uniforms
+            .ensure(dev, &self.bgl, &self.buffers, slots.len() as u64);
+        if let Some(ub) = &self.uniforms.buffer {
+            gpu.queue.write_buffer(ub, 0, &slots);
+        }
+        let mut enc = dev.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for (d, (offset, grid)) in seg.ops.iter().zip(&grids) {
+                pass.set_pipeline(&self.pipelines[d.entry]);
+                pass.set_bind_group(0, &group, &[*offset]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+        }
+        let is_last = si + 1 == count;
+        let mut state = None;
+        if seg.checkpoint || is_last {
+            let mut off = 0;
+            for (&i, &size) in self.state_idx.iter().zip(&self.state_sizes) {
+                enc.copy_buffer_to_buffer(&self.buffers[i], 0, &self.staging, off, size);
+                off += size;
+            }
+            gpu.queue.submit([enc.finish()]);
+            let bytes = gpu.read(&self.staging, off.max(4)).await?;
+            let mut parts = Vec::with_capacity(self.state_idx.len());
+            let mut at = 0usize;
+            for (&i, &size) in self.state_idx.iter().zip(&self.state_sizes) {
+                let want = self.program.buffers[i].init.len();
+                parts.push(bytes[at..at + want].to_vec());
+                at += size as usize;
+            }
+            if seg.checkpoint {
+                self.checkpoints.push(Checkpoint {
+                    step: seg.end_step,
+                    digest: Digest::of_parts(parts.iter().map(Vec::as_slice)),
+                });
+            }
+            self.last = parts.clone();
+            state = Some(parts);
+        } else {
+            gpu.queue.submit([enc.finish()]);
+            // Wait for the segment so progress reflects work done, not work queued.
+            gpu.wait().await?;
+        }
+        self.next = si + 1;
+        Ok(Some(Step {
+            done: seg.end_step,
+            total: self.program.total_steps,
+            next_segment: self.next,
+            state,
+        }))
+    }
+
+    /// Checkpoint digests so far.
+    pub fn checkpoints(&self) -> &[Checkpoint] {
+        &self.checkpoints
+    }
+
+    /// The final state and all checkpoint digests (after the last [`Run::step`]).
+    pub fn finish(self) -> PlanOutput {
+        PlanOutput {
+            state: self.last,
+            checkpoints: self.checkpoints,
+        }
     }
 }
 

@@ -179,6 +179,8 @@ impl FromRequestParts<Shared> for Scientist {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/volunteers", post(register))
+        .route("/api/v1/volunteers/me", get(me).post(update_me))
+        .route("/api/v1/leaderboard", get(leaderboard))
         .route("/api/v1/work", post(work))
         .route("/api/v1/results", post(results))
         .route("/api/v1/batches", post(create_batch))
@@ -202,6 +204,51 @@ async fn kernels() -> Json<Value> {
     Json(json!({ "kernels": shaders::kernels() }))
 }
 
+/// A nickname as shown on the leaderboard: trimmed, 1..=40 characters, no control characters;
+/// empty means none.
+fn clean_nickname(n: Option<&str>) -> Result<Option<String>, ApiError> {
+    match n.map(str::trim) {
+        Some(n) if n.chars().count() > 40 => {
+            Err(ApiError::field("nickname", "at most 40 characters"))
+        }
+        Some(n) if n.chars().any(char::is_control) => {
+            Err(ApiError::field("nickname", "no control characters"))
+        }
+        Some("") | None => Ok(None),
+        Some(n) => Ok(Some(n.to_owned())),
+    }
+}
+
+async fn me(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+) -> Result<Json<crate::store::VolunteerStats>, ApiError> {
+    let store = s.store.clone();
+    Ok(Json(blocking(move || store.volunteer_stats(v)).await?))
+}
+
+async fn update_me(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Body(req): Body<RegisterRequest>,
+) -> Result<Json<crate::store::VolunteerStats>, ApiError> {
+    let nickname = clean_nickname(req.nickname.as_deref())?;
+    let store = s.store.clone();
+    Ok(Json(
+        blocking(move || {
+            store.set_nickname(v, nickname.as_deref())?;
+            store.volunteer_stats(v)
+        })
+        .await?,
+    ))
+}
+
+async fn leaderboard(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let rows = blocking(move || store.leaderboard(20)).await?;
+    Ok(Json(json!({ "leaders": rows })))
+}
+
 /// The body is optional: an empty one registers without a nickname.
 async fn register(
     State(s): State<Shared>,
@@ -213,16 +260,7 @@ async fn register(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
     };
-    let nickname = match req.nickname.as_deref().map(str::trim) {
-        Some(n) if n.chars().count() > 40 => {
-            return Err(ApiError::field("nickname", "at most 40 characters"));
-        }
-        Some(n) if n.chars().any(char::is_control) => {
-            return Err(ApiError::field("nickname", "no control characters"));
-        }
-        Some("") | None => None,
-        Some(n) => Some(n.to_owned()),
-    };
+    let nickname = clean_nickname(req.nickname.as_deref())?;
     let token = new_secret("qgv_");
     let hash = hash_secret(&token);
     let store = s.store.clone();

@@ -981,6 +981,81 @@ impl Store for SqliteStore {
         })
     }
 
+    fn volunteer_stats(&self, volunteer: i64) -> Result<VolunteerStats> {
+        self.read(|tx| {
+            let (nickname, valid, invalid, errors, credit): (Option<String>, i64, i64, i64, f64) = tx
+                .prepare_cached(
+                    "SELECT nickname, valid, invalid, errors, credit FROM volunteers WHERE id = ?1",
+                )?
+                .query_row([volunteer], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .optional()?
+                .ok_or(StoreError::NotFound("volunteer"))?;
+            let in_progress: i64 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM replicas WHERE volunteer_id = ?1 AND state = 'in_progress'",
+                )?
+                .query_row([volunteer], |r| r.get(0))?;
+            let ahead: i64 = tx
+                .prepare_cached("SELECT count(*) FROM volunteers WHERE credit > ?1")?
+                .query_row([credit], |r| r.get(0))?;
+            Ok(VolunteerStats {
+                volunteer_id: volunteer,
+                nickname,
+                valid: valid as u64,
+                invalid: invalid as u64,
+                errors: errors as u64,
+                in_progress: in_progress as u64,
+                credit,
+                rank: ahead as u64 + 1,
+            })
+        })
+    }
+
+    fn set_nickname(&self, volunteer: i64, nickname: Option<&str>) -> Result<()> {
+        self.tx(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE volunteers SET nickname = ?2 WHERE id = ?1")?
+                .execute(params![volunteer, nickname])?;
+            if n == 0 {
+                return Err(StoreError::NotFound("volunteer"));
+            }
+            Ok(())
+        })
+    }
+
+    fn leaderboard(&self, limit: usize) -> Result<Vec<LeaderboardRow>> {
+        self.read(|tx| {
+            let salt: Vec<u8> =
+                tx.query_row("SELECT value FROM meta WHERE key = 'anon_salt'", [], |r| {
+                    r.get(0)
+                })?;
+            let mut st = tx.prepare_cached(
+                "SELECT id, nickname, credit, valid FROM volunteers WHERE credit > 0
+                 ORDER BY credit DESC, id LIMIT ?1",
+            )?;
+            let rows = st
+                .query_map([limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, f64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, (id, nick, credit, valid))| LeaderboardRow {
+                    rank: i as u64 + 1,
+                    name: nick.unwrap_or_else(|| anon(&salt, id)),
+                    credit,
+                    valid: valid as u64,
+                })
+                .collect())
+        })
+    }
+
     fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
         self.tx(|tx| load_output(tx, digest))
     }

@@ -153,6 +153,30 @@ pub struct UnitProvenance {
     pub reproduce: String,
 }
 
+/// A volunteer's own record, as the volunteer page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VolunteerStats {
+    pub volunteer_id: i64,
+    pub nickname: Option<String>,
+    pub valid: u64,
+    pub invalid: u64,
+    pub errors: u64,
+    pub in_progress: u64,
+    /// Granted only for valid replicas, from the kernel's cost model.
+    pub credit: f64,
+    /// 1 = most credit.
+    pub rank: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeaderboardRow {
+    pub rank: u64,
+    /// The nickname, or an anonymised id for volunteers without one.
+    pub name: String,
+    pub credit: f64,
+    pub valid: u64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub units: BTreeMap<String, u64>,
@@ -223,6 +247,9 @@ pub trait Store: Send + Sync + 'static {
     fn batch_results(&self, batch: i64, viewer: Option<i64>) -> Result<Vec<UnitResult>>;
     fn unit_provenance(&self, unit: i64, viewer: Option<i64>) -> Result<UnitProvenance>;
     fn status(&self) -> Result<Status>;
+    fn volunteer_stats(&self, volunteer: i64) -> Result<VolunteerStats>;
+    fn set_nickname(&self, volunteer: i64, nickname: Option<&str>) -> Result<()>;
+    fn leaderboard(&self, limit: usize) -> Result<Vec<LeaderboardRow>>;
     fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
     fn unit_count(&self) -> Result<u64>;
 }

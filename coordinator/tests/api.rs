@@ -764,6 +764,9 @@ async fn the_openapi_document_covers_every_route() {
         ("GET", "/api/v1/status"),
         ("GET", "/api/v1/kernels"),
         ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/volunteers/me"),
+        ("POST", "/api/v1/volunteers/me"),
+        ("GET", "/api/v1/leaderboard"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -781,5 +784,54 @@ async fn the_openapi_document_covers_every_route() {
     for (m, _) in &documented {
         *counts.entry(m.as_str()).or_default() += 1;
     }
-    assert_eq!(counts["GET"], 6);
+    assert_eq!(counts["GET"], 8);
+}
+
+#[tokio::test]
+async fn volunteers_see_their_credit_rank_and_the_leaderboard() {
+    let h = Harness::new();
+    let batch = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let honest = vec![
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    let liar = h.volunteer(Kind::Liar(0)).await;
+    let (s, v) = h
+        .post(
+            "/api/v1/volunteers/me",
+            Some(&honest[0].token),
+            json!({"nickname": "  Ada  "}),
+        )
+        .await;
+    assert_eq!((s, v["nickname"].as_str()), (StatusCode::OK, Some("Ada")));
+    let (s, v) = h
+        .post(
+            "/api/v1/volunteers/me",
+            Some(&honest[0].token),
+            json!({"nickname": "x".repeat(41)}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("nickname"))
+    );
+    h.round(std::slice::from_ref(&liar), 2).await;
+    h.run_to_completion(batch, &honest, false).await;
+    let (_, me) = h.get("/api/v1/volunteers/me", Some(&honest[0].token)).await;
+    assert_eq!(me["nickname"], "Ada");
+    assert!(me["valid"].as_u64().unwrap() >= 1, "{me}");
+    assert!(me["credit"].as_f64().unwrap() > 0.0);
+    assert_eq!(me["invalid"], 0);
+    let (_, lie) = h.get("/api/v1/volunteers/me", Some(&liar.token)).await;
+    assert_eq!(lie["credit"], 0.0, "no credit for invalid replicas: {lie}");
+    assert!(lie["invalid"].as_u64().unwrap() >= 1);
+    assert_eq!(lie["rank"], 3);
+    let (_, board) = h.get("/api/v1/leaderboard", None).await;
+    let leaders = board["leaders"].as_array().unwrap();
+    assert_eq!(leaders.len(), 2, "the liar earned nothing: {board}");
+    assert!(leaders.iter().any(|l| l["name"] == "Ada"));
+    let (s, _) = h.get("/api/v1/volunteers/me", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
