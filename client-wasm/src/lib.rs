@@ -3,6 +3,11 @@
 //! the result into what a replica reports.
 
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+pub mod volunteer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use gpu::{AdapterSummary, Gpu, GpuError, PlanOutput};
 use shaders::{Job, OutputError, RunResult};

@@ -149,28 +149,39 @@ pub async fn serve(cfg: Config) -> Result<()> {
         let id = store.create_batch(&batch, api::now())?;
         tracing::info!("created demo batch {id} ({} units)", batch.units.len());
     }
-    let state = state(store, &cfg);
-    spawn_background(&state, &cfg);
+    let (addr, server) = start(store, &cfg).await?;
+    // Tests and scripts read this line to find the port.
+    println!("coordinator listening on http://{addr}");
+    tracing::info!(db = %cfg.db.display(), web = %cfg.web_dir.display(), "serving");
+    tokio::select! {
+        r = server => r??,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// Binds `cfg.bind` and serves the API and pages over `store`, with the background workers.
+/// Returns the bound address and the server task.
+pub async fn start(
+    store: Arc<dyn Store>,
+    cfg: &Config,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let state = state(store, cfg);
+    spawn_background(&state, cfg);
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("binding {}", cfg.bind))?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find the port.
-    println!("coordinator listening on http://{addr}");
-    tracing::info!(db = %cfg.db.display(), web = %cfg.web_dir.display(), "serving");
     // Small JSON requests and replies: send them at once rather than wait on Nagle's
-    // algorithm and delayed ACKs (40 ms stalls per request otherwise).
+    // algorithm and delayed ACKs.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, app(state, &cfg))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    let app = app(state, cfg);
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, task))
 }
 
 /// The bounded spot-check pool: computes the CPU reference of sampled units, off the request

@@ -35,6 +35,20 @@ pub const GPU: [Need; 2] = [
     },
 ];
 
+/// Headless Chromium and its WebDriver for the browser end-to-end tests.
+pub const BROWSER: [Need; 2] = [
+    Need {
+        what: "Chromium",
+        present_if_any: &["/usr/bin/chromium"],
+        packages: &["chromium"],
+    },
+    Need {
+        what: "ChromeDriver",
+        present_if_any: &["/usr/bin/chromedriver"],
+        packages: &["chromium-driver"],
+    },
+];
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -44,8 +58,14 @@ fn is_root() -> bool {
 }
 
 pub fn ensure(needs: &[Need]) -> Result<()> {
+    ensure_all(&needs.iter().collect::<Vec<_>>())
+}
+
+/// Installs whatever of `needs` is missing, in one apt-get run.
+pub fn ensure_all(needs: &[&Need]) -> Result<()> {
     let missing: Vec<&Need> = needs
         .iter()
+        .copied()
         .filter(|n| !n.present_if_any.iter().any(|p| Path::new(p).exists()))
         .collect();
     if missing.is_empty() {

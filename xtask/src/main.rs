@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 mod bench;
 mod deps;
+mod web;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,6 +16,7 @@ fn main() -> Result<()> {
         Some("test") => test(&rest),
         Some("bench") => bench::run(&rest),
         Some("serve") => serve(&rest),
+        Some("build-web") => web::build(),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -27,8 +29,10 @@ const HELP: &str = "\
 cargo xtask <command>
 
   test                 everything CI runs: installs missing Debian packages (as root),
-                       then fmt, clippy (native and wasm32), unit, integration and GPU tests
+                       then fmt, clippy (native and wasm32), builds the web client, and runs
+                       unit, integration, GPU (lavapipe) and browser (headless Chromium) tests
   bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
+  build-web            compiles the browser client to wasm and its JS glue into web/pkg
   serve [ARGS]         starts the coordinator (SQLite in ./qg-data, demo batch, pages on
                        http://127.0.0.1:8080); ARGS go to `coordinator serve`
 ";
@@ -73,7 +77,8 @@ pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
 
 fn test(args: &[&str]) -> Result<()> {
     let started = std::time::Instant::now();
-    deps::ensure(&deps::GPU)?;
+    let needs: Vec<&deps::Need> = deps::GPU.iter().chain(&deps::BROWSER).collect();
+    deps::ensure_all(&needs)?;
     deps::ensure_wasm_target()?;
     run(
         "cargo fmt --check",
@@ -104,6 +109,7 @@ fn test(args: &[&str]) -> Result<()> {
             "warnings",
         ]),
     )?;
+    web::build()?;
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);
     run(
@@ -121,6 +127,7 @@ fn test(args: &[&str]) -> Result<()> {
 /// batch when empty, the pages of web/ on http://127.0.0.1:8080). Extra arguments go to
 /// `coordinator serve` (e.g. `--bind 0.0.0.0:8080`).
 fn serve(args: &[&str]) -> Result<()> {
+    web::build()?;
     let mut c = cargo();
     c.args([
         "run",

@@ -1,0 +1,125 @@
+//! `qg-volunteer --server URL [--backend gpu|cpu] [--max-units N]`: the volunteer work loop
+//! natively, for people donating a GPU server (and for tests). Prints one JSON event a line.
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    native::main()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use clap::{Parser, ValueEnum};
+    use client_wasm::native::NativeHost;
+    use client_wasm::volunteer::{self, Engine, Options};
+    use protocol::api::AdapterInfo;
+    use std::process::ExitCode;
+
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    enum Backend {
+        Gpu,
+        Cpu,
+    }
+
+    #[derive(Parser, Debug)]
+    #[command(
+        version,
+        about = "Donate this machine's GPU (or CPU) to a Quorum Grid coordinator"
+    )]
+    struct Args {
+        /// Coordinator URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: String,
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: Backend,
+        /// Stop after this many units
+        #[arg(long)]
+        max_units: Option<u64>,
+        /// Where the token, pending results and checkpoints are kept
+        #[arg(long, default_value = "qg-volunteer-data")]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        nickname: Option<String>,
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        if !(args.server.starts_with("http://") || args.server.starts_with("https://")) {
+            eprintln!(
+                "qg-volunteer: --server must be an http:// or https:// URL, got {:?}",
+                args.server
+            );
+            return ExitCode::from(2);
+        }
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("qg-volunteer: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        rt.block_on(async {
+            let host = match NativeHost::new(&args.server, args.data_dir.clone()) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("qg-volunteer: --data-dir {}: {e}", args.data_dir.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let controls = host.controls.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("qg-volunteer: stopping after the current segment");
+                    controls.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+                }
+            });
+            let gpu = match args.backend {
+                Backend::Gpu => match client_wasm::Gpu::new().await {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        eprintln!("qg-volunteer: {e} (use --backend cpu to compute on the CPU)");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                Backend::Cpu => None,
+            };
+            let adapter = match &gpu {
+                Some(g) => {
+                    let a = g.adapter();
+                    AdapterInfo {
+                        name: a.name,
+                        backend: a.backend,
+                        vendor: a.vendor,
+                        device_type: a.device_type,
+                    }
+                }
+                None => AdapterInfo {
+                    name: "cpu-reference".into(),
+                    backend: "cpu".into(),
+                    ..Default::default()
+                },
+            };
+            eprintln!(
+                "qg-volunteer: computing on {} ({})",
+                adapter.name, adapter.backend
+            );
+            let engine = match &gpu {
+                Some(g) => Engine::Gpu(g),
+                None => Engine::Cpu,
+            };
+            let opts = Options {
+                nickname: args.nickname.clone(),
+                adapter,
+                max_units: args.max_units,
+            };
+            let n = volunteer::run(&host, &engine, &opts).await;
+            eprintln!("qg-volunteer: {n} units computed");
+            ExitCode::SUCCESS
+        })
+    }
+}

@@ -1,0 +1,522 @@
+//! The volunteer work loop, written once for the browser (wasm in a Web Worker) and native
+//! (`qg-volunteer`): register, request work, compute on the GPU (or the CPU reference), report,
+//! repeat. What differs between the two lives behind [`Host`]: HTTP, timers, a small persistent
+//! key-value store (IndexedDB in the browser, files natively), events for the UI, and controls.
+//!
+//! Nothing is dropped: a result is written to the store (`pending/<assignment>`) before it is
+//! sent and removed only once the coordinator acknowledged it (or said it can never take it).
+//! An assignment is remembered while it computes (`assignment/<id>`), and GPU runs save their
+//! state at every checkpoint (`checkpoint/<id>`): after the tab or process comes back, held
+//! assignments are finished first, from their last checkpoint.
+
+use crate::gpu::{Gpu, Resume};
+use base64::Engine as _;
+use protocol::Checkpoint;
+use protocol::api::{AdapterInfo, Assignment, RegisterResponse, ResultReport, WorkResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shaders::Job;
+use shaders::program::Plan;
+
+/// What the volunteer controls while the loop runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Controls {
+    pub paused: bool,
+    /// Fraction of time the GPU works, 0.05..=1.
+    pub duty: f64,
+    /// End the loop (after the current segment).
+    pub stop: bool,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Self {
+            paused: false,
+            duty: 1.0,
+            stop: false,
+        }
+    }
+}
+
+/// What the UI is told.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// What the work runs on.
+    Adapter {
+        name: String,
+        vendor: String,
+        architecture: String,
+        backend: String,
+        device_type: String,
+        /// False when computing with the CPU reference.
+        gpu: bool,
+    },
+    /// No usable GPU; the volunteer may agree to use the CPU instead.
+    NoGpu {
+        reason: String,
+    },
+    Registered {
+        volunteer_id: i64,
+    },
+    Unit {
+        assignment_id: i64,
+        unit_id: i64,
+        kernel: String,
+        params: Value,
+        total: u64,
+        resumed_at: u64,
+    },
+    Progress {
+        assignment_id: i64,
+        done: u64,
+        total: u64,
+    },
+    Computed {
+        assignment_id: i64,
+        digest: String,
+        elapsed_s: f64,
+    },
+    Reported {
+        assignment_id: i64,
+        replica_state: String,
+        unit_state: String,
+    },
+    Stats {
+        stats: Value,
+    },
+    Idle {
+        retry_after_s: u64,
+    },
+    Paused,
+    Offline {
+        error: String,
+        retry_in_s: u64,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// The platform under the loop.
+#[allow(async_fn_in_trait)] // wasm futures are not Send; the loop runs on one thread.
+pub trait Host {
+    /// POSTs JSON (or GETs, when `body` is None) to `path` on the coordinator. Err: the
+    /// network failed (the request may or may not have arrived).
+    async fn request(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String>;
+    async fn sleep_ms(&self, ms: u64);
+    async fn kv_get(&self, key: &str) -> Option<String>;
+    async fn kv_set(&self, key: &str, value: &str) -> Result<(), String>;
+    async fn kv_delete(&self, key: &str);
+    async fn kv_keys(&self, prefix: &str) -> Vec<String>;
+    fn emit(&self, event: Event);
+    fn controls(&self) -> Controls;
+    fn now_ms(&self) -> f64;
+}
+
+/// Where the work runs.
+pub enum Engine<'a> {
+    Gpu(&'a Gpu),
+    /// The CPU reference (no usable GPU): slower, same digests.
+    Cpu,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub nickname: Option<String>,
+    pub adapter: AdapterInfo,
+    /// Stop after this many units (None: run until stopped).
+    pub max_units: Option<u64>,
+}
+
+/// A saved GPU checkpoint of an assignment.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    segment: usize,
+    done: u64,
+    state: Vec<String>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+enum Flush {
+    Done,
+    Offline(String),
+    Unauthorized,
+}
+
+struct Backoff(u64);
+
+impl Backoff {
+    fn next(&mut self) -> u64 {
+        let s = self.0;
+        self.0 = (self.0 * 2).min(60);
+        s
+    }
+    fn reset(&mut self) {
+        self.0 = 1;
+    }
+}
+
+async fn sleep_s<H: Host>(host: &H, seconds: u64) {
+    // In short naps, so pause and stop take effect quickly.
+    let until = host.now_ms() + seconds as f64 * 1000.0;
+    while host.now_ms() < until && !host.controls().stop {
+        host.sleep_ms(250).await;
+    }
+}
+
+async fn token<H: Host>(host: &H, opts: &Options) -> Result<String, String> {
+    if let Some(t) = host.kv_get("token").await {
+        return Ok(t);
+    }
+    let body = json!({ "nickname": opts.nickname }).to_string();
+    let (status, text) = host
+        .request("/api/v1/volunteers", None, Some(&body))
+        .await?;
+    if status != 201 {
+        return Err(format!("registering: HTTP {status}: {text}"));
+    }
+    let r: RegisterResponse = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    host.kv_set("token", &r.token).await?;
+    host.emit(Event::Registered {
+        volunteer_id: r.volunteer_id,
+    });
+    Ok(r.token)
+}
+
+/// Sends every pending report; removes those the coordinator took or can never take.
+async fn flush<H: Host>(host: &H, token: &str) -> Flush {
+    for key in host.kv_keys("pending/").await {
+        let Some(body) = host.kv_get(&key).await else {
+            continue;
+        };
+        match host
+            .request("/api/v1/results", Some(token), Some(&body))
+            .await
+        {
+            Err(e) => return Flush::Offline(e),
+            Ok((401, _)) => return Flush::Unauthorized,
+            Ok((202, text)) => {
+                host.kv_delete(&key).await;
+                if let Ok(ack) = serde_json::from_str::<Value>(&text) {
+                    host.emit(Event::Reported {
+                        assignment_id: ack["assignment_id"].as_i64().unwrap_or(0),
+                        replica_state: ack["replica_state"].as_str().unwrap_or("").into(),
+                        unit_state: ack["unit_state"].as_str().unwrap_or("").into(),
+                    });
+                }
+            }
+            // Already stored (a retry after a lost reply), or gone: nothing more to do.
+            Ok((409 | 404 | 403, _)) => host.kv_delete(&key).await,
+            Ok((status, text)) if status < 500 => {
+                host.kv_delete(&key).await;
+                host.emit(Event::Error {
+                    message: format!("report rejected (HTTP {status}): {text}"),
+                });
+            }
+            Ok((status, _)) => return Flush::Offline(format!("coordinator answered {status}")),
+        }
+    }
+    Flush::Done
+}
+
+async fn refresh_stats<H: Host>(host: &H, token: &str) {
+    if let Ok((200, text)) = host
+        .request("/api/v1/volunteers/me", Some(token), None)
+        .await
+        && let Ok(stats) = serde_json::from_str(&text)
+    {
+        host.emit(Event::Stats { stats });
+    }
+}
+
+/// Runs until `max_units` are done or the host says stop; returns units computed.
+pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 {
+    let mut backoff = Backoff(1);
+    let mut done = 0u64;
+    let mut was_paused = false;
+    loop {
+        let c = host.controls();
+        if c.stop {
+            return done;
+        }
+        if c.paused {
+            if !was_paused {
+                host.emit(Event::Paused);
+                was_paused = true;
+            }
+            host.sleep_ms(250).await;
+            continue;
+        }
+        was_paused = false;
+        let tok = match token(host, opts).await {
+            Ok(t) => t,
+            Err(e) => {
+                offline(host, e, &mut backoff).await;
+                continue;
+            }
+        };
+        match flush(host, &tok).await {
+            Flush::Done => {}
+            Flush::Offline(e) => {
+                offline(host, e, &mut backoff).await;
+                continue;
+            }
+            Flush::Unauthorized => {
+                // The coordinator no longer knows this token (e.g. a fresh database).
+                host.kv_delete("token").await;
+                continue;
+            }
+        }
+        if opts.max_units.is_some_and(|m| done >= m) {
+            return done;
+        }
+        // Assignments held from before a restart come first (the coordinator will not hand
+        // them out again); then new work.
+        let mut held = Vec::new();
+        for key in host.kv_keys("assignment/").await {
+            match host
+                .kv_get(&key)
+                .await
+                .map(|t| serde_json::from_str::<Assignment>(&t))
+            {
+                Some(Ok(a)) => held.push(a),
+                _ => host.kv_delete(&key).await,
+            }
+        }
+        let assignments = if held.is_empty() {
+            let body = json!({ "max_units": 1, "adapter": opts.adapter }).to_string();
+            let work: WorkResponse =
+                match host.request("/api/v1/work", Some(&tok), Some(&body)).await {
+                    Err(e) => {
+                        offline(host, e, &mut backoff).await;
+                        continue;
+                    }
+                    Ok((401, _)) => {
+                        host.kv_delete("token").await;
+                        continue;
+                    }
+                    Ok((200, text)) => match serde_json::from_str(&text) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            offline(host, format!("bad work response: {e}"), &mut backoff).await;
+                            continue;
+                        }
+                    },
+                    Ok((status, text)) => {
+                        offline(host, format!("HTTP {status}: {text}"), &mut backoff).await;
+                        continue;
+                    }
+                };
+            backoff.reset();
+            if work.assignments.is_empty() {
+                host.emit(Event::Idle {
+                    retry_after_s: work.retry_after_s,
+                });
+                sleep_s(host, work.retry_after_s.max(1)).await;
+                continue;
+            }
+            work.assignments
+        } else {
+            held
+        };
+        for a in &assignments {
+            let a_key = format!("assignment/{}", a.assignment_id);
+            if let Ok(text) = serde_json::to_string(a) {
+                let _ = host.kv_set(&a_key, &text).await;
+            }
+            let Some(report) = compute(host, engine, a).await else {
+                return done; // stopped mid-unit; it stays held, with its checkpoint
+            };
+            let text = serde_json::to_string(&report).unwrap_or_default();
+            if let Err(e) = host
+                .kv_set(&format!("pending/{}", a.assignment_id), &text)
+                .await
+            {
+                host.emit(Event::Error {
+                    message: format!("could not save the result: {e}"),
+                });
+            }
+            host.kv_delete(&a_key).await;
+            host.kv_delete(&format!("checkpoint/{}", a.assignment_id))
+                .await;
+            done += 1;
+        }
+        if let Flush::Offline(e) = flush(host, &tok).await {
+            offline(host, e, &mut backoff).await;
+        }
+        refresh_stats(host, &tok).await;
+    }
+}
+
+async fn offline<H: Host>(host: &H, error: String, backoff: &mut Backoff) {
+    let wait = backoff.next();
+    host.emit(Event::Offline {
+        error,
+        retry_in_s: wait,
+    });
+    sleep_s(host, wait).await;
+}
+
+fn error_report(a: &Assignment, message: String) -> ResultReport {
+    ResultReport {
+        assignment_id: a.assignment_id,
+        digest: None,
+        checkpoints: Vec::new(),
+        summary: Value::Null,
+        output: None,
+        error: Some(message),
+    }
+}
+
+/// Computes one assignment; None if stopped before the end.
+async fn compute<H: Host>(host: &H, engine: &Engine<'_>, a: &Assignment) -> Option<ResultReport> {
+    let job = match Job::new(&a.kernel, a.params.clone()) {
+        Ok(j) => j,
+        Err(e) => return Some(error_report(a, format!("cannot run: {e}"))),
+    };
+    let total = job.schedule().total;
+    let started = host.now_ms();
+    let ck_key = format!("checkpoint/{}", a.assignment_id);
+    let result = match engine {
+        Engine::Cpu => {
+            host.emit(unit_event(a, total, 0));
+            let id = a.assignment_id;
+            job.run_cpu(1, &mut |done, total| {
+                host.emit(Event::Progress {
+                    assignment_id: id,
+                    done,
+                    total,
+                })
+            })
+            .map_err(|e| e.to_string())
+        }
+        Engine::Gpu(gpu) => {
+            let saved: Option<Saved> = host
+                .kv_get(&ck_key)
+                .await
+                .and_then(|s| serde_json::from_str(&s).ok());
+            let resumed_at = saved.as_ref().map_or(0, |s| s.done);
+            let resume = saved.and_then(|s| {
+                let state: Result<Vec<Vec<u8>>, _> = s
+                    .state
+                    .iter()
+                    .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+                    .collect();
+                Some(Resume {
+                    segment: s.segment,
+                    state: state.ok()?,
+                    checkpoints: s.checkpoints,
+                })
+            });
+            host.emit(unit_event(a, total, resumed_at));
+            match gpu_run(host, gpu, &job, a.assignment_id, resume, &ck_key).await {
+                Some(r) => r,
+                None => return None,
+            }
+        }
+    };
+    Some(match result {
+        Ok(r) => {
+            host.emit(Event::Computed {
+                assignment_id: a.assignment_id,
+                digest: r.digest.to_hex(),
+                elapsed_s: (host.now_ms() - started) / 1000.0,
+            });
+            ResultReport {
+                assignment_id: a.assignment_id,
+                digest: Some(r.digest),
+                checkpoints: r.checkpoints,
+                summary: r.summary,
+                output: Some(base64::engine::general_purpose::STANDARD.encode(&r.output)),
+                error: None,
+            }
+        }
+        Err(e) => error_report(a, e),
+    })
+}
+
+fn unit_event(a: &Assignment, total: u64, resumed_at: u64) -> Event {
+    Event::Unit {
+        assignment_id: a.assignment_id,
+        unit_id: a.unit_id,
+        kernel: a.kernel.clone(),
+        params: a.params.clone(),
+        total,
+        resumed_at,
+    }
+}
+
+/// Runs on the GPU segment by segment: pause, duty cycle and checkpoint saves in between.
+async fn gpu_run<H: Host>(
+    host: &H,
+    gpu: &Gpu,
+    job: &Job,
+    id: i64,
+    resume: Option<Resume>,
+    ck_key: &str,
+) -> Option<Result<shaders::RunResult, String>> {
+    let mut run = match resume.and_then(|r| gpu.start(job, Some(r)).ok()) {
+        Some(run) => run,
+        None => match gpu.start(job, None) {
+            Ok(run) => run,
+            Err(e) => return Some(Err(e.to_string())),
+        },
+    };
+    let segments = job.segment_count();
+    loop {
+        loop {
+            let c = host.controls();
+            if c.stop {
+                return None;
+            }
+            if !c.paused {
+                break;
+            }
+            host.sleep_ms(250).await;
+        }
+        let t0 = host.now_ms();
+        let step = match run.step().await {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        host.emit(Event::Progress {
+            assignment_id: id,
+            done: step.done,
+            total: step.total,
+        });
+        if let Some(state) = &step.state
+            && step.next_segment < segments
+        {
+            let saved = Saved {
+                segment: step.next_segment,
+                done: step.done,
+                state: state
+                    .iter()
+                    .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                    .collect(),
+                checkpoints: run.checkpoints().to_vec(),
+            };
+            if let Ok(text) = serde_json::to_string(&saved) {
+                let _ = host.kv_set(ck_key, &text).await;
+            }
+        }
+        // Duty cycle: rest so that work is `duty` of the time.
+        let duty = host.controls().duty.clamp(0.05, 1.0);
+        if duty < 1.0 {
+            let worked = host.now_ms() - t0;
+            host.sleep_ms((worked * (1.0 / duty - 1.0)) as u64).await;
+        }
+    }
+    let out = run.finish();
+    Some(
+        job.finish(&out.state, out.checkpoints)
+            .map_err(|e| e.to_string()),
+    )
+}

@@ -1,0 +1,239 @@
+//! The browser side: `volunteer(host, options)` runs the shared work loop in a module Web
+//! Worker. `host` is a small JS object from `web/worker.js` (fetch, timers, an IndexedDB
+//! key-value store, `emit` to post events to the page, `controls` the page sets).
+
+use crate::gpu::Gpu;
+use crate::volunteer::{self, Controls, Engine, Event, Host, Options};
+use js_sys::{Array, Function, Promise, Reflect};
+use protocol::api::AdapterInfo;
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+struct WebHost {
+    js: JsValue,
+}
+
+impl WebHost {
+    fn call_sync(&self, name: &str, args: &[JsValue]) -> Result<JsValue, String> {
+        let f: Function = Reflect::get(&self.js, &JsValue::from_str(name))
+            .ok()
+            .and_then(|f| f.dyn_into().ok())
+            .ok_or_else(|| format!("host.{name} is missing"))?;
+        f.apply(&self.js, &args.iter().collect::<Array>())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    async fn call(&self, name: &str, args: &[JsValue]) -> Result<JsValue, String> {
+        let p = self.call_sync(name, args)?;
+        JsFuture::from(Promise::resolve(&p))
+            .await
+            .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))
+    }
+}
+
+fn opt(s: Option<&str>) -> JsValue {
+    s.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+impl Host for WebHost {
+    async fn request(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let r = self
+            .call("request", &[path.into(), opt(token), opt(body)])
+            .await?;
+        let status = Reflect::get(&r, &0.into())
+            .ok()
+            .and_then(|v| v.as_f64())
+            .ok_or("bad response")?;
+        let text = Reflect::get(&r, &1.into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        Ok((status as u16, text))
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        let _ = self.call("sleep", &[JsValue::from_f64(ms as f64)]).await;
+    }
+
+    async fn kv_get(&self, key: &str) -> Option<String> {
+        self.call("kvGet", &[key.into()]).await.ok()?.as_string()
+    }
+
+    async fn kv_set(&self, key: &str, value: &str) -> Result<(), String> {
+        self.call("kvSet", &[key.into(), value.into()])
+            .await
+            .map(|_| ())
+    }
+
+    async fn kv_delete(&self, key: &str) {
+        let _ = self.call("kvDelete", &[key.into()]).await;
+    }
+
+    async fn kv_keys(&self, prefix: &str) -> Vec<String> {
+        match self.call("kvKeys", &[prefix.into()]).await {
+            Ok(v) => Array::from(&v)
+                .iter()
+                .filter_map(|k| k.as_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Ok(json) = serde_json::to_string(&event) {
+            let _ = self.call_sync("emit", &[json.into()]);
+        }
+    }
+
+    fn controls(&self) -> Controls {
+        let Ok(c) = self.call_sync("controls", &[]) else {
+            return Controls::default();
+        };
+        let get = |k: &str| Reflect::get(&c, &JsValue::from_str(k)).ok();
+        Controls {
+            paused: get("paused").and_then(|v| v.as_bool()).unwrap_or(false),
+            duty: get("duty").and_then(|v| v.as_f64()).unwrap_or(1.0),
+            stop: get("stop").and_then(|v| v.as_bool()).unwrap_or(false),
+        }
+    }
+
+    fn now_ms(&self) -> f64 {
+        js_sys::Date::now()
+    }
+}
+
+/// The browser's own description of its adapter (`GPUAdapterInfo`), read by the worker.
+#[derive(Deserialize, Default)]
+struct GpuInfo {
+    #[serde(default)]
+    vendor: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize, Default)]
+struct WebOptions {
+    #[serde(default)]
+    gpu_info: Option<GpuInfo>,
+    #[serde(default)]
+    nickname: Option<String>,
+    /// The volunteer agreed to compute on the CPU when there is no WebGPU.
+    #[serde(default)]
+    allow_cpu: bool,
+    #[serde(default)]
+    max_units: Option<u64>,
+}
+
+/// Runs the volunteer loop until the page says stop.
+#[wasm_bindgen]
+pub async fn volunteer(host: JsValue, options: String) -> Result<(), JsValue> {
+    let o: WebOptions =
+        serde_json::from_str(&options).map_err(|e| JsValue::from_str(&e.to_string()))?;
+    let host = WebHost { js: host };
+    let gpu = Gpu::new().await;
+    let (adapter, gpu) = match gpu {
+        Ok(g) => {
+            let mut a = g.adapter();
+            let info = o.gpu_info.unwrap_or_default();
+            if a.name.is_empty() {
+                a.name = if info.description.is_empty() {
+                    format!("{} {}", info.vendor, info.architecture)
+                        .trim()
+                        .to_owned()
+                } else {
+                    info.description
+                };
+            }
+            if a.vendor.is_empty() {
+                a.vendor = info.vendor;
+            }
+            a.architecture = info.architecture;
+            host.emit(Event::Adapter {
+                name: a.name.clone(),
+                vendor: a.vendor.clone(),
+                architecture: a.architecture.clone(),
+                backend: "webgpu".into(),
+                device_type: a.device_type.clone(),
+                gpu: true,
+            });
+            let info = AdapterInfo {
+                name: a.name,
+                backend: "webgpu".into(),
+                vendor: a.vendor,
+                device_type: a.device_type,
+            };
+            (info, Some(g))
+        }
+        Err(e) => {
+            host.emit(Event::NoGpu {
+                reason: e.to_string(),
+            });
+            if !o.allow_cpu {
+                return Ok(());
+            }
+            host.emit(Event::Adapter {
+                name: "CPU reference (WebAssembly)".into(),
+                vendor: String::new(),
+                architecture: String::new(),
+                backend: "cpu".into(),
+                device_type: "Cpu".into(),
+                gpu: false,
+            });
+            let info = AdapterInfo {
+                name: "cpu-reference-wasm".into(),
+                backend: "cpu".into(),
+                ..Default::default()
+            };
+            (info, None)
+        }
+    };
+    let engine = match &gpu {
+        Some(g) => Engine::Gpu(g),
+        None => Engine::Cpu,
+    };
+    let opts = Options {
+        nickname: o.nickname,
+        adapter,
+        max_units: o.max_units,
+    };
+    volunteer::run(&host, &engine, &opts).await;
+    Ok(())
+}
+
+/// Runs one kernel invocation on this browser's GPU (or CPU) and returns a JSON report with
+/// its rate: the browser side of `cargo xtask bench browser`.
+#[wasm_bindgen]
+pub async fn bench(kernel: String, params: String, backend: String) -> Result<String, JsValue> {
+    let err = |e: String| JsValue::from_str(&e);
+    let params = serde_json::from_str(&params).map_err(|e| err(e.to_string()))?;
+    let job = shaders::Job::new(&kernel, params).map_err(|e| err(e.to_string()))?;
+    let (result, adapter, ms) = if backend == "cpu" {
+        let t0 = js_sys::Date::now();
+        let r = job
+            .run_cpu(1, &mut |_, _| {})
+            .map_err(|e| err(e.to_string()))?;
+        (r, "cpu-reference-wasm".to_owned(), js_sys::Date::now() - t0)
+    } else {
+        let gpu = Gpu::new().await.map_err(|e| err(e.to_string()))?;
+        let name = gpu.adapter().name;
+        let t0 = js_sys::Date::now();
+        let r = crate::run_gpu(&gpu, &job, &mut |_, _| {})
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        (r, name, js_sys::Date::now() - t0)
+    };
+    Ok(serde_json::json!({
+        "kernel": kernel, "backend": backend, "adapter": adapter,
+        "digest": result.digest, "elapsed_s": ms / 1000.0,
+        "rate_per_s": job.work() as f64 / (ms / 1000.0).max(1e-9),
+    })
+    .to_string())
+}
