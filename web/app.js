@@ -26,6 +26,7 @@ function render(ev) {
       break;
     case 'registered': setStatus(`registered as volunteer ${ev.volunteer_id}`); break;
     case 'unit':
+      state.firstUnitAt ??= Math.round(performance.now());
       $('kernel').textContent = `${ev.kernel}, unit ${ev.unit_id}`;
       $('params').textContent = fmtParams(ev.params);
       $('progress').max = ev.total; $('progress').value = ev.resumed_at;
@@ -54,6 +55,17 @@ function render(ev) {
       break;
   }
 }
+
+// Runs one kernel invocation in the worker and resolves with its rate (`cargo xtask bench browser`).
+window.qgBench = (kernel, params, backend) => new Promise((resolve) => {
+  const done = ({ data }) => {
+    if (data.type !== 'bench') return;
+    worker.removeEventListener('message', done);
+    resolve(data);
+  };
+  worker.addEventListener('message', done);
+  send({ cmd: 'bench', kernel, params, backend });
+});
 
 worker.onmessage = ({ data }) => { state.events.push(data); if (state.events.length > 500) state.events.shift(); render(data); };
 

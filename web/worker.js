@@ -96,7 +96,10 @@ onmessage = async ({ data }) => {
     case 'bench':
       try {
         await init();
-        postMessage({ type: 'bench', result: JSON.parse(await bench(data.kernel, JSON.stringify(data.params), data.backend)) });
+        const result = JSON.parse(await bench(data.kernel, JSON.stringify(data.params), data.backend));
+        const gpu = await gpuInfo();
+        if (!result.adapter && gpu.adapter) result.adapter = gpu.description || `${gpu.vendor} ${gpu.architecture}`.trim();
+        postMessage({ type: 'bench', result });
       } catch (e) {
         postMessage({ type: 'bench', error: String(e) });
       }

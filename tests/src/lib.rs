@@ -1,5 +1,7 @@
 //! Helpers shared by the cross-crate tests.
 
+pub mod browser;
+
 use client_wasm::Gpu;
 use std::sync::OnceLock;
 

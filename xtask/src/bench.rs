@@ -9,8 +9,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     match args.first().copied() {
         Some("kernels") => kernels(&args[1..]),
         Some("coordinator") => coordinator(&args[1..]),
+        Some("browser") => browser(),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] | coordinator [--sizes 10000,100000,1000000] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] | coordinator [--sizes 10000,100000,1000000] | browser (got {other:?})"
         ),
     }
 }
@@ -102,4 +103,26 @@ fn coordinator(args: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The same ising2d unit in headless Chromium (WebGPU), native wgpu and the CPU reference,
+/// and page open → first unit computing.
+fn browser() -> Result<()> {
+    let needs: Vec<&crate::deps::Need> = crate::deps::GPU
+        .iter()
+        .chain(&crate::deps::BROWSER)
+        .collect();
+    crate::deps::ensure_all(&needs)?;
+    crate::web::build()?;
+    let mut c = crate::cargo();
+    c.args([
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "qg-tests",
+        "--bin",
+        "qg-browser-bench",
+    ]);
+    crate::run("qg-browser-bench", crate::gpu_env(&mut c))
 }

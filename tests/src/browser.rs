@@ -1,0 +1,225 @@
+//! Driving the volunteer page in real headless Chromium over WebDriver, against a real
+//! coordinator in this process: shared by the browser tests and `qg-browser-bench`. Needs
+//! `cargo xtask build-web` (web/pkg) and Debian's chromium and chromium-driver.
+
+use coordinator::api::{new_batch, now};
+use coordinator::server::{Config, FileConfig, start};
+use coordinator::sqlite::SqliteStore;
+use coordinator::store::Store;
+use fantoccini::{Client, ClientBuilder, Locator};
+use protocol::api::{BatchRequest, PolicySpec};
+use serde_json::{Value, json};
+use shaders::Job;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One browser test at a time: SwiftShader is CPU-hungry on a 2-core machine.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct World {
+    pub store: Arc<SqliteStore>,
+    pub addr: SocketAddr,
+    driver: tokio::process::Child,
+    driver_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.driver.start_kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub async fn world() -> World {
+    assert!(
+        root().join("web/pkg/client_wasm_bg.wasm").exists(),
+        "web/pkg is missing: run `cargo xtask build-web` (or `cargo xtask test`)"
+    );
+    for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: apt-get install chromium chromium-driver (or `cargo xtask test`)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::resolve(
+        FileConfig::default(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().to_path_buf()),
+        None,
+        Some(root().join("web")),
+    );
+    cfg.expire_every = Duration::from_millis(250);
+    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let (addr, _task) = start(store.clone(), &cfg).await.unwrap();
+    let port = free_port();
+    let driver = tokio::process::Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    World {
+        store,
+        addr,
+        driver,
+        driver_url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+impl World {
+    /// A browser session; `profile` is its user-data dir (reuse one to reopen "the same"
+    /// browser), `webgpu` whether WebGPU is on.
+    pub async fn browser(&self, profile: &Path, webgpu: bool) -> Client {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            format!("--user-data-dir={}", profile.display()),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1100,1500".into(),
+        ];
+        if webgpu {
+            args.push("--enable-unsafe-webgpu".into());
+        } else {
+            args.push("--disable-features=WebGPU".into());
+        }
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+        }))
+        .unwrap();
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.driver_url)
+            .await
+            .expect("a WebDriver session");
+        client
+            .goto(&format!("http://{}/", self.addr))
+            .await
+            .unwrap();
+        client
+    }
+
+    pub fn batch(&self, units: Vec<Value>, policy: PolicySpec) -> i64 {
+        let b = new_batch(
+            BatchRequest {
+                name: Some("e2e".into()),
+                kernel: "ising2d".into(),
+                units,
+                policy,
+            },
+            None,
+            usize::MAX,
+            0.0,
+        )
+        .unwrap_or_else(|e| panic!("{:?}", e.body));
+        self.store.create_batch(&b, now()).unwrap()
+    }
+
+    pub async fn wait_done(&self, batch: i64, limit: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let st = self.store.batch_status(batch, None).unwrap();
+            if st.done {
+                return;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "batch not done in {limit:?}: {:?}",
+                st.by_state
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every unit canonical with the CPU reference's digest; returns the provenances.
+    pub fn assert_reference_digests(&self, batch: i64) -> Vec<coordinator::store::UnitProvenance> {
+        let rows = self.store.batch_results(batch, None).unwrap();
+        rows.iter()
+            .map(|r| {
+                let want = Job::new("ising2d", r.params.clone())
+                    .unwrap()
+                    .run_cpu(1, &mut |_, _| {})
+                    .unwrap()
+                    .digest;
+                assert_eq!(
+                    r.state,
+                    coordinator::lifecycle::UnitState::Canonical,
+                    "{r:?}"
+                );
+                assert_eq!(r.digest, Some(want), "unit {}", r.unit_id);
+                self.store.unit_provenance(r.unit_id, None).unwrap()
+            })
+            .collect()
+    }
+}
+
+pub async fn click_start(c: &Client) {
+    let start = c
+        .wait()
+        .for_element(Locator::Css("#start:not([disabled])"))
+        .await
+        .unwrap();
+    start.click().await.unwrap();
+}
+
+pub async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
+pub async fn wait_js(c: &Client, script: &str, limit: Duration) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = js(c, script).await;
+        if !v.is_null() && v != json!(false) {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "timed out waiting for `{script}`");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn screenshot(c: &Client, name: &str) {
+    let dir = root().join("target/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+pub async fn text(c: &Client, id: &str) -> String {
+    c.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+}
