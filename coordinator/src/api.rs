@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 /// Shared by every handler.
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub metrics: crate::metrics::Metrics,
     /// Wakes the spot-check workers when a batch brings new work for them.
     pub spot_wake: Arc<Notify>,
     pub max_units_per_batch: usize,
@@ -155,6 +156,35 @@ impl FromRequestParts<Shared> for Volunteer {
     }
 }
 
+/// An operator: an API key created with `--operator`, from the `Authorization` header or, for
+/// EventSource (which cannot set headers), a `?key=` query parameter.
+pub struct Operator;
+
+impl FromRequestParts<Shared> for Operator {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("key="))
+                .map(str::to_owned)
+        });
+        let key = match bearer(&parts.headers) {
+            Ok(k) => k.to_owned(),
+            Err(e) => from_query.ok_or(e)?,
+        };
+        let hash = hash_secret(&key);
+        let store = state.store.clone();
+        match blocking(move || store.key_by_hash(&hash)).await? {
+            Some(k) if k.operator => Ok(Operator),
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "an operator key is needed",
+            )),
+            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key")),
+        }
+    }
+}
+
 /// An authenticated scientist (API key); `viewer()` is None for operators, who see all.
 pub struct Scientist(pub crate::store::KeyAuth);
 
@@ -177,19 +207,26 @@ impl FromRequestParts<Shared> for Scientist {
 }
 
 pub fn router(state: Shared) -> Router {
+    let metrics_layer = axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track);
     Router::new()
         .route("/api/v1/volunteers", post(register))
         .route("/api/v1/volunteers/me", get(me).post(update_me))
         .route("/api/v1/leaderboard", get(leaderboard))
         .route("/api/v1/work", post(work))
         .route("/api/v1/results", post(results))
-        .route("/api/v1/batches", post(create_batch))
+        .route("/api/v1/batches", post(create_batch).get(list_batches))
+        .route("/api/v1/batches/{id}/aggregate", get(batch_aggregate))
+        .route("/api/v1/specs", post(validate_spec))
+        .route("/api/v1/dashboard", get(dashboard))
+        .route("/api/v1/dashboard/events", get(dashboard_events))
+        .route("/metrics", get(metrics))
         .route("/api/v1/batches/{id}", get(batch_status))
         .route("/api/v1/batches/{id}/results", get(batch_results))
         .route("/api/v1/units/{id}", get(unit))
         .route("/api/v1/status", get(status))
         .route("/api/v1/kernels", get(kernels))
         .route("/api/v1/openapi.json", get(openapi))
+        .layer(metrics_layer)
         .with_state(state)
 }
 
@@ -522,6 +559,17 @@ pub fn new_batch(
         ));
     }
     let (policy, rate) = policy_from(&req.policy, default_spot)?;
+    if req.axes.len() > 16 {
+        return Err(ApiError::field("axes", "at most 16 swept parameters"));
+    }
+    for (i, a) in req.axes.iter().enumerate() {
+        if !req.units.iter().all(|u| u.get(a).is_some()) {
+            return Err(ApiError::field(
+                &format!("axes[{i}]"),
+                format!("`{a}` is not a parameter of every unit"),
+            ));
+        }
+    }
     let mut rng = rand::rng();
     let mut units = Vec::with_capacity(req.units.len());
     for (i, params) in req.units.into_iter().enumerate() {
@@ -548,6 +596,7 @@ pub fn new_batch(
         policy,
         spot_check_rate: rate,
         units,
+        axes: req.axes,
     })
 }
 
@@ -682,4 +731,142 @@ async fn unit(
 async fn status(State(s): State<Shared>) -> Result<Json<crate::store::Status>, ApiError> {
     let store = s.store.clone();
     Ok(Json(blocking(move || store.status()).await?))
+}
+
+async fn list_batches(State(s): State<Shared>, sci: Scientist) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let viewer = sci.viewer();
+    let batches = blocking(move || store.list_batches(viewer)).await?;
+    Ok(Json(json!({ "batches": batches })))
+}
+
+/// Per swept point (every axis but `seed`): how many canonical units, and the mean and
+/// standard error across them of every numeric summary observable.
+pub fn aggregate(axes: &[String], rows: &[crate::store::UnitResult]) -> Value {
+    let group_axes: Vec<&String> = axes.iter().filter(|a| a.as_str() != "seed").collect();
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: std::collections::HashMap<String, (Value, Vec<&Value>)> = Default::default();
+    for r in rows {
+        if r.state != crate::lifecycle::UnitState::Canonical {
+            continue;
+        }
+        let Some(summary) = &r.summary else { continue };
+        let values: serde_json::Map<String, Value> = group_axes
+            .iter()
+            .map(|a| {
+                (
+                    (*a).clone(),
+                    r.params.get(a.as_str()).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let key = Value::Object(values.clone()).to_string();
+        let entry = groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            (Value::Object(values), Vec::new())
+        });
+        entry.1.push(summary);
+    }
+    let points: Vec<Value> = order
+        .iter()
+        .filter_map(|k| groups.get(k))
+        .map(|(values, sums)| {
+            let mut mean = serde_json::Map::new();
+            let mut sem = serde_json::Map::new();
+            if let Some(Value::Object(first)) = sums.first() {
+                for key in first.keys() {
+                    let xs: Vec<f64> = sums.iter().filter_map(|s| s.get(key)?.as_f64()).collect();
+                    if xs.len() != sums.len() {
+                        continue;
+                    }
+                    let n = xs.len() as f64;
+                    let m = xs.iter().sum::<f64>() / n;
+                    mean.insert(key.clone(), json!(m));
+                    let e = if xs.len() > 1 {
+                        json!(
+                            (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) / n)
+                                .sqrt()
+                        )
+                    } else {
+                        Value::Null
+                    };
+                    sem.insert(key.clone(), e);
+                }
+            }
+            json!({ "values": values, "n": sums.len(), "mean": mean, "sem": sem })
+        })
+        .collect();
+    json!({ "axes": group_axes, "points": points })
+}
+
+async fn batch_aggregate(
+    State(s): State<Shared>,
+    sci: Scientist,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let viewer = sci.viewer();
+    let (status, rows) = blocking(move || {
+        Ok((
+            store.batch_status(id, viewer)?,
+            store.batch_results(id, viewer)?,
+        ))
+    })
+    .await?;
+    let mut out = aggregate(&status.axes, &rows);
+    out["batch_id"] = json!(id);
+    out["kernel"] = json!(status.kernel);
+    Ok(Json(out))
+}
+
+/// Validates and expands a batch spec (TOML or JSON text), changing nothing: the units it
+/// would create, or the field at fault.
+async fn validate_spec(_sci: Scientist, body: String) -> Result<Json<Value>, ApiError> {
+    let e =
+        shaders::spec::expand_text(&body).map_err(|e| ApiError::field(&e.field, e.to_string()))?;
+    policy_from(&e.policy, 0.05)?;
+    Ok(Json(json!({
+        "name": e.name, "kernel": e.kernel, "axes": e.axes, "policy": e.policy,
+        "count": e.units.len(), "units": e.units,
+    })))
+}
+
+async fn dashboard(
+    State(s): State<Shared>,
+    _op: Operator,
+) -> Result<Json<crate::store::Dashboard>, ApiError> {
+    let store = s.store.clone();
+    Ok(Json(blocking(move || store.dashboard(now())).await?))
+}
+
+/// The dashboard as Server-Sent Events: a fresh snapshot every second.
+async fn dashboard_events(
+    State(s): State<Shared>,
+    _op: Operator,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let stream = futures_util::stream::unfold((s, true), |(s, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let store = s.store.clone();
+        let event = match blocking(move || store.dashboard(now())).await {
+            Ok(d) => Event::default()
+                .event("snapshot")
+                .json_data(&d)
+                .unwrap_or_default(),
+            Err(e) => Event::default().event("error").data(e.body.error),
+        };
+        Some((Ok(event), (s, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let store = s.store.clone();
+    let status = blocking(move || store.status()).await?;
+    let text = s.metrics.render(&status);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod lifecycle;
+pub mod metrics;
 pub mod server;
 pub mod sqlite;
 pub mod store;

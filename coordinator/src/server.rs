@@ -111,6 +111,7 @@ pub fn demo_batch() -> BatchRequest {
             deadline_s: Some(600),
             ..Default::default()
         },
+        axes: vec!["beta".into(), "seed".into()],
     }
 }
 
@@ -125,6 +126,7 @@ pub fn app(state: Shared, cfg: &Config) -> axum::Router {
 pub fn state(store: Arc<dyn Store>, cfg: &Config) -> Shared {
     Arc::new(AppState {
         store,
+        metrics: Default::default(),
         spot_wake: Arc::new(Notify::new()),
         max_units_per_batch: cfg.max_units_per_batch,
         default_spot_rate: cfg.spot_check_rate,

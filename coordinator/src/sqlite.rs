@@ -21,7 +21,8 @@ use std::sync::Mutex;
 pub const CREDIT_PER_WORK: f64 = 1e-6;
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE volunteers (
     id INTEGER PRIMARY KEY,
@@ -103,7 +104,12 @@ CREATE INDEX replicas_state ON replicas(state);
 CREATE TABLE outputs (digest BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
 -- Units whose spot-check answer the coordinator still has to compute.
 CREATE TABLE spot_queue (unit_id INTEGER PRIMARY KEY REFERENCES units(id));
-"#];
+"#,
+    r#"
+-- v2: the swept parameter names of a batch, for aggregating results per swept point.
+ALTER TABLE batches ADD COLUMN axes TEXT NOT NULL DEFAULT '[]';
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -522,6 +528,43 @@ fn report_one(
     })
 }
 
+fn batch_status_tx(tx: &Transaction<'_>, batch: i64) -> Result<BatchStatus> {
+    let (name, kernel, policy, spot_rate, units, created_at, axes): (String, String, String, f64, i64, i64, String) = tx
+        .prepare_cached(
+            "SELECT name, kernel, policy, spot_rate, units, created_at, axes FROM batches WHERE id = ?1",
+        )?
+        .query_row([batch], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
+        .optional()?
+        .ok_or(StoreError::NotFound("batch"))?;
+    let mut by_state: BTreeMap<String, u64> = UnitState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    let mut st =
+        tx.prepare_cached("SELECT state, count(*) FROM units WHERE batch_id = ?1 GROUP BY state")?;
+    for row in st.query_map([batch], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (s, n) = row?;
+        by_state.insert(s, n as u64);
+    }
+    let terminal = by_state["canonical"] + by_state["failed"];
+    Ok(BatchStatus {
+        batch_id: batch,
+        name,
+        kernel,
+        created_at,
+        units: units as u64,
+        done: terminal == units as u64,
+        by_state,
+        policy: serde_json::from_str(&policy).map_err(|e| StoreError::Db(e.to_string()))?,
+        spot_check_rate: spot_rate,
+        axes: serde_json::from_str(&axes).map_err(|e| StoreError::Db(e.to_string()))?,
+    })
+}
+
 fn check_viewer(tx: &Transaction<'_>, batch: i64, viewer: Option<i64>) -> Result<()> {
     let owner: Option<Option<i64>> = tx
         .prepare_cached("SELECT key_id FROM batches WHERE id = ?1")?
@@ -606,10 +649,12 @@ impl Store for SqliteStore {
     fn create_batch(&self, b: &NewBatch, now: i64) -> Result<i64> {
         let policy_json =
             serde_json::to_string(&b.policy).map_err(|e| StoreError::Db(e.to_string()))?;
+        let axes_json =
+            serde_json::to_string(&b.axes).map_err(|e| StoreError::Db(e.to_string()))?;
         self.tx(|tx| {
             tx.execute(
-                "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at, axes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     b.key_id,
                     b.name,
@@ -617,7 +662,8 @@ impl Store for SqliteStore {
                     policy_json,
                     b.spot_check_rate,
                     b.units.len() as i64,
-                    now
+                    now,
+                    axes_json
                 ],
             )?;
             let batch = tx.last_insert_rowid();
@@ -806,29 +852,116 @@ impl Store for SqliteStore {
     }
 
     fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus> {
-        self.tx(|tx| {
+        self.read(|tx| {
             check_viewer(tx, batch, viewer)?;
-            let (name, kernel, policy, spot_rate, units, created_at): (String, String, String, f64, i64, i64) = tx
-                .prepare_cached("SELECT name, kernel, policy, spot_rate, units, created_at FROM batches WHERE id = ?1")?
-                .query_row([batch], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
-            let mut by_state: BTreeMap<String, u64> =
-                UnitState::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
-            let mut st = tx.prepare_cached("SELECT state, count(*) FROM units WHERE batch_id = ?1 GROUP BY state")?;
-            for row in st.query_map([batch], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-                let (s, n) = row?;
-                by_state.insert(s, n as u64);
-            }
-            let terminal = by_state["canonical"] + by_state["failed"];
-            Ok(BatchStatus {
-                batch_id: batch,
-                name,
-                kernel,
-                created_at,
-                units: units as u64,
-                done: terminal == units as u64,
-                by_state,
-                policy: serde_json::from_str(&policy).map_err(|e| StoreError::Db(e.to_string()))?,
-                spot_check_rate: spot_rate,
+            batch_status_tx(tx, batch)
+        })
+    }
+
+    fn list_batches(&self, viewer: Option<i64>) -> Result<Vec<BatchStatus>> {
+        self.read(|tx| {
+            let ids: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM batches WHERE ?1 IS NULL OR key_id = ?1 ORDER BY id DESC LIMIT 200",
+                )?
+                .query_map([viewer], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            ids.into_iter().map(|id| batch_status_tx(tx, id)).collect()
+        })
+    }
+
+    fn dashboard(&self, now: i64) -> Result<Dashboard> {
+        let status = self.status()?;
+        self.read(|tx| {
+            let salt: Vec<u8> =
+                tx.query_row("SELECT value FROM meta WHERE key = 'anon_salt'", [], |r| {
+                    r.get(0)
+                })?;
+            let mut st = tx.prepare_cached(
+                "SELECT id, nickname, valid, invalid, errors, spot_failed, last_seen, blacklisted
+                 FROM volunteers ORDER BY last_seen DESC LIMIT 100",
+            )?;
+            let hosts = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        [
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, i64>(5)?,
+                        ],
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, bool>(7)?,
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(
+                    |(
+                        id,
+                        nickname,
+                        [valid, invalid, errors, spot_failed],
+                        last_seen,
+                        blacklisted,
+                    )| {
+                        let judged = valid + invalid + errors;
+                        HostRow {
+                            volunteer: anon(&salt, id),
+                            nickname,
+                            valid: valid as u64,
+                            invalid: invalid as u64,
+                            errors: errors as u64,
+                            spot_failed: spot_failed as u64,
+                            reliability: (judged > 0).then(|| valid as f64 / judged as f64),
+                            last_seen,
+                            blacklisted,
+                        }
+                    },
+                )
+                .collect();
+            let mut st = tx.prepare_cached(
+                "SELECT id, batch_id, state, fail_reason FROM units
+                 WHERE state IN ('inconclusive', 'failed') ORDER BY id DESC LIMIT 50",
+            )?;
+            let problems = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(|(unit_id, batch_id, state, reason)| {
+                    Ok(ProblemUnit {
+                        unit_id,
+                        batch_id,
+                        state: state_of(&state)?,
+                        reason: reason.or_else(|| {
+                            (state == "inconclusive")
+                                .then(|| "replicas disagree; another one was issued".into())
+                        }),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let spot: i64 = tx.query_row(
+                "SELECT coalesce(sum(spot_failed), 0) FROM volunteers",
+                [],
+                |r| r.get(0),
+            )?;
+            let valid = status.replicas["valid"] as f64;
+            let invalid = status.replicas["invalid"] as f64;
+            Ok(Dashboard {
+                agreement_rate: (valid + invalid > 0.0).then(|| valid / (valid + invalid)),
+                spot_check_failures: spot as u64,
+                hosts,
+                problems,
+                status: status.clone(),
+                at: now,
             })
         })
     }

@@ -64,6 +64,7 @@ pub struct NewBatch {
     pub policy: Policy,
     pub spot_check_rate: f64,
     pub units: Vec<NewUnit>,
+    pub axes: Vec<String>,
 }
 
 /// What a report carries once the API checked it: output bytes whose digest was recomputed.
@@ -95,6 +96,7 @@ pub struct BatchStatus {
     pub done: bool,
     pub policy: Policy,
     pub spot_check_rate: f64,
+    pub axes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -177,6 +179,42 @@ pub struct LeaderboardRow {
     pub valid: u64,
 }
 
+/// A volunteer as operators see it (anonymised).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostRow {
+    pub volunteer: String,
+    pub nickname: Option<String>,
+    pub valid: u64,
+    pub invalid: u64,
+    pub errors: u64,
+    pub spot_failed: u64,
+    /// valid / (valid + invalid + errors); None before any judged replica.
+    pub reliability: Option<f64>,
+    pub last_seen: i64,
+    pub blacklisted: bool,
+}
+
+/// A unit an operator should look at.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProblemUnit {
+    pub unit_id: i64,
+    pub batch_id: i64,
+    pub state: UnitState,
+    pub reason: Option<String>,
+}
+
+/// Everything the operator dashboard shows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dashboard {
+    pub status: Status,
+    /// valid / (valid + invalid) over all judged replicas.
+    pub agreement_rate: Option<f64>,
+    pub spot_check_failures: u64,
+    pub hosts: Vec<HostRow>,
+    pub problems: Vec<ProblemUnit>,
+    pub at: i64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub units: BTreeMap<String, u64>,
@@ -244,6 +282,9 @@ pub trait Store: Send + Sync + 'static {
     fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()>;
     /// `viewer`: None for an operator (sees all), Some(key) for a scientist.
     fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus>;
+    /// The viewer's batches (all for an operator), newest first.
+    fn list_batches(&self, viewer: Option<i64>) -> Result<Vec<BatchStatus>>;
+    fn dashboard(&self, now: i64) -> Result<Dashboard>;
     fn batch_results(&self, batch: i64, viewer: Option<i64>) -> Result<Vec<UnitResult>>;
     fn unit_provenance(&self, unit: i64, viewer: Option<i64>) -> Result<UnitProvenance>;
     fn status(&self) -> Result<Status>;

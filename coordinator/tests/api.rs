@@ -767,6 +767,12 @@ async fn the_openapi_document_covers_every_route() {
         ("GET", "/api/v1/volunteers/me"),
         ("POST", "/api/v1/volunteers/me"),
         ("GET", "/api/v1/leaderboard"),
+        ("GET", "/api/v1/batches"),
+        ("GET", "/api/v1/batches/{id}/aggregate"),
+        ("POST", "/api/v1/specs"),
+        ("GET", "/api/v1/dashboard"),
+        ("GET", "/api/v1/dashboard/events"),
+        ("GET", "/metrics"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -776,6 +782,10 @@ async fn the_openapi_document_covers_every_route() {
     // Every documented route is served by the API (a JSON answer, not the static fallback).
     for (method, path) in &documented {
         let (s, v) = h.call(method, &path.replace("{id}", "1"), None, None).await;
+        if path == "/metrics" {
+            assert!(v.as_str().is_some_and(|t| t.contains("qg_units")), "{s}");
+            continue;
+        }
         assert!(v.is_object(), "{method} {path}: {s} {v}");
     }
     let (s, _) = h.get("/api/v1/nope", None).await;
@@ -784,7 +794,7 @@ async fn the_openapi_document_covers_every_route() {
     for (m, _) in &documented {
         *counts.entry(m.as_str()).or_default() += 1;
     }
-    assert_eq!(counts["GET"], 8);
+    assert_eq!(counts["GET"], 13);
 }
 
 #[tokio::test]
@@ -834,4 +844,124 @@ async fn volunteers_see_their_credit_rank_and_the_leaderboard() {
     assert!(leaders.iter().any(|l| l["name"] == "Ada"));
     let (s, _) = h.get("/api/v1/volunteers/me", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn specs_are_validated_without_changing_anything() {
+    let h = Harness::new();
+    let spec = "kernel = \"ising2d\"\nseeds = 2\n[params]\nL = 16\nsweeps = 5\n[sweep]\nbeta = [0.3, 0.4, 0.5]\n";
+    let (s, v) = h
+        .call("POST", "/api/v1/specs", Some(&h.key), Some(spec.into()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["count"], 6);
+    assert_eq!(v["axes"], json!(["beta", "seed"]));
+    let units = v["units"].clone();
+    let bad = "kernel = \"ising2d\"\n[params]\nL = 17\nsweeps = 5\nbeta = 0.3\n";
+    let (s, v) = h
+        .call("POST", "/api/v1/specs", Some(&h.key), Some(bad.into()))
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("params.L")),
+        "{v}"
+    );
+    let (s, _) = h
+        .call("POST", "/api/v1/specs", None, Some(spec.into()))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.store.status().unwrap().batches, 0);
+    // Submitted with its axes, results aggregate per swept value.
+    let (s, b) = h
+        .post("/api/v1/batches", Some(&h.key), json!({"kernel": "ising2d", "units": units, "axes": ["beta", "seed"], "policy": {"spot_check_rate": 0.0}}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let batch = b["batch_id"].as_i64().unwrap();
+    let (s, v) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"kernel": "ising2d", "units": ising_units(1), "axes": ["colour"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("axes[0]"))
+    );
+    let sims = vec![
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(batch, &sims, false).await;
+    let (_, agg) = h
+        .get(&format!("/api/v1/batches/{batch}/aggregate"), Some(&h.key))
+        .await;
+    let points = agg["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3, "{agg}");
+    assert_eq!(points[1]["values"], json!({"beta": 0.4}));
+    assert_eq!(points[1]["n"], 2);
+    let (_, list) = h.get("/api/v1/batches", Some(&h.key)).await;
+    assert_eq!(list["batches"][0]["batch_id"], batch);
+    assert_eq!(list["batches"][0]["done"], true);
+}
+
+#[tokio::test]
+async fn operators_get_the_dashboard_metrics_and_a_live_stream() {
+    let h = Harness::new();
+    let batch = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = vec![
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Liar(1)).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(batch, &sims, false).await;
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (s, _) = h.get("/api/v1/dashboard", Some(&h.key)).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a scientist key is not an operator key"
+    );
+    let (s, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["status"]["units"]["canonical"], 2);
+    assert_eq!(d["hosts"].as_array().unwrap().len(), 3);
+    let rate = d["agreement_rate"].as_f64().unwrap();
+    assert!(
+        rate > 0.5 && rate < 1.0,
+        "the liar lowers agreement: {rate}"
+    );
+    assert!(
+        d["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["invalid"].as_u64() > Some(0) && x["reliability"].as_f64() < Some(1.0))
+    );
+    // The live stream: its first event is a snapshot.
+    let req = Request::builder()
+        .uri(format!("/api/v1/dashboard/events?key={op}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: snapshot\ndata: {"), "{text}");
+    let (s, m) = h.get("/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let m = m.as_str().unwrap();
+    assert!(m.contains("qg_units{state=\"canonical\"} 2"), "{m}");
+    assert!(m.contains("qg_replicas_dispatched_total"));
+    assert!(
+        m.contains("qg_http_request_duration_seconds_bucket{route=\"/api/v1/work\""),
+        "{m}"
+    );
 }

@@ -120,7 +120,7 @@ pub struct PolicySpec {
     pub spot_check_rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     #[serde(default)]
@@ -130,6 +130,10 @@ pub struct BatchRequest {
     pub units: Vec<Value>,
     #[serde(default)]
     pub policy: PolicySpec,
+    /// The swept parameter names (from a spec's expansion): results are aggregated over
+    /// units that share every swept value but `seed`.
+    #[serde(default)]
+    pub axes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ pub mod percolation2d;
 pub mod philox;
 pub mod program;
 pub mod selftest;
+pub mod spec;
 
 use program::{CheckpointSink, Plan, Program, Schedule, Segment};
 use protocol::{Checkpoint, Digest};

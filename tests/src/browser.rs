@@ -141,6 +141,7 @@ impl World {
                 kernel: "ising2d".into(),
                 units,
                 policy,
+                axes: Vec::new(),
             },
             None,
             usize::MAX,

@@ -37,6 +37,7 @@ fn batch(store: &SqliteStore, n: u64) -> i64 {
             kernel: "ising2d".into(),
             units,
             policy: PolicySpec::default(),
+            axes: Vec::new(),
         },
         None,
         usize::MAX,

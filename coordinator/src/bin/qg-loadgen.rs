@@ -76,6 +76,7 @@ async fn main() -> Result<()> {
                     spot_check: false,
                 })
                 .collect(),
+            axes: Vec::new(),
         };
         // History: N finished units, each with two valid replicas, as a long-running
         // coordinator accumulates them.

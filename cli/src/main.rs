@@ -1,0 +1,405 @@
+//! `qg`: the scientist's command line. Submit a batch spec, watch it, download verified results
+//! with provenance.
+//!
+//! Server and API key come from `--server`/`--key`, the `QG_SERVER`/`QG_API_KEY` environment
+//! variables, or a TOML config file (`--config`, `QG_CONFIG`, or
+//! `~/.config/quorum-grid/qg.toml`) with `server = "..."` and `key = "..."`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol::api::{BatchCreated, BatchRequest, ErrorBody};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Quorum Grid: submit simulation batches and download verified results"
+)]
+struct Cli {
+    /// Coordinator URL [default: http://127.0.0.1:8080]
+    #[arg(long, env = "QG_SERVER", global = true)]
+    server: Option<String>,
+    /// Scientist API key (from `coordinator keys create --name NAME`)
+    #[arg(long, env = "QG_API_KEY", global = true, hide_env_values = true)]
+    key: Option<String>,
+    /// Config file with `server` and `key` [default: ~/.config/quorum-grid/qg.toml]
+    #[arg(long, env = "QG_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate and submit a batch spec (TOML or JSON); prints the batch id
+    Submit {
+        file: PathBuf,
+        /// Validate and show the expansion only
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Progress of one batch (counts by state, ETA), or a list of your batches
+    Status { batch: Option<i64> },
+    /// Live progress bars until the batch is done
+    Watch {
+        batch: i64,
+        /// Seconds between updates
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Download results
+    Results {
+        batch: i64,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Means and standard errors per swept value instead of one row per unit (json)
+        #[arg(long)]
+        aggregate: bool,
+        /// Write to this file instead of standard output
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// A unit's provenance: replicas, digests, spot-check, how to reproduce it
+    Unit { unit: i64 },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Csv,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    key: Option<String>,
+}
+
+struct Api {
+    base: String,
+    key: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn key(&self) -> Result<&str> {
+        self.key.as_deref().ok_or_else(|| {
+            anyhow!("no API key: pass --key, set QG_API_KEY, or put `key = \"...\"` in the config file (create one with `coordinator keys create --name NAME`)")
+        })
+    }
+
+    fn send(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::blocking::Response> {
+        let resp = req.bearer_auth(self.key()?).send().map_err(|e| {
+            anyhow!("cannot reach the coordinator at {} ({e}); is it running (`cargo xtask serve`) and is --server right?", self.base)
+        })?;
+        let status = resp.status().as_u16();
+        if status < 400 {
+            return Ok(resp);
+        }
+        let text = resp.text().unwrap_or_default();
+        let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        let detail = body
+            .map(|b| match b.field {
+                Some(f) => format!("{f}: {}", b.error.trim_start_matches(&format!("{f}: "))),
+                None => b.error,
+            })
+            .unwrap_or(text);
+        match status {
+            401 => bail!("the coordinator did not accept the API key ({detail})"),
+            403 => bail!("not allowed: {detail}"),
+            404 => bail!("no {what} on {} (or it belongs to another key)", self.base),
+            _ => bail!("{detail} (HTTP {status})"),
+        }
+    }
+
+    fn get(&self, path: &str, what: &str) -> Result<Value> {
+        self.send(self.http.get(self.url(path)), what)?
+            .json()
+            .context("the coordinator sent invalid JSON")
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn counts(status: &Value) -> String {
+    let by = &status["by_state"];
+    [
+        "canonical",
+        "in_progress",
+        "unsent",
+        "needs_validation",
+        "inconclusive",
+        "failed",
+    ]
+    .iter()
+    .filter_map(|s| {
+        let n = by[s].as_u64().unwrap_or(0);
+        (n > 0).then(|| format!("{} {n}", s.replace('_', " ")))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+fn finished(status: &Value) -> u64 {
+    status["by_state"]["canonical"].as_u64().unwrap_or(0)
+        + status["by_state"]["failed"].as_u64().unwrap_or(0)
+}
+
+fn eta(status: &Value) -> String {
+    let total = status["units"].as_u64().unwrap_or(0);
+    let done = finished(status);
+    if status["done"] == true {
+        return "done".into();
+    }
+    let elapsed = (now() - status["created_at"].as_i64().unwrap_or(now())).max(1) as f64;
+    if done == 0 {
+        return "unknown (no unit finished yet)".into();
+    }
+    let left = (total - done) as f64 * elapsed / done as f64;
+    match left as u64 {
+        s if s < 120 => format!("~{s} s"),
+        s if s < 7200 => format!("~{} min", s / 60),
+        s => format!("~{:.1} h", s as f64 / 3600.0),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config_path = cli.config.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/quorum-grid/qg.toml"))
+    });
+    let file: FileConfig = match &config_path {
+        Some(p) if p.exists() => toml::from_str(&std::fs::read_to_string(p)?)
+            .with_context(|| format!("config file {}", p.display()))?,
+        Some(p) if cli.config.is_some() => bail!("--config {}: no such file", p.display()),
+        _ => FileConfig::default(),
+    };
+    let server = cli
+        .server
+        .or(file.server)
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        bail!("--server must be an http:// or https:// URL, got {server:?}");
+    }
+    let api = Api {
+        base: server.trim_end_matches('/').to_owned(),
+        key: cli.key.or(file.key),
+        http: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?,
+    };
+    match cli.command {
+        Cmd::Submit { file, dry_run } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let e = shaders::spec::expand_text(&text)
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            eprintln!(
+                "{}: {} units of {} ({}), swept over {}",
+                file.display(),
+                e.units.len(),
+                e.kernel,
+                e.name,
+                if e.axes.is_empty() {
+                    "nothing".into()
+                } else {
+                    e.axes.join(" × ")
+                }
+            );
+            if dry_run {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"name": e.name, "kernel": e.kernel, "axes": e.axes, "units": e.units.len(), "first_unit": e.units.first()})
+                    )?
+                );
+                return Ok(());
+            }
+            let req = BatchRequest {
+                name: Some(e.name),
+                kernel: e.kernel,
+                units: e.units,
+                policy: e.policy,
+                axes: e.axes,
+            };
+            let created: BatchCreated = api
+                .send(
+                    api.http.post(api.url("/api/v1/batches")).json(&req),
+                    "batch",
+                )?
+                .json()?;
+            eprintln!(
+                "submitted batch {} ({} units); watch it with `qg watch {}`",
+                created.batch_id, created.units, created.batch_id
+            );
+            println!("{}", created.batch_id);
+        }
+        Cmd::Status { batch: Some(id) } => {
+            let s = api.get(&format!("/api/v1/batches/{id}"), &format!("batch {id}"))?;
+            println!(
+                "batch {id}: {} ({})",
+                s["name"].as_str().unwrap_or(""),
+                s["kernel"].as_str().unwrap_or("")
+            );
+            println!(
+                "  {} of {} units finished: {}",
+                finished(&s),
+                s["units"],
+                counts(&s)
+            );
+            println!("  ETA: {}", eta(&s));
+        }
+        Cmd::Status { batch: None } => {
+            let list = api.get("/api/v1/batches", "batches")?;
+            let batches = list["batches"].as_array().cloned().unwrap_or_default();
+            if batches.is_empty() {
+                println!("no batches yet: submit one with `qg submit SPEC.toml`");
+            }
+            for s in batches {
+                println!(
+                    "{:>6}  {:<14} {:>7}/{:<7} {}  {}",
+                    s["batch_id"],
+                    s["kernel"].as_str().unwrap_or(""),
+                    finished(&s),
+                    s["units"],
+                    if s["done"] == true { "done" } else { "running" },
+                    s["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::Watch { batch, interval } => {
+            let what = format!("batch {batch}");
+            let s = api.get(&format!("/api/v1/batches/{batch}"), &what)?;
+            let bar = ProgressBar::new(s["units"].as_u64().unwrap_or(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} units  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            loop {
+                let s = api.get(&format!("/api/v1/batches/{batch}"), &what)?;
+                bar.set_position(finished(&s));
+                bar.set_message(format!("{} · ETA {}", counts(&s), eta(&s)));
+                if s["done"] == true {
+                    bar.finish();
+                    let failed = s["by_state"]["failed"].as_u64().unwrap_or(0);
+                    eprintln!(
+                        "batch {batch} done: {} canonical, {failed} failed",
+                        s["by_state"]["canonical"]
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs_f64(interval.clamp(0.1, 60.0)));
+            }
+        }
+        Cmd::Results {
+            batch,
+            format,
+            aggregate,
+            output,
+        } => {
+            let what = format!("batch {batch}");
+            let body = match (format, aggregate) {
+                (Format::Csv, true) => bail!("--aggregate gives JSON; drop --format csv"),
+                (Format::Csv, false) => api
+                    .send(
+                        api.http
+                            .get(api.url(&format!("/api/v1/batches/{batch}/results?format=csv"))),
+                        &what,
+                    )?
+                    .text()?,
+                (Format::Json, true) => serde_json::to_string_pretty(
+                    &api.get(&format!("/api/v1/batches/{batch}/aggregate"), &what)?,
+                )?,
+                (Format::Json, false) => serde_json::to_string_pretty(
+                    &api.get(&format!("/api/v1/batches/{batch}/results"), &what)?,
+                )?,
+            };
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, body)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => println!("{}", body.trim_end()),
+            }
+        }
+        Cmd::Unit { unit } => {
+            let p = api.get(&format!("/api/v1/units/{unit}"), &format!("unit {unit}"))?;
+            println!(
+                "unit {unit} of batch {}: {} ({})",
+                p["batch_id"],
+                p["state"].as_str().unwrap_or(""),
+                p["kernel"].as_str().unwrap_or("")
+            );
+            println!("  params     {}", p["params"]);
+            println!(
+                "  digest     {}",
+                p["canonical_digest"].as_str().unwrap_or("-")
+            );
+            if let Some(r) = p["fail_reason"].as_str() {
+                println!("  failed     {r}");
+            }
+            println!("  summary    {}", p["summary"]);
+            let sc = &p["spot_check"];
+            println!(
+                "  spot-check {}",
+                if sc["sampled"] == true {
+                    format!(
+                        "{} (passed: {})",
+                        sc["state"].as_str().unwrap_or(""),
+                        sc["passed"]
+                    )
+                } else {
+                    "not sampled".into()
+                }
+            );
+            println!("  replicas:");
+            for r in p["replicas"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "    {:>8} {:<12} {:<11} {} {}{}",
+                    r["replica_id"],
+                    r["volunteer"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["digest"]
+                        .as_str()
+                        .map_or("-".into(), |d| d[..16].to_owned()),
+                    r["adapter"]["name"].as_str().unwrap_or(""),
+                    r["diverged_at_step"]
+                        .as_u64()
+                        .map_or(String::new(), |s| format!("  diverged at step {s}")),
+                );
+            }
+            println!("  reproduce: {}", p["reproduce"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qg: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

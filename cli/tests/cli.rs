@@ -1,0 +1,274 @@
+//! `qg` against a real coordinator on a free port: submit a spec, let simulated volunteers
+//! (the real work loop on the CPU reference) finish it, and read results that match the CPU
+//! reference; plus the errors a scientist meets.
+
+use client_wasm::native::NativeHost;
+use client_wasm::volunteer::{self, Engine, Options};
+use coordinator::api::{hash_secret, new_secret, now};
+use coordinator::server::{Config, FileConfig, start};
+use coordinator::sqlite::SqliteStore;
+use coordinator::store::Store;
+use shaders::Job;
+use std::process::Command;
+use std::sync::Arc;
+
+const SPEC: &str = r#"
+name = "cli test"
+kernel = "ising2d"
+seeds = 2
+[params]
+L = 16
+sweeps = 40
+[sweep]
+beta = { from = 0.3, to = 0.5, steps = 3 }
+[policy]
+spot_check_rate = 0.0
+"#;
+
+fn qg(server: &str, key: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qg"))
+        .args(args)
+        .env("QG_SERVER", server)
+        .env("QG_API_KEY", key)
+        .env_remove("QG_CONFIG")
+        .env_remove("HOME")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_watch_and_download_verified_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::resolve(
+        FileConfig::default(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().into()),
+        None,
+        Some(dir.path().into()),
+    );
+    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let key = new_secret("qgk_");
+    store
+        .create_key("cli", &hash_secret(&key), false, now())
+        .unwrap();
+    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
+    let url = format!("http://{addr}");
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (url, key, spec) = (url.clone(), key.clone(), spec.clone());
+        move || qg(&url, &key, &["submit", spec.to_str().unwrap(), "--dry-run"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("6 units of ising2d"), "{err}");
+    assert!(out.contains("\"units\": 6"), "{out}");
+    assert_eq!(
+        store.status().unwrap().batches,
+        0,
+        "a dry run submits nothing"
+    );
+
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (url, key, spec) = (url.clone(), key.clone(), spec.clone());
+        move || qg(&url, &key, &["submit", spec.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let batch: i64 = out.trim().parse().unwrap();
+
+    let vols: Vec<_> = (0..2)
+        .map(|i| NativeHost::new(&url, dir.path().join(format!("v{i}"))).unwrap())
+        .collect();
+    let opts = Options {
+        max_units: Some(6),
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(
+        volunteer::run(&vols[0], &Engine::Cpu, &opts),
+        volunteer::run(&vols[1], &Engine::Cpu, &opts)
+    );
+    assert_eq!(a + b, 12);
+
+    let run = |args: Vec<String>| {
+        let (url, key) = (url.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            qg(
+                &url,
+                &key,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let (code, _, err) = run(vec![
+        "watch".into(),
+        batch.to_string(),
+        "--interval".into(),
+        "0.2".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("done: 6 canonical, 0 failed"), "{err}");
+    let (code, out, _) = run(vec!["status".into(), batch.to_string()]).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("6 of 6 units finished") && out.contains("ETA: done"),
+        "{out}"
+    );
+    let (_, out, _) = run(vec!["status".into()]).await.unwrap();
+    assert!(out.contains("cli test") && out.contains("done"), "{out}");
+
+    let csv_path = dir.path().join("r.csv");
+    let (code, _, err) = run(vec![
+        "results".into(),
+        batch.to_string(),
+        "--format".into(),
+        "csv".into(),
+        "-o".into(),
+        csv_path.to_str().unwrap().into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    let (code, out, _) = run(vec!["results".into(), batch.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for u in json["units"].as_array().unwrap() {
+        let want = Job::new("ising2d", u["params"].clone())
+            .unwrap()
+            .run_cpu(1, &mut |_, _| {})
+            .unwrap()
+            .digest;
+        assert_eq!(u["digest"], serde_json::json!(want));
+        assert!(csv.contains(&want.to_hex()));
+    }
+    let (code, out, _) = run(vec![
+        "results".into(),
+        batch.to_string(),
+        "--aggregate".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    let agg: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let points = agg["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3, "{agg}");
+    assert_eq!(points[0]["n"], 2);
+    assert!(points[0]["mean"]["abs_m"].is_number() && points[0]["sem"]["abs_m"].is_number());
+    let unit = json["units"][0]["unit_id"].as_i64().unwrap();
+    let (code, out, _) = run(vec!["unit".into(), unit.to_string()]).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("canonical")
+            && out
+                .contains("reproduce: cargo run --release -p client-wasm --bin qg-run -- ising2d"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_helpful_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::resolve(
+        FileConfig::default(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().into()),
+        None,
+        Some(dir.path().into()),
+    );
+    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let key = new_secret("qgk_");
+    store
+        .create_key("cli", &hash_secret(&key), false, now())
+        .unwrap();
+    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
+    let url = format!("http://{addr}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "kernel = \"ising2d\"\n[params]\nL = 63\nsweeps = 10\nbeta = 0.4\n",
+    )
+    .unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, SPEC).unwrap();
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let cases: Vec<(String, String, Vec<String>, &str)> = vec![
+        (
+            url.clone(),
+            key.clone(),
+            vec!["submit".into(), bad.to_str().unwrap().into()],
+            "params.L: must be even",
+        ),
+        (
+            url.clone(),
+            key.clone(),
+            vec!["submit".into(), "/nonexistent.toml".into()],
+            "reading /nonexistent.toml",
+        ),
+        (
+            url.clone(),
+            "qgk_wrong".into(),
+            vec!["submit".into(), good.to_str().unwrap().into()],
+            "did not accept the API key",
+        ),
+        (
+            url.clone(),
+            key.clone(),
+            vec!["status".into(), "999".into()],
+            "no batch 999",
+        ),
+        (
+            url.clone(),
+            key.clone(),
+            vec!["unit".into(), "999".into()],
+            "no unit 999",
+        ),
+        (
+            dead,
+            key.clone(),
+            vec!["status".into()],
+            "cannot reach the coordinator",
+        ),
+        (
+            "localhost:8080".into(),
+            key.clone(),
+            vec!["status".into()],
+            "--server must be an http://",
+        ),
+    ];
+    for (server, k, args, want) in cases {
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            qg(
+                &server,
+                &k,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 2, "{want}: {err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(err.contains(want), "wanted {want:?} in {err:?}");
+    }
+    assert_eq!(store.status().unwrap().batches, 0);
+}

@@ -1,0 +1,391 @@
+//! Batch specifications: a kernel, fixed params, and sweeps that expand to work units.
+//!
+//! ```toml
+//! name = "2D Ising across the transition"
+//! kernel = "ising2d"
+//! seeds = 8                                   # independent seeds 1..=8 per point
+//!
+//! [params]                                    # the same for every unit
+//! L = 64
+//! sweeps = 2000
+//!
+//! [sweep]                                     # the cartesian product of these
+//! beta = { from = 0.30, to = 0.60, steps = 31 }
+//! h = [0.0, 0.1]
+//!
+//! [policy]                                    # optional
+//! min_quorum = 2
+//! spot_check_rate = 0.05
+//! ```
+//!
+//! The same document as JSON is accepted too. Every error names the field and the allowed
+//! range; every unit is validated against its kernel before anything is submitted.
+
+use crate::{Job, ParamError};
+use protocol::api::PolicySpec;
+use serde_json::{Map, Value};
+
+/// At most this many units per batch.
+pub const MAX_UNITS: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A spec expanded to units, each validated and normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expanded {
+    pub name: String,
+    pub kernel: String,
+    /// The swept parameter names (with "seed" last when seeds > 1): what results group by.
+    pub axes: Vec<String>,
+    pub units: Vec<Value>,
+    pub policy: PolicySpec,
+}
+
+/// Parses TOML or JSON text (JSON if it starts with `{`).
+pub fn parse(text: &str) -> Result<Value, SpecError> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| err("spec", format!("invalid JSON: {e}")))
+    } else {
+        toml::from_str::<Value>(text).map_err(|e| err("spec", format!("invalid TOML: {e}")))
+    }
+}
+
+/// Parses and expands spec text.
+pub fn expand_text(text: &str) -> Result<Expanded, SpecError> {
+    expand(&parse(text)?)
+}
+
+fn axis_values(name: &str, v: &Value) -> Result<Vec<Value>, SpecError> {
+    let field = format!("sweep.{name}");
+    match v {
+        Value::Array(items) if items.is_empty() => Err(err(field, "an empty list sweeps nothing")),
+        Value::Array(items) => Ok(items.clone()),
+        Value::Object(m) => {
+            for k in m.keys() {
+                if !["from", "to", "steps"].contains(&k.as_str()) {
+                    return Err(err(
+                        format!("{field}.{k}"),
+                        "unknown key (a range has from, to and steps)",
+                    ));
+                }
+            }
+            let num = |k: &str| {
+                m.get(k)
+                    .and_then(Value::as_f64)
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| err(format!("{field}.{k}"), "a finite number is required"))
+            };
+            let (from, to) = (num("from")?, num("to")?);
+            let steps = m
+                .get("steps")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| err(format!("{field}.steps"), "a whole number is required"))?;
+            if !(2..=10_000).contains(&steps) {
+                return Err(err(
+                    format!("{field}.steps"),
+                    format!("must be 2..=10000 (both ends included), got {steps}"),
+                ));
+            }
+            let all_int = from.fract() == 0.0
+                && to.fract() == 0.0
+                && m.get("from").is_some_and(Value::is_i64);
+            Ok((0..steps)
+                .map(|i| {
+                    let x = from + (to - from) * i as f64 / (steps - 1) as f64;
+                    // 12 significant digits: 0.30000000000000004 is 0.3.
+                    let x = format!("{x:.12e}").parse::<f64>().unwrap_or(x);
+                    if all_int && x.fract() == 0.0 {
+                        Value::from(x as i64)
+                    } else {
+                        Value::from(x)
+                    }
+                })
+                .collect())
+        }
+        _ => Err(err(field, "a list of values or a range {from, to, steps}")),
+    }
+}
+
+/// Expands a parsed spec.
+pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
+    let top = spec
+        .as_object()
+        .ok_or_else(|| err("spec", "must be a table/object"))?;
+    for k in top.keys() {
+        if !["name", "kernel", "params", "sweep", "seeds", "policy"].contains(&k.as_str()) {
+            return Err(err(
+                k.clone(),
+                "unknown field (known: name, kernel, params, sweep, seeds, policy)",
+            ));
+        }
+    }
+    let kernel = top
+        .get("kernel")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("kernel", "required: ising2d, percolation2d or lj_md"))?
+        .to_owned();
+    if !crate::kernels().iter().any(|k| k.name == kernel) {
+        return Err(err(
+            "kernel",
+            format!("unknown kernel `{kernel}` (known: ising2d, percolation2d, lj_md)"),
+        ));
+    }
+    let name = match top.get("name") {
+        None => format!("{kernel} batch"),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.trim().to_owned(),
+        Some(_) => return Err(err("name", "a non-empty string of at most 200 characters")),
+    };
+    let empty = Map::new();
+    let params = match top.get("params") {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(err("params", "must be a table/object")),
+    };
+    let sweep = match top.get("sweep") {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(err("sweep", "must be a table/object")),
+    };
+    for k in sweep.keys() {
+        if params.contains_key(k) {
+            return Err(err(
+                format!("sweep.{k}"),
+                format!("`{k}` is both fixed in params and swept"),
+            ));
+        }
+    }
+    let seeds = match top.get("seeds") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| err("seeds", "a whole number 1..=10000"))?,
+    };
+    if seeds > 1 && (params.contains_key("seed") || sweep.contains_key("seed")) {
+        return Err(err(
+            "seeds",
+            "give either `seeds` (independent seeds 1..=N) or a `seed` param, not both",
+        ));
+    }
+    let policy: PolicySpec = match top.get("policy") {
+        None => PolicySpec::default(),
+        Some(p) => serde_json::from_value(p.clone()).map_err(|e| err("policy", e.to_string()))?,
+    };
+    let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+    for (k, v) in sweep {
+        axes.push((k.clone(), axis_values(k, v)?));
+    }
+    let points: usize = axes.iter().map(|(_, v)| v.len()).product();
+    let total = points.saturating_mul(seeds as usize);
+    if total > MAX_UNITS {
+        return Err(err(
+            "sweep",
+            format!("expands to {total} units; at most {MAX_UNITS} per batch"),
+        ));
+    }
+    let mut units = Vec::with_capacity(total);
+    for p in 0..points {
+        let mut unit = params.clone();
+        let mut rest = p;
+        let mut point = Vec::new();
+        for (k, values) in axes.iter().rev() {
+            let v = values[rest % values.len()].clone();
+            rest /= values.len();
+            point.push(format!("{k}={v}"));
+            unit.insert(k.clone(), v);
+        }
+        point.reverse();
+        for s in 1..=seeds {
+            let mut u = unit.clone();
+            if seeds > 1 || !u.contains_key("seed") {
+                u.insert("seed".into(), Value::from(s));
+            }
+            let job = Job::new(&kernel, Value::Object(u)).map_err(|e| {
+                let where_ = if point.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (at {})", point.join(", "))
+                };
+                match &e {
+                    ParamError::Invalid { field, message } => {
+                        let origin = if sweep.contains_key(field) {
+                            "sweep"
+                        } else {
+                            "params"
+                        };
+                        err(format!("{origin}.{field}"), format!("{message}{where_}"))
+                    }
+                    _ => err("params", format!("{e}{where_}")),
+                }
+            })?;
+            units.push(job.params_json());
+        }
+    }
+    let mut axis_names: Vec<String> = axes.into_iter().map(|(k, _)| k).collect();
+    if seeds > 1 {
+        axis_names.push("seed".into());
+    }
+    Ok(Expanded {
+        name,
+        kernel,
+        axes: axis_names,
+        units,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISING: &str = r#"
+name = "Ising across the transition"
+kernel = "ising2d"
+seeds = 8
+[params]
+L = 64
+sweeps = 100
+[sweep]
+beta = { from = 0.30, to = 0.60, steps = 31 }
+[policy]
+min_quorum = 2
+spot_check_rate = 0.1
+"#;
+
+    #[test]
+    fn ising_example_expands_to_31_times_8() {
+        let e = expand_text(ISING).unwrap();
+        assert_eq!(e.units.len(), 248);
+        assert_eq!(e.axes, vec!["beta", "seed"]);
+        assert_eq!(e.units[0]["beta"], 0.3);
+        assert_eq!(e.units[0]["seed"], 1);
+        assert_eq!(e.units[7]["seed"], 8);
+        assert_eq!(e.units[8]["beta"], 0.31);
+        assert_eq!(e.units[247]["beta"], 0.6);
+        assert_eq!(e.units[0]["L"], 64);
+        assert_eq!(e.policy.spot_check_rate, Some(0.1));
+        assert_eq!(e.name, "Ising across the transition");
+    }
+
+    #[test]
+    fn lists_and_products() {
+        let e = expand_text(
+            r#"{"kernel": "percolation2d", "params": {"samples": 4}, "sweep": {"L": [16, 32], "p": [0.5, 0.6, 0.7]}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.units.len(), 6);
+        assert_eq!(e.axes, vec!["L", "p"]);
+        assert_eq!(
+            (e.units[0]["L"].clone(), e.units[0]["p"].clone()),
+            (16.into(), 0.5.into())
+        );
+        assert_eq!(
+            (e.units[5]["L"].clone(), e.units[5]["p"].clone()),
+            (32.into(), 0.7.into())
+        );
+        assert_eq!(e.units[0]["seed"], 1);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_range() {
+        let cases = [
+            (r#"kernel = "nbody""#, "kernel"),
+            (
+                r#"kernel = "ising2d"
+[params]
+L = 63
+sweeps = 10
+[sweep]
+beta = [0.3]"#,
+                "params.L",
+            ),
+            (
+                r#"kernel = "ising2d"
+[params]
+L = 64
+sweeps = 10
+[sweep]
+beta = [0.3, -1.0]"#,
+                "sweep.beta",
+            ),
+            (
+                r#"kernel = "ising2d"
+[sweep]
+beta = { from = 0.3, to = 0.6, steps = 1 }"#,
+                "sweep.beta.steps",
+            ),
+            (
+                r#"kernel = "ising2d"
+seeds = 0"#,
+                "seeds",
+            ),
+            (
+                r#"kernel = "ising2d"
+colour = "red""#,
+                "colour",
+            ),
+            (
+                r#"kernel = "ising2d"
+[params]
+beta = 0.3
+[sweep]
+beta = [0.3]"#,
+                "sweep.beta",
+            ),
+            (
+                r#"kernel = "ising2d"
+seeds = 11
+[params]
+L = 64
+beta = 0.4
+[sweep]
+sweeps = { from = 1, to = 1000000, steps = 10000 }"#,
+                "sweep",
+            ),
+            ("kernel = ", "spec"),
+        ];
+        for (text, field) in cases {
+            let e = expand_text(text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+        let e = expand_text(
+            r#"kernel = "ising2d"
+[params]
+L = 64
+sweeps = 10
+[sweep]
+beta = [0.3, -1.0]"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("between 0 and 10") && e.message.contains("beta=-1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn examples_in_the_repository_expand() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let e = expand_text(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!e.units.is_empty());
+            n += 1;
+        }
+        assert!(n >= 3, "an example per kernel");
+    }
+}
