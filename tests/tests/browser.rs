@@ -206,3 +206,157 @@ async fn without_webgpu_the_volunteer_can_compute_on_the_cpu() {
     screenshot(&c, "cpu-fallback").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
+    use client_wasm::native::NativeHost;
+    use client_wasm::volunteer::{self, Engine, Options};
+    use coordinator::api::{hash_secret, new_secret, now};
+    let _serial = SERIAL.lock().await;
+    let w = world().await;
+    let key = new_secret("qgk_");
+    w.store
+        .create_key("scientist", &hash_secret(&key), false, now())
+        .unwrap();
+    let op = new_secret("qgk_");
+    w.store
+        .create_key("operator", &hash_secret(&op), true, now())
+        .unwrap();
+
+    let p1 = tempfile::tempdir().unwrap();
+    let sci = w.browser(p1.path(), false).await;
+    sci.goto(&format!("http://{}/science/", w.addr))
+        .await
+        .unwrap();
+    let p2 = tempfile::tempdir().unwrap();
+    let dash = w.browser(p2.path(), false).await;
+    dash.goto(&format!("http://{}/dashboard/", w.addr))
+        .await
+        .unwrap();
+    for (c, k) in [(&sci, &key), (&dash, &op)] {
+        c.execute(
+            "const k = document.getElementById('key'); k.value = arguments[0]; k.dispatchEvent(new Event('change'));",
+            vec![json!(k)],
+        )
+        .await
+        .unwrap();
+    }
+    let spec = "name = \"page test\"\nkernel = \"ising2d\"\nseeds = 2\n[params]\nL = 16\nsweeps = 40\n[sweep]\nbeta = { from = 0.3, to = 0.5, steps = 3 }\n[policy]\nspot_check_rate = 0.0\n";
+    // A bad spec first: the page names the field and nothing is created.
+    sci.execute(
+        "document.getElementById('spec').value = arguments[0]",
+        vec![json!(spec.replace("L = 16", "L = 15"))],
+    )
+    .await
+    .unwrap();
+    sci.find(Locator::Id("validate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &sci,
+        "return document.getElementById('spec-result').textContent.includes('params.L')",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        js(&sci, "return document.getElementById('submit').disabled").await,
+        true
+    );
+    sci.execute(
+        "document.getElementById('spec').value = arguments[0]",
+        vec![json!(spec)],
+    )
+    .await
+    .unwrap();
+    sci.find(Locator::Id("validate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &sci,
+        "return document.getElementById('spec-result').textContent.includes('6 units of ising2d')",
+        Duration::from_secs(10),
+    )
+    .await;
+    sci.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let batch = wait_js(
+        &sci,
+        "return window.qgScience.state.shown ?? null",
+        Duration::from_secs(10),
+    )
+    .await;
+    let batch = batch.as_i64().unwrap();
+    // The operator sees the new units waiting.
+    wait_js(
+        &dash,
+        "return document.getElementById('units-unsent').textContent === '6'",
+        Duration::from_secs(15),
+    )
+    .await;
+
+    let url = format!("http://{}", w.addr);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let hosts: Vec<_> = dirs
+        .iter()
+        .map(|d| NativeHost::new(&url, d.path().into()).unwrap())
+        .collect();
+    let opts = Options {
+        max_units: Some(6),
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(
+        volunteer::run(&hosts[0], &Engine::Cpu, &opts),
+        volunteer::run(&hosts[1], &Engine::Cpu, &opts)
+    );
+    assert_eq!(a + b, 12);
+    w.wait_done(batch, Duration::from_secs(60)).await;
+    w.assert_reference_digests(batch);
+
+    // The science page shows the batch done, plots 3 points with error bars, downloads CSV.
+    wait_js(&sci, "return window.qgScience.state.detail?.st.done === true && window.qgScience.state.chartPoints === 3", Duration::from_secs(15)).await;
+    sci.find(Locator::Id("dl-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let csv = wait_js(
+        &sci,
+        "return window.qgScience.state.lastDownload ?? null",
+        Duration::from_secs(10),
+    )
+    .await;
+    let csv = csv.as_str().unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(csv.starts_with("unit_id,state,digest,"));
+    assert_eq!(csv.matches(",canonical,").count(), 6);
+    screenshot(&sci, "science").await;
+
+    // The dashboard's counts moved as the volunteers worked.
+    wait_js(
+        &dash,
+        "return document.getElementById('units-canonical').textContent === '6'",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(text(&dash, "agreement").await, "100.0%");
+    let hosts_rows = js(
+        &dash,
+        "return document.querySelectorAll('#hosts tbody tr').length",
+    )
+    .await;
+    assert_eq!(hosts_rows, 2);
+    screenshot(&dash, "dashboard").await;
+    sci.close().await.unwrap();
+    dash.close().await.unwrap();
+}

@@ -1,0 +1,63 @@
+// The operator dashboard: one Server-Sent Events stream of coordinator snapshots.
+const $ = (id) => document.getElementById(id);
+const state = { snapshots: 0, last: null };
+window.qgDashboard = state;
+
+const chart = new Chart($('throughput'), {
+  type: 'line',
+  data: { labels: [], datasets: [
+    { label: 'validated', data: [], borderColor: '#2b8a3e', pointRadius: 0 },
+    { label: 'dispatched', data: [], borderColor: '#2e63e0', pointRadius: 0 },
+  ] },
+  options: { animation: false, scales: { y: { beginAtZero: true } } },
+});
+
+function cell(t, cls) { const td = document.createElement('td'); td.textContent = t; if (cls) td.className = cls; return td; }
+const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
+
+function render(d) {
+  for (const [k, v] of Object.entries(d.status.units)) { const el = $('units-' + k); if (el) el.textContent = v; }
+  $('in-flight').textContent = d.status.replicas.in_progress;
+  $('agreement').textContent = d.agreement_rate == null ? '–' : (100 * d.agreement_rate).toFixed(1) + '%';
+  $('spot-failures').textContent = d.spot_check_failures;
+  $('volunteers').textContent = d.status.volunteers;
+  if (state.last) {
+    const dt = Math.max(1, d.at - state.last.at);
+    const judged = (s) => s.replicas.valid + s.replicas.invalid;
+    chart.data.labels.push(new Date(d.at * 1000).toLocaleTimeString());
+    chart.data.datasets[0].data.push((judged(d.status) - judged(state.last.status)) / dt);
+    chart.data.datasets[1].data.push((sum(d.status.replicas) - sum(state.last.status.replicas)) / dt);
+    if (chart.data.labels.length > 300) { chart.data.labels.shift(); chart.data.datasets.forEach((s) => s.data.shift()); }
+    chart.update();
+  }
+  $('problems').tBodies[0].replaceChildren(...d.problems.map((p) => {
+    const tr = document.createElement('tr'); tr.append(cell(p.unit_id), cell(p.batch_id), cell(p.state), cell(p.reason ?? '')); return tr;
+  }));
+  $('hosts').tBodies[0].replaceChildren(...d.hosts.map((h) => {
+    const tr = document.createElement('tr');
+    tr.append(cell(h.volunteer), cell(h.nickname ?? ''), cell(h.valid, 'num'), cell(h.invalid, 'num'), cell(h.errors, 'num'),
+      cell(h.spot_failed, 'num'), cell(h.reliability == null ? '–' : (100 * h.reliability).toFixed(1) + '%', 'num'),
+      cell(new Date(h.last_seen * 1000).toLocaleTimeString()));
+    return tr;
+  }));
+  state.last = d;
+  state.snapshots += 1;
+}
+
+let source = null;
+function connect() {
+  const key = $('key').value.trim();
+  localStorage.setItem('qg-operator-key', key);
+  if (source) source.close();
+  if (!key) return;
+  source = new EventSource('/api/v1/dashboard/events?key=' + encodeURIComponent(key));
+  source.addEventListener('snapshot', (e) => { $('conn').textContent = 'live'; render(JSON.parse(e.data)); });
+  source.onerror = () => {
+    $('conn').textContent = source.readyState === EventSource.CLOSED
+      ? 'refused: is this an operator key? (change it to retry)'
+      : 'coordinator unreachable; reconnecting…';
+  };
+}
+$('key').value = localStorage.getItem('qg-operator-key') ?? '';
+$('key').onchange = connect;
+connect();
