@@ -25,6 +25,25 @@ beta = { from = 0.3, to = 0.5, steps = 3 }
 spot_check_rate = 0.0
 "#;
 
+/// A coordinator on a free port with one scientist key: (its dir, store, key, URL).
+async fn coordinator_with_key() -> (tempfile::TempDir, Arc<SqliteStore>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::resolve(
+        FileConfig::default(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().into()),
+        None,
+        Some(dir.path().into()),
+    );
+    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let key = new_secret("qgk_");
+    store
+        .create_key("cli", &hash_secret(&key), false, now())
+        .unwrap();
+    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
+    (dir, store, key, format!("http://{addr}"))
+}
+
 fn qg(server: &str, key: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_qg"))
         .args(args)
@@ -43,21 +62,7 @@ fn qg(server: &str, key: &str, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_watch_and_download_verified_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::resolve(
-        FileConfig::default(),
-        Some("127.0.0.1:0".parse().unwrap()),
-        Some(dir.path().into()),
-        None,
-        Some(dir.path().into()),
-    );
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
-    let key = new_secret("qgk_");
-    store
-        .create_key("cli", &hash_secret(&key), false, now())
-        .unwrap();
-    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
-    let url = format!("http://{addr}");
+    let (dir, store, key, url) = coordinator_with_key().await;
     let spec = dir.path().join("spec.toml");
     std::fs::write(&spec, SPEC).unwrap();
 
@@ -181,21 +186,7 @@ async fn submit_watch_and_download_verified_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_helpful_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::resolve(
-        FileConfig::default(),
-        Some("127.0.0.1:0".parse().unwrap()),
-        Some(dir.path().into()),
-        None,
-        Some(dir.path().into()),
-    );
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
-    let key = new_secret("qgk_");
-    store
-        .create_key("cli", &hash_secret(&key), false, now())
-        .unwrap();
-    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
-    let url = format!("http://{addr}");
+    let (dir, store, key, url) = coordinator_with_key().await;
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,

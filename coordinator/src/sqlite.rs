@@ -125,6 +125,24 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Decodes JSON the store itself wrote; a failure means a damaged database.
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Db(format!("stored JSON: {e}")))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Db(format!("encoding JSON: {e}")))
+}
+
+/// The per-database salt that anonymises volunteer ids.
+fn anon_salt(tx: &Transaction<'_>) -> Result<Vec<u8>> {
+    Ok(
+        tx.query_row("SELECT value FROM meta WHERE key = 'anon_salt'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
 fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
     blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(Digest))
 }
@@ -460,8 +478,7 @@ fn canonical_summary(tx: &Transaction<'_>, row: &UnitRow, d: &Digest) -> Result<
     let Some(bytes) = load_output(tx, d)? else {
         return Ok(None);
     };
-    let params: Value =
-        serde_json::from_str(&row.params).map_err(|e| StoreError::Db(e.to_string()))?;
+    let params: Value = from_json(&row.params)?;
     let Ok(job) = Job::new(&row.kernel, params) else {
         return Ok(None);
     };
@@ -493,8 +510,7 @@ fn report_one(
             checkpoints,
             summary,
         } => {
-            let cps =
-                serde_json::to_string(checkpoints).map_err(|e| StoreError::Db(e.to_string()))?;
+            let cps = to_json(checkpoints)?;
             tx.prepare_cached("INSERT OR IGNORE INTO outputs(digest, bytes) VALUES (?1, ?2)")?
                 .execute(params![&digest.0[..], output])?;
             tx.prepare_cached(
@@ -559,9 +575,9 @@ fn batch_status_tx(tx: &Transaction<'_>, batch: i64) -> Result<BatchStatus> {
         units: units as u64,
         done: terminal == units as u64,
         by_state,
-        policy: serde_json::from_str(&policy).map_err(|e| StoreError::Db(e.to_string()))?,
+        policy: from_json(&policy)?,
         spot_check_rate: spot_rate,
-        axes: serde_json::from_str(&axes).map_err(|e| StoreError::Db(e.to_string()))?,
+        axes: from_json(&axes)?,
     })
 }
 
@@ -647,10 +663,8 @@ impl Store for SqliteStore {
     }
 
     fn create_batch(&self, b: &NewBatch, now: i64) -> Result<i64> {
-        let policy_json =
-            serde_json::to_string(&b.policy).map_err(|e| StoreError::Db(e.to_string()))?;
-        let axes_json =
-            serde_json::to_string(&b.axes).map_err(|e| StoreError::Db(e.to_string()))?;
+        let policy_json = to_json(&b.policy)?;
+        let axes_json = to_json(&b.axes)?;
         self.tx(|tx| {
             tx.execute(
                 "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at, axes)
@@ -712,8 +726,7 @@ impl Store for SqliteStore {
         adapter: &AdapterInfo,
         now: i64,
     ) -> Result<Vec<Assignment>> {
-        let adapter_json =
-            serde_json::to_string(adapter).map_err(|e| StoreError::Db(e.to_string()))?;
+        let adapter_json = to_json(adapter)?;
         self.tx(|tx| {
             let ids: Vec<i64> = tx
                 .prepare_cached(
@@ -740,7 +753,7 @@ impl Store for SqliteStore {
                     assignment_id,
                     unit_id,
                     kernel,
-                    params: serde_json::from_str(&params_s).map_err(|e| StoreError::Db(e.to_string()))?,
+                    params: from_json(&params_s)?,
                     deadline,
                     output_len: output_len as u64,
                 });
@@ -769,9 +782,7 @@ impl Store for SqliteStore {
                     Some((owner, _, _)) if owner != volunteer => Err(StoreError::Forbidden(format!(
                         "assignment {assignment} belongs to another volunteer"
                     ))),
-                    Some((_, kernel, params)) => serde_json::from_str(&params)
-                        .map(|p| (kernel, p))
-                        .map_err(|e| StoreError::Db(e.to_string())),
+                    Some((_, kernel, params)) => from_json(&params).map(|p| (kernel, p)),
                 });
             }
             Ok(out)
@@ -831,7 +842,7 @@ impl Store for SqliteStore {
                     Ok(SpotJob {
                         unit_id,
                         kernel,
-                        params: serde_json::from_str(&p).map_err(|e| StoreError::Db(e.to_string()))?,
+                        params: from_json(&p)?,
                     })
                 })
                 .collect()
@@ -988,8 +999,7 @@ impl Store for SqliteStore {
                 let (unit_id, params, state, digest, summary, fail_reason) = row?;
                 out.push(UnitResult {
                     unit_id,
-                    params: serde_json::from_str(&params)
-                        .map_err(|e| StoreError::Db(e.to_string()))?,
+                    params: from_json(&params)?,
                     state: state_of(&state)?,
                     digest: digest_of(digest),
                     summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
@@ -1004,7 +1014,7 @@ impl Store for SqliteStore {
         self.tx(|tx| {
             let row = load_unit(tx, unit)?;
             check_viewer(tx, row.batch_id, viewer)?;
-            let salt: Vec<u8> = tx.query_row("SELECT value FROM meta WHERE key = 'anon_salt'", [], |r| r.get(0))?;
+            let salt: Vec<u8> = anon_salt(tx)?;
             let mut st = tx.prepare_cached(
                 "SELECT id, volunteer_id, state, digest, checkpoints, adapter, sent_at, reported_at, late, error
                  FROM replicas WHERE unit_id = ?1 ORDER BY id",
@@ -1048,7 +1058,7 @@ impl Store for SqliteStore {
                     diverged_at_step,
                 });
             }
-            let params: Value = serde_json::from_str(&row.params).map_err(|e| StoreError::Db(e.to_string()))?;
+            let params: Value = from_json(&row.params)?;
             let passed = match (row.unit.spot, row.spot_digest, row.canonical_digest) {
                 (Spot::Ready, Some(s), Some(c)) => Some(
                     s == c || replicas.iter().any(|r| r.digest == Some(c) && r.state == ReplicaState::Valid),
