@@ -134,6 +134,8 @@ fn serve(args: &[&str]) -> Result<()> {
         "--release",
         "-p",
         "coordinator",
+        "--bin",
+        "coordinator",
         "--",
         "serve",
         "--web-dir",
