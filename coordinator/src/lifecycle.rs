@@ -251,6 +251,9 @@ pub enum Event {
     Timeout(ReplicaId),
     /// The spot-check answer became available.
     SpotReady,
+    /// This volunteer was caught (a failed spot-check): its results count for nothing, and a
+    /// canonical result it helped make is validated again without it.
+    Backtrack(VolunteerId),
 }
 
 /// Compares replicas' outputs (digest equality, or a float kernel's tolerance).
@@ -308,6 +311,25 @@ pub fn transition(
 
     match event {
         Event::Issued | Event::SpotReady => {}
+        Event::Backtrack(bad) => {
+            let mut touched_canonical = false;
+            for r in reps.iter_mut().filter(|r| r.volunteer == bad) {
+                match r.state {
+                    ReplicaState::Success | ReplicaState::Valid => {
+                        touched_canonical |= r.state == ReplicaState::Valid;
+                        r.state = ReplicaState::Invalid;
+                        marks.push((r.volunteer, r.id, Mark::Invalid));
+                    }
+                    // Work it still holds is reissued now rather than at its deadline.
+                    ReplicaState::InProgress => r.state = ReplicaState::Error,
+                    _ => {}
+                }
+            }
+            if touched_canonical && u.state == UnitState::Canonical {
+                u.state = UnitState::InProgress;
+                u.canonical = None;
+            }
+        }
         Event::Reported(id) => {
             let i = find(&mut reps, id)?;
             match reps[i].state {
@@ -428,16 +450,21 @@ pub fn transition(
             u.canonical = Some(canonical);
             for r in reps.iter_mut().filter(|r| r.state.is_success()) {
                 let ok = best.iter().any(|b| b.id == r.id);
-                r.state = if ok {
+                let judged = if ok {
                     ReplicaState::Valid
                 } else {
                     ReplicaState::Invalid
                 };
-                marks.push((
-                    r.volunteer,
-                    r.id,
-                    if ok { Mark::Valid } else { Mark::Invalid },
-                ));
+                // A replica already valid (a unit validated again after a backtrack) is not
+                // credited twice.
+                if r.state != judged {
+                    marks.push((
+                        r.volunteer,
+                        r.id,
+                        if ok { Mark::Valid } else { Mark::Invalid },
+                    ));
+                }
+                r.state = judged;
             }
             return Ok(finish(u, replicas, reps, 0, marks));
         }
@@ -851,6 +878,61 @@ mod tests {
         s.report(5, "b");
         assert_eq!(s.unit.state, UnitState::Canonical);
         assert_eq!(s.unit.canonical, Some(2));
+    }
+
+    #[test]
+    fn backtracking_a_caught_volunteer_revalidates_what_it_helped_make() {
+        let mut s = Sim::new(Policy::default());
+        s.report(1, "x");
+        s.report(2, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        let bad = s.reps[1].volunteer;
+        let honest = s.reps[0].volunteer;
+        let marks_before = s.marks.len();
+        s.apply(Event::Backtrack(bad));
+        assert_eq!(s.state(2), ReplicaState::Invalid);
+        assert_eq!(
+            s.state(1),
+            ReplicaState::Valid,
+            "the honest replica keeps its judgement"
+        );
+        assert_ne!(
+            s.unit.state,
+            UnitState::Canonical,
+            "not canonical on the bad word"
+        );
+        assert_eq!(s.unit.canonical, None);
+        assert_eq!(s.in_progress(), 1, "one more replica to restore the quorum");
+        s.report(3, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        let new_marks = &s.marks[marks_before..];
+        assert!(new_marks.contains(&(bad, 2, Mark::Invalid)));
+        assert!(
+            !new_marks.iter().any(|m| m.0 == honest),
+            "no double credit: {new_marks:?}"
+        );
+    }
+
+    #[test]
+    fn backtracking_leaves_a_quorum_that_holds_without_the_bad_volunteer() {
+        let p = Policy {
+            target_results: 3,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        for id in 1..=3 {
+            s.report(id, "x");
+        }
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        s.apply(Event::Backtrack(s.reps[0].volunteer));
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(2), "re-made from the others");
+        assert_eq!(s.reps.len(), 3, "nothing new issued");
+        // Work the caught volunteer still holds is reissued at once.
+        let mut s = Sim::new(Policy::default());
+        s.apply(Event::Backtrack(s.reps[0].volunteer));
+        assert_eq!(s.state(1), ReplicaState::Error);
+        assert_eq!(s.in_progress(), 2);
     }
 
     #[test]

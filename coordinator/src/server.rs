@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_units_per_batch: Option<usize>,
     pub demo: Option<bool>,
+    /// A failed spot-check blacklists the volunteer and backtracks its work (default true).
+    pub blacklist_on_spot_failure: Option<bool>,
 }
 
 impl FileConfig {
@@ -54,6 +56,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_units_per_batch: usize,
     pub demo: bool,
+    pub blacklist_on_spot_failure: bool,
     pub expire_every: Duration,
 }
 
@@ -85,6 +88,7 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(32 << 20),
             max_units_per_batch: file.max_units_per_batch.unwrap_or(100_000),
             demo: file.demo.unwrap_or(true),
+            blacklist_on_spot_failure: file.blacklist_on_spot_failure.unwrap_or(true),
             expire_every: Duration::from_millis(500),
             data_dir,
         }
@@ -168,6 +172,7 @@ pub async fn start(
     store: Arc<dyn Store>,
     cfg: &Config,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    store.set_blacklisting(cfg.blacklist_on_spot_failure)?;
     let state = state(store, cfg);
     spawn_background(&state, cfg);
     let listener = tokio::net::TcpListener::bind(cfg.bind)

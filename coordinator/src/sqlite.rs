@@ -470,7 +470,50 @@ fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<Un
     after.unit = t.unit;
     after.canonical_digest = canonical_digest;
     after.summary = summary;
+    for (volunteer, _, mark) in &t.marks {
+        if *mark == Mark::SpotFailed && blacklisting(tx)? {
+            blacklist(tx, *volunteer, unit_id, now)?;
+        }
+    }
     Ok(after)
+}
+
+/// Whether a failed spot-check blacklists the volunteer (the default; see
+/// [`Store::set_blacklisting`]).
+fn blacklisting(tx: &Transaction<'_>) -> Result<bool> {
+    let v: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'blacklist_on_spot_failure'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(v.is_none_or(|v| v != b"0"))
+}
+
+/// Stops giving work to a caught volunteer and backtracks: every other unit where it still
+/// counts (a result, a validated result, work in hand) goes through the lifecycle again
+/// without it, so nothing stays canonical on its word. Runs once per volunteer.
+fn blacklist(tx: &Transaction<'_>, volunteer: i64, except_unit: i64, now: i64) -> Result<()> {
+    let newly = tx
+        .prepare_cached("UPDATE volunteers SET blacklisted = 1 WHERE id = ?1 AND blacklisted = 0")?
+        .execute([volunteer])?;
+    if newly == 0 {
+        return Ok(());
+    }
+    let units: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT DISTINCT unit_id FROM replicas WHERE volunteer_id = ?1 AND unit_id != ?2
+             AND state IN ('success', 'valid', 'in_progress') ORDER BY unit_id",
+        )?
+        .query_map(params![volunteer, except_unit], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    tracing::warn!(
+        volunteer,
+        units = units.len(),
+        "blacklisted after a failed spot-check; backtracking"
+    );
+    for unit in units {
+        step(tx, unit, Event::Backtrack(volunteer), now)?;
+    }
+    Ok(())
 }
 
 /// The canonical result's summary, recomputed from its output bytes by the coordinator.
@@ -1196,6 +1239,16 @@ impl Store for SqliteStore {
                     valid: valid as u64,
                 })
                 .collect())
+        })
+    }
+
+    fn set_blacklisting(&self, on: bool) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('blacklist_on_spot_failure', ?1)",
+                [if on { b"1" } else { b"0" }],
+            )?;
+            Ok(())
         })
     }
 

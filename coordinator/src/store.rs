@@ -292,5 +292,8 @@ pub trait Store: Send + Sync + 'static {
     fn set_nickname(&self, volunteer: i64, nickname: Option<&str>) -> Result<()>;
     fn leaderboard(&self, limit: usize) -> Result<Vec<LeaderboardRow>>;
     fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
+    /// Whether a failed spot-check blacklists the volunteer and backtracks its work (on by
+    /// default).
+    fn set_blacklisting(&self, on: bool) -> Result<()>;
     fn unit_count(&self) -> Result<u64>;
 }

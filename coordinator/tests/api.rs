@@ -312,7 +312,35 @@ async fn a_lone_liar_is_caught_by_the_spot_check() {
         .await;
     let liar = h.volunteer(Kind::Liar(3)).await;
     h.run_spot_checks();
-    h.round(std::slice::from_ref(&liar), 3).await;
+    let (_, w) = h
+        .post("/api/v1/work", Some(&liar.token), json!({"max_units": 3}))
+        .await;
+    let assignments = w["assignments"].as_array().unwrap().clone();
+    assert_eq!(assignments.len(), 3);
+    // The first lie is caught at once: the liar is blacklisted, its other reports refused.
+    let statuses: Vec<StatusCode> = {
+        let mut v = Vec::new();
+        for a in &assignments {
+            v.push(
+                h.post(
+                    "/api/v1/results",
+                    Some(&liar.token),
+                    report_for(a, liar.kind),
+                )
+                .await
+                .0,
+            );
+        }
+        v
+    };
+    assert_eq!(
+        statuses,
+        vec![
+            StatusCode::ACCEPTED,
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN
+        ]
+    );
     for row in results(&h, batch).await {
         assert_ne!(row["state"], "canonical", "a lie was accepted: {row}");
     }
@@ -331,8 +359,14 @@ async fn a_lone_liar_is_caught_by_the_spot_check() {
             .iter()
             .map(|r| r["state"].as_str().unwrap())
             .collect();
-        assert_eq!(states, vec!["invalid", "valid"]);
+        // The lie is invalid; work the liar still held was reissued when it was caught.
+        assert!(
+            states == ["invalid", "valid"] || states == ["error", "valid"],
+            "{states:?}"
+        );
     }
+    let (_, me) = h.get("/api/v1/volunteers/me", Some(&liar.token)).await;
+    assert!(me["error"].as_str().unwrap().contains("blocked"), "{me}");
 }
 
 #[tokio::test]
@@ -964,4 +998,79 @@ async fn operators_get_the_dashboard_metrics_and_a_live_stream() {
         m.contains("qg_http_request_duration_seconds_bucket{route=\"/api/v1/work\""),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn a_volunteer_caught_by_a_spot_check_is_blacklisted_and_its_work_revalidated() {
+    use coordinator::lifecycle::{ReplicaState, UnitState};
+    let h = Harness::new();
+    let units = ising_units(1);
+    let want = reference_digests(&units);
+    let b1 = h
+        .batch("ising2d", units, json!({"spot_check_rate": 0.0}))
+        .await;
+    let x = h.volunteer(Kind::Honest).await;
+    let y = h.volunteer(Kind::Honest).await;
+    let x_token = x.token.clone();
+    // X builds trust: it helps make b1's canonical result.
+    h.run_to_completion(b1, &[x, y], false).await;
+    let unit1 = results(&h, b1).await[0]["unit_id"].as_i64().unwrap();
+    assert_eq!(
+        h.store.unit_provenance(unit1, None).unwrap().state,
+        UnitState::Canonical
+    );
+
+    // Then X turns bad on a spot-checked unit, and is caught.
+    let b2 = h
+        .batch(
+            "ising2d",
+            vec![json!({"L": 16, "beta": 0.7, "sweeps": 10, "seed": 99})],
+            json!({"min_quorum": 1, "target_results": 1, "spot_check_rate": 1.0}),
+        )
+        .await;
+    let turncoat = Sim {
+        token: x_token.clone(),
+        kind: Kind::Liar(2),
+    };
+    assert_eq!(h.round(std::slice::from_ref(&turncoat), 1).await, 1);
+    h.run_spot_checks();
+
+    // No more work for X...
+    let (s, v) = h
+        .post("/api/v1/work", Some(&x_token), json!({"max_units": 1}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    // ...and b1 is no longer canonical on X's word: X's replica is invalid, a new one is out.
+    let p1 = h.store.unit_provenance(unit1, None).unwrap();
+    assert_ne!(p1.state, UnitState::Canonical, "{p1:?}");
+    let states: Vec<ReplicaState> = p1.replicas.iter().map(|r| r.state).collect();
+    assert!(
+        states.contains(&ReplicaState::Invalid) && states.contains(&ReplicaState::Valid),
+        "{states:?}"
+    );
+
+    // An honest volunteer restores both batches.
+    let z = h.volunteer(Kind::Honest).await;
+    h.run_to_completion(b1, std::slice::from_ref(&z), true)
+        .await;
+    h.run_to_completion(b2, std::slice::from_ref(&z), true)
+        .await;
+    let rows = results(&h, b1).await;
+    assert_eq!(rows[0]["state"], "canonical");
+    assert_eq!(rows[0]["digest"], json!(want[0]));
+    let p1 = h.store.unit_provenance(unit1, None).unwrap();
+    assert_eq!(p1.replicas.len(), 3);
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    let blacklisted: Vec<&Value> = d["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["blacklisted"] == true)
+        .collect();
+    assert_eq!(blacklisted.len(), 1, "{d}");
+    assert_eq!(blacklisted[0]["spot_failed"], 1);
 }
