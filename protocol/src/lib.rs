@@ -106,18 +106,6 @@ pub fn first_divergence(a: &[Checkpoint], b: &[Checkpoint]) -> Option<u64> {
     None
 }
 
-/// What a replica computed: the canonical output's digest, checkpoint digests and summary.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
-    pub kernel: String,
-    pub params: serde_json::Value,
-    pub digest: Digest,
-    pub checkpoints: Vec<Checkpoint>,
-    pub summary: serde_json::Value,
-    /// Length of the canonical output in bytes.
-    pub output_len: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
