@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Where a native binary computes (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Gpu,
+    Cpu,
+}
+
 pub struct NativeHost {
     base: String,
     http: reqwest::Client,

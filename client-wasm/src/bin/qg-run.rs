@@ -12,17 +12,12 @@ fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use clap::{Parser, ValueEnum};
+    use clap::Parser;
+    use client_wasm::native::Backend;
     use serde_json::{Value, json};
     use shaders::Job;
     use std::process::ExitCode;
     use std::time::Instant;
-
-    #[derive(Clone, Copy, Debug, ValueEnum)]
-    enum Backend {
-        Gpu,
-        Cpu,
-    }
 
     #[derive(Parser, Debug)]
     #[command(

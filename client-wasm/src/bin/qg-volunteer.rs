@@ -11,17 +11,12 @@ fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use clap::{Parser, ValueEnum};
+    use clap::Parser;
+    use client_wasm::native::Backend;
     use client_wasm::native::NativeHost;
     use client_wasm::volunteer::{self, Engine, Options};
     use protocol::api::AdapterInfo;
     use std::process::ExitCode;
-
-    #[derive(Clone, Copy, Debug, ValueEnum)]
-    enum Backend {
-        Gpu,
-        Cpu,
-    }
 
     #[derive(Parser, Debug)]
     #[command(
