@@ -169,6 +169,7 @@ pub async fn volunteer(host: JsValue, options: String) -> Result<(), JsValue> {
                 backend: "webgpu".into(),
                 vendor: a.vendor,
                 device_type: a.device_type,
+                client: concat!("qg-web/", env!("CARGO_PKG_VERSION")).into(),
             };
             (info, Some(g))
         }
@@ -190,6 +191,7 @@ pub async fn volunteer(host: JsValue, options: String) -> Result<(), JsValue> {
             let info = AdapterInfo {
                 name: "cpu-reference-wasm".into(),
                 backend: "cpu".into(),
+                client: concat!("qg-web/", env!("CARGO_PKG_VERSION")).into(),
                 ..Default::default()
             };
             (info, None)

@@ -2,7 +2,7 @@
 //! error with the right 4xx status and changes nothing: every check happens before the store
 //! is touched, and each store call is one transaction.
 
-use crate::lifecycle::Policy;
+use crate::lifecycle::{Policy, Replication};
 use crate::store::{NewBatch, NewUnit, ReportBody, Store, StoreError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
@@ -153,6 +153,41 @@ impl FromRequestParts<Shared> for Volunteer {
             ));
         }
         Ok(Volunteer(v.id))
+    }
+}
+
+/// The caller's network prefix (/24 for IPv4, /48 for IPv6), when the server knows the peer
+/// address: replicas of a unit whose policy says `distinct_prefixes` go to distinct ones.
+pub struct Prefix(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Prefix {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Prefix(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| network_prefix(c.0.ip())),
+        ))
+    }
+}
+
+/// `a.b.c.0/24` for IPv4 (and IPv4-mapped IPv6), the first 48 bits for IPv6.
+pub fn network_prefix(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
     }
 }
 
@@ -315,6 +350,7 @@ async fn register(
 async fn work(
     State(s): State<Shared>,
     Volunteer(v): Volunteer,
+    Prefix(prefix): Prefix,
     Body(req): Body<WorkRequest>,
 ) -> Result<Json<WorkResponse>, ApiError> {
     if !(1..=64).contains(&req.max_units) {
@@ -324,8 +360,10 @@ async fn work(
         ));
     }
     let store = s.store.clone();
-    let assignments =
-        blocking(move || store.request_work(v, req.max_units, &req.adapter, now())).await?;
+    let assignments = blocking(move || {
+        store.request_work(v, req.max_units, &req.adapter, prefix.as_deref(), now())
+    })
+    .await?;
     let retry_after_s = if assignments.is_empty() { 5 } else { 0 };
     Ok(Json(WorkResponse {
         assignments,
@@ -519,6 +557,19 @@ pub fn policy_from(spec: &PolicySpec, default_spot: f64) -> Result<(Policy, f64)
         max_error_results: spec.max_error_results.unwrap_or(d.max_error_results),
         max_total_results: spec.max_total_results.unwrap_or(d.max_total_results),
         deadline_s: spec.deadline_s.unwrap_or(d.deadline_s),
+        replication: match spec.replication.as_deref() {
+            None => d.replication,
+            Some(r) => Replication::parse(r).ok_or_else(|| {
+                ApiError::field(
+                    "policy.replication",
+                    format!("must be quorum, adaptive or credibility, got {r:?}"),
+                )
+            })?,
+        },
+        target_error: spec.target_error.unwrap_or(d.target_error),
+        saboteur_fraction: spec.saboteur_fraction.unwrap_or(d.saboteur_fraction),
+        ringer_rate: spec.ringer_rate.unwrap_or(d.ringer_rate),
+        distinct_prefixes: spec.distinct_prefixes.unwrap_or(d.distinct_prefixes),
     };
     // Raising the quorum alone raises what must be issued up front and may be issued at all.
     if spec.target_results.is_none() {

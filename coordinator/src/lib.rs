@@ -4,6 +4,7 @@
 //! * [`store`]: the storage interface; [`sqlite`]: the embedded SQLite store.
 
 pub mod api;
+pub mod credibility;
 pub mod lifecycle;
 pub mod metrics;
 pub mod server;

@@ -18,14 +18,52 @@
 //!   be number `max_total_results + 1` is not, BOINC #84), and the unit fails when its error
 //!   replicas (client errors and missed deadlines) reach `max_error_results`;
 //! * late results are still checked against the canonical one.
+//!
+//! How many replicas a unit needs depends on its policy's [`Replication`]: a fixed quorum
+//! (above), BOINC's adaptive replication (a replica sent alone to a host with a long valid
+//! streak is accepted by itself), or credibility-based fault tolerance (one replica at a time
+//! until the agreeing replicas' combined doubt, from [`crate::credibility`], is at most the
+//! batch's `target_error`; a unit the coordinator recomputed itself is settled by any replica
+//! matching that answer).
 
 use serde::{Deserialize, Serialize};
 
 pub type ReplicaId = i64;
 pub type VolunteerId = i64;
 
+/// How a unit decides it has enough replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// `target_results` replicas up front; `min_quorum` successes, a strict majority agreeing.
+    #[default]
+    Quorum,
+    /// BOINC's adaptive replication (`sched_send.cpp`): a replica dispatched to a volunteer with
+    /// at least 10 consecutive valid results is, with probability 1 − 1/streak, sent alone and
+    /// accepted by itself; otherwise the quorum rules apply.
+    Adaptive,
+    /// Credibility-based (Sarmenta 2002): one replica at a time until the agreeing replicas'
+    /// combined doubt is at most `target_error`.
+    Credibility,
+}
+
+impl Replication {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quorum => "quorum",
+            Self::Adaptive => "adaptive",
+            Self::Credibility => "credibility",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Quorum, Self::Adaptive, Self::Credibility]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
 /// Per-unit replication policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Agreeing successes needed.
@@ -38,6 +76,16 @@ pub struct Policy {
     pub max_total_results: u32,
     /// Seconds a volunteer has to report a replica.
     pub deadline_s: u64,
+    pub replication: Replication,
+    /// Credibility mode: the accepted probability that a canonical result is wrong.
+    pub target_error: f64,
+    /// Credibility mode: the fraction of volunteers assumed to be saboteurs (Sarmenta's `f`).
+    pub saboteur_fraction: f64,
+    /// Fraction of assignments that are ringers: another replica of a unit whose answer the
+    /// coordinator computed itself, indistinguishable from new work.
+    pub ringer_rate: f64,
+    /// Replicas of one unit go to volunteers in distinct network prefixes (/24, /48).
+    pub distinct_prefixes: bool,
 }
 
 impl Default for Policy {
@@ -48,6 +96,11 @@ impl Default for Policy {
             max_error_results: 3,
             max_total_results: 6,
             deadline_s: 3600,
+            replication: Replication::Quorum,
+            target_error: 1e-4,
+            saboteur_fraction: 0.1,
+            ringer_rate: 0.0,
+            distinct_prefixes: false,
         }
     }
 }
@@ -99,7 +152,36 @@ impl Policy {
                 format!("must be 1..=2592000 (30 days), got {}", self.deadline_s),
             );
         }
+        if !(1e-15..=1e-2).contains(&self.target_error) {
+            return err(
+                "target_error",
+                format!("must be between 1e-15 and 0.01, got {}", self.target_error),
+            );
+        }
+        if !(0.0..0.5).contains(&self.saboteur_fraction) || self.saboteur_fraction <= 0.0 {
+            return err(
+                "saboteur_fraction",
+                format!(
+                    "must be above 0 and below 0.5, got {}",
+                    self.saboteur_fraction
+                ),
+            );
+        }
+        if !(0.0..=0.5).contains(&self.ringer_rate) {
+            return err(
+                "ringer_rate",
+                format!("must be between 0 and 0.5, got {}", self.ringer_rate),
+            );
+        }
         Ok(())
+    }
+
+    /// Replicas issued when a unit is created.
+    pub fn initial_target(&self) -> u32 {
+        match self.replication {
+            Replication::Quorum => self.target_results,
+            Replication::Adaptive | Replication::Credibility => 1,
+        }
     }
 
     /// Agreeing replicas that make a canonical result: a strict majority of the quorum.
@@ -208,7 +290,7 @@ pub enum Spot {
 }
 
 /// What the lifecycle needs to know of a unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unit {
     pub state: UnitState,
     pub policy: Policy,
@@ -224,7 +306,7 @@ impl Unit {
         Self {
             state: UnitState::Unsent,
             policy,
-            target: policy.target_results,
+            target: policy.initial_target(),
             spot,
             canonical: None,
             fail_reason: None,
@@ -232,11 +314,28 @@ impl Unit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Replica {
     pub id: ReplicaId,
     pub volunteer: VolunteerId,
     pub state: ReplicaState,
+    /// The probability that this volunteer's result is wrong (credibility mode), from its
+    /// record of passed checks and its adapter class.
+    pub doubt: f64,
+    /// Adaptive mode: dispatched as a single copy to a volunteer with a long valid streak.
+    pub alone: bool,
+}
+
+impl Replica {
+    pub fn new(id: ReplicaId, volunteer: VolunteerId, state: ReplicaState) -> Self {
+        Self {
+            id,
+            volunteer,
+            state,
+            doubt: 1.0,
+            alone: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,10 +369,14 @@ pub enum Mark {
     Invalid,
     /// Disagreed with the coordinator's own answer.
     SpotFailed,
+    /// Matched the coordinator's own answer (a spot-check or a ringer): a passed check.
+    Passed,
+    /// Agreed with a result that was credible enough without it: a passed check too.
+    Confirmed,
     Error,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub unit: Unit,
     /// Replicas whose state changed, with the new state.
@@ -392,6 +495,14 @@ pub fn transition(
                         r.id,
                         if ok { Mark::Valid } else { Mark::Invalid },
                     ));
+                    if ok {
+                        // A ringer, or a late replica of a result credible without it.
+                        if u.spot == Spot::Ready {
+                            marks.push((r.volunteer, r.id, Mark::Passed));
+                        } else if u.policy.replication == Replication::Credibility {
+                            marks.push((r.volunteer, r.id, Mark::Confirmed));
+                        }
+                    }
                 }
             }
         }
@@ -418,36 +529,35 @@ pub fn transition(
         return Ok(finish(u, replicas, reps, 0, marks));
     }
 
+    if p.replication == Replication::Adaptive && reps.iter().any(|r| !r.alone) {
+        // A copy not sent alone: the unit needs its quorum after all.
+        u.target = u.target.max(p.target_results.max(p.min_quorum));
+    }
+    let decision = match p.replication {
+        Replication::Credibility => decide_by_credibility(&u, &reps, successes, oracle),
+        Replication::Adaptive if u.target == 1 && successes == 1 && active == 0 => {
+            // Every copy so far was sent alone: the one success is accepted by itself.
+            let alone: Vec<Replica> = reps
+                .iter()
+                .copied()
+                .filter(|r| r.state.is_success())
+                .collect();
+            Decision::Accept(alone, Vec::new())
+        }
+        Replication::Quorum | Replication::Adaptive => {
+            decide_by_quorum(&u, &reps, successes, oracle)
+        }
+    };
     let mut validated_without_agreement = false;
-    if successes >= p.min_quorum {
-        if u.spot == Spot::Pending {
+    match decision {
+        Decision::Wait => {}
+        Decision::AwaitSpot => {
             u.state = UnitState::NeedsValidation;
             return Ok(finish(u, replicas, reps, 0, marks));
         }
-        // Classes of agreeing successes, in replica order; the largest wins, ties to the
-        // class whose first member came first.
-        let succ: Vec<Replica> = reps
-            .iter()
-            .copied()
-            .filter(|r| r.state.is_success())
-            .collect();
-        let mut classes: Vec<Vec<Replica>> = Vec::new();
-        for r in succ {
-            match classes.iter_mut().find(|c| oracle.agree(c[0].id, r.id)) {
-                Some(c) => c.push(r),
-                None => classes.push(vec![r]),
-            }
-        }
-        let best = classes
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, c)| (c.len(), std::cmp::Reverse(*i)))
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default();
-        if best.len() as u32 >= p.agreement_needed() {
-            let canonical = best[0].id;
+        Decision::Accept(best, confirmed) => {
             u.state = UnitState::Canonical;
-            u.canonical = Some(canonical);
+            u.canonical = Some(best[0].id);
             for r in reps.iter_mut().filter(|r| r.state.is_success()) {
                 let ok = best.iter().any(|b| b.id == r.id);
                 let judged = if ok {
@@ -463,13 +573,20 @@ pub fn transition(
                         r.id,
                         if ok { Mark::Valid } else { Mark::Invalid },
                     ));
+                    if ok && u.spot == Spot::Ready {
+                        marks.push((r.volunteer, r.id, Mark::Passed));
+                    } else if ok && confirmed.contains(&r.id) {
+                        marks.push((r.volunteer, r.id, Mark::Confirmed));
+                    }
                 }
                 r.state = judged;
             }
             return Ok(finish(u, replicas, reps, 0, marks));
         }
-        validated_without_agreement = true;
-        u.target = u.target.max(successes + 1);
+        Decision::More { disagreement } => {
+            validated_without_agreement = disagreement;
+            u.target = u.target.max(successes + 1);
+        }
     }
 
     let need = u.target.saturating_sub(successes + active);
@@ -477,8 +594,12 @@ pub fn transition(
     let wanted = need.min(allowed);
     if need > 0 && allowed == 0 && active == 0 {
         u.state = UnitState::Failed;
+        let what = match p.replication {
+            Replication::Credibility => "no credible agreement",
+            _ => "no agreement",
+        };
         u.fail_reason = Some(format!(
-            "no agreement after {issued} replicas (max_total_results = {})",
+            "{what} after {issued} replicas (max_total_results = {})",
             p.max_total_results
         ));
         return Ok(finish(u, replicas, reps, 0, marks));
@@ -491,6 +612,108 @@ pub fn transition(
         UnitState::InProgress
     };
     Ok(finish(u, replicas, reps, wanted, marks))
+}
+
+/// What the successes so far settle.
+enum Decision {
+    /// Not enough successes yet.
+    Wait,
+    /// Enough, but the coordinator's own answer is still being computed.
+    AwaitSpot,
+    /// This class is canonical; the listed replicas count as confirmed (credibility mode).
+    Accept(Vec<Replica>, Vec<ReplicaId>),
+    /// Not settled: issue one more replica than there are successes.
+    More { disagreement: bool },
+}
+
+/// Classes of agreeing successes, in replica order.
+fn classes(reps: &[Replica], oracle: &dyn Oracle) -> Vec<Vec<Replica>> {
+    let mut classes: Vec<Vec<Replica>> = Vec::new();
+    for r in reps.iter().copied().filter(|r| r.state.is_success()) {
+        match classes.iter_mut().find(|c| oracle.agree(c[0].id, r.id)) {
+            Some(c) => c.push(r),
+            None => classes.push(vec![r]),
+        }
+    }
+    classes
+}
+
+/// BOINC's rule: with `min_quorum` successes, the largest class (ties to the earliest) wins if
+/// it is a strict majority of the quorum.
+fn decide_by_quorum(u: &Unit, reps: &[Replica], successes: u32, oracle: &dyn Oracle) -> Decision {
+    if successes < u.policy.min_quorum {
+        return Decision::Wait;
+    }
+    if u.spot == Spot::Pending {
+        return Decision::AwaitSpot;
+    }
+    let classes = classes(reps, oracle);
+    let best = classes
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, c)| (c.len(), std::cmp::Reverse(*i)))
+        .map(|(_, c)| c.clone())
+        .unwrap_or_default();
+    if best.len() as u32 >= u.policy.agreement_needed() {
+        Decision::Accept(best, Vec::new())
+    } else {
+        Decision::More { disagreement: true }
+    }
+}
+
+/// Sarmenta's rule: the class whose answer is least likely wrong is canonical once that
+/// probability is at most `target_error`; a unit the coordinator recomputed is settled by any
+/// replica matching its answer (those that did not were already judged invalid).
+fn decide_by_credibility(
+    u: &Unit,
+    reps: &[Replica],
+    successes: u32,
+    oracle: &dyn Oracle,
+) -> Decision {
+    if successes == 0 {
+        return Decision::Wait;
+    }
+    match u.spot {
+        Spot::Pending => return Decision::AwaitSpot,
+        Spot::Ready => {
+            let matching: Vec<Replica> = reps
+                .iter()
+                .copied()
+                .filter(|r| r.state.is_success())
+                .collect();
+            return Decision::Accept(matching, Vec::new());
+        }
+        Spot::None => {}
+    }
+    let classes = classes(reps, oracle);
+    let doubts: Vec<Vec<f64>> = classes
+        .iter()
+        .map(|c| c.iter().map(|r| r.doubt).collect())
+        .collect();
+    let Some((best, doubt)) = (0..classes.len())
+        .map(|a| (a, crate::credibility::group_doubt(&doubts, a)))
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+    else {
+        return Decision::Wait;
+    };
+    if doubt > u.policy.target_error {
+        return Decision::More {
+            disagreement: classes.len() > 1,
+        };
+    }
+    // A member whose class would be credible enough without it passed a check.
+    let confirmed = classes[best]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let mut without = doubts.clone();
+            without[best].remove(*i);
+            !without[best].is_empty()
+                && crate::credibility::group_doubt(&without, best) <= u.policy.target_error
+        })
+        .map(|(_, r)| r.id)
+        .collect();
+    Decision::Accept(classes[best].clone(), confirmed)
 }
 
 fn unchanged(unit: &Unit, replicas: &[Replica]) -> Transition {
@@ -550,6 +773,8 @@ mod tests {
         answers: Answers,
         marks: Vec<(VolunteerId, ReplicaId, Mark)>,
         next_volunteer: i64,
+        /// (doubt, alone) of the next replicas issued, last first.
+        next: Vec<(f64, bool)>,
     }
 
     impl Sim {
@@ -557,6 +782,10 @@ mod tests {
             Self::with_spot(policy, Spot::None)
         }
         fn with_spot(policy: Policy, spot: Spot) -> Self {
+            Self::queued(policy, spot, &[])
+        }
+        /// Replicas issued will go, in order, to volunteers with these (doubt, alone).
+        fn queued(policy: Policy, spot: Spot, next: &[(f64, bool)]) -> Self {
             let mut s = Sim {
                 unit: Unit::new(policy, spot),
                 reps: vec![],
@@ -566,6 +795,7 @@ mod tests {
                 },
                 marks: vec![],
                 next_volunteer: 100,
+                next: next.iter().rev().copied().collect(),
             };
             s.apply(Event::Issued);
             s
@@ -581,10 +811,11 @@ mod tests {
             for _ in 0..t.wanted {
                 let id = self.reps.len() as i64 + 1;
                 self.next_volunteer += 1;
+                let (doubt, alone) = self.next.pop().unwrap_or((1.0, false));
                 self.reps.push(Replica {
-                    id,
-                    volunteer: self.next_volunteer,
-                    state: ReplicaState::InProgress,
+                    doubt,
+                    alone,
+                    ..Replica::new(id, self.next_volunteer, ReplicaState::InProgress)
                 });
             }
             if t.wanted > 0 {
@@ -933,6 +1164,155 @@ mod tests {
         s.apply(Event::Backtrack(s.reps[0].volunteer));
         assert_eq!(s.state(1), ReplicaState::Error);
         assert_eq!(s.in_progress(), 2);
+    }
+
+    fn credibility() -> Policy {
+        Policy {
+            replication: Replication::Credibility,
+            target_error: 1e-4,
+            ..Policy::default()
+        }
+    }
+
+    fn marks_of(s: &Sim, id: ReplicaId) -> Vec<Mark> {
+        s.marks.iter().filter(|m| m.1 == id).map(|m| m.2).collect()
+    }
+
+    #[test]
+    fn a_credible_volunteer_alone_makes_a_canonical_result() {
+        let mut s = Sim::queued(credibility(), Spot::None, &[(1e-6, false)]);
+        assert_eq!(s.reps.len(), 1, "one replica at a time");
+        s.report(1, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.reps.len(), 1);
+        // Nobody else vouched for it: valid, not a passed check.
+        assert_eq!(marks_of(&s, 1), vec![Mark::Valid]);
+    }
+
+    #[test]
+    fn a_doubtful_volunteer_needs_agreement_and_earns_a_check() {
+        let mut s = Sim::queued(credibility(), Spot::None, &[(0.1, false), (1e-6, false)]);
+        s.report(1, "x");
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        assert_eq!(s.reps.len(), 2, "a second replica for a doubtful result");
+        s.report(2, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        // The newcomer agreed with a result credible without it: a passed check. The trusted
+        // volunteer's result was not credible without its own word: just valid.
+        assert_eq!(marks_of(&s, 1), vec![Mark::Valid, Mark::Confirmed]);
+        assert_eq!(marks_of(&s, 2), vec![Mark::Valid]);
+    }
+
+    #[test]
+    fn colluding_newcomers_do_not_outvote_until_credible() {
+        // Two fresh volunteers agree on a wrong answer; agreement alone (doubt 0.012) is not
+        // enough, and a credible dissenter keeps the unit open.
+        let mut s = Sim::queued(
+            credibility(),
+            Spot::None,
+            &[(0.1, false), (0.1, false), (1e-5, false), (1e-5, false)],
+        );
+        s.report(1, "wrong");
+        s.report(2, "wrong");
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        s.report(3, "right");
+        assert_eq!(s.unit.state, UnitState::Inconclusive);
+        s.report(4, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(3));
+        assert_eq!(s.state(1), ReplicaState::Invalid);
+        assert_eq!(s.state(2), ReplicaState::Invalid);
+    }
+
+    #[test]
+    fn a_spot_checked_unit_is_settled_by_the_coordinators_answer() {
+        let mut s = Sim::queued(credibility(), Spot::Ready, &[(0.1, false), (0.1, false)]);
+        s.report(1, "wrong");
+        assert_eq!(marks_of(&s, 1), vec![Mark::SpotFailed]);
+        s.report(2, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(marks_of(&s, 2), vec![Mark::Valid, Mark::Passed]);
+        // A ringer: one more replica of the settled unit, checked against the answer.
+        s.reps.push(Replica::new(3, 999, ReplicaState::InProgress));
+        s.report(3, "right");
+        assert_eq!(marks_of(&s, 3), vec![Mark::Valid, Mark::Passed]);
+        s.reps.push(Replica::new(4, 998, ReplicaState::InProgress));
+        s.report(4, "wrong");
+        assert_eq!(marks_of(&s, 4), vec![Mark::SpotFailed]);
+        assert_eq!(s.unit.canonical, Some(2));
+    }
+
+    #[test]
+    fn credibility_mode_fails_at_max_total_results() {
+        let p = Policy {
+            max_total_results: 3,
+            ..credibility()
+        };
+        let mut s = Sim::queued(p, Spot::None, &[(0.1, false); 3]);
+        s.report(1, "a");
+        s.report(2, "b");
+        s.report(3, "c");
+        assert_eq!(s.unit.state, UnitState::Failed);
+        assert_eq!(s.reps.len(), 3);
+        assert!(
+            s.unit
+                .fail_reason
+                .as_deref()
+                .unwrap()
+                .contains("no credible agreement")
+        );
+    }
+
+    #[test]
+    fn backtracking_a_lone_credible_result_reissues_it() {
+        let mut s = Sim::queued(credibility(), Spot::None, &[(1e-6, false), (1e-6, false)]);
+        s.report(1, "wrong");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        s.apply(Event::Backtrack(s.reps[0].volunteer));
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        assert_eq!(s.unit.canonical, None);
+        assert_eq!(s.in_progress(), 1);
+        s.report(2, "right");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        assert_eq!(s.unit.canonical, Some(2));
+    }
+
+    #[test]
+    fn boinc_adaptive_accepts_a_copy_sent_alone_and_a_quorum_otherwise() {
+        let p = Policy {
+            replication: Replication::Adaptive,
+            ..Policy::default()
+        };
+        let mut s = Sim::queued(p, Spot::None, &[(1.0, true)]);
+        assert_eq!(s.reps.len(), 1);
+        s.report(1, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+        // Not trusted: the first copy brings the quorum's second one at once.
+        let mut s = Sim::queued(p, Spot::None, &[(1.0, false), (1.0, false)]);
+        assert_eq!(s.reps.len(), 2);
+        s.report(1, "x");
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        s.report(2, "x");
+        assert_eq!(s.unit.state, UnitState::Canonical);
+    }
+
+    #[test]
+    fn new_policy_fields_are_validated() {
+        let bad = |f: fn(&mut Policy), field| {
+            let mut p = Policy::default();
+            f(&mut p);
+            assert_eq!(p.validate().unwrap_err().field, field);
+        };
+        bad(|p| p.target_error = 0.5, "target_error");
+        bad(|p| p.saboteur_fraction = 0.0, "saboteur_fraction");
+        bad(|p| p.ringer_rate = 0.9, "ringer_rate");
+        for r in [
+            Replication::Quorum,
+            Replication::Adaptive,
+            Replication::Credibility,
+        ] {
+            assert_eq!(Replication::parse(r.as_str()), Some(r));
+        }
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub async fn start(
         }
     });
     let app = app(state, cfg);
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((addr, task))
 }

@@ -3,12 +3,16 @@
 //! one `IMMEDIATE` transaction; lifecycle transitions are computed by the pure
 //! [`crate::lifecycle::transition`] and applied here.
 
+use crate::credibility;
 use crate::lifecycle::{
-    self, Event, Mark, Oracle, Policy, Replica, ReplicaId, ReplicaState, Spot, Unit, UnitState,
+    self, Event, Mark, Oracle, Policy, Replica, ReplicaId, ReplicaState, Replication, Spot, Unit,
+    UnitState,
 };
 use crate::store::*;
 use protocol::api::{AdapterInfo, Assignment};
 use protocol::{Checkpoint, Digest, first_divergence};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 use shaders::{Comparison, Job};
@@ -109,10 +113,33 @@ CREATE TABLE spot_queue (unit_id INTEGER PRIMARY KEY REFERENCES units(id));
 -- v2: the swept parameter names of a batch, for aggregating results per swept point.
 ALTER TABLE batches ADD COLUMN axes TEXT NOT NULL DEFAULT '[]';
 "#,
+    r#"
+-- v3: sabotage tolerance. The replication mode and its parameters per unit; passed checks and
+-- the valid streak per volunteer; per adapter class check records; ringer lookup.
+ALTER TABLE units ADD COLUMN replication TEXT NOT NULL DEFAULT 'quorum';
+ALTER TABLE units ADD COLUMN target_error REAL NOT NULL DEFAULT 1e-4;
+ALTER TABLE units ADD COLUMN saboteur_fraction REAL NOT NULL DEFAULT 0.1;
+ALTER TABLE units ADD COLUMN ringer_rate REAL NOT NULL DEFAULT 0;
+ALTER TABLE units ADD COLUMN distinct_prefixes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volunteers ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volunteers ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE replicas ADD COLUMN alone INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE replicas ADD COLUMN prefix TEXT;
+ALTER TABLE replicas ADD COLUMN class TEXT;
+CREATE TABLE classes (
+    name TEXT PRIMARY KEY,
+    passed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+-- Ringers: units whose answer the coordinator computed itself and that are settled.
+CREATE INDEX units_ringers ON units(batch_id, id) WHERE spot = 'ready' AND state = 'canonical';
+"#,
 ];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Draws for ringers and adaptive replication; seedable so simulations repeat.
+    rng: Mutex<StdRng>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -221,7 +248,22 @@ impl SqliteStore {
         )?;
         Ok(Self {
             conn: Mutex::new(conn),
+            rng: Mutex::new(StdRng::from_os_rng()),
         })
+    }
+
+    /// Makes the store's random draws (ringers, adaptive replication) repeatable.
+    pub fn seed(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = StdRng::seed_from_u64(seed);
+    }
+
+    fn draw(&self, p: f64) -> bool {
+        p > 0.0
+            && self
+                .rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .random_bool(p.min(1.0))
     }
 
     /// The schema version (number of migrations applied).
@@ -251,7 +293,8 @@ fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
     let mut st = tx.prepare_cached(
         "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
                 max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
-                canonical_replica, canonical_digest, summary, fail_reason
+                canonical_replica, canonical_digest, summary, fail_reason, replication,
+                target_error, saboteur_fraction, ringer_rate, distinct_prefixes
          FROM units WHERE id = ?1",
     )?;
     let row = st
@@ -271,6 +314,11 @@ fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
                     max_error_results: r.get(8)?,
                     max_total_results: r.get(9)?,
                     deadline_s: r.get::<_, i64>(10)? as u64,
+                    replication: Replication::parse(&r.get::<_, String>(18)?).unwrap_or_default(),
+                    target_error: r.get(19)?,
+                    saboteur_fraction: r.get(20)?,
+                    ringer_rate: r.get(21)?,
+                    distinct_prefixes: r.get(22)?,
                 },
                 (
                     r.get::<_, u32>(11)?,
@@ -307,26 +355,44 @@ fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
     })
 }
 
-fn load_replicas(tx: &Transaction<'_>, unit: i64) -> Result<Vec<ReplicaRow>> {
+/// A unit's replicas, each with its doubt: its volunteer's (from passed checks) combined with
+/// its adapter class's (from the class's failed checks).
+fn load_replicas(tx: &Transaction<'_>, unit: i64, f: f64) -> Result<Vec<ReplicaRow>> {
     let mut st = tx.prepare_cached(
-        "SELECT id, volunteer_id, state, digest FROM replicas WHERE unit_id = ?1 ORDER BY id",
+        "SELECT r.id, r.volunteer_id, r.state, r.digest, r.alone, v.checks,
+                coalesce(c.passed, 0), coalesce(c.failed, 0)
+         FROM replicas r JOIN volunteers v ON v.id = r.volunteer_id
+         LEFT JOIN classes c ON c.name = r.class
+         WHERE r.unit_id = ?1 ORDER BY r.id",
     )?;
     let rows = st.query_map([unit], |r| {
         Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<Vec<u8>>>(3)?,
+            (
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+            ),
+            (
+                r.get::<_, bool>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ),
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, volunteer, state, digest) = row?;
+        let ((id, volunteer, state, digest), (alone, checks, passed, failed)) = row?;
+        let dv = credibility::volunteer_doubt(checks.max(0) as u64, f);
+        let dc = credibility::class_doubt(passed.max(0) as u64, failed.max(0) as u64);
         out.push(ReplicaRow {
             replica: Replica {
                 id,
                 volunteer,
                 state: rstate_of(&state)?,
+                doubt: 1.0 - (1.0 - dv) * (1.0 - dc),
+                alone,
             },
             digest: digest_of(digest),
         });
@@ -385,7 +451,7 @@ impl Oracle for DbOracle<'_> {
 /// Runs the lifecycle for `event` on `unit` and applies the result.
 fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<UnitRow> {
     let row = load_unit(tx, unit_id)?;
-    let reps = load_replicas(tx, unit_id)?;
+    let reps = load_replicas(tx, unit_id, row.unit.policy.saboteur_fraction)?;
     let tolerance = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
         Some(info) if matches!(info.comparison, Comparison::Tolerance { .. }) => {
             let params: Value = serde_json::from_str(&row.params)
@@ -445,24 +511,48 @@ fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<Un
     for (id, st) in &t.replicas {
         up.execute(params![id, st.as_str()])?;
     }
-    for (volunteer, _, mark) in &t.marks {
+    for (volunteer, replica, mark) in &t.marks {
         match mark {
             Mark::Valid => tx
                 .prepare_cached(
-                    "UPDATE volunteers SET valid = valid + 1, credit = credit + ?2 WHERE id = ?1",
+                    "UPDATE volunteers SET valid = valid + 1, credit = credit + ?2,
+                         streak = streak + 1 WHERE id = ?1",
                 )?
                 .execute(params![volunteer, row.work * CREDIT_PER_WORK])?,
             Mark::Invalid => tx
-                .prepare_cached("UPDATE volunteers SET invalid = invalid + 1 WHERE id = ?1")?
-                .execute([volunteer])?,
-            Mark::SpotFailed => tx
                 .prepare_cached(
-                    "UPDATE volunteers SET invalid = invalid + 1, spot_failed = spot_failed + 1
-                     WHERE id = ?1",
+                    "UPDATE volunteers SET invalid = invalid + 1, streak = 0 WHERE id = ?1",
                 )?
                 .execute([volunteer])?,
+            // Caught: its credibility starts again from nothing (if it is not blacklisted).
+            Mark::SpotFailed => {
+                tx.prepare_cached(
+                    "UPDATE classes SET failed = failed + 1
+                     WHERE name = (SELECT class FROM replicas WHERE id = ?1)",
+                )?
+                .execute([replica])?;
+                tx.prepare_cached(
+                    "UPDATE volunteers SET invalid = invalid + 1, spot_failed = spot_failed + 1,
+                         streak = 0, checks = 0 WHERE id = ?1",
+                )?
+                .execute([volunteer])?
+            }
+            Mark::Passed => {
+                tx.prepare_cached(
+                    "UPDATE classes SET passed = passed + 1
+                     WHERE name = (SELECT class FROM replicas WHERE id = ?1)",
+                )?
+                .execute([replica])?;
+                tx.prepare_cached("UPDATE volunteers SET checks = checks + 1 WHERE id = ?1")?
+                    .execute([volunteer])?
+            }
+            Mark::Confirmed => tx
+                .prepare_cached("UPDATE volunteers SET checks = checks + 1 WHERE id = ?1")?
+                .execute([volunteer])?,
             Mark::Error => tx
-                .prepare_cached("UPDATE volunteers SET errors = errors + 1 WHERE id = ?1")?
+                .prepare_cached(
+                    "UPDATE volunteers SET errors = errors + 1, streak = 0 WHERE id = ?1",
+                )?
                 .execute([volunteer])?,
         };
     }
@@ -476,6 +566,50 @@ fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<Un
         }
     }
     Ok(after)
+}
+
+/// The class a replica's result is attributed to besides its volunteer: client version,
+/// backend, vendor and device type (a driver bug makes all of one class wrong alike).
+fn adapter_class(a: &AdapterInfo) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        if a.client.is_empty() { "?" } else { &a.client },
+        a.backend,
+        a.vendor,
+        a.device_type
+    )
+}
+
+/// A random settled unit of `batch` with a known answer that `volunteer` never held.
+fn pick_ringer(
+    tx: &Transaction<'_>,
+    batch: i64,
+    volunteer: i64,
+    rng: &mut StdRng,
+) -> Result<Option<i64>> {
+    let (lo, hi): (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT min(id), max(id) FROM units WHERE batch_id = ?1")?
+        .query_row([batch], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(None);
+    };
+    let start = rng.random_range(lo..=hi);
+    let mut st = tx.prepare_cached(
+        "SELECT id FROM units WHERE batch_id = ?1 AND spot = 'ready' AND state = 'canonical'
+         AND id >= ?2 AND NOT EXISTS (
+             SELECT 1 FROM replicas r WHERE r.volunteer_id = ?3 AND r.unit_id = units.id)
+         ORDER BY id LIMIT 1",
+    )?;
+    // From a random point, wrapping around once.
+    for from in [start, lo] {
+        if let Some(id) = st
+            .query_row(params![batch, from, volunteer], |r| r.get(0))
+            .optional()?
+        {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a failed spot-check blacklists the volunteer (the default; see
@@ -728,8 +862,10 @@ impl Store for SqliteStore {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
                      target_results, max_error_results, max_total_results, deadline_s, target,
-                     wanted, spot, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?7, ?7, ?11, ?12)",
+                     wanted, spot, created_at, replication, target_error, saboteur_fraction,
+                     ringer_rate, distinct_prefixes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?13, ?13, ?11, ?12,
+                     ?14, ?15, ?16, ?17, ?18)",
             )?;
             let mut queue = tx.prepare_cached("INSERT INTO spot_queue(unit_id) VALUES (?1)")?;
             for u in &b.units {
@@ -753,6 +889,12 @@ impl Store for SqliteStore {
                     p.deadline_s as i64,
                     spot_str(spot),
                     now,
+                    p.initial_target(),
+                    p.replication.as_str(),
+                    p.target_error,
+                    p.saboteur_fraction,
+                    p.ringer_rate,
+                    p.distinct_prefixes,
                 ])?;
                 if u.spot_check {
                     queue.execute([tx.last_insert_rowid()])?;
@@ -767,29 +909,60 @@ impl Store for SqliteStore {
         volunteer: i64,
         max: u32,
         adapter: &AdapterInfo,
+        prefix: Option<&str>,
         now: i64,
     ) -> Result<Vec<Assignment>> {
         let adapter_json = to_json(adapter)?;
+        let class = adapter_class(adapter);
         self.tx(|tx| {
+            tx.prepare_cached("INSERT OR IGNORE INTO classes(name) VALUES (?1)")?
+                .execute([&class])?;
+            let streak: i64 = tx
+                .prepare_cached("SELECT streak FROM volunteers WHERE id = ?1")?
+                .query_row([volunteer], |r| r.get(0))?;
             let ids: Vec<i64> = tx
                 .prepare_cached(
                     "SELECT id FROM units WHERE wanted > 0 AND NOT EXISTS (
                          SELECT 1 FROM replicas r WHERE r.volunteer_id = ?1 AND r.unit_id = units.id)
+                     AND (?3 IS NULL OR distinct_prefixes = 0 OR NOT EXISTS (
+                         SELECT 1 FROM replicas r WHERE r.unit_id = units.id AND r.prefix = ?3
+                         AND r.state NOT IN ('error', 'no_reply')))
                      ORDER BY id LIMIT ?2",
                 )?
-                .query_map(params![volunteer, max], |r| r.get(0))?
+                .query_map(params![volunteer, max, prefix], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?;
             let mut out = Vec::with_capacity(ids.len());
-            for unit_id in ids {
+            for picked in ids {
+                let (batch_id, ringer_rate, replication, target): (i64, f64, String, u32) = tx
+                    .prepare_cached(
+                        "SELECT batch_id, ringer_rate, replication, target FROM units WHERE id = ?1",
+                    )?
+                    .query_row([picked], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                // A ringer takes this slot: a settled unit whose answer the coordinator
+                // computed itself, sent like any other.
+                let ringer = if self.draw(ringer_rate) {
+                    pick_ringer(tx, batch_id, volunteer, &mut *self.rng.lock().unwrap_or_else(|e| e.into_inner()))?
+                } else {
+                    None
+                };
+                let unit_id = ringer.unwrap_or(picked);
+                // BOINC adaptive replication: after 10 valid in a row, alone with
+                // probability 1 - 1/streak.
+                let alone = ringer.is_none()
+                    && replication == Replication::Adaptive.as_str()
+                    && target == 1
+                    && streak >= 10
+                    && self.draw(1.0 - 1.0 / streak as f64);
                 let (deadline_s, kernel, params_s, output_len): (i64, String, String, i64) = tx
                     .prepare_cached("SELECT deadline_s, kernel, params, output_len FROM units WHERE id = ?1")?
                     .query_row([unit_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                 let deadline = now + deadline_s;
                 tx.prepare_cached(
-                    "INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, adapter)
-                     VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5)",
+                    "INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, adapter,
+                         alone, prefix, class)
+                     VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![unit_id, volunteer, now, deadline, adapter_json])?;
+                .execute(params![unit_id, volunteer, now, deadline, adapter_json, alone, prefix, class])?;
                 let assignment_id = tx.last_insert_rowid();
                 step(tx, unit_id, Event::Issued, now)?;
                 out.push(Assignment {

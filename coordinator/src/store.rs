@@ -242,12 +242,15 @@ pub trait Store: Send + Sync + 'static {
     fn create_key(&self, name: &str, key_hash: &[u8], operator: bool, now: i64) -> Result<i64>;
     fn key_by_hash(&self, key_hash: &[u8]) -> Result<Option<KeyAuth>>;
     fn create_batch(&self, batch: &NewBatch, now: i64) -> Result<i64>;
-    /// Up to `max` replicas of units the volunteer holds no replica of.
+    /// Up to `max` replicas of units the volunteer holds no replica of (nor, where a unit's
+    /// policy asks for distinct prefixes, anybody in its network `prefix`); some may be
+    /// ringers, as the units' `ringer_rate` says.
     fn request_work(
         &self,
         volunteer: i64,
         max: u32,
         adapter: &AdapterInfo,
+        prefix: Option<&str>,
         now: i64,
     ) -> Result<Vec<Assignment>>;
     /// Each assignment's kernel and params, checked to belong to `volunteer` (one result per

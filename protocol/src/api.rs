@@ -38,6 +38,10 @@ pub struct AdapterInfo {
     pub vendor: String,
     #[serde(default)]
     pub device_type: String,
+    /// The client's name and version, e.g. "qg-client/0.1.0": with the adapter, the class a
+    /// result is attributed to (a client or driver bug makes a whole class wrong alike).
+    #[serde(default)]
+    pub client: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +122,16 @@ pub struct PolicySpec {
     pub deadline_s: Option<u64>,
     /// Fraction of units the coordinator recomputes itself, 0..=1 (default 0.05).
     pub spot_check_rate: Option<f64>,
+    /// "quorum" (default), "adaptive" (BOINC's) or "credibility" (Sarmenta's).
+    pub replication: Option<String>,
+    /// Credibility mode: accepted probability that a canonical result is wrong (default 1e-4).
+    pub target_error: Option<f64>,
+    /// Credibility mode: assumed fraction of saboteurs (default 0.1).
+    pub saboteur_fraction: Option<f64>,
+    /// Fraction of assignments that are ringers (known-answer units), 0..=0.5 (default 0).
+    pub ringer_rate: Option<f64>,
+    /// Replicas of a unit go to distinct network prefixes (/24, /48) (default false).
+    pub distinct_prefixes: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -91,11 +91,13 @@ mod native {
                         backend: a.backend,
                         vendor: a.vendor,
                         device_type: a.device_type,
+                        client: concat!("qg-volunteer/", env!("CARGO_PKG_VERSION")).into(),
                     }
                 }
                 None => AdapterInfo {
                     name: "cpu-reference".into(),
                     backend: "cpu".into(),
+                    client: concat!("qg-volunteer/", env!("CARGO_PKG_VERSION")).into(),
                     ..Default::default()
                 },
             };
