@@ -69,14 +69,14 @@ pub fn group_doubt(groups: &[Vec<f64>], a: usize) -> f64 {
     (wrong / total).clamp(0.0, 1.0)
 }
 
-/// An adapter class's doubt from its checks: the observed failure rate once it failed any
-/// (a driver that miscomputes makes every volunteer on it wrong the same way), else none.
-pub fn class_doubt(passed: u64, failed: u64) -> f64 {
-    if failed == 0 {
-        0.0
-    } else {
-        failed as f64 / (passed + failed) as f64
-    }
+/// An adapter class's doubt from its checks. A driver or client bug makes every volunteer of
+/// the class wrong the same way, which voting cannot see; saboteurs, at most a fraction `f`
+/// of volunteers, cannot fail more than about `f` of a class's checks. So a class whose
+/// failure rate exceeds `f` (over at least 3 failures) is doubted at that rate, for every
+/// volunteer in it; below that its failures are blamed on the volunteers who failed.
+pub fn class_doubt(passed: u64, failed: u64, f: f64) -> f64 {
+    let rate = failed as f64 / (passed + failed).max(1) as f64;
+    if failed >= 3 && rate > f { rate } else { 0.0 }
 }
 
 #[cfg(test)]
@@ -119,8 +119,12 @@ mod tests {
     }
 
     #[test]
-    fn class_doubt_is_the_failure_rate_once_it_failed() {
-        assert_eq!(class_doubt(1000, 0), 0.0);
-        assert_eq!(class_doubt(90, 10), 0.1);
+    fn a_class_is_doubted_only_beyond_what_saboteurs_explain() {
+        assert_eq!(class_doubt(1000, 0, 0.1), 0.0);
+        // 2% failures: individual saboteurs, blamed on them alone.
+        assert_eq!(class_doubt(980, 20, 0.1), 0.0);
+        // Most checks fail: the class itself is broken.
+        assert_eq!(class_doubt(40, 60, 0.1), 0.6);
+        assert_eq!(class_doubt(0, 2, 0.1), 0.0, "too few failures to judge");
     }
 }

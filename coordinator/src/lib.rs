@@ -8,5 +8,6 @@ pub mod credibility;
 pub mod lifecycle;
 pub mod metrics;
 pub mod server;
+pub mod sim;
 pub mod sqlite;
 pub mod store;

@@ -371,7 +371,7 @@ pub enum Mark {
     SpotFailed,
     /// Matched the coordinator's own answer (a spot-check or a ringer): a passed check.
     Passed,
-    /// Agreed with a result that was credible enough without it: a passed check too.
+    /// Agreed with other replicas on a result accepted by credibility: a passed check too.
     Confirmed,
     Error,
 }
@@ -701,18 +701,14 @@ fn decide_by_credibility(
             disagreement: classes.len() > 1,
         };
     }
-    // A member whose class would be credible enough without it passed a check.
-    let confirmed = classes[best]
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| {
-            let mut without = doubts.clone();
-            without[best].remove(*i);
-            !without[best].is_empty()
-                && crate::credibility::group_doubt(&without, best) <= u.policy.target_error
-        })
-        .map(|(_, r)| r.id)
-        .collect();
+    // Agreeing with others on a result accepted at doubt <= target_error is a passed check
+    // whose own error is at most target_error (a result vouched for by its volunteer alone is
+    // not). Without this, volunteers could never become credible where nobody is yet.
+    let confirmed = if classes[best].len() > 1 {
+        classes[best].iter().map(|r| r.id).collect()
+    } else {
+        Vec::new()
+    };
     Decision::Accept(classes[best].clone(), confirmed)
 }
 
@@ -1197,10 +1193,9 @@ mod tests {
         assert_eq!(s.reps.len(), 2, "a second replica for a doubtful result");
         s.report(2, "x");
         assert_eq!(s.unit.state, UnitState::Canonical);
-        // The newcomer agreed with a result credible without it: a passed check. The trusted
-        // volunteer's result was not credible without its own word: just valid.
+        // Both agreed with others on an accepted result: a passed check each.
         assert_eq!(marks_of(&s, 1), vec![Mark::Valid, Mark::Confirmed]);
-        assert_eq!(marks_of(&s, 2), vec![Mark::Valid]);
+        assert_eq!(marks_of(&s, 2), vec![Mark::Valid, Mark::Confirmed]);
     }
 
     #[test]

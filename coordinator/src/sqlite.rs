@@ -124,6 +124,7 @@ ALTER TABLE units ADD COLUMN distinct_prefixes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE volunteers ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE volunteers ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE replicas ADD COLUMN alone INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE replicas ADD COLUMN ringer INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE replicas ADD COLUMN prefix TEXT;
 ALTER TABLE replicas ADD COLUMN class TEXT;
 CREATE TABLE classes (
@@ -249,6 +250,38 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             rng: Mutex::new(StdRng::from_os_rng()),
+        })
+    }
+
+    /// Units not yet settled (neither canonical nor failed).
+    pub fn open_units(&self) -> Result<u64> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT count(*) FROM units WHERE state NOT IN ('canonical', 'failed')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
+    /// Ringer replicas issued so far.
+    pub fn ringers_issued(&self) -> Result<u64> {
+        self.read(|tx| {
+            Ok(
+                tx.query_row("SELECT count(*) FROM replicas WHERE ringer = 1", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            )
+        })
+    }
+
+    /// The ids of blacklisted volunteers.
+    pub fn blacklisted_volunteers(&self) -> Result<std::collections::HashSet<i64>> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare("SELECT id FROM volunteers WHERE blacklisted = 1")?
+                .query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?)
         })
     }
 
@@ -385,7 +418,7 @@ fn load_replicas(tx: &Transaction<'_>, unit: i64, f: f64) -> Result<Vec<ReplicaR
     for row in rows {
         let ((id, volunteer, state, digest), (alone, checks, passed, failed)) = row?;
         let dv = credibility::volunteer_doubt(checks.max(0) as u64, f);
-        let dc = credibility::class_doubt(passed.max(0) as u64, failed.max(0) as u64);
+        let dc = credibility::class_doubt(passed.max(0) as u64, failed.max(0) as u64, f);
         out.push(ReplicaRow {
             replica: Replica {
                 id,
@@ -521,7 +554,8 @@ fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<Un
                 .execute(params![volunteer, row.work * CREDIT_PER_WORK])?,
             Mark::Invalid => tx
                 .prepare_cached(
-                    "UPDATE volunteers SET invalid = invalid + 1, streak = 0 WHERE id = ?1",
+                    "UPDATE volunteers SET invalid = invalid + 1, streak = 0, checks = 0
+                     WHERE id = ?1",
                 )?
                 .execute([volunteer])?,
             // Caught: its credibility starts again from nothing (if it is not blacklisted).
@@ -941,7 +975,7 @@ impl Store for SqliteStore {
                 // A ringer takes this slot: a settled unit whose answer the coordinator
                 // computed itself, sent like any other.
                 let ringer = if self.draw(ringer_rate) {
-                    pick_ringer(tx, batch_id, volunteer, &mut *self.rng.lock().unwrap_or_else(|e| e.into_inner()))?
+                    pick_ringer(tx, batch_id, volunteer, &mut self.rng.lock().unwrap_or_else(|e| e.into_inner()))?
                 } else {
                     None
                 };
@@ -959,10 +993,20 @@ impl Store for SqliteStore {
                 let deadline = now + deadline_s;
                 tx.prepare_cached(
                     "INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, adapter,
-                         alone, prefix, class)
-                     VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5, ?6, ?7, ?8)",
+                         alone, prefix, class, ringer)
+                     VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
-                .execute(params![unit_id, volunteer, now, deadline, adapter_json, alone, prefix, class])?;
+                .execute(params![
+                    unit_id,
+                    volunteer,
+                    now,
+                    deadline,
+                    adapter_json,
+                    alone,
+                    prefix,
+                    class,
+                    ringer.is_some()
+                ])?;
                 let assignment_id = tx.last_insert_rowid();
                 step(tx, unit_id, Event::Issued, now)?;
                 out.push(Assignment {
