@@ -1149,7 +1149,8 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?;
             let mut st = tx.prepare_cached(
-                "SELECT id, nickname, valid, invalid, errors, spot_failed, last_seen, blacklisted
+                "SELECT id, nickname, valid, invalid, errors, spot_failed, last_seen, blacklisted,
+                        checks
                  FROM volunteers ORDER BY last_seen DESC LIMIT 100",
             )?;
             let hosts = st
@@ -1164,7 +1165,7 @@ impl Store for SqliteStore {
                             r.get::<_, i64>(5)?,
                         ],
                         r.get::<_, i64>(6)?,
-                        r.get::<_, bool>(7)?,
+                        (r.get::<_, bool>(7)?, r.get::<_, i64>(8)?),
                     ))
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?
@@ -1175,9 +1176,10 @@ impl Store for SqliteStore {
                         nickname,
                         [valid, invalid, errors, spot_failed],
                         last_seen,
-                        blacklisted,
+                        (blacklisted, checks),
                     )| {
                         let judged = valid + invalid + errors;
+                        let checks = checks.max(0) as u64;
                         HostRow {
                             volunteer: anon(&salt, id),
                             nickname,
@@ -1186,6 +1188,12 @@ impl Store for SqliteStore {
                             errors: errors as u64,
                             spot_failed: spot_failed as u64,
                             reliability: (judged > 0).then(|| valid as f64 / judged as f64),
+                            checks,
+                            credibility: 1.0
+                                - credibility::volunteer_doubt(
+                                    checks,
+                                    Policy::default().saboteur_fraction,
+                                ),
                             last_seen,
                             blacklisted,
                         }

@@ -190,6 +190,11 @@ pub struct HostRow {
     pub spot_failed: u64,
     /// valid / (valid + invalid + errors); None before any judged replica.
     pub reliability: Option<f64>,
+    /// Checks passed since its last invalid result (spot-checks, ringers, confirmations).
+    pub checks: u64,
+    /// 1 − doubt: the probability its next result alone is right (Sarmenta's bound, with
+    /// the default assumed saboteur fraction).
+    pub credibility: f64,
     pub last_seen: i64,
     pub blacklisted: bool,
 }

@@ -1074,3 +1074,179 @@ async fn a_volunteer_caught_by_a_spot_check_is_blacklisted_and_its_work_revalida
     assert_eq!(blacklisted.len(), 1, "{d}");
     assert_eq!(blacklisted[0]["spot_failed"], 1);
 }
+
+#[tokio::test]
+async fn credibility_policy_ringers_and_credibility_on_the_dashboard() {
+    use coordinator::lifecycle::UnitState;
+    let h = Harness::new();
+    h.store.seed(3);
+    // Bad policies are named and change nothing.
+    for (policy, field) in [
+        (json!({"replication": "magic"}), "policy.replication"),
+        (json!({"target_error": 0.5}), "policy.target_error"),
+        (
+            json!({"saboteur_fraction": 0.7}),
+            "policy.saboteur_fraction",
+        ),
+        (json!({"ringer_rate": 2}), "policy.ringer_rate"),
+    ] {
+        let (s, v) = h
+            .post(
+                "/api/v1/batches",
+                Some(&h.key),
+                json!({"kernel": "ising2d", "units": ising_units(1), "policy": policy}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    assert_eq!(h.store.unit_count().unwrap(), 0);
+
+    // Every unit is recomputed by the coordinator: one matching replica settles it.
+    let units = ising_units(8);
+    let want = reference_digests(&units);
+    let b = h
+        .batch(
+            "ising2d",
+            units,
+            json!({"replication": "credibility", "spot_check_rate": 1.0, "ringer_rate": 0.5}),
+        )
+        .await;
+    let (_, st) = h.get(&format!("/api/v1/batches/{b}"), Some(&h.key)).await;
+    assert_eq!(st["policy"]["replication"], "credibility");
+    h.run_spot_checks();
+    let x = h.volunteer(Kind::Honest).await;
+    assert_eq!(h.round(std::slice::from_ref(&x), 4).await, 4);
+    let rows = results(&h, b).await;
+    let settled: Vec<&Value> = rows.iter().filter(|r| r["state"] == "canonical").collect();
+    assert_eq!(settled.len(), 4, "one replica each: {rows:?}");
+    for r in &settled {
+        let i = rows.iter().position(|x| x == *r).unwrap();
+        assert_eq!(r["digest"], json!(want[i]));
+    }
+
+    // A liar asks for work: at ringer_rate 0.5 some of it is settled units, sent like any
+    // other; its wrong answer to one of them gets it caught.
+    let liar = Sim {
+        token: h.volunteer(Kind::Liar(1)).await.token,
+        kind: Kind::Liar(1),
+    };
+    let (s, w) = h
+        .post("/api/v1/work", Some(&liar.token), json!({"max_units": 4}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let assignments = w["assignments"].as_array().unwrap().clone();
+    let ringers: Vec<&Value> = assignments
+        .iter()
+        .filter(|a| {
+            let unit = a["unit_id"].as_i64().unwrap();
+            h.store.unit_provenance(unit, None).unwrap().state == UnitState::Canonical
+        })
+        .collect();
+    assert!(!ringers.is_empty(), "no ringer among {assignments:?}");
+    // Same shape as new work.
+    let keys = |a: &Value| a.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert!(assignments.iter().all(|a| keys(a) == keys(ringers[0])));
+    let (s, ack) = h
+        .post(
+            "/api/v1/results",
+            Some(&liar.token),
+            report_for(ringers[0], liar.kind),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+    let (s, _) = h
+        .post("/api/v1/work", Some(&liar.token), json!({"max_units": 1}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "caught by a ringer");
+    // The settled results stand.
+    let after = results(&h, b).await;
+    for r in &settled {
+        assert!(after.contains(r));
+    }
+
+    // The operator sees the honest volunteer's passed checks and credibility.
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    let hosts = d["hosts"].as_array().unwrap();
+    let honest = hosts.iter().find(|x| x["valid"] == 4).unwrap();
+    assert_eq!(honest["checks"], 4, "{d}");
+    let cred = honest["credibility"].as_f64().unwrap();
+    // Sarmenta: 1 - f / ((1 - f) e k) with f = 0.1, k = 4.
+    assert!(
+        (cred - (1.0 - 0.1 / (0.9 * std::f64::consts::E * 4.0))).abs() < 1e-9,
+        "{cred}"
+    );
+    let caught = hosts.iter().find(|x| x["blacklisted"] == true).unwrap();
+    assert_eq!(caught["checks"], 0);
+}
+
+#[test]
+fn replicas_go_to_distinct_network_prefixes_when_asked() {
+    use coordinator::api::network_prefix;
+    use coordinator::lifecycle::Policy;
+    use coordinator::store::{NewBatch, NewUnit};
+    assert_eq!(network_prefix("10.1.2.3".parse().unwrap()), "10.1.2.0/24");
+    assert_eq!(
+        network_prefix("::ffff:10.1.2.3".parse().unwrap()),
+        "10.1.2.0/24"
+    );
+    assert_eq!(
+        network_prefix("2001:db8:7:1::5".parse().unwrap()),
+        "2001:db8:7::/48"
+    );
+    let store = SqliteStore::open_in_memory().unwrap();
+    let units = ising_units(1)
+        .into_iter()
+        .map(|params| NewUnit {
+            params,
+            work: 1,
+            spot_check: false,
+        })
+        .collect();
+    for (distinct, same_prefix_gets) in [(true, 0), (false, 1)] {
+        store
+            .create_batch(
+                &NewBatch {
+                    key_id: None,
+                    name: "b".into(),
+                    kernel: "ising2d".into(),
+                    policy: Policy {
+                        distinct_prefixes: distinct,
+                        ..Policy::default()
+                    },
+                    spot_check_rate: 0.0,
+                    units: Vec::clone(&units),
+                    axes: vec![],
+                },
+                0,
+            )
+            .unwrap();
+        let v: Vec<i64> = (0..3)
+            .map(|i| {
+                store
+                    .register_volunteer(format!("{distinct}{i}").as_bytes(), None, 0)
+                    .unwrap()
+            })
+            .collect();
+        let adapter = Default::default();
+        let a = store
+            .request_work(v[0], 1, &adapter, Some("10.0.0.0/24"), 0)
+            .unwrap();
+        assert_eq!(a.len(), 1);
+        let b = store
+            .request_work(v[1], 1, &adapter, Some("10.0.0.0/24"), 0)
+            .unwrap();
+        assert_eq!(b.len(), same_prefix_gets);
+        if distinct {
+            let c = store
+                .request_work(v[2], 1, &adapter, Some("10.0.1.0/24"), 0)
+                .unwrap();
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0].unit_id, a[0].unit_id);
+        }
+    }
+}

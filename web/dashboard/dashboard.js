@@ -37,11 +37,18 @@ function render(d) {
     const tr = document.createElement('tr');
     tr.append(cell(h.volunteer), cell(h.nickname ?? ''), cell(h.valid, 'num'), cell(h.invalid, 'num'), cell(h.errors, 'num'),
       cell(h.spot_failed, 'num'), cell(h.reliability == null ? '–' : (100 * h.reliability).toFixed(1) + '%', 'num'),
+      cell(h.checks, 'num'), cell(h.blacklisted ? 'blacklisted' : credibility(h.credibility), 'num'),
       cell(new Date(h.last_seen * 1000).toLocaleTimeString()));
     return tr;
   }));
   state.last = d;
   state.snapshots += 1;
+}
+
+// Credibility as "1 − 4.1e-4": the doubt is what tells volunteers apart.
+function credibility(c) {
+  const doubt = 1 - c;
+  return doubt <= 0 ? '1' : `1 − ${doubt.toExponential(1)}`;
 }
 
 let source = null;

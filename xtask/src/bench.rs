@@ -10,8 +10,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("kernels") => kernels(&args[1..]),
         Some("coordinator") => coordinator(&args[1..]),
         Some("browser") => browser(),
+        Some("sabotage") => sabotage(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] | coordinator [--sizes 10000,100000,1000000] | browser (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] | coordinator [--sizes 10000,100000,1000000] | browser | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] (got {other:?})"
         ),
     }
 }
@@ -101,6 +102,32 @@ fn coordinator(args: &[&str]) -> Result<()> {
         if !status.success() {
             bail!("qg-loadgen --units {units} failed ({status})");
         }
+    }
+    Ok(())
+}
+
+/// Populations of simulated volunteers under fixed quorum 2, BOINC adaptive replication and
+/// credibility-based replication (`coordinator/src/sim.rs`): one JSON line per run.
+fn sabotage(args: &[&str]) -> Result<()> {
+    crate::run(
+        "cargo build --release -p coordinator --bin qg-sabotage",
+        crate::cargo().args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "coordinator",
+            "--bin",
+            "qg-sabotage",
+        ]),
+    )?;
+    let bin = crate::root()
+        .join("target")
+        .join("release")
+        .join("qg-sabotage");
+    let status = std::process::Command::new(bin).args(args).status()?;
+    if !status.success() {
+        bail!("qg-sabotage failed ({status})");
     }
     Ok(())
 }

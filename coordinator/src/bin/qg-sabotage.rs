@@ -5,6 +5,9 @@
 use anyhow::{Result, bail};
 use clap::Parser;
 use coordinator::sim::{self, Population, SimConfig, Strategy};
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Parser)]
 struct Args {
@@ -22,9 +25,12 @@ struct Args {
     /// Only these strategies: fixed_quorum_2, boinc_adaptive, credibility (default: all).
     #[arg(long)]
     strategy: Option<String>,
-    /// target_error of the credibility strategy (repeatable comma-separated list).
-    #[arg(long, default_value = "1e-4")]
+    /// target_error of the credibility strategy (a comma-separated list runs each).
+    #[arg(long, default_value = "1e-3,1e-4")]
     target_error: String,
+    /// Runs in parallel (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -53,14 +59,46 @@ fn main() -> Result<()> {
     if populations.is_empty() {
         bail!("--population: no such population");
     }
-    for p in &populations {
-        for s in strategies
-            .iter()
-            .filter(|s| wanted(&args.strategy, &s.name))
-        {
-            let r = sim::run(&cfg, p, s)?;
-            println!("{}", serde_json::to_string(&r)?);
-        }
+    let runs: Vec<(&Population, &Strategy)> = populations
+        .iter()
+        .flat_map(|p| {
+            strategies
+                .iter()
+                .filter(|s| wanted(&args.strategy, &s.name))
+                .map(move |s| (p, s))
+        })
+        .collect();
+    if runs.is_empty() {
+        bail!("--strategy: no such strategy (fixed_quorum_2, boinc_adaptive, credibility)");
     }
-    Ok(())
+    // Independent runs in parallel; each line is printed as its run ends.
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(std::io::stdout());
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((p, s)) = runs.get(i) else {
+                            return Ok(());
+                        };
+                        let r = sim::run(&cfg, p, s)?;
+                        let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+                        writeln!(o, "{}", serde_json::to_string(&r)?)?;
+                        o.flush()?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a simulation panicked"))??;
+        }
+        Ok(())
+    })
 }
