@@ -12,7 +12,10 @@
 use crate::gpu::{Gpu, Resume};
 use base64::Engine as _;
 use protocol::Checkpoint;
-use protocol::api::{AdapterInfo, Assignment, RegisterResponse, ResultReport, WorkResponse};
+use protocol::api::{
+    AdapterInfo, Assignment, ChallengeAnswer, RegisterResponse, ReportAck, ResultReport,
+    WorkResponse,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shaders::Job;
@@ -189,8 +192,72 @@ async fn token<H: Host>(host: &H, opts: &Options) -> Result<String, String> {
     Ok(r.token)
 }
 
+/// Checkpoint states of computed units, kept in memory until their report is acknowledged,
+/// to answer a challenge (the coordinator recomputes the segment after one of them).
+#[derive(Default)]
+struct Kept {
+    states: std::collections::HashMap<i64, Vec<(u64, Vec<Vec<u8>>)>>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// At most this much state is kept; beyond it, challenges go unanswered (no credit).
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn keep(&mut self, assignment: i64, states: Vec<(u64, Vec<Vec<u8>>)>) {
+        let size: usize = states
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(Vec::len))
+            .sum();
+        if self.bytes + size <= Self::MAX_BYTES {
+            self.bytes += size;
+            self.states.insert(assignment, states);
+        }
+    }
+
+    fn take(&mut self, assignment: i64) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let states = self.states.remove(&assignment).unwrap_or_default();
+        self.bytes -= states
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(Vec::len))
+            .sum::<usize>();
+        states
+    }
+}
+
+/// Answers a challenge with the state at `step`, if it was kept.
+async fn answer<H: Host>(host: &H, token: &str, assignment: i64, step: u64, kept: &mut Kept) {
+    let states = kept.take(assignment);
+    let Some((_, state)) = states.into_iter().find(|(s, _)| *s == step) else {
+        return;
+    };
+    let body = ChallengeAnswer {
+        step,
+        state: state
+            .iter()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+            .collect(),
+    };
+    let Ok(body) = serde_json::to_string(&body) else {
+        return;
+    };
+    if let Ok((status, text)) = host
+        .request(
+            &format!("/api/v1/challenges/{assignment}"),
+            Some(token),
+            Some(&body),
+        )
+        .await
+        && status != 202
+    {
+        host.emit(Event::Error {
+            message: format!("challenge answer rejected (HTTP {status}): {text}"),
+        });
+    }
+}
+
 /// Sends every pending report; removes those the coordinator took or can never take.
-async fn flush<H: Host>(host: &H, token: &str) -> Flush {
+async fn flush<H: Host>(host: &H, token: &str, kept: &mut Kept) -> Flush {
     for key in host.kv_keys("pending/").await {
         let Some(body) = host.kv_get(&key).await else {
             continue;
@@ -203,12 +270,16 @@ async fn flush<H: Host>(host: &H, token: &str) -> Flush {
             Ok((401, _)) => return Flush::Unauthorized,
             Ok((202, text)) => {
                 host.kv_delete(&key).await;
-                if let Ok(ack) = serde_json::from_str::<Value>(&text) {
+                if let Ok(ack) = serde_json::from_str::<ReportAck>(&text) {
                     host.emit(Event::Reported {
-                        assignment_id: ack["assignment_id"].as_i64().unwrap_or(0),
-                        replica_state: ack["replica_state"].as_str().unwrap_or("").into(),
-                        unit_state: ack["unit_state"].as_str().unwrap_or("").into(),
+                        assignment_id: ack.assignment_id,
+                        replica_state: ack.replica_state,
+                        unit_state: ack.unit_state,
                     });
+                    match ack.challenge {
+                        Some(c) => answer(host, token, ack.assignment_id, c.step, kept).await,
+                        None => drop(kept.take(ack.assignment_id)),
+                    }
                 }
             }
             // Already stored (a retry after a lost reply), or gone: nothing more to do.
@@ -238,6 +309,7 @@ async fn refresh_stats<H: Host>(host: &H, token: &str) {
 /// Runs until `max_units` are done or the host says stop; returns units computed.
 pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 {
     let mut backoff = Backoff(1);
+    let mut kept = Kept::default();
     let mut done = 0u64;
     let mut was_paused = false;
     loop {
@@ -261,7 +333,7 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
                 continue;
             }
         };
-        match flush(host, &tok).await {
+        match flush(host, &tok, &mut kept).await {
             Flush::Done => {}
             Flush::Offline(e) => {
                 offline(host, e, &mut backoff).await;
@@ -330,9 +402,10 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
             if let Ok(text) = serde_json::to_string(a) {
                 let _ = host.kv_set(&a_key, &text).await;
             }
-            let Some(report) = compute(host, engine, a).await else {
+            let Some((report, states)) = compute(host, engine, a).await else {
                 return done; // stopped mid-unit; it stays held, with its checkpoint
             };
+            kept.keep(a.assignment_id, states);
             let text = serde_json::to_string(&report).unwrap_or_default();
             if let Err(e) = host
                 .kv_set(&format!("pending/{}", a.assignment_id), &text)
@@ -347,7 +420,7 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
                 .await;
             done += 1;
         }
-        if let Flush::Offline(e) = flush(host, &tok).await {
+        if let Flush::Offline(e) = flush(host, &tok, &mut kept).await {
             offline(host, e, &mut backoff).await;
         }
         refresh_stats(host, &tok).await;
@@ -374,12 +447,20 @@ fn error_report(a: &Assignment, message: String) -> ResultReport {
     }
 }
 
-/// Computes one assignment; None if stopped before the end.
-async fn compute<H: Host>(host: &H, engine: &Engine<'_>, a: &Assignment) -> Option<ResultReport> {
+/// The state at each checkpoint before the last, kept to answer a challenge.
+type States = Vec<shaders::CheckpointState>;
+
+/// Computes one assignment, keeping its checkpoint states; None if stopped before the end.
+async fn compute<H: Host>(
+    host: &H,
+    engine: &Engine<'_>,
+    a: &Assignment,
+) -> Option<(ResultReport, States)> {
     let job = match Job::new(&a.kernel, a.params.clone()) {
         Ok(j) => j,
-        Err(e) => return Some(error_report(a, format!("cannot run: {e}"))),
+        Err(e) => return Some((error_report(a, format!("cannot run: {e}")), Vec::new())),
     };
+    let mut states = Vec::new();
     let total = job.schedule().total;
     let started = host.now_ms();
     let ck_key = format!("checkpoint/{}", a.assignment_id);
@@ -387,12 +468,17 @@ async fn compute<H: Host>(host: &H, engine: &Engine<'_>, a: &Assignment) -> Opti
         Engine::Cpu => {
             host.emit(unit_event(a, total, 0));
             let id = a.assignment_id;
-            job.run_cpu(1, &mut |done, total| {
+            job.run_cpu_keeping_states(1, &mut |done, total| {
                 host.emit(Event::Progress {
                     assignment_id: id,
                     done,
                     total,
                 })
+            })
+            .map(|(r, mut s)| {
+                s.pop(); // the final state is the output's
+                states = s;
+                r
             })
             .map_err(|e| e.to_string())
         }
@@ -415,13 +501,23 @@ async fn compute<H: Host>(host: &H, engine: &Engine<'_>, a: &Assignment) -> Opti
                 })
             });
             host.emit(unit_event(a, total, resumed_at));
-            match gpu_run(host, gpu, &job, a.assignment_id, resume, &ck_key).await {
+            match gpu_run(
+                host,
+                gpu,
+                &job,
+                a.assignment_id,
+                resume,
+                &ck_key,
+                &mut states,
+            )
+            .await
+            {
                 Some(r) => r,
                 None => return None,
             }
         }
     };
-    Some(match result {
+    let report = match result {
         Ok(r) => {
             host.emit(Event::Computed {
                 assignment_id: a.assignment_id,
@@ -438,7 +534,8 @@ async fn compute<H: Host>(host: &H, engine: &Engine<'_>, a: &Assignment) -> Opti
             }
         }
         Err(e) => error_report(a, e),
-    })
+    };
+    Some((report, states))
 }
 
 fn unit_event(a: &Assignment, total: u64, resumed_at: u64) -> Event {
@@ -460,6 +557,7 @@ async fn gpu_run<H: Host>(
     id: i64,
     resume: Option<Resume>,
     ck_key: &str,
+    states: &mut States,
 ) -> Option<Result<shaders::RunResult, String>> {
     let mut run = match resume.and_then(|r| gpu.start(job, Some(r)).ok()) {
         Some(run) => run,
@@ -494,6 +592,7 @@ async fn gpu_run<H: Host>(
         if let Some(state) = &step.state
             && step.next_segment < segments
         {
+            states.push((step.done, state.clone()));
             let saved = Saved {
                 segment: step.next_segment,
                 done: step.done,

@@ -249,6 +249,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/leaderboard", get(leaderboard))
         .route("/api/v1/work", post(work))
         .route("/api/v1/results", post(results))
+        .route("/api/v1/challenges/{id}", post(answer_challenge))
         .route("/api/v1/batches", post(create_batch).get(list_batches))
         .route("/api/v1/batches/{id}/aggregate", get(batch_aggregate))
         .route("/api/v1/specs", post(validate_spec))
@@ -480,6 +481,7 @@ async fn report_all(
                 assignment_id: ids[slot],
                 replica_state: o.replica_state.as_str().to_owned(),
                 unit_state: o.unit_state.as_str().to_owned(),
+                challenge: o.challenge.map(|step| ChallengeRequest { step }),
             });
         }
     }
@@ -548,6 +550,32 @@ async fn results(
     }
 }
 
+/// A volunteer's answer to a challenge: its state buffers at the checkpoint asked for.
+async fn answer_challenge(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Path(id): Path<i64>,
+    Body(req): Body<ChallengeAnswer>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let state = req
+        .state
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| ApiError::field(&format!("state[{i}]"), format!("not base64: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = s.store.clone();
+    blocking(move || store.answer_challenge(v, id, req.step, state, now())).await?;
+    s.spot_wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"assignment_id": id, "received": true})),
+    ))
+}
+
 /// Applies a batch's overrides to the default policy, naming a bad field.
 pub fn policy_from(spec: &PolicySpec, default_spot: f64) -> Result<(Policy, f64), ApiError> {
     let d = Policy::default();
@@ -570,6 +598,7 @@ pub fn policy_from(spec: &PolicySpec, default_spot: f64) -> Result<(Policy, f64)
         saboteur_fraction: spec.saboteur_fraction.unwrap_or(d.saboteur_fraction),
         ringer_rate: spec.ringer_rate.unwrap_or(d.ringer_rate),
         distinct_prefixes: spec.distinct_prefixes.unwrap_or(d.distinct_prefixes),
+        challenge_rate: spec.challenge_rate.unwrap_or(d.challenge_rate),
     };
     // Raising the quorum alone raises what must be issued up front and may be issued at all.
     if spec.target_results.is_none() {

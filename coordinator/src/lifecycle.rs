@@ -86,6 +86,9 @@ pub struct Policy {
     pub ringer_rate: f64,
     /// Replicas of one unit go to volunteers in distinct network prefixes (/24, /48).
     pub distinct_prefixes: bool,
+    /// Fraction of reports challenged: the volunteer sends its state at a random checkpoint
+    /// and the coordinator recomputes the segment after it (kernels that support it).
+    pub challenge_rate: f64,
 }
 
 impl Default for Policy {
@@ -101,6 +104,7 @@ impl Default for Policy {
             saboteur_fraction: 0.1,
             ringer_rate: 0.0,
             distinct_prefixes: false,
+            challenge_rate: 0.0,
         }
     }
 }
@@ -165,6 +169,12 @@ impl Policy {
                     "must be above 0 and below 0.5, got {}",
                     self.saboteur_fraction
                 ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.challenge_rate) {
+            return err(
+                "challenge_rate",
+                format!("must be between 0 and 1, got {}", self.challenge_rate),
             );
         }
         if !(0.0..=0.5).contains(&self.ringer_rate) {

@@ -141,6 +141,7 @@ pub fn state(store: Arc<dyn Store>, cfg: &Config) -> Shared {
 pub fn spawn_background(state: &Shared, cfg: &Config) {
     tokio::spawn(spot_checks(state.clone(), cfg.spot_workers));
     tokio::spawn(expire_deadlines(state.store.clone(), cfg.expire_every));
+    tokio::spawn(challenges(state.store.clone()));
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
@@ -256,6 +257,38 @@ async fn spot_checks(state: Shared, workers: usize) {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+    }
+}
+
+/// Verifies answered challenges: one segment each, recomputed with the CPU reference from the
+/// volunteer's own checkpoint state. A segment is a fraction of a unit, so one worker keeps up.
+async fn challenges(store: Arc<dyn Store>) {
+    loop {
+        let s = store.clone();
+        let done = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
+            let jobs = s.pending_challenges(16)?;
+            for job in &jobs {
+                let passed = job.verify();
+                tracing::info!(
+                    replica = job.replica_id,
+                    passed,
+                    from = job.from,
+                    to = job.to,
+                    "challenge"
+                );
+                if let Err(e) = s.challenge_done(job.replica_id, passed, api::now()) {
+                    tracing::error!(replica = job.replica_id, "storing a challenge verdict: {e}");
+                }
+            }
+            Ok(jobs.len())
+        })
+        .await;
+        match done {
+            Ok(Ok(n)) if n > 0 => continue,
+            Ok(Err(e)) => tracing::error!("challenge queue: {e}"),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

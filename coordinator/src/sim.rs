@@ -5,7 +5,11 @@
 //! measures is what the coordinator does. `cargo xtask bench sabotage` prints its reports;
 //! `coordinator/tests/sabotage.rs` asserts the bounds on smaller runs.
 //!
-//! Units are small `ising2d` lattices, so "wrong" is judged against the CPU reference itself.
+//! Units are small `ising2d` lattices with 4 checkpoints, so "wrong" is judged against the
+//! CPU reference itself and challenges have segments to recompute. Random liars fabricate
+//! their checkpoints (a lazy cheater: any challenge catches it); colluders and turncoats
+//! compute honestly and tamper with the output (only a challenge of the last segment, a
+//! spot-check, a ringer or a disagreeing replica catches them).
 
 use crate::lifecycle::{Policy, Replication, UnitState};
 use crate::sqlite::SqliteStore;
@@ -147,6 +151,7 @@ impl Strategy {
                 target_error,
                 saboteur_fraction: 0.1,
                 ringer_rate: 0.02,
+                challenge_rate: 0.1,
                 max_total_results: 8,
                 ..Policy::default()
             },
@@ -195,6 +200,11 @@ pub struct SimReport {
     pub ringers: u64,
     /// Units the coordinator recomputed itself (spot-checks), per accepted unit.
     pub coordinator_checks_per_unit: f64,
+    /// Challenges verified (one segment of 4 recomputed each).
+    pub challenges: u64,
+    /// The coordinator's CPU work (spot-checks plus challenge segments) in units, per
+    /// accepted unit.
+    pub coordinator_work_per_unit: f64,
     /// Canonical results that differ from the CPU reference at the end.
     pub wrong_accepted: u64,
     pub wrong_per_accepted_unit: f64,
@@ -247,8 +257,9 @@ pub fn run(
         let n = cfg.batch_size.min(cfg.units - made);
         let units = (made..made + n)
             .map(|i| NewUnit {
-                params: json!({"L": 16, "beta": 0.44, "sweeps": 1, "seed": i}),
-                work: 256,
+                params: json!({"L": 16, "beta": 0.44, "sweeps": 4, "seed": i,
+                               "checkpoint_every": 1}),
+                work: 1024,
                 spot_check: rng.random_bool(strategy.spot_check_rate),
             })
             .collect();
@@ -308,6 +319,7 @@ pub fn run(
     let mut next_tick = 0u64;
     let mut wrong_ever = 0u64;
     let mut coordinator_checks = 0u64;
+    let mut challenges = 0u64;
     let mut finished_at = 0u64;
     let mut idle_polls = 0u32;
     while let Some(Reverse((t, i, todo))) = queue.pop() {
@@ -324,6 +336,17 @@ pub fn run(
                     let r = reference(&j.kernel, &j.params)?;
                     store.spot_check_done(j.unit_id, &r.digest, &r.output, now)?;
                     coordinator_checks += 1;
+                }
+            }
+            loop {
+                let jobs = store.pending_challenges(1000)?;
+                if jobs.is_empty() {
+                    break;
+                }
+                for j in jobs {
+                    // Settled already if the volunteer was caught in between.
+                    let _ = store.challenge_done(j.replica_id, j.verify(), now);
+                    challenges += 1;
                 }
             }
             next_tick = t + 60_000;
@@ -380,7 +403,8 @@ pub fn run(
                     _ => 0.0,
                 };
                 v.done += 1;
-                let honest = reference(&a.kernel, &a.params)?;
+                let (honest, states) = Job::new(&a.kernel, a.params.clone())?
+                    .run_cpu_keeping_states(1, &mut |_, _| {})?;
                 let lie = lie_rate > 0.0 && rng.random_bool(lie_rate);
                 let body = if lie {
                     let mut output = honest.output.clone();
@@ -394,10 +418,21 @@ pub fn run(
                             output[at] ^= 1 + rng.random_range(0..255u8);
                         }
                     }
+                    let checkpoints = match v.behaviour {
+                        Behaviour::Liar { .. } => fake_checkpoints(&honest.checkpoints),
+                        // Honest until the last, which must match the tampered output.
+                        _ => {
+                            let mut c = honest.checkpoints.clone();
+                            if let Some(last) = c.last_mut() {
+                                last.digest = Digest::of(&output);
+                            }
+                            c
+                        }
+                    };
                     ReportBody::Output {
                         digest: Digest::of(&output),
                         output,
-                        checkpoints: fake_checkpoints(&honest.checkpoints),
+                        checkpoints,
                         summary: honest.summary.clone(),
                     }
                 } else {
@@ -409,6 +444,14 @@ pub fn run(
                     }
                 };
                 let out = store.report_batch(v.id, &[(a.assignment_id, body)], now)?;
+                // A challenge: every kind sends its true state (a fabricated one could not
+                // match a digest it reported without computing it).
+                if let Some(Ok(o)) = out.first()
+                    && let Some(step) = o.challenge
+                    && let Some((_, state)) = states.iter().find(|(s, _)| *s == step)
+                {
+                    let _ = store.answer_challenge(v.id, a.assignment_id, step, state.clone(), now);
+                }
                 if lie
                     && let Some(Ok(o)) = out.first()
                     && o.unit_state == UnitState::Canonical
@@ -478,6 +521,9 @@ pub fn run(
         replicas,
         ringers,
         coordinator_checks_per_unit: per(coordinator_checks),
+        challenges,
+        coordinator_work_per_unit: (coordinator_checks as f64 + challenges as f64 / 4.0)
+            / accepted.max(1) as f64,
         wrong_accepted: wrong,
         wrong_per_accepted_unit: per(wrong),
         wrong_ever_canonical: wrong_ever,

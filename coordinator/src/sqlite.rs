@@ -9,6 +9,7 @@ use crate::lifecycle::{
     UnitState,
 };
 use crate::store::*;
+use base64::Engine as _;
 use protocol::api::{AdapterInfo, Assignment};
 use protocol::{Checkpoint, Digest, first_divergence};
 use rand::rngs::StdRng;
@@ -132,6 +133,22 @@ CREATE TABLE classes (
     passed INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+ALTER TABLE units ADD COLUMN challenge_rate REAL NOT NULL DEFAULT 0;
+-- Challenges: a reported segment the coordinator recomputes from the volunteer's own state.
+-- status: open (waiting for the state), ready (to verify), passed, failed, expired.
+CREATE TABLE challenges (
+    replica_id INTEGER PRIMARY KEY REFERENCES replicas(id),
+    from_step INTEGER NOT NULL,
+    to_step INTEGER NOT NULL,
+    state_digest BLOB,
+    end_digest BLOB NOT NULL,
+    output_digest BLOB,
+    state TEXT,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deadline_at INTEGER NOT NULL
+);
+CREATE INDEX challenges_status ON challenges(status, deadline_at);
 -- Ringers: units whose answer the coordinator computed itself and that are settled.
 CREATE INDEX units_ringers ON units(batch_id, id) WHERE spot = 'ready' AND state = 'canonical';
 "#,
@@ -264,6 +281,19 @@ impl SqliteStore {
         })
     }
 
+    /// Challenges by status (open, ready, passed, failed, expired).
+    pub fn challenge_counts(&self) -> Result<BTreeMap<String, u64>> {
+        self.read(|tx| {
+            let rows = tx
+                .prepare("SELECT status, count(*) FROM challenges GROUP BY status")?
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<std::result::Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Ringer replicas issued so far.
     pub fn ringers_issued(&self) -> Result<u64> {
         self.read(|tx| {
@@ -327,7 +357,7 @@ fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
         "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
                 max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
                 canonical_replica, canonical_digest, summary, fail_reason, replication,
-                target_error, saboteur_fraction, ringer_rate, distinct_prefixes
+                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate
          FROM units WHERE id = ?1",
     )?;
     let row = st
@@ -352,6 +382,7 @@ fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
                     saboteur_fraction: r.get(20)?,
                     ringer_rate: r.get(21)?,
                     distinct_prefixes: r.get(22)?,
+                    challenge_rate: r.get(23)?,
                 },
                 (
                     r.get::<_, u32>(11)?,
@@ -699,6 +730,7 @@ fn canonical_summary(tx: &Transaction<'_>, row: &UnitRow, d: &Digest) -> Result<
 /// One report inside the caller's transaction (and savepoint).
 fn report_one(
     tx: &Transaction<'_>,
+    rng: &Mutex<StdRng>,
     volunteer: i64,
     assignment: i64,
     body: &ReportBody,
@@ -749,10 +781,106 @@ fn report_one(
     let state: String = tx
         .prepare_cached("SELECT state FROM replicas WHERE id = ?1")?
         .query_row([assignment], |r| r.get(0))?;
+    let replica_state = rstate_of(&state)?;
+    let mut challenge = None;
+    if let ReportBody::Output {
+        digest,
+        checkpoints,
+        ..
+    } = body
+        && matches!(replica_state, ReplicaState::Success | ReplicaState::Valid)
+        && after.unit.policy.challenge_rate > 0.0
+        && !checkpoints.is_empty()
+        && chance(rng, after.unit.policy.challenge_rate)
+        && Job::new(&after.kernel, from_json(&after.params)?).is_ok_and(|j| j.resumable_on_cpu())
+    {
+        // One segment at random: from the checkpoint before it (or the initial state) to
+        // its end; the last one also binds the checkpoints to the output.
+        let j = rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_range(0..checkpoints.len());
+        let (from, state_digest) = match j {
+            0 => (0, None),
+            _ => (checkpoints[j - 1].step, Some(checkpoints[j - 1].digest)),
+        };
+        let last = j + 1 == checkpoints.len();
+        tx.prepare_cached(
+            "INSERT INTO challenges(replica_id, from_step, to_step, state_digest, end_digest,
+                 output_digest, status, created_at, deadline_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            assignment,
+            from as i64,
+            checkpoints[j].step as i64,
+            state_digest.map(|d| d.0.to_vec()),
+            &checkpoints[j].digest.0[..],
+            last.then(|| digest.0.to_vec()),
+            // From the initial state the coordinator needs nothing from the volunteer.
+            if from == 0 { "ready" } else { "open" },
+            now,
+            now + CHALLENGE_DEADLINE_S,
+        ])?;
+        challenge = (from > 0).then_some(from);
+    }
     Ok(ReportOutcome {
-        replica_state: rstate_of(&state)?,
+        replica_state,
         unit_state: after.unit.state,
+        challenge,
     })
+}
+
+/// Seconds a volunteer has to answer a challenge (it holds the state in memory).
+const CHALLENGE_DEADLINE_S: i64 = 600;
+
+fn chance(rng: &Mutex<StdRng>, p: f64) -> bool {
+    p > 0.0
+        && rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_bool(p.min(1.0))
+}
+
+/// A challenge's verdict inside the caller's transaction.
+fn settle_challenge(tx: &Transaction<'_>, replica: i64, passed: bool, now: i64) -> Result<()> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE challenges SET status = ?2, state = NULL
+             WHERE replica_id = ?1 AND status IN ('open', 'ready')",
+        )?
+        .execute(params![replica, if passed { "passed" } else { "failed" }])?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "challenge of assignment {replica} is already settled"
+        )));
+    }
+    let (unit, volunteer): (i64, i64) = tx
+        .prepare_cached("SELECT unit_id, volunteer_id FROM replicas WHERE id = ?1")?
+        .query_row([replica], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let column = if passed { "passed" } else { "failed" };
+    tx.prepare_cached(&format!(
+        "UPDATE classes SET {column} = {column} + 1
+         WHERE name = (SELECT class FROM replicas WHERE id = ?1)"
+    ))?
+    .execute([replica])?;
+    if passed {
+        tx.prepare_cached("UPDATE volunteers SET checks = checks + 1 WHERE id = ?1")?
+            .execute([volunteer])?;
+        return Ok(());
+    }
+    tracing::warn!(volunteer, replica, "failed a challenge");
+    tx.prepare_cached(
+        "UPDATE volunteers SET spot_failed = spot_failed + 1, streak = 0, checks = 0
+         WHERE id = ?1",
+    )?
+    .execute([volunteer])?;
+    if blacklisting(tx)? {
+        // Every unit it counts in, this one included, goes through validation again.
+        blacklist(tx, volunteer, -1, now)
+    } else {
+        step(tx, unit, Event::Backtrack(volunteer), now).map(|_| ())
+    }
 }
 
 fn batch_status_tx(tx: &Transaction<'_>, batch: i64) -> Result<BatchStatus> {
@@ -897,9 +1025,9 @@ impl Store for SqliteStore {
                 "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
                      target_results, max_error_results, max_total_results, deadline_s, target,
                      wanted, spot, created_at, replication, target_error, saboteur_fraction,
-                     ringer_rate, distinct_prefixes)
+                     ringer_rate, distinct_prefixes, challenge_rate)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?13, ?13, ?11, ?12,
-                     ?14, ?15, ?16, ?17, ?18)",
+                     ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let mut queue = tx.prepare_cached("INSERT INTO spot_queue(unit_id) VALUES (?1)")?;
             for u in &b.units {
@@ -929,6 +1057,7 @@ impl Store for SqliteStore {
                     p.saboteur_fraction,
                     p.ringer_rate,
                     p.distinct_prefixes,
+                    p.challenge_rate,
                 ])?;
                 if u.spot_check {
                     queue.execute([tx.last_insert_rowid()])?;
@@ -1059,7 +1188,7 @@ impl Store for SqliteStore {
             let mut out = Vec::with_capacity(items.len());
             for (assignment, body) in items {
                 tx.execute_batch("SAVEPOINT item")?;
-                let r = report_one(tx, volunteer, *assignment, body, now);
+                let r = report_one(tx, &self.rng, volunteer, *assignment, body, now);
                 match &r {
                     Ok(_) => tx.execute_batch("RELEASE item")?,
                     // A database error aborts the whole transaction; an item error its item.
@@ -1084,6 +1213,11 @@ impl Store for SqliteStore {
             for (replica, unit) in &due {
                 step(tx, *unit, Event::Timeout(*replica), now)?;
             }
+            // An unanswered challenge earns nothing and costs nothing more.
+            tx.prepare_cached(
+                "UPDATE challenges SET status = 'expired' WHERE status = 'open' AND deadline_at < ?1",
+            )?
+            .execute([now])?;
             Ok(due.len())
         })
     }
@@ -1107,6 +1241,124 @@ impl Store for SqliteStore {
                 })
                 .collect()
         })
+    }
+
+    fn answer_challenge(
+        &self,
+        volunteer: i64,
+        assignment: i64,
+        step: u64,
+        state: Vec<Vec<u8>>,
+        now: i64,
+    ) -> Result<()> {
+        self.tx(|tx| {
+            let owner: Option<i64> = tx
+                .prepare_cached("SELECT volunteer_id FROM replicas WHERE id = ?1")?
+                .query_row([assignment], |r| r.get(0))
+                .optional()?;
+            match owner {
+                None => return Err(StoreError::NotFound("assignment")),
+                Some(o) if o != volunteer => {
+                    return Err(StoreError::Forbidden(format!(
+                        "assignment {assignment} belongs to another volunteer"
+                    )));
+                }
+                _ => {}
+            }
+            let row: Option<(i64, Option<Vec<u8>>, String)> = tx
+                .prepare_cached(
+                    "SELECT from_step, state_digest, status FROM challenges WHERE replica_id = ?1",
+                )?
+                .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((from, state_digest, status)) = row else {
+                return Err(StoreError::NotFound("challenge"));
+            };
+            if status != "open" {
+                return Err(StoreError::Conflict(format!(
+                    "the challenge of assignment {assignment} is {status}"
+                )));
+            }
+            if step != from as u64 {
+                return Err(StoreError::invalid(
+                    "step",
+                    format!("the challenge asks for step {from}, got {step}"),
+                ));
+            }
+            // The state must be the one the volunteer reported at that checkpoint.
+            let got = Digest::of_parts(state.iter().map(Vec::as_slice));
+            if digest_of(state_digest) != Some(got) {
+                return settle_challenge(tx, assignment, false, now);
+            }
+            let encoded: Vec<String> = state
+                .iter()
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                .collect();
+            tx.prepare_cached(
+                "UPDATE challenges SET state = ?2, status = 'ready' WHERE replica_id = ?1",
+            )?
+            .execute(params![assignment, to_json(&encoded)?])?;
+            Ok(())
+        })
+    }
+
+    fn pending_challenges(&self, limit: usize) -> Result<Vec<ChallengeJob>> {
+        self.read(|tx| {
+            let rows = tx
+                .prepare_cached(
+                    "SELECT c.replica_id, u.kernel, u.params, c.from_step, c.to_step, c.state,
+                            c.end_digest, c.output_digest
+                     FROM challenges c JOIN replicas r ON r.id = c.replica_id
+                     JOIN units u ON u.id = r.unit_id
+                     WHERE c.status = 'ready' ORDER BY c.replica_id LIMIT ?1",
+                )?
+                .query_map([limit as i64], |r| {
+                    Ok((
+                        (
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ),
+                        (
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                        ),
+                        (r.get::<_, Vec<u8>>(6)?, r.get::<_, Option<Vec<u8>>>(7)?),
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(
+                    |((replica_id, kernel, params), (from, to, state), (end, out))| {
+                        let state: Vec<String> = match state {
+                            Some(s) => from_json(&s)?,
+                            None => Vec::new(),
+                        };
+                        let state = state
+                            .iter()
+                            .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+                            .collect::<std::result::Result<_, _>>()
+                            .map_err(|e| StoreError::Db(format!("challenge state: {e}")))?;
+                        Ok(ChallengeJob {
+                            replica_id,
+                            kernel,
+                            params: from_json(&params)?,
+                            from: from as u64,
+                            to: to as u64,
+                            state,
+                            end_digest: digest_of(Some(end))
+                                .ok_or_else(|| StoreError::Db("challenge digest".into()))?,
+                            output_digest: digest_of(out),
+                        })
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn challenge_done(&self, replica: i64, passed: bool, now: i64) -> Result<()> {
+        self.tx(|tx| settle_challenge(tx, replica, passed, now))
     }
 
     fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()> {

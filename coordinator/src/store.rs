@@ -83,6 +83,49 @@ pub enum ReportBody {
 pub struct ReportOutcome {
     pub replica_state: ReplicaState,
     pub unit_state: UnitState,
+    /// The checkpoint step whose state the volunteer is asked for (a challenge).
+    pub challenge: Option<u64>,
+}
+
+/// A challenge ready to verify: recompute steps `[from, to)` from `state` (the state the
+/// volunteer sent, or the initial state when `from` is 0) and compare with what it reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChallengeJob {
+    pub replica_id: i64,
+    pub kernel: String,
+    pub params: Value,
+    pub from: u64,
+    pub to: u64,
+    /// Empty when `from` is 0.
+    pub state: Vec<Vec<u8>>,
+    /// The reported checkpoint digest at `to`.
+    pub end_digest: Digest,
+    /// The reported output digest, when `to` is the last step.
+    pub output_digest: Option<Digest>,
+}
+
+impl ChallengeJob {
+    /// Recomputes the segment with the CPU reference: whether the volunteer's report holds.
+    pub fn verify(&self) -> bool {
+        let Ok(job) = shaders::Job::new(&self.kernel, self.params.clone()) else {
+            return false;
+        };
+        let start = if self.from == 0 {
+            job.initial_state()
+        } else {
+            self.state.clone()
+        };
+        let Some(end) = job.cpu_segment(&start, self.from, self.to) else {
+            return false;
+        };
+        if Digest::of_parts(end.iter().map(Vec::as_slice)) != self.end_digest {
+            return false;
+        }
+        match self.output_digest {
+            Some(d) => job.finish(&end, vec![]).is_ok_and(|r| r.digest == d),
+            None => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -287,6 +330,20 @@ pub trait Store: Send + Sync + 'static {
     /// Marks replicas past their deadline as no-reply; returns how many.
     fn expire(&self, now: i64) -> Result<usize>;
     fn pending_spot_checks(&self, limit: usize) -> Result<Vec<SpotJob>>;
+    /// A volunteer's answer to a challenge: the state buffers at `step`. A state that does not
+    /// hash to the checkpoint it reported fails the challenge at once.
+    fn answer_challenge(
+        &self,
+        volunteer: i64,
+        assignment: i64,
+        step: u64,
+        state: Vec<Vec<u8>>,
+        now: i64,
+    ) -> Result<()>;
+    /// Challenges whose segment the coordinator can now recompute.
+    fn pending_challenges(&self, limit: usize) -> Result<Vec<ChallengeJob>>;
+    /// The verdict: a passed check, or a caught volunteer (blacklisted, its work backtracked).
+    fn challenge_done(&self, replica: i64, passed: bool, now: i64) -> Result<()>;
     fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()>;
     /// `viewer`: None for an operator (sees all), Some(key) for a scientist.
     fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus>;

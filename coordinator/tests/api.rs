@@ -1250,3 +1250,148 @@ fn replicas_go_to_distinct_network_prefixes_when_asked() {
         }
     }
 }
+
+#[tokio::test]
+async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
+    let h = Harness::new();
+    h.store.seed(11);
+    let units: Vec<Value> = (0..6)
+        .map(|i| json!({"L": 16, "beta": 0.44, "sweeps": 8, "checkpoint_every": 2, "seed": i}))
+        .collect();
+    h.batch(
+        "ising2d",
+        units,
+        json!({"replication": "credibility", "spot_check_rate": 0.0, "challenge_rate": 1.0}),
+    )
+    .await;
+    // Nothing to answer for an assignment that was never challenged.
+    let x = h.volunteer(Kind::Honest).await;
+    let answer = |step: u64, state: &[Vec<u8>]| {
+        let state: Vec<String> = state
+            .iter()
+            .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
+            .collect();
+        json!({"step": step, "state": state}).to_string()
+    };
+    let work = |token: String| {
+        let h = &h;
+        async move {
+            let (s, w) = h
+                .post("/api/v1/work", Some(&token), json!({"max_units": 3}))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{w}");
+            w["assignments"].as_array().unwrap().clone()
+        }
+    };
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/challenges/999",
+            Some(&x.token),
+            Some(answer(2, &[])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+
+    // An honest volunteer answers with its true states and passes every challenge.
+    let mut answered = 0;
+    for a in work(x.token.clone()).await {
+        let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
+        let (_, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+        let (s, ack) = h
+            .post(
+                "/api/v1/results",
+                Some(&x.token),
+                report_for(&a, Kind::Honest),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+        let id = a["assignment_id"].as_i64().unwrap();
+        if let Some(step) = ack["challenge"]["step"].as_u64() {
+            let state = &states.iter().find(|(s, _)| *s == step).unwrap().1;
+            // The wrong step is named; nothing changes.
+            let (s, v) = h
+                .call(
+                    "POST",
+                    &format!("/api/v1/challenges/{id}"),
+                    Some(&x.token),
+                    Some(answer(step + 1, state)),
+                )
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+            assert_eq!(v["field"], "step");
+            let (s, v) = h
+                .call(
+                    "POST",
+                    &format!("/api/v1/challenges/{id}"),
+                    Some(&x.token),
+                    Some(answer(step, state)),
+                )
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+            let (s, _) = h
+                .call(
+                    "POST",
+                    &format!("/api/v1/challenges/{id}"),
+                    Some(&x.token),
+                    Some(answer(step, state)),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CONFLICT, "answered once");
+            answered += 1;
+        }
+    }
+    assert!(answered > 0, "no challenge asked for a state");
+    let jobs = h.store.pending_challenges(100).unwrap();
+    assert_eq!(jobs.len(), 3, "every report was challenged");
+    for j in &jobs {
+        assert!(j.verify(), "{j:?}");
+        h.store.challenge_done(j.replica_id, true, now()).unwrap();
+    }
+
+    // A volunteer that answers with a state it did not report is caught at once.
+    let y = h.volunteer(Kind::Honest).await;
+    let mut caught = false;
+    for a in work(y.token.clone()).await {
+        let (_, ack) = h
+            .post(
+                "/api/v1/results",
+                Some(&y.token),
+                report_for(&a, Kind::Honest),
+            )
+            .await;
+        if let Some(step) = ack["challenge"]["step"].as_u64() {
+            let id = a["assignment_id"].as_i64().unwrap();
+            let (s, v) = h
+                .call(
+                    "POST",
+                    &format!("/api/v1/challenges/{id}"),
+                    Some(&y.token),
+                    Some(answer(step, &[vec![0; 1024], vec![0; 32]])),
+                )
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+            caught = true;
+            break;
+        }
+    }
+    assert!(caught, "no challenge asked for a state");
+    let (s, _) = h
+        .post("/api/v1/work", Some(&y.token), json!({"max_units": 1}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // A tampered last segment fails its recomputation.
+    let mut j = jobs[0].clone();
+    j.end_digest = Digest::of(b"not the state");
+    assert!(!j.verify());
+
+    // The honest volunteer's passed challenges count as checks.
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    let hosts = d["hosts"].as_array().unwrap();
+    assert!(hosts.iter().any(|x| x["checks"] == 3), "{d}");
+}

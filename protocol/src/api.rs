@@ -98,6 +98,26 @@ pub struct ReportAck {
     /// The replica's state after the report ("success", "valid", "invalid", "error").
     pub replica_state: String,
     pub unit_state: String,
+    /// A challenge: send the state buffers at this checkpoint step to
+    /// `POST /api/v1/challenges/{assignment_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<ChallengeRequest>,
+}
+
+/// The coordinator asks for the state at a checkpoint the volunteer reported, to recompute
+/// the next segment itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    pub step: u64,
+}
+
+/// The state buffers at a checkpoint, answering a challenge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeAnswer {
+    pub step: u64,
+    /// Each state buffer, base64 (standard alphabet), in the kernel's buffer order.
+    pub state: Vec<String>,
 }
 
 /// One item of a batched report: the status it would have had alone.
@@ -132,6 +152,9 @@ pub struct PolicySpec {
     pub ringer_rate: Option<f64>,
     /// Replicas of a unit go to distinct network prefixes (/24, /48) (default false).
     pub distinct_prefixes: Option<bool>,
+    /// Fraction of reports challenged: the coordinator recomputes one random segment from the
+    /// volunteer's checkpoint state, 0..=1 (default 0).
+    pub challenge_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

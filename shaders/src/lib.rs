@@ -99,6 +99,21 @@ pub trait Kernel {
     /// Runs on the CPU and returns the final state buffers, byte-identical (integer kernels) to
     /// the GPU program's state buffers.
     fn cpu(p: &Self::Params, threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>>;
+    /// The reference from a checkpoint: steps `[start, end)` from the state buffers `state`,
+    /// for challenge spot-checks. None if the kernel cannot (float kernels) or `state` is not
+    /// a state of this kernel.
+    fn cpu_segment(
+        _p: &Self::Params,
+        _state: &[Vec<u8>],
+        _start: u64,
+        _end: u64,
+    ) -> Option<Vec<Vec<u8>>> {
+        None
+    }
+    /// Whether [`Kernel::cpu_segment`] is implemented.
+    fn resumable_on_cpu() -> bool {
+        false
+    }
     /// Canonical output bytes from the final state buffers.
     fn canonical_output(p: &Self::Params, state: &[Vec<u8>]) -> Vec<u8>;
     fn output_len(p: &Self::Params) -> u64;
@@ -113,6 +128,9 @@ pub trait Kernel {
         a == b
     }
 }
+
+/// The state buffers at a checkpoint step.
+pub type CheckpointState = (u64, Vec<Vec<u8>>);
 
 /// A validated kernel invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +259,41 @@ impl Job {
             checkpoints,
             summary,
         })
+    }
+
+    /// The state buffers before step 0.
+    pub fn initial_state(&self) -> Vec<Vec<u8>> {
+        self.program()
+            .buffers
+            .into_iter()
+            .filter(|b| b.state)
+            .map(|b| b.init)
+            .collect()
+    }
+
+    /// Whether the coordinator can recompute one segment from a checkpoint's state.
+    pub fn resumable_on_cpu(&self) -> bool {
+        with_kernel!(self, _p => K::resumable_on_cpu())
+    }
+
+    /// Steps `[start, end)` of the CPU reference from the state buffers at `start`.
+    pub fn cpu_segment(&self, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
+        with_kernel!(self, p => K::cpu_segment(p, state, start, end))
+    }
+
+    /// The CPU reference, keeping the state buffers at every checkpoint (to answer a
+    /// challenge): the result and `(step, state)` per checkpoint.
+    pub fn run_cpu_keeping_states(
+        &self,
+        threads: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(RunResult, Vec<CheckpointState>), OutputError> {
+        let mut sink = CheckpointSink::new(self.schedule(), progress);
+        sink.keep_states = true;
+        let state = with_kernel!(self, p => K::cpu(p, threads.max(1), &mut sink));
+        let checkpoints = std::mem::take(&mut sink.checkpoints);
+        let states = std::mem::take(&mut sink.states);
+        Ok((self.finish(&state, checkpoints)?, states))
     }
 
     /// The CPU reference on `threads` threads (results do not depend on the thread count).

@@ -117,6 +117,9 @@ impl Schedule {
 pub struct CheckpointSink<'a> {
     schedule: Schedule,
     pub checkpoints: Vec<Checkpoint>,
+    /// Keep the state at every checkpoint in `states` (to answer challenges).
+    pub keep_states: bool,
+    pub states: Vec<(u64, Vec<Vec<u8>>)>,
     progress: &'a mut dyn FnMut(u64, u64),
 }
 
@@ -125,6 +128,8 @@ impl<'a> CheckpointSink<'a> {
         Self {
             schedule,
             checkpoints: Vec::new(),
+            keep_states: false,
+            states: Vec::new(),
             progress,
         }
     }
@@ -136,6 +141,9 @@ impl<'a> CheckpointSink<'a> {
             let parts = state();
             let digest = Digest::of_parts(parts.iter().map(Vec::as_slice));
             self.checkpoints.push(Checkpoint { step, digest });
+            if self.keep_states {
+                self.states.push((step, parts));
+            }
         }
         if step == self.schedule.total || step.is_multiple_of(self.schedule.chunk) {
             (self.progress)(step, self.schedule.total);

@@ -27,7 +27,7 @@ fn config(dir: &std::path::Path, bind: SocketAddr) -> Config {
     cfg
 }
 
-fn batch(store: &SqliteStore, n: u64) -> i64 {
+fn batch(store: &SqliteStore, n: u64, policy: PolicySpec) -> i64 {
     let units = (0..n)
         .map(|i| json!({"L": 32, "beta": 0.4, "sweeps": 30, "seed": i + 1}))
         .collect();
@@ -36,7 +36,7 @@ fn batch(store: &SqliteStore, n: u64) -> i64 {
             name: None,
             kernel: "ising2d".into(),
             units,
-            policy: PolicySpec::default(),
+            policy,
             axes: Vec::new(),
         },
         None,
@@ -63,7 +63,16 @@ async fn gpu_and_cpu_volunteers_agree_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
     let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
-    let id = batch(&store, 4);
+    // Every report is challenged: each volunteer sends its state at a checkpoint, and the
+    // coordinator recomputes the next segment on the CPU from it.
+    let id = batch(
+        &store,
+        4,
+        PolicySpec {
+            challenge_rate: Some(1.0),
+            ..Default::default()
+        },
+    );
     let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
     let url = format!("http://{addr}");
     let gpu_dir = dir.path().join("gpu");
@@ -119,6 +128,16 @@ async fn gpu_and_cpu_volunteers_agree_byte_for_byte() {
             "{backends:?}"
         );
     }
+    // Every challenge (GPU states and CPU states alike) passes.
+    let mut counts = Default::default();
+    for _ in 0..100 {
+        counts = store.challenge_counts().unwrap();
+        if counts.get("passed") == Some(&8) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts.get("passed"), Some(&8), "{counts:?}");
     // Nothing left pending or held.
     assert!(cpu_host.kv_keys("pending/").await.is_empty());
     assert!(cpu_host.kv_keys("assignment/").await.is_empty());
@@ -137,7 +156,7 @@ async fn a_volunteer_rides_out_a_coordinator_that_is_down() {
     let cfg = config(&dir.path().join("coordinator"), addr);
     std::fs::create_dir_all(&cfg.data_dir).unwrap();
     let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
-    let id = batch(&store, 2);
+    let id = batch(&store, 2, PolicySpec::default());
     let host = NativeHost::new(&format!("http://{addr}"), dir.path().join("volunteer")).unwrap();
     let opts = Options {
         max_units: Some(2),

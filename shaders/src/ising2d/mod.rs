@@ -218,8 +218,6 @@ impl Kernel for Ising2d {
 
     fn cpu(p: &Params, threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>> {
         let l = p.l as usize;
-        let thr = p.thresholds();
-        let key = key_of(p.seed);
         // Checkerboard layout: colour c holds row r, k at column 2k + ((r + c) & 1), so each
         // half-sweep writes one array while reading only the other.
         let init = p.initial_spins();
@@ -229,20 +227,45 @@ impl Kernel for Ising2d {
             colours[(r + c) & 1][r * (l / 2) + c / 2] = s as u8;
         }
         let mut series = vec![0i32; 2 * p.measurements() as usize];
-        for t in 0..p.total_sweeps() {
-            for colour in 0..2 {
-                let [a, b] = &mut colours;
-                let (mine, other) = if colour == 0 { (a, &*b) } else { (b, &*a) };
-                half_sweep(l, colour, t as u32, key, &thr, mine, other, threads);
-            }
-            if let Some(slot) = p.slot_after(t + 1) {
-                let (b, m) = measure(l, &colours);
-                series[2 * slot as usize] = b;
-                series[2 * slot as usize + 1] = m;
-            }
-            sink.step(t + 1, || state_bytes(l, &colours, &series));
-        }
+        sweeps(
+            p,
+            &mut colours,
+            &mut series,
+            0,
+            p.total_sweeps(),
+            threads,
+            Some(sink),
+        );
         state_bytes(l, &colours, &series)
+    }
+
+    fn resumable_on_cpu() -> bool {
+        true
+    }
+
+    fn cpu_segment(p: &Params, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
+        let l = p.l as usize;
+        let [spins, series] = state else { return None };
+        if spins.len() != 4 * l * l
+            || series.len() != 8 * p.measurements() as usize
+            || start > end
+            || end > p.total_sweeps()
+        {
+            return None;
+        }
+        let mut colours: [Vec<u8>; 2] = [vec![0; l * l / 2], vec![0; l * l / 2]];
+        for (i, s) in spins.chunks_exact(4).enumerate() {
+            let (r, c) = (i / l, i % l);
+            // Spins are 0 or 1; anything else is not a state this kernel produces.
+            let v = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            if v > 1 {
+                return None;
+            }
+            colours[(r + c) & 1][r * (l / 2) + c / 2] = v as u8;
+        }
+        let mut series = i32s_from_le(series);
+        sweeps(p, &mut colours, &mut series, start, end, 1, None);
+        Some(state_bytes(l, &colours, &series))
     }
 
     fn canonical_output(p: &Params, state: &[Vec<u8>]) -> Vec<u8> {
@@ -362,6 +385,36 @@ fn measure(l: usize, colours: &[Vec<u8>; 2]) -> (i32, i32) {
     (b, m)
 }
 
+/// Sweeps `[start, end)` of the reference, in place.
+fn sweeps(
+    p: &Params,
+    colours: &mut [Vec<u8>; 2],
+    series: &mut [i32],
+    start: u64,
+    end: u64,
+    threads: usize,
+    mut sink: Option<&mut CheckpointSink<'_>>,
+) {
+    let l = p.l as usize;
+    let thr = p.thresholds();
+    let key = key_of(p.seed);
+    for t in start..end {
+        for colour in 0..2 {
+            let [a, b] = &mut *colours;
+            let (mine, other) = if colour == 0 { (a, &*b) } else { (b, &*a) };
+            half_sweep(l, colour, t as u32, key, &thr, mine, other, threads);
+        }
+        if let Some(slot) = p.slot_after(t + 1) {
+            let (b, m) = measure(l, colours);
+            series[2 * slot as usize] = b;
+            series[2 * slot as usize + 1] = m;
+        }
+        if let Some(sink) = sink.as_deref_mut() {
+            sink.step(t + 1, || state_bytes(l, colours, series));
+        }
+    }
+}
+
 fn state_bytes(l: usize, colours: &[Vec<u8>; 2], series: &[i32]) -> Vec<Vec<u8>> {
     let mut spins = Vec::with_capacity(l * l * 4);
     for r in 0..l {
@@ -381,6 +434,31 @@ mod tests {
 
     fn job(v: Value) -> Result<Job, ParamError> {
         Job::new("ising2d", v)
+    }
+
+    #[test]
+    fn a_segment_recomputed_from_a_checkpoint_matches_the_next_one() {
+        let j = job(
+            json!({"L": 18, "beta": 0.44, "sweeps": 40, "thermalize": 8, "seed": 3,
+                           "checkpoint_every": 12}),
+        )
+        .unwrap();
+        let (r, states) = j.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+        assert_eq!(states.len(), r.checkpoints.len());
+        assert!(states.len() >= 3);
+        for w in states.windows(2) {
+            let ((a, sa), (b, sb)) = (&w[0], &w[1]);
+            let next = j.cpu_segment(sa, *a, *b).unwrap();
+            assert_eq!(&next, sb, "segment {a}..{b}");
+        }
+        // The last state is the output's.
+        let (last, s) = states.last().unwrap();
+        assert_eq!(j.finish(s, vec![]).unwrap().digest, r.digest, "at {last}");
+        // Not a state of this kernel.
+        assert!(j.cpu_segment(&[vec![7; 4]], 0, 1).is_none());
+        let mut bad = states[0].1.clone();
+        bad[0][0] = 2;
+        assert!(j.cpu_segment(&bad, states[0].0, states[1].0).is_none());
     }
 
     #[test]
