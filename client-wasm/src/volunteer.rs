@@ -196,7 +196,7 @@ async fn token<H: Host>(host: &H, opts: &Options) -> Result<String, String> {
 /// to answer a challenge (the coordinator recomputes the segment after one of them).
 #[derive(Default)]
 struct Kept {
-    states: std::collections::HashMap<i64, Vec<(u64, Vec<Vec<u8>>)>>,
+    states: std::collections::HashMap<i64, States>,
     bytes: usize,
 }
 
@@ -204,7 +204,7 @@ impl Kept {
     /// At most this much state is kept; beyond it, challenges go unanswered (no credit).
     const MAX_BYTES: usize = 64 << 20;
 
-    fn keep(&mut self, assignment: i64, states: Vec<(u64, Vec<Vec<u8>>)>) {
+    fn keep(&mut self, assignment: i64, states: States) {
         let size: usize = states
             .iter()
             .flat_map(|(_, s)| s.iter().map(Vec::len))
@@ -215,7 +215,7 @@ impl Kept {
         }
     }
 
-    fn take(&mut self, assignment: i64) -> Vec<(u64, Vec<Vec<u8>>)> {
+    fn take(&mut self, assignment: i64) -> States {
         let states = self.states.remove(&assignment).unwrap_or_default();
         self.bytes -= states
             .iter()
