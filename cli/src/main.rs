@@ -375,7 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("  replicas:");
             for r in p["replicas"].as_array().cloned().unwrap_or_default() {
                 println!(
-                    "    {:>8} {:<12} {:<11} {} {}{}",
+                    "    {:>8} {:<12} {:<11} {} {}{}{}{}",
                     r["replica_id"],
                     r["volunteer"].as_str().unwrap_or(""),
                     r["state"].as_str().unwrap_or(""),
@@ -386,6 +386,10 @@ fn run(cli: Cli) -> Result<()> {
                     r["diverged_at_step"]
                         .as_u64()
                         .map_or(String::new(), |s| format!("  diverged at step {s}")),
+                    if r["ringer"] == true { "  (ringer)" } else { "" },
+                    r["challenge"]
+                        .as_str()
+                        .map_or(String::new(), |c| format!("  challenge {c}")),
                 );
             }
             println!("  reproduce: {}", p["reproduce"].as_str().unwrap_or(""));

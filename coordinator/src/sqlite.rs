@@ -1536,8 +1536,11 @@ impl Store for SqliteStore {
             check_viewer(tx, row.batch_id, viewer)?;
             let salt: Vec<u8> = anon_salt(tx)?;
             let mut st = tx.prepare_cached(
-                "SELECT id, volunteer_id, state, digest, checkpoints, adapter, sent_at, reported_at, late, error
-                 FROM replicas WHERE unit_id = ?1 ORDER BY id",
+                "SELECT r.id, r.volunteer_id, r.state, r.digest, r.checkpoints, r.adapter, r.sent_at,
+                        r.reported_at, r.late, r.error, r.ringer,
+                        (SELECT status || ' ' || from_step || '..' || to_step FROM challenges c
+                         WHERE c.replica_id = r.id)
+                 FROM replicas r WHERE r.unit_id = ?1 ORDER BY r.id",
             )?;
             let rows = st
                 .query_map([unit], |r| {
@@ -1545,6 +1548,7 @@ impl Store for SqliteStore {
                         (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<Vec<u8>>>(3)?),
                         (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
                         (r.get::<_, i64>(6)?, r.get::<_, Option<i64>>(7)?, r.get::<_, bool>(8)?, r.get::<_, Option<String>>(9)?),
+                        (r.get::<_, bool>(10)?, r.get::<_, Option<String>>(11)?),
                     ))
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -1554,10 +1558,10 @@ impl Store for SqliteStore {
             let canonical_cps = rows
                 .iter()
                 .find(|((id, ..), ..)| Some(*id) == row.unit.canonical)
-                .map(|(_, (cps, _), _)| parse_cps(cps))
+                .map(|(_, (cps, _), ..)| parse_cps(cps))
                 .unwrap_or_default();
             let mut replicas = Vec::new();
-            for ((id, vol, state, digest), (cps, adapter), (sent_at, reported_at, late, error)) in &rows {
+            for ((id, vol, state, digest), (cps, adapter), (sent_at, reported_at, late, error), (ringer, challenge)) in &rows {
                 let digest = digest_of(digest.clone());
                 let checkpoints = parse_cps(cps);
                 let diverged_at_step = match (digest, row.canonical_digest) {
@@ -1576,6 +1580,8 @@ impl Store for SqliteStore {
                     late: *late,
                     error: error.clone(),
                     diverged_at_step,
+                    ringer: *ringer,
+                    challenge: challenge.clone(),
                 });
             }
             let params: Value = from_json(&row.params)?;

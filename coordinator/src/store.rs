@@ -168,6 +168,11 @@ pub struct ReplicaProvenance {
     /// For a replica that disagrees with the canonical one: the first checkpoint step at
     /// which their state digests differ.
     pub diverged_at_step: Option<u64>,
+    /// A ringer: a replica of this unit sent after it was settled, to check the volunteer.
+    pub ringer: bool,
+    /// A challenge of this replica: its status and the recomputed segment, e.g.
+    /// "passed 8..12".
+    pub challenge: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
