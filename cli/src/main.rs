@@ -386,7 +386,11 @@ fn run(cli: Cli) -> Result<()> {
                     r["diverged_at_step"]
                         .as_u64()
                         .map_or(String::new(), |s| format!("  diverged at step {s}")),
-                    if r["ringer"] == true { "  (ringer)" } else { "" },
+                    if r["ringer"] == true {
+                        "  (ringer)"
+                    } else {
+                        ""
+                    },
                     r["challenge"]
                         .as_str()
                         .map_or(String::new(), |c| format!("  challenge {c}")),

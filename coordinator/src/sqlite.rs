@@ -158,6 +158,20 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Draws for ringers and adaptive replication; seedable so simulations repeat.
     rng: Mutex<StdRng>,
+    /// Adapter classes known to be in the `classes` table.
+    classes: Mutex<std::collections::HashSet<String>>,
+}
+
+/// What the scheduler reads of a unit it hands out.
+struct PickedUnit {
+    deadline_s: i64,
+    kernel: String,
+    params: String,
+    output_len: i64,
+    batch_id: i64,
+    ringer_rate: f64,
+    replication: String,
+    target: u32,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -267,6 +281,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             rng: Mutex::new(StdRng::from_os_rng()),
+            classes: Mutex::default(),
         })
     }
 
@@ -1077,12 +1092,17 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Assignment>> {
         let adapter_json = to_json(adapter)?;
         let class = adapter_class(adapter);
-        self.tx(|tx| {
-            tx.prepare_cached("INSERT OR IGNORE INTO classes(name) VALUES (?1)")?
-                .execute([&class])?;
-            let streak: i64 = tx
-                .prepare_cached("SELECT streak FROM volunteers WHERE id = ?1")?
-                .query_row([volunteer], |r| r.get(0))?;
+        let new_class = !self
+            .classes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&class);
+        let out = self.tx(|tx| {
+            if new_class {
+                tx.prepare_cached("INSERT OR IGNORE INTO classes(name) VALUES (?1)")?
+                    .execute([&class])?;
+            }
+            let mut streak = None;
             let ids: Vec<i64> = tx
                 .prepare_cached(
                     "SELECT id FROM units WHERE wanted > 0 AND NOT EXISTS (
@@ -1095,30 +1115,59 @@ impl Store for SqliteStore {
                 .query_map(params![volunteer, max, prefix], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?;
             let mut out = Vec::with_capacity(ids.len());
-            for picked in ids {
-                let (batch_id, ringer_rate, replication, target): (i64, f64, String, u32) = tx
+            let unit_row = |id: i64| -> Result<PickedUnit> {
+                Ok(tx
                     .prepare_cached(
-                        "SELECT batch_id, ringer_rate, replication, target FROM units WHERE id = ?1",
+                        "SELECT deadline_s, kernel, params, output_len, batch_id, ringer_rate,
+                                replication, target FROM units WHERE id = ?1",
                     )?
-                    .query_row([picked], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                    .query_row([id], |r| {
+                        Ok(PickedUnit {
+                            deadline_s: r.get(0)?,
+                            kernel: r.get(1)?,
+                            params: r.get(2)?,
+                            output_len: r.get(3)?,
+                            batch_id: r.get(4)?,
+                            ringer_rate: r.get(5)?,
+                            replication: r.get(6)?,
+                            target: r.get(7)?,
+                        })
+                    })?)
+            };
+            for picked in ids {
+                let mut u = unit_row(picked)?;
                 // A ringer takes this slot: a settled unit whose answer the coordinator
                 // computed itself, sent like any other.
-                let ringer = if self.draw(ringer_rate) {
-                    pick_ringer(tx, batch_id, volunteer, &mut self.rng.lock().unwrap_or_else(|e| e.into_inner()))?
+                let ringer = if self.draw(u.ringer_rate) {
+                    let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                    pick_ringer(tx, u.batch_id, volunteer, &mut rng)?
                 } else {
                     None
                 };
+                if let Some(r) = ringer {
+                    u = unit_row(r)?;
+                }
                 let unit_id = ringer.unwrap_or(picked);
                 // BOINC adaptive replication: after 10 valid in a row, alone with
                 // probability 1 - 1/streak.
-                let alone = ringer.is_none()
-                    && replication == Replication::Adaptive.as_str()
-                    && target == 1
-                    && streak >= 10
-                    && self.draw(1.0 - 1.0 / streak as f64);
-                let (deadline_s, kernel, params_s, output_len): (i64, String, String, i64) = tx
-                    .prepare_cached("SELECT deadline_s, kernel, params, output_len FROM units WHERE id = ?1")?
-                    .query_row([unit_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let mut alone = false;
+                if ringer.is_none() && u.replication == Replication::Adaptive.as_str() && u.target == 1 {
+                    let s: i64 = match streak {
+                        Some(s) => s,
+                        None => tx
+                            .prepare_cached("SELECT streak FROM volunteers WHERE id = ?1")?
+                            .query_row([volunteer], |r| r.get(0))?,
+                    };
+                    streak = Some(s);
+                    alone = s >= 10 && self.draw(1.0 - 1.0 / s as f64);
+                }
+                let PickedUnit {
+                    deadline_s,
+                    kernel,
+                    params: params_s,
+                    output_len,
+                    ..
+                } = u;
                 let deadline = now + deadline_s;
                 tx.prepare_cached(
                     "INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, adapter,
@@ -1148,7 +1197,14 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
-        })
+        })?;
+        if new_class {
+            self.classes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(class);
+        }
+        Ok(out)
     }
 
     fn assignment_jobs(
