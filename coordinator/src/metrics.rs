@@ -63,6 +63,17 @@ impl Metrics {
         for (state, n) in &status.replicas {
             out.push_str(&format!("qg_replicas{{state=\"{state}\"}} {n}\n"));
         }
+        out.push_str(
+            "# HELP qg_challenges Checkpoint challenges by status.\n# TYPE qg_challenges gauge\n",
+        );
+        for (state, n) in &status.challenges {
+            out.push_str(&format!("qg_challenges{{status=\"{state}\"}} {n}\n"));
+        }
+        out.push_str(&format!(
+            "# HELP qg_ringers_total Ringer replicas issued.\n# TYPE qg_ringers_total counter\nqg_ringers_total {}\n\
+             # HELP qg_volunteers_blacklisted Volunteers caught and blacklisted.\n# TYPE qg_volunteers_blacklisted gauge\nqg_volunteers_blacklisted {}\n",
+            status.ringers, status.blacklisted
+        ));
         let dispatched: u64 = status.replicas.values().sum();
         let validated = status.replicas.get("valid").copied().unwrap_or(0)
             + status.replicas.get("invalid").copied().unwrap_or(0);

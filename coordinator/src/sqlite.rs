@@ -151,6 +151,7 @@ CREATE TABLE challenges (
 CREATE INDEX challenges_status ON challenges(status, deadline_at);
 -- Ringers: units whose answer the coordinator computed itself and that are settled.
 CREATE INDEX units_ringers ON units(batch_id, id) WHERE spot = 'ready' AND state = 'canonical';
+CREATE INDEX replicas_ringer ON replicas(id) WHERE ringer = 1;
 "#,
 ];
 
@@ -1697,11 +1698,34 @@ impl Store for SqliteStore {
             let volunteers: i64 =
                 tx.query_row("SELECT count(*) FROM volunteers", [], |r| r.get(0))?;
             let batches: i64 = tx.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))?;
+            let blacklisted: i64 = tx.query_row(
+                "SELECT count(*) FROM volunteers WHERE blacklisted = 1",
+                [],
+                |r| r.get(0),
+            )?;
+            let ringers: i64 =
+                tx.query_row("SELECT count(*) FROM replicas WHERE ringer = 1", [], |r| {
+                    r.get(0)
+                })?;
+            let mut challenges: BTreeMap<String, u64> =
+                ["open", "ready", "passed", "failed", "expired"]
+                    .iter()
+                    .map(|s| (s.to_string(), 0))
+                    .collect();
+            let mut st =
+                tx.prepare_cached("SELECT status, count(*) FROM challenges GROUP BY status")?;
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (s, n) = row?;
+                challenges.insert(s, n as u64);
+            }
             Ok(Status {
                 units,
                 replicas,
                 volunteers: volunteers as u64,
                 batches: batches as u64,
+                blacklisted: blacklisted as u64,
+                ringers: ringers as u64,
+                challenges,
             })
         })
     }

@@ -274,6 +274,12 @@ pub struct Status {
     pub replicas: BTreeMap<String, u64>,
     pub volunteers: u64,
     pub batches: u64,
+    /// Volunteers caught by a spot-check, ringer or challenge.
+    pub blacklisted: u64,
+    /// Ringer replicas ever issued.
+    pub ringers: u64,
+    /// Challenges by status: open, ready, passed, failed, expired.
+    pub challenges: BTreeMap<String, u64>,
 }
 
 /// A unit whose spot-check answer the coordinator must compute.

@@ -1394,4 +1394,11 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
     let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
     let hosts = d["hosts"].as_array().unwrap();
     assert!(hosts.iter().any(|x| x["checks"] == 3), "{d}");
+    assert_eq!(d["status"]["challenges"]["passed"], 3, "{d}");
+    assert_eq!(d["status"]["challenges"]["failed"], 1, "{d}");
+    assert_eq!(d["status"]["blacklisted"], 1, "{d}");
+    let (_, m) = h.get("/metrics", None).await;
+    let m = m.as_str().unwrap();
+    assert!(m.contains("qg_challenges{status=\"passed\"} 3"), "{m}");
+    assert!(m.contains("qg_volunteers_blacklisted 1"), "{m}");
 }

@@ -20,6 +20,9 @@ function render(d) {
   $('in-flight').textContent = d.status.replicas.in_progress;
   $('agreement').textContent = d.agreement_rate == null ? '–' : (100 * d.agreement_rate).toFixed(1) + '%';
   $('spot-failures').textContent = d.spot_check_failures;
+  $('blacklisted').textContent = d.status.blacklisted;
+  $('ringers').textContent = d.status.ringers;
+  $('challenges').textContent = `${d.status.challenges.passed ?? 0} / ${d.status.challenges.failed ?? 0}`;
   $('volunteers').textContent = d.status.volunteers;
   if (state.last) {
     const dt = Math.max(1, d.at - state.last.at);
