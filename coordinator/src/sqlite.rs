@@ -1745,7 +1745,9 @@ impl Store for SqliteStore {
                 )?
                 .query_row([volunteer], |r| r.get(0))?;
             let ahead: i64 = tx
-                .prepare_cached("SELECT count(*) FROM volunteers WHERE credit > ?1")?
+                .prepare_cached(
+                    "SELECT count(*) FROM volunteers WHERE credit > ?1 AND blacklisted = 0",
+                )?
                 .query_row([credit], |r| r.get(0))?;
             Ok(VolunteerStats {
                 volunteer_id: volunteer,
@@ -1779,7 +1781,8 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?;
             let mut st = tx.prepare_cached(
-                "SELECT id, nickname, credit, valid FROM volunteers WHERE credit > 0
+                "SELECT id, nickname, credit, valid FROM volunteers
+                 WHERE credit > 0 AND blacklisted = 0
                  ORDER BY credit DESC, id LIMIT ?1",
             )?;
             let rows = st

@@ -1073,6 +1073,13 @@ async fn a_volunteer_caught_by_a_spot_check_is_blacklisted_and_its_work_revalida
         .collect();
     assert_eq!(blacklisted.len(), 1, "{d}");
     assert_eq!(blacklisted[0]["spot_failed"], 1);
+    // A caught volunteer is no longer ranked: Y and Z are, X is not.
+    let (_, board) = h.get("/api/v1/leaderboard", None).await;
+    assert_eq!(
+        board["leaders"].as_array().map(Vec::len),
+        Some(2),
+        "{board}"
+    );
 }
 
 #[tokio::test]
