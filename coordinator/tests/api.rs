@@ -1409,3 +1409,23 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
     assert!(m.contains("qg_challenges{status=\"passed\"} 3"), "{m}");
     assert!(m.contains("qg_volunteers_blacklisted 1"), "{m}");
 }
+
+#[test]
+fn the_example_specs_policies_are_accepted() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let spec = shaders::spec::expand_text(&text).unwrap();
+        let r = coordinator::api::policy_from(&spec.policy, 0.05);
+        assert!(
+            r.is_ok(),
+            "{}: {:?}",
+            path.display(),
+            r.err().map(|e| e.body)
+        );
+        n += 1;
+    }
+    assert!(n >= 3);
+}

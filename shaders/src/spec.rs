@@ -16,6 +16,8 @@
 //! [policy]                                    # optional
 //! min_quorum = 2
 //! spot_check_rate = 0.05
+//! # or: replication = "credibility", target_error = 1e-3, ringer_rate = 0.02,
+//! #     challenge_rate = 0.1 (see `PolicySpec`)
 //! ```
 //!
 //! The same document as JSON is accepted too. Every error names the field and the allowed
