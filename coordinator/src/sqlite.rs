@@ -669,7 +669,10 @@ fn pick_ringer(
     rng: &mut StdRng,
 ) -> Result<Option<i64>> {
     let (lo, hi): (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT min(id), max(id) FROM units WHERE batch_id = ?1")?
+        .prepare_cached(
+            "SELECT min(id), max(id) FROM units
+             WHERE batch_id = ?1 AND spot = 'ready' AND state = 'canonical'",
+        )?
         .query_row([batch], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(None);
