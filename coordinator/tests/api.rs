@@ -807,6 +807,7 @@ async fn the_openapi_document_covers_every_route() {
         ("GET", "/api/v1/dashboard"),
         ("GET", "/api/v1/dashboard/events"),
         ("GET", "/metrics"),
+        ("POST", "/api/v1/challenges/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
