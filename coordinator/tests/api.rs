@@ -1281,6 +1281,15 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
             .collect();
         json!({"step": step, "state": state}).to_string()
     };
+    let send = async |id: i64, token: &str, body: String| {
+        h.call(
+            "POST",
+            &format!("/api/v1/challenges/{id}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    };
     let work = |token: String| {
         let h = &h;
         async move {
@@ -1291,14 +1300,7 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
             w["assignments"].as_array().unwrap().clone()
         }
     };
-    let (s, v) = h
-        .call(
-            "POST",
-            "/api/v1/challenges/999",
-            Some(&x.token),
-            Some(answer(2, &[])),
-        )
-        .await;
+    let (s, v) = send(999, &x.token, answer(2, &[])).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 
     // An honest volunteer answers with its true states and passes every challenge.
@@ -1318,33 +1320,12 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
         if let Some(step) = ack["challenge"]["step"].as_u64() {
             let state = &states.iter().find(|(s, _)| *s == step).unwrap().1;
             // The wrong step is named; nothing changes.
-            let (s, v) = h
-                .call(
-                    "POST",
-                    &format!("/api/v1/challenges/{id}"),
-                    Some(&x.token),
-                    Some(answer(step + 1, state)),
-                )
-                .await;
+            let (s, v) = send(id, &x.token, answer(step + 1, state)).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
             assert_eq!(v["field"], "step");
-            let (s, v) = h
-                .call(
-                    "POST",
-                    &format!("/api/v1/challenges/{id}"),
-                    Some(&x.token),
-                    Some(answer(step, state)),
-                )
-                .await;
+            let (s, v) = send(id, &x.token, answer(step, state)).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-            let (s, _) = h
-                .call(
-                    "POST",
-                    &format!("/api/v1/challenges/{id}"),
-                    Some(&x.token),
-                    Some(answer(step, state)),
-                )
-                .await;
+            let (s, _) = send(id, &x.token, answer(step, state)).await;
             assert_eq!(s, StatusCode::CONFLICT, "answered once");
             answered += 1;
         }
@@ -1370,14 +1351,7 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
             .await;
         if let Some(step) = ack["challenge"]["step"].as_u64() {
             let id = a["assignment_id"].as_i64().unwrap();
-            let (s, v) = h
-                .call(
-                    "POST",
-                    &format!("/api/v1/challenges/{id}"),
-                    Some(&y.token),
-                    Some(answer(step, &[vec![0; 1024], vec![0; 32]])),
-                )
-                .await;
+            let (s, v) = send(id, &y.token, answer(step, &[vec![0; 1024], vec![0; 32]])).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{v}");
             caught = true;
             break;
