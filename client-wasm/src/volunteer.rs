@@ -256,6 +256,13 @@ async fn answer<H: Host>(host: &H, token: &str, assignment: i64, step: u64, kept
     }
 }
 
+/// Drops the kept states of the report stored under `pending/<id>`.
+fn forget(kept: &mut Kept, key: &str) {
+    if let Some(id) = key.strip_prefix("pending/").and_then(|id| id.parse().ok()) {
+        kept.take(id);
+    }
+}
+
 /// Sends every pending report; removes those the coordinator took or can never take.
 async fn flush<H: Host>(host: &H, token: &str, kept: &mut Kept) -> Flush {
     for key in host.kv_keys("pending/").await {
@@ -283,9 +290,13 @@ async fn flush<H: Host>(host: &H, token: &str, kept: &mut Kept) -> Flush {
                 }
             }
             // Already stored (a retry after a lost reply), or gone: nothing more to do.
-            Ok((409 | 404 | 403, _)) => host.kv_delete(&key).await,
+            Ok((409 | 404 | 403, _)) => {
+                host.kv_delete(&key).await;
+                forget(kept, &key);
+            }
             Ok((status, text)) if status < 500 => {
                 host.kv_delete(&key).await;
+                forget(kept, &key);
                 host.emit(Event::Error {
                     message: format!("report rejected (HTTP {status}): {text}"),
                 });
