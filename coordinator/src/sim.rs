@@ -208,7 +208,8 @@ pub struct SimReport {
     /// Canonical results that differ from the CPU reference at the end.
     pub wrong_accepted: u64,
     pub wrong_per_accepted_unit: f64,
-    /// Wrong results that were canonical at some point (then undone by backtracking).
+    /// Wrong results that made their unit canonical when they were reported; those not in
+    /// `wrong_accepted` were undone by backtracking once their volunteer was caught.
     pub wrong_ever_canonical: u64,
     pub saboteurs: u32,
     pub saboteurs_blacklisted: u32,
