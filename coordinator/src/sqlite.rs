@@ -290,7 +290,8 @@ impl SqliteStore {
     pub fn open_units(&self) -> Result<u64> {
         self.read(|tx| {
             Ok(tx.query_row(
-                "SELECT count(*) FROM units WHERE state NOT IN ('canonical', 'failed')",
+                "SELECT count(*) FROM units
+                 WHERE state IN ('unsent', 'in_progress', 'needs_validation', 'inconclusive')",
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64)
