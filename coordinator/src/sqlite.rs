@@ -152,6 +152,9 @@ CREATE INDEX challenges_status ON challenges(status, deadline_at);
 -- Ringers: units whose answer the coordinator computed itself and that are settled.
 CREATE INDEX units_ringers ON units(batch_id, id) WHERE spot = 'ready' AND state = 'canonical';
 CREATE INDEX replicas_ringer ON replicas(id) WHERE ringer = 1;
+-- The scheduler's index covers the prefix rule too, so picking work reads no unit rows.
+DROP INDEX units_wanted;
+CREATE INDEX units_wanted ON units(id, distinct_prefixes) WHERE wanted > 0;
 "#,
 ];
 
@@ -267,7 +270,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.set_prepared_statement_cache_capacity(64);
+        conn.set_prepared_statement_cache_capacity(256);
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
@@ -436,16 +439,21 @@ fn load_unit(tx: &Transaction<'_>, id: i64) -> Result<UnitRow> {
     })
 }
 
-/// A unit's replicas, each with its doubt: its volunteer's (from passed checks) combined with
-/// its adapter class's (from the class's failed checks).
-fn load_replicas(tx: &Transaction<'_>, unit: i64, f: f64) -> Result<Vec<ReplicaRow>> {
-    let mut st = tx.prepare_cached(
+/// A unit's replicas; for a unit replicated by credibility, each with its doubt: its
+/// volunteer's (from passed checks) combined with its adapter class's (from the class's failed
+/// checks).
+fn load_replicas(tx: &Transaction<'_>, unit: i64, policy: &Policy) -> Result<Vec<ReplicaRow>> {
+    let credibility = policy.replication == Replication::Credibility;
+    let mut st = tx.prepare_cached(if credibility {
         "SELECT r.id, r.volunteer_id, r.state, r.digest, r.alone, v.checks,
                 coalesce(c.passed, 0), coalesce(c.failed, 0)
          FROM replicas r JOIN volunteers v ON v.id = r.volunteer_id
          LEFT JOIN classes c ON c.name = r.class
-         WHERE r.unit_id = ?1 ORDER BY r.id",
-    )?;
+         WHERE r.unit_id = ?1 ORDER BY r.id"
+    } else {
+        "SELECT id, volunteer_id, state, digest, alone, 0, 0, 0
+         FROM replicas WHERE unit_id = ?1 ORDER BY id"
+    })?;
     let rows = st.query_map([unit], |r| {
         Ok((
             (
@@ -462,17 +470,23 @@ fn load_replicas(tx: &Transaction<'_>, unit: i64, f: f64) -> Result<Vec<ReplicaR
             ),
         ))
     })?;
+    let f = policy.saboteur_fraction;
     let mut out = Vec::new();
     for row in rows {
         let ((id, volunteer, state, digest), (alone, checks, passed, failed)) = row?;
-        let dv = credibility::volunteer_doubt(checks.max(0) as u64, f);
-        let dc = credibility::class_doubt(passed.max(0) as u64, failed.max(0) as u64, f);
+        let doubt = if credibility {
+            let dv = credibility::volunteer_doubt(checks.max(0) as u64, f);
+            let dc = credibility::class_doubt(passed.max(0) as u64, failed.max(0) as u64, f);
+            1.0 - (1.0 - dv) * (1.0 - dc)
+        } else {
+            1.0
+        };
         out.push(ReplicaRow {
             replica: Replica {
                 id,
                 volunteer,
                 state: rstate_of(&state)?,
-                doubt: 1.0 - (1.0 - dv) * (1.0 - dc),
+                doubt,
                 alone,
             },
             digest: digest_of(digest),
@@ -532,7 +546,7 @@ impl Oracle for DbOracle<'_> {
 /// Runs the lifecycle for `event` on `unit` and applies the result.
 fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<UnitRow> {
     let row = load_unit(tx, unit_id)?;
-    let reps = load_replicas(tx, unit_id, row.unit.policy.saboteur_fraction)?;
+    let reps = load_replicas(tx, unit_id, &row.unit.policy)?;
     let tolerance = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
         Some(info) if matches!(info.comparison, Comparison::Tolerance { .. }) => {
             let params: Value = serde_json::from_str(&row.params)
