@@ -14,8 +14,8 @@ struct Args {
     /// Work units per run.
     #[arg(long, default_value_t = 100_000)]
     units: u64,
-    /// Simulated volunteers per run.
-    #[arg(long, default_value_t = 1000)]
+    /// Simulated volunteers per run (1,000 units each by default).
+    #[arg(long, default_value_t = 100)]
     volunteers: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
