@@ -159,66 +159,40 @@ impl Kernel for Percolation2d {
     }
 
     fn cpu(p: &Params, _threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>> {
-        let l = p.l as usize;
-        let n = p.sites();
-        let key = key_of(p.seed);
-        let thr = philox::threshold(p.p);
-        let mut stats = vec![0u32; 3 * p.samples as usize];
-        let mut labels = vec![EMPTY; n];
-        let mut parent: Vec<u32> = vec![0; n];
-        let mut size = vec![0u32; n];
-        let mut top = vec![false; n];
-        for s in 0..p.samples as usize {
-            // Union-find with the smaller index as root: the root is the cluster's minimum.
-            for (i, slot) in parent.iter_mut().enumerate() {
-                *slot = if p.occupied(i as u32, s as u32, key, thr) {
-                    i as u32
-                } else {
-                    EMPTY
-                };
-            }
-            for i in 0..n {
-                if parent[i] == EMPTY {
-                    continue;
-                }
-                let (r, c) = (i / l, i % l);
-                if c + 1 < l && parent[i + 1] != EMPTY {
-                    union(&mut parent, i, i + 1);
-                }
-                if r + 1 < l && parent[i + l] != EMPTY {
-                    union(&mut parent, i, i + l);
-                }
-            }
-            size.fill(0);
-            top.fill(false);
-            for i in 0..n {
-                labels[i] = if parent[i] == EMPTY {
-                    EMPTY
-                } else {
-                    find(&mut parent, i)
-                };
-                if labels[i] != EMPTY {
-                    size[labels[i] as usize] += 1;
-                    if i < l {
-                        top[labels[i] as usize] = true;
-                    }
-                }
-            }
-            let st = &mut stats[3 * s..3 * s + 3];
-            for i in 0..n {
-                if labels[i] == i as u32 {
-                    st[2] += 1;
-                    st[1] = st[1].max(size[i]);
-                }
-                if i >= l * (l - 1) && labels[i] != EMPTY && top[labels[i] as usize] {
-                    st[0] = 1;
-                }
-            }
-            sink.step(s as u64 + 1, || {
-                vec![le_bytes_u32(&labels), le_bytes_u32(&stats)]
-            });
+        let mut run = CpuRun::new(p, vec![0; 3 * p.samples as usize]);
+        for s in 0..p.samples {
+            run.sample(s);
+            sink.step(s + 1, || run.state());
         }
-        vec![le_bytes_u32(&labels), le_bytes_u32(&stats)]
+        run.state()
+    }
+
+    fn resumable_on_cpu() -> bool {
+        true
+    }
+
+    /// Samples are independent: a segment keeps the stats of the samples before `start` and
+    /// computes its own; the labels in `state` (the last sample's) only have their size checked.
+    fn cpu_segment(p: &Params, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
+        let [labels, stats] = state else { return None };
+        if labels.len() != 4 * p.sites()
+            || stats.len() != 12 * p.samples as usize
+            || start > end
+            || end > p.samples
+        {
+            return None;
+        }
+        let stats = u32s_from_le(stats);
+        // Samples not run yet have no stats: anything else is not a state of this kernel.
+        if stats[3 * start as usize..].iter().any(|&x| x != 0) {
+            return None;
+        }
+        let mut run = CpuRun::new(p, stats);
+        run.labels = u32s_from_le(labels);
+        for s in start..end {
+            run.sample(s);
+        }
+        Some(run.state())
     }
 
     fn canonical_output(_p: &Params, state: &[Vec<u8>]) -> Vec<u8> {
@@ -254,6 +228,104 @@ impl Kernel for Percolation2d {
 
     fn work(p: &Params) -> u64 {
         p.sites() as u64 * p.samples
+    }
+}
+
+/// The CPU reference's working set: one sample at a time.
+struct CpuRun<'a> {
+    p: &'a Params,
+    key: [u32; 2],
+    thr: u32,
+    /// Per sample: spans, largest cluster, clusters.
+    stats: Vec<u32>,
+    labels: Vec<u32>,
+    parent: Vec<u32>,
+    size: Vec<u32>,
+    top: Vec<bool>,
+}
+
+impl<'a> CpuRun<'a> {
+    fn new(p: &'a Params, stats: Vec<u32>) -> Self {
+        let n = p.sites();
+        Self {
+            p,
+            key: key_of(p.seed),
+            thr: philox::threshold(p.p),
+            stats,
+            labels: vec![EMPTY; n],
+            parent: vec![0; n],
+            size: vec![0; n],
+            top: vec![false; n],
+        }
+    }
+
+    /// The state buffers: the last sample's labels, then the stats.
+    fn state(&self) -> Vec<Vec<u8>> {
+        vec![le_bytes_u32(&self.labels), le_bytes_u32(&self.stats)]
+    }
+
+    /// Sample `s`: labels its clusters and writes its stats.
+    fn sample(&mut self, s: u64) {
+        let p = self.p;
+        let l = p.l as usize;
+        let n = p.sites();
+        let Self {
+            key,
+            thr,
+            stats,
+            labels,
+            parent,
+            size,
+            top,
+            ..
+        } = self;
+        // Union-find with the smaller index as root: the root is the cluster's minimum.
+        for (i, slot) in parent.iter_mut().enumerate() {
+            *slot = if p.occupied(i as u32, s as u32, *key, *thr) {
+                i as u32
+            } else {
+                EMPTY
+            };
+        }
+        for i in 0..n {
+            if parent[i] == EMPTY {
+                continue;
+            }
+            let (r, c) = (i / l, i % l);
+            if c + 1 < l && parent[i + 1] != EMPTY {
+                union(parent, i, i + 1);
+            }
+            if r + 1 < l && parent[i + l] != EMPTY {
+                union(parent, i, i + l);
+            }
+        }
+        size.fill(0);
+        top.fill(false);
+        for i in 0..n {
+            labels[i] = if parent[i] == EMPTY {
+                EMPTY
+            } else {
+                find(parent, i)
+            };
+            if labels[i] != EMPTY {
+                size[labels[i] as usize] += 1;
+                if i < l {
+                    top[labels[i] as usize] = true;
+                }
+            }
+        }
+        let s = s as usize;
+        let st = &mut stats[3 * s..3 * s + 3];
+        st.fill(0);
+        for i in 0..n {
+            if labels[i] == i as u32 {
+                st[2] += 1;
+                st[1] = st[1].max(size[i]);
+            }
+            if i >= l * (l - 1) && labels[i] != EMPTY && top[labels[i] as usize] {
+                st[0] = 1;
+            }
+        }
     }
 }
 
@@ -323,6 +395,35 @@ mod tests {
                 assert_eq!(labels[i], labels[i + l]);
             }
         }
+    }
+
+    #[test]
+    fn a_segment_recomputed_from_a_checkpoint_matches_the_next_one() {
+        let j = Job::new(
+            "percolation2d",
+            json!({"L": 21, "p": 0.6, "samples": 10, "seed": 4, "checkpoint_every": 3}),
+        )
+        .unwrap();
+        let (r, states) = j.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+        assert_eq!(states.len(), r.checkpoints.len());
+        assert_eq!(
+            states.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [3, 6, 9, 10]
+        );
+        let mut from = (0, j.initial_state());
+        for (b, sb) in &states {
+            let next = j.cpu_segment(&from.1, from.0, *b).unwrap();
+            assert_eq!(&next, sb, "segment {}..{b}", from.0);
+            from = (*b, sb.clone());
+        }
+        assert_eq!(j.finish(&from.1, vec![]).unwrap().digest, r.digest);
+        // Not a state of this kernel: wrong sizes, or stats for samples not run yet.
+        assert!(j.cpu_segment(&[vec![0; 4]], 0, 1).is_none());
+        let mut ahead = states[0].1.clone();
+        let n = ahead[1].len();
+        ahead[1][n - 1] = 1;
+        assert!(j.cpu_segment(&ahead, 3, 6).is_none());
+        assert!(j.cpu_segment(&states[0].1, 3, 11).is_none(), "past the end");
     }
 
     #[test]
