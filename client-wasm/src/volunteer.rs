@@ -201,7 +201,9 @@ struct Kept {
 }
 
 impl Kept {
-    /// At most this much state is kept; beyond it, challenges go unanswered (no credit).
+    /// At most this much state is kept over all unacknowledged reports (each unit's states
+    /// are already at most `protocol::KEPT_STATE_BYTES`); beyond it, a challenge goes
+    /// unanswered, which the coordinator counts as a failed check (without blacklisting).
     const MAX_BYTES: usize = 64 << 20;
 
     fn keep(&mut self, assignment: i64, states: States) {
@@ -458,7 +460,8 @@ fn error_report(a: &Assignment, message: String) -> ResultReport {
     }
 }
 
-/// The state at each checkpoint before the last, kept to answer a challenge.
+/// The states at the latest checkpoints before the last that fit in
+/// `protocol::KEPT_STATE_BYTES`, kept to answer a challenge.
 type States = Vec<shaders::CheckpointState>;
 
 /// Computes one assignment, keeping its checkpoint states; None if stopped before the end.
@@ -604,6 +607,8 @@ async fn gpu_run<H: Host>(
             && step.next_segment < segments
         {
             states.push((step.done, state.clone()));
+            // Only the latest that fit are kept (the coordinator asks for no others).
+            shaders::program::drop_oldest_states(states, 0);
             let saved = Saved {
                 segment: step.next_segment,
                 done: step.done,

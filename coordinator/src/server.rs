@@ -299,7 +299,9 @@ async fn expire_deadlines(store: Arc<dyn Store>, every: Duration) {
         tick.tick().await;
         let store = store.clone();
         match tokio::task::spawn_blocking(move || store.expire(api::now())).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!("{n} replicas missed their deadline"),
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!("{n} replicas or challenges missed their deadline")
+            }
             Ok(Err(e)) => tracing::error!("expiring deadlines: {e}"),
             _ => {}
         }

@@ -1,5 +1,5 @@
 //! The sabotage simulator: seeded populations of simulated volunteers (honest, random liars,
-//! colluders, turncoats, vanishers) against the real lifecycle and the real SQLite store, in
+//! colluders, turncoats, challenge dodgers, vanishers) against the real lifecycle and the real SQLite store, in
 //! simulated time. Everything a volunteer does goes through the same [`Store`] calls the HTTP
 //! API makes (authentication, work requests, reports, deadlines, spot-checks), so what it
 //! measures is what the coordinator does. `cargo xtask bench sabotage` prints its reports;
@@ -9,7 +9,9 @@
 //! CPU reference itself and challenges have segments to recompute. Random liars fabricate
 //! their checkpoints (a lazy cheater: any challenge catches it); colluders and turncoats
 //! compute honestly and tamper with the output (only a challenge of the last segment, a
-//! spot-check, a ringer or a disagreeing replica catches them).
+//! spot-check, a ringer or a disagreeing replica catches them); dodgers tamper the same way
+//! and never answer a challenge. The run ends when every unit is settled and no challenge is
+//! left that could still send one back.
 
 use crate::lifecycle::{Policy, Replication, UnitState};
 use crate::sqlite::SqliteStore;
@@ -43,6 +45,11 @@ pub enum Behaviour {
         after: u64,
         rate: f64,
     },
+    /// A colluder (lying at `rate`) that never answers a challenge, hoping to dodge the
+    /// recomputation that would catch it.
+    Dodger {
+        rate: f64,
+    },
     /// Abandons an assignment (never reports it) with probability `rate`, then is away until
     /// its deadline passed.
     Vanisher {
@@ -54,7 +61,7 @@ impl Behaviour {
     fn is_saboteur(self) -> bool {
         matches!(
             self,
-            Self::Liar { .. } | Self::Colluder { .. } | Self::Turncoat { .. }
+            Self::Liar { .. } | Self::Colluder { .. } | Self::Turncoat { .. } | Self::Dodger { .. }
         )
     }
 }
@@ -92,6 +99,10 @@ impl Population {
             Population {
                 name: "turncoats_10pct",
                 mix: vec![(0.1, turncoat)],
+            },
+            Population {
+                name: "dodgers_10pct",
+                mix: vec![(0.1, Behaviour::Dodger { rate: 0.2 })],
             },
             Population {
                 name: "vanishers_10pct",
@@ -202,6 +213,9 @@ pub struct SimReport {
     pub coordinator_checks_per_unit: f64,
     /// Challenges verified (one segment of 4 recomputed each).
     pub challenges: u64,
+    /// Challenges that asked for a state and got none by their deadline (each one a check
+    /// not passed: the result went back through validation without it).
+    pub challenges_unanswered: u64,
     /// The coordinator's CPU work (spot-checks plus challenge segments) in units, per
     /// accepted unit.
     pub coordinator_work_per_unit: f64,
@@ -373,7 +387,7 @@ pub fn run(
                 let mut got = store.request_work(v.id, 1, &adapter, None, now)?;
                 let Some(a) = got.pop() else {
                     // Nothing to do: stop once every unit is settled, else ask again later.
-                    if store.open_units()? == 0 {
+                    if store.open_units()? == 0 && store.unsettled_challenges()? == 0 {
                         finished_at = finished_at.max(t);
                         idle_polls += 1;
                         if idle_polls > cfg.volunteers {
@@ -399,7 +413,9 @@ pub fn run(
             Todo::Report => {
                 let Some(a) = v.holding.take() else { continue };
                 let lie_rate = match v.behaviour {
-                    Behaviour::Liar { rate } | Behaviour::Colluder { rate } => rate,
+                    Behaviour::Liar { rate }
+                    | Behaviour::Colluder { rate }
+                    | Behaviour::Dodger { rate } => rate,
                     Behaviour::Turncoat { after, rate } if v.done >= after => rate,
                     _ => 0.0,
                 };
@@ -411,7 +427,9 @@ pub fn run(
                     let mut output = honest.output.clone();
                     match v.behaviour {
                         // Colluders agree: the same wrong bytes for the same unit.
-                        Behaviour::Colluder { .. } | Behaviour::Turncoat { .. } => {
+                        Behaviour::Colluder { .. }
+                        | Behaviour::Turncoat { .. }
+                        | Behaviour::Dodger { .. } => {
                             output[0] ^= 0x55;
                         }
                         _ => {
@@ -445,9 +463,10 @@ pub fn run(
                     }
                 };
                 let out = store.report_batch(v.id, &[(a.assignment_id, body)], now)?;
-                // A challenge: every kind sends its true state (a fabricated one could not
-                // match a digest it reported without computing it).
-                if let Some(Ok(o)) = out.first()
+                // A challenge: every kind but the dodger sends its true state (a fabricated one
+                // could not match a digest it reported without computing it).
+                if !matches!(v.behaviour, Behaviour::Dodger { .. })
+                    && let Some(Ok(o)) = out.first()
                     && let Some(step) = o.challenge
                     && let Some((_, state)) = states.iter().find(|(s, _)| *s == step)
                 {
@@ -523,6 +542,7 @@ pub fn run(
         ringers,
         coordinator_checks_per_unit: per(coordinator_checks),
         challenges,
+        challenges_unanswered: status.challenges.get("expired").copied().unwrap_or(0),
         coordinator_work_per_unit: (coordinator_checks as f64 + challenges as f64 / 4.0)
             / accepted.max(1) as f64,
         wrong_accepted: wrong,

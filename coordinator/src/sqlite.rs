@@ -301,6 +301,18 @@ impl SqliteStore {
         })
     }
 
+    /// Challenges waiting for a volunteer's state or for verification: until they are
+    /// settled, a canonical result may still be sent back through validation.
+    pub fn unsettled_challenges(&self) -> Result<u64> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT count(*) FROM challenges WHERE status IN ('open', 'ready')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
     /// Challenges by status (open, ready, passed, failed, expired).
     pub fn challenge_counts(&self) -> Result<BTreeMap<String, u64>> {
         self.read(|tx| {
@@ -826,14 +838,22 @@ fn report_one(
         && after.unit.policy.challenge_rate > 0.0
         && !checkpoints.is_empty()
         && chance(rng, after.unit.policy.challenge_rate)
-        && Job::new(&after.kernel, from_json(&after.params)?).is_ok_and(|j| j.resumable_on_cpu())
+        && let Ok(job) = Job::new(&after.kernel, from_json(&after.params)?)
+        && job.resumable_on_cpu()
     {
         // One segment at random: from the checkpoint before it (or the initial state) to
-        // its end; the last one also binds the checkpoints to the output.
-        let j = rng
+        // its end; the last one also binds the checkpoints to the output. A segment starting
+        // at a checkpoint is chosen only if the client keeps that state (the latest that fit
+        // in protocol::KEPT_STATE_BYTES), so an honest client can always answer.
+        let n = checkpoints.len();
+        let kept = protocol::kept_states(n - 1, job.state_len());
+        let choices = 1 + kept;
+        let pick = rng
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .random_range(0..checkpoints.len());
+            .random_range(0..choices);
+        // 0: the first segment; else one of the last `kept` segments.
+        let j = if pick == 0 { 0 } else { n - kept - 1 + pick };
         let (from, state_digest) = match j {
             0 => (0, None),
             _ => (checkpoints[j - 1].step, Some(checkpoints[j - 1].digest)),
@@ -866,7 +886,7 @@ fn report_one(
 }
 
 /// Seconds a volunteer has to answer a challenge (it holds the state in memory).
-const CHALLENGE_DEADLINE_S: i64 = 600;
+pub const CHALLENGE_DEADLINE_S: i64 = 600;
 
 fn chance(rng: &Mutex<StdRng>, p: f64) -> bool {
     p > 0.0
@@ -1288,12 +1308,28 @@ impl Store for SqliteStore {
             for (replica, unit) in &due {
                 step(tx, *unit, Event::Timeout(*replica), now)?;
             }
-            // An unanswered challenge earns nothing and costs nothing more.
-            tx.prepare_cached(
-                "UPDATE challenges SET status = 'expired' WHERE status = 'open' AND deadline_at < ?1",
-            )?
-            .execute([now])?;
-            Ok(due.len())
+            // An unanswered challenge is a check not passed: the result it asked about goes
+            // back through validation without it, and its volunteer's credibility starts over
+            // (not blacklisted: an honest client may have been closed before answering). So
+            // ignoring challenges buys a cheater nothing.
+            let dodged: Vec<(i64, i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT c.replica_id, r.unit_id, r.volunteer_id
+                     FROM challenges c JOIN replicas r ON r.id = c.replica_id
+                     WHERE c.status = 'open' AND c.deadline_at < ?1
+                     ORDER BY c.deadline_at LIMIT 5000",
+                )?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            for (replica, unit, volunteer) in &dodged {
+                tx.prepare_cached(
+                    "UPDATE challenges SET status = 'expired', state = NULL WHERE replica_id = ?1",
+                )?
+                .execute([replica])?;
+                tracing::info!(volunteer, replica, "challenge unanswered");
+                step(tx, *unit, Event::Backtrack(*volunteer), now)?;
+            }
+            Ok(due.len() + dodged.len())
         })
     }
 

@@ -338,7 +338,9 @@ pub trait Store: Send + Sync + 'static {
             .pop()
             .unwrap_or(Err(StoreError::NotFound("assignment")))
     }
-    /// Marks replicas past their deadline as no-reply; returns how many.
+    /// Marks replicas past their deadline as no-reply, and open challenges past theirs as
+    /// expired (a check not passed: the result goes back through validation without it);
+    /// returns how many of both.
     fn expire(&self, now: i64) -> Result<usize>;
     fn pending_spot_checks(&self, limit: usize) -> Result<Vec<SpotJob>>;
     /// A volunteer's answer to a challenge: the state buffers at `step`. A state that does not

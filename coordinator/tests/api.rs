@@ -1385,6 +1385,207 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
     assert!(m.contains("qg_volunteers_blacklisted 1"), "{m}");
 }
 
+#[tokio::test]
+async fn an_unanswered_challenge_is_a_check_not_passed() {
+    use coordinator::lifecycle::{ReplicaState, UnitState};
+    use coordinator::sqlite::CHALLENGE_DEADLINE_S;
+    let h = Harness::new();
+    h.store.seed(5);
+    let units: Vec<Value> = (0..6)
+        .map(|i| json!({"L": 16, "beta": 0.44, "sweeps": 8, "checkpoint_every": 2, "seed": i}))
+        .collect();
+    let want = reference_digests(&units);
+    // The coordinator's own answers settle each unit with one matching replica.
+    h.batch(
+        "ising2d",
+        units,
+        json!({"replication": "credibility", "spot_check_rate": 1.0, "challenge_rate": 1.0}),
+    )
+    .await;
+    h.run_spot_checks();
+    let ask = async |token: &str, n: u32| {
+        let (s, w) = h
+            .post("/api/v1/work", Some(token), json!({"max_units": n}))
+            .await;
+        (s, w["assignments"].as_array().cloned().unwrap_or_default())
+    };
+
+    // A volunteer reports and never answers the challenges that ask for a state.
+    let x = h.volunteer(Kind::Honest).await;
+    let mut dodged = Vec::new();
+    for a in ask(&x.token, 6).await.1 {
+        let (s, ack) = h
+            .post(
+                "/api/v1/results",
+                Some(&x.token),
+                report_for(&a, Kind::Honest),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+        assert_eq!(ack["unit_state"], "canonical", "{ack}");
+        if ack["challenge"]["step"].is_u64() {
+            dodged.push((
+                a["unit_id"].as_i64().unwrap(),
+                a["assignment_id"].as_i64().unwrap(),
+            ));
+        }
+    }
+    assert!(!dodged.is_empty(), "no challenge asked for a state");
+    // Before the deadline nothing changes.
+    assert_eq!(
+        h.store.expire(now() + CHALLENGE_DEADLINE_S - 60).unwrap(),
+        0
+    );
+    assert_eq!(
+        h.store.expire(now() + CHALLENGE_DEADLINE_S + 60).unwrap(),
+        dodged.len()
+    );
+    // Each result it would not back up is invalid, its unit open again.
+    for (unit, replica) in &dodged {
+        let p = h.store.unit_provenance(*unit, None).unwrap();
+        assert_ne!(p.state, UnitState::Canonical, "{p:?}");
+        let r = p
+            .replicas
+            .iter()
+            .find(|r| r.replica_id == *replica)
+            .unwrap();
+        assert_eq!(r.state, ReplicaState::Invalid);
+        assert!(
+            r.challenge
+                .as_deref()
+                .is_some_and(|c| c.starts_with("expired ")),
+            "{r:?}"
+        );
+    }
+    // Not blacklisted (an honest client may have been closed), but its credibility starts
+    // over: the spot-checks it passed no longer count.
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    let host = &d["hosts"].as_array().unwrap()[0];
+    assert_eq!(host["checks"], 0, "{d}");
+    assert_eq!(host["invalid"], dodged.len(), "{d}");
+    assert_eq!(host["blacklisted"], false, "{d}");
+    assert_eq!(d["status"]["challenges"]["expired"], dodged.len(), "{d}");
+    assert_eq!(ask(&x.token, 1).await.0, StatusCode::OK);
+
+    // Another volunteer takes the reopened units; answering settles them with the reference.
+    let y = h.volunteer(Kind::Honest).await;
+    for a in ask(&y.token, 6).await.1 {
+        let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
+        let (_, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+        let (_, ack) = h
+            .post(
+                "/api/v1/results",
+                Some(&y.token),
+                report_for(&a, Kind::Honest),
+            )
+            .await;
+        if let Some(step) = ack["challenge"]["step"].as_u64() {
+            let state: Vec<String> = states
+                .iter()
+                .find(|(s, _)| *s == step)
+                .unwrap()
+                .1
+                .iter()
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                .collect();
+            let (s, v) = h
+                .post(
+                    &format!("/api/v1/challenges/{}", a["assignment_id"]),
+                    Some(&y.token),
+                    json!({"step": step, "state": state}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        }
+    }
+    h.store.expire(now() + CHALLENGE_DEADLINE_S + 60).unwrap();
+    let rows = results(&h, 1).await;
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["state"], "canonical", "{r}");
+        assert_eq!(r["digest"], json!(want[i]));
+    }
+}
+
+#[test]
+fn challenges_ask_only_for_states_a_client_keeps() {
+    use coordinator::lifecycle::{Policy, Replication};
+    use coordinator::store::{NewBatch, NewUnit, ReportBody};
+    // L = 1600: a state is 10 MB, so a client keeps only the latest one before the last
+    // (protocol::KEPT_STATE_BYTES); three checkpoints at sweeps 1, 2 and 3.
+    let params = json!({"L": 1600, "beta": 0.44, "sweeps": 3, "checkpoint_every": 1, "seed": 1});
+    let job = Job::new("ising2d", params.clone()).unwrap();
+    assert_eq!(protocol::kept_states(2, job.state_len()), 1);
+    let (r, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+    assert_eq!(r.checkpoints.len(), 3);
+    assert_eq!(
+        states.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [2, 3],
+        "the client keeps the state at 2 (and the output's)"
+    );
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.seed(2);
+    let n = 12;
+    store
+        .create_batch(
+            &NewBatch {
+                key_id: None,
+                name: "big".into(),
+                kernel: "ising2d".into(),
+                policy: Policy {
+                    replication: Replication::Credibility,
+                    challenge_rate: 1.0,
+                    ..Policy::default()
+                },
+                spot_check_rate: 0.0,
+                units: vec![
+                    NewUnit {
+                        params,
+                        work: job.work(),
+                        spot_check: false,
+                    };
+                    n
+                ],
+                axes: vec![],
+            },
+            0,
+        )
+        .unwrap();
+    let mut asked = Vec::new();
+    for i in 0..n {
+        let v = store
+            .register_volunteer(format!("v{i}").as_bytes(), None, 0)
+            .unwrap();
+        let a = store
+            .request_work(v, 1, &Default::default(), None, 0)
+            .unwrap();
+        let body = ReportBody::Output {
+            digest: r.digest,
+            output: r.output.clone(),
+            checkpoints: r.checkpoints.clone(),
+            summary: r.summary.clone(),
+        };
+        let o = store.report(v, a[0].assignment_id, &body, 0).unwrap();
+        asked.extend(o.challenge);
+    }
+    // Every report was challenged: from the initial state (nothing to send) or from the one
+    // state the client kept, never from sweep 1.
+    let pending = store.pending_challenges(100).unwrap();
+    assert_eq!(pending.len() + asked.len(), n, "{asked:?}");
+    assert!(
+        pending.iter().all(|j| j.from == 0 && j.to == 1),
+        "{pending:?}"
+    );
+    assert!(
+        !asked.is_empty() && asked.iter().all(|&s| s == 2),
+        "{asked:?}"
+    );
+    assert!(!pending.is_empty());
+}
+
 #[test]
 fn the_example_specs_policies_are_accepted() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");

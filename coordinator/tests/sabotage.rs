@@ -67,6 +67,18 @@ fn colluders_and_turncoats_are_caught_and_undone() {
 }
 
 #[test]
+fn dodging_challenges_buys_nothing() {
+    // Colluders that never answer a challenge: each unanswered one sends the result back
+    // through validation and resets the dodger's credibility, so it never vouches alone.
+    let r = run("dodgers_10pct", &Strategy::credibility(1e-3));
+    assert!(r.challenges_unanswered > 0);
+    assert_eq!(r.wrong_accepted, 0);
+    assert_eq!(r.failed, 0);
+    assert!(r.replicas_per_accepted_unit <= 1.25);
+    assert_eq!(r.honest_blacklisted, 0);
+}
+
+#[test]
 fn a_rare_liar_is_held_to_the_credibility_bound() {
     // Colluders that lie on 1% of units: the adversary Sarmenta's bound is tight for. The
     // rate of wrong results accepted stays within the target (with room for sampling noise

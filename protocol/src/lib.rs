@@ -106,6 +106,22 @@ pub fn first_divergence(a: &[Checkpoint], b: &[Checkpoint]) -> Option<u64> {
     None
 }
 
+/// Challenge spot-checks: after a report the coordinator may ask the volunteer for its state at
+/// one of the checkpoints it reported, and recompute the next segment from it. A client keeps,
+/// of a unit's checkpoint states before the last, the latest ones that fit in this many bytes
+/// (the answer must also fit in a request body, base64-encoded); the coordinator asks only for
+/// those, so an honest client can always answer.
+pub const KEPT_STATE_BYTES: u64 = 16 << 20;
+
+/// How many of a unit's `before_last` checkpoint states (each `state_bytes` long) before the
+/// last one a client keeps to answer a challenge: the latest ones within [`KEPT_STATE_BYTES`].
+pub fn kept_states(before_last: usize, state_bytes: u64) -> usize {
+    match KEPT_STATE_BYTES.checked_div(state_bytes) {
+        Some(n) => before_last.min(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => before_last,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +137,14 @@ mod tests {
             Digest::of_parts([b"a".as_slice(), b"bc".as_slice()]),
             Digest::of(b"abc")
         );
+    }
+
+    #[test]
+    fn kept_states_are_the_latest_that_fit() {
+        assert_eq!(kept_states(15, 1024), 15);
+        assert_eq!(kept_states(15, KEPT_STATE_BYTES / 4), 4);
+        assert_eq!(kept_states(15, KEPT_STATE_BYTES + 1), 0);
+        assert_eq!(kept_states(3, 0), 3);
     }
 
     #[test]

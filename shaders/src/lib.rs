@@ -114,6 +114,15 @@ pub trait Kernel {
     fn resumable_on_cpu() -> bool {
         false
     }
+    /// Bytes in the state buffers (what a checkpoint's state is), without building them.
+    fn state_len(p: &Self::Params) -> u64 {
+        Self::program(p)
+            .buffers
+            .iter()
+            .filter(|b| b.state)
+            .map(|b| b.init.len() as u64)
+            .sum()
+    }
     /// Canonical output bytes from the final state buffers.
     fn canonical_output(p: &Self::Params, state: &[Vec<u8>]) -> Vec<u8>;
     fn output_len(p: &Self::Params) -> u64;
@@ -276,6 +285,11 @@ impl Job {
         with_kernel!(self, _p => K::resumable_on_cpu())
     }
 
+    /// Bytes in one checkpoint's state buffers.
+    pub fn state_len(&self) -> u64 {
+        with_kernel!(self, p => K::state_len(p))
+    }
+
     /// Steps `[start, end)` of the CPU reference from the state buffers at `start`.
     pub fn cpu_segment(&self, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
         with_kernel!(self, p => K::cpu_segment(p, state, start, end))
@@ -386,6 +400,28 @@ pub fn binned_mean(xs: &[f64], bins: usize) -> (f64, f64) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn state_len_is_the_size_of_the_state_buffers() {
+        for (kernel, params) in [
+            (
+                "ising2d",
+                json!({"L": 18, "beta": 0.4, "sweeps": 30, "seed": 1}),
+            ),
+            (
+                "percolation2d",
+                json!({"L": 9, "p": 0.5, "samples": 7, "seed": 1}),
+            ),
+            (
+                "lj_md",
+                json!({"n": 256, "density": 0.5, "temperature": 1.0, "dt": 0.005, "steps": 20, "seed": 1}),
+            ),
+        ] {
+            let j = Job::new(kernel, params).unwrap();
+            let built: usize = j.initial_state().iter().map(Vec::len).sum();
+            assert_eq!(j.state_len(), built as u64, "{kernel}");
+        }
+    }
 
     #[test]
     fn unknown_kernel_is_named() {

@@ -117,7 +117,8 @@ impl Schedule {
 pub struct CheckpointSink<'a> {
     schedule: Schedule,
     pub checkpoints: Vec<Checkpoint>,
-    /// Keep the state at every checkpoint in `states` (to answer challenges).
+    /// Keep checkpoint states in `states` (to answer challenges): the newest one, and before
+    /// it the latest that fit in [`protocol::KEPT_STATE_BYTES`].
     pub keep_states: bool,
     pub states: Vec<(u64, Vec<Vec<u8>>)>,
     progress: &'a mut dyn FnMut(u64, u64),
@@ -143,12 +144,25 @@ impl<'a> CheckpointSink<'a> {
             self.checkpoints.push(Checkpoint { step, digest });
             if self.keep_states {
                 self.states.push((step, parts));
+                drop_oldest_states(&mut self.states, 1);
             }
         }
         if step == self.schedule.total || step.is_multiple_of(self.schedule.chunk) {
             (self.progress)(step, self.schedule.total);
         }
     }
+}
+
+/// Drops the oldest of `states` until those before the newest `spare` fit in
+/// [`protocol::KEPT_STATE_BYTES`] (as [`protocol::kept_states`] counts them).
+pub fn drop_oldest_states(states: &mut Vec<(u64, Vec<Vec<u8>>)>, spare: usize) {
+    let Some((_, newest)) = states.last() else {
+        return;
+    };
+    let each: usize = newest.iter().map(Vec::len).sum();
+    let older = states.len().saturating_sub(spare);
+    let keep = protocol::kept_states(older, each as u64);
+    states.drain(..older - keep);
 }
 
 /// How many invocations of a workgroup of `size` cover `threads`.
@@ -233,5 +247,32 @@ mod tests {
             let cps = (1..=total).filter(|&x| s.is_checkpoint(x)).count() as u64;
             assert_eq!(cps, s.checkpoint_count());
         }
+    }
+
+    #[test]
+    fn kept_states_are_the_latest_that_fit() {
+        // Four states of a quarter of the budget, plus one byte: three fit.
+        let big = (protocol::KEPT_STATE_BYTES / 4 + 1) as usize;
+        let mut progress = |_, _| {};
+        let mut sink = CheckpointSink::new(Schedule::new(6, 1, 1), &mut progress);
+        sink.keep_states = true;
+        for step in 1..=6 {
+            sink.step(step, || vec![vec![step as u8; big]]);
+        }
+        assert_eq!(sink.checkpoints.len(), 6, "every digest is still reported");
+        let steps: Vec<u64> = sink.states.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            steps,
+            [3, 4, 5, 6],
+            "the newest, and the three before it that fit"
+        );
+        // Without a spared newest state (the GPU path keeps only states before the last).
+        drop_oldest_states(&mut sink.states, 0);
+        assert_eq!(sink.states.len(), 3);
+        assert_eq!(sink.states[0].0, 4);
+        // Small states are all kept.
+        let mut small = vec![(1, vec![vec![0u8; 8]]), (2, vec![vec![0u8; 8]])];
+        drop_oldest_states(&mut small, 1);
+        assert_eq!(small.len(), 2);
     }
 }

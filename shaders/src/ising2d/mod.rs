@@ -243,6 +243,10 @@ impl Kernel for Ising2d {
         true
     }
 
+    fn state_len(p: &Params) -> u64 {
+        4 * p.sites() as u64 + 8 * p.measurements()
+    }
+
     fn cpu_segment(p: &Params, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
         let l = p.l as usize;
         let [spins, series] = state else { return None };

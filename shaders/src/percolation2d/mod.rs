@@ -171,6 +171,10 @@ impl Kernel for Percolation2d {
         true
     }
 
+    fn state_len(p: &Params) -> u64 {
+        4 * p.sites() as u64 + 12 * p.samples
+    }
+
     /// Samples are independent: a segment keeps the stats of the samples before `start` and
     /// computes its own; the labels in `state` (the last sample's) only have their size checked.
     fn cpu_segment(p: &Params, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
