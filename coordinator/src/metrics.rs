@@ -71,8 +71,9 @@ impl Metrics {
         }
         out.push_str(&format!(
             "# HELP qg_ringers_total Ringer replicas issued.\n# TYPE qg_ringers_total counter\nqg_ringers_total {}\n\
-             # HELP qg_volunteers_blacklisted Volunteers caught and blacklisted.\n# TYPE qg_volunteers_blacklisted gauge\nqg_volunteers_blacklisted {}\n",
-            status.ringers, status.blacklisted
+             # HELP qg_volunteers_blacklisted Volunteers caught and blacklisted.\n# TYPE qg_volunteers_blacklisted gauge\nqg_volunteers_blacklisted {}\n\
+             # HELP qg_adapter_classes_doubted Adapter classes failing more checks than saboteurs explain.\n# TYPE qg_adapter_classes_doubted gauge\nqg_adapter_classes_doubted {}\n",
+            status.ringers, status.blacklisted, status.doubted_classes
         ));
         let dispatched: u64 = status.replicas.values().sum();
         let validated = status.replicas.get("valid").copied().unwrap_or(0)

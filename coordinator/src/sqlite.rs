@@ -676,6 +676,32 @@ fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<Un
     Ok(after)
 }
 
+/// Every adapter class with its checks and doubt, the most failed checks first.
+fn class_rows(tx: &Transaction<'_>) -> Result<Vec<ClassRow>> {
+    let f = Policy::default().saboteur_fraction;
+    let rows = tx
+        .prepare_cached(
+            "SELECT name, passed, failed FROM classes ORDER BY failed DESC, passed DESC, name",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(class, passed, failed)| ClassRow {
+            doubt: credibility::class_doubt(passed, failed, f),
+            class,
+            passed,
+            failed,
+        })
+        .collect())
+}
+
 /// The class a replica's result is attributed to besides its volunteer: client version,
 /// backend, vendor and device type (a driver bug makes all of one class wrong alike).
 fn adapter_class(a: &AdapterInfo) -> String {
@@ -1597,7 +1623,10 @@ impl Store for SqliteStore {
             )?;
             let valid = status.replicas["valid"] as f64;
             let invalid = status.replicas["invalid"] as f64;
+            let mut classes = class_rows(tx)?;
+            classes.truncate(50);
             Ok(Dashboard {
+                classes,
                 agreement_rate: (valid + invalid > 0.0).then(|| valid / (valid + invalid)),
                 spot_check_failures: spot as u64,
                 hosts,
@@ -1761,6 +1790,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT count(*) FROM replicas WHERE ringer = 1", [], |r| {
                     r.get(0)
                 })?;
+            let doubted_classes = class_rows(tx)?.iter().filter(|c| c.doubt > 0.0).count() as u64;
             let mut challenges: BTreeMap<String, u64> =
                 ["open", "ready", "passed", "failed", "expired"]
                     .iter()
@@ -1779,6 +1809,7 @@ impl Store for SqliteStore {
                 batches: batches as u64,
                 blacklisted: blacklisted as u64,
                 ringers: ringers as u64,
+                doubted_classes,
                 challenges,
             })
         })

@@ -247,6 +247,21 @@ pub struct HostRow {
     pub blacklisted: bool,
 }
 
+/// An adapter class (client version, backend, vendor, device type) as operators see it: a
+/// driver or client bug makes every volunteer of a class wrong alike, which voting cannot see.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClassRow {
+    /// "client/backend/vendor/device type".
+    pub class: String,
+    /// Checks its volunteers passed and failed (spot-checks, ringers, challenges).
+    pub passed: u64,
+    pub failed: u64,
+    /// The doubt each of its replicas carries besides its volunteer's: 0 unless the class
+    /// fails more of its checks than saboteurs alone explain (with the default assumed
+    /// saboteur fraction).
+    pub doubt: f64,
+}
+
 /// A unit an operator should look at.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProblemUnit {
@@ -264,6 +279,8 @@ pub struct Dashboard {
     pub agreement_rate: Option<f64>,
     pub spot_check_failures: u64,
     pub hosts: Vec<HostRow>,
+    /// Adapter classes, the most failed checks first.
+    pub classes: Vec<ClassRow>,
     pub problems: Vec<ProblemUnit>,
     pub at: i64,
 }
@@ -278,6 +295,8 @@ pub struct Status {
     pub blacklisted: u64,
     /// Ringer replicas ever issued.
     pub ringers: u64,
+    /// Adapter classes doubted as a whole (failing more checks than saboteurs explain).
+    pub doubted_classes: u64,
     /// Challenges by status: open, ready, passed, failed, expired.
     pub challenges: BTreeMap<String, u64>,
 }

@@ -1192,6 +1192,94 @@ async fn credibility_policy_ringers_and_credibility_on_the_dashboard() {
     assert_eq!(caught["checks"], 0);
 }
 
+#[tokio::test]
+async fn an_adapter_class_failing_its_checks_is_doubted_as_a_whole() {
+    use coordinator::lifecycle::UnitState;
+    let h = Harness::new();
+    h.store.seed(9);
+    // Every unit of the first batch is recomputed by the coordinator: each report is a check
+    // of its volunteer and of its adapter class. At target_error 0.01 a volunteer is credible
+    // alone after 5 passed checks (f = 0.1).
+    let policy = |spot: f64| json!({"replication": "credibility", "spot_check_rate": spot, "target_error": 0.01});
+    let checked = h.batch("ising2d", ising_units(10), policy(1.0)).await;
+    h.run_spot_checks();
+    let take = async |sim: &Sim, backend: &str, n: u32| {
+        let (s, w) = h
+            .post(
+                "/api/v1/work",
+                Some(&sim.token),
+                json!({"max_units": n, "adapter": {"name": "x", "backend": backend}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{w}");
+        let mut acks = Vec::new();
+        for a in w["assignments"].as_array().unwrap() {
+            let (s, ack) = h
+                .post("/api/v1/results", Some(&sim.token), report_for(a, sim.kind))
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+            acks.push(ack);
+        }
+        acks
+    };
+    // Three volunteers on a buggy driver return wrong results; each is caught.
+    for i in 0..3 {
+        let v = h.volunteer(Kind::Liar(i)).await;
+        assert_eq!(take(&v, "buggy", 1).await.len(), 1);
+    }
+    // An honest volunteer on that driver and one on another pass five checks each.
+    let b = h.volunteer(Kind::Honest).await;
+    let g = h.volunteer(Kind::Honest).await;
+    assert_eq!(take(&b, "buggy", 5).await.len(), 5);
+    assert_eq!(take(&g, "good", 5).await.len(), 5);
+    let (_, st) = h
+        .get(&format!("/api/v1/batches/{checked}"), Some(&h.key))
+        .await;
+    assert_eq!(st["done"], true, "{st}");
+
+    // The operator sees the buggy class doubted: 3 of its 8 checks failed, more than the
+    // 10% saboteurs alone could explain.
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("ops", &hash_secret(&op), true, now())
+        .unwrap();
+    let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    let classes = d["classes"].as_array().unwrap();
+    let buggy = classes
+        .iter()
+        .find(|c| c["class"].as_str().unwrap().contains("/buggy/"))
+        .unwrap();
+    assert_eq!(
+        (buggy["passed"].clone(), buggy["failed"].clone()),
+        (json!(5), json!(3))
+    );
+    assert_eq!(buggy["doubt"], 3.0 / 8.0, "{d}");
+    let good = classes
+        .iter()
+        .find(|c| c["class"].as_str().unwrap().contains("/good/"))
+        .unwrap();
+    assert_eq!(good["doubt"], 0.0, "{d}");
+    assert_eq!(d["status"]["doubted_classes"], 1, "{d}");
+    let (_, m) = h.get("/metrics", None).await;
+    assert!(
+        m.as_str().unwrap().contains("qg_adapter_classes_doubted 1"),
+        "{m}"
+    );
+
+    // Without spot-checks, the good-class volunteer's result alone is accepted; the buggy
+    // class's, from a volunteer with as many passed checks, needs agreement.
+    h.batch("ising2d", ising_units(2), policy(0.0)).await;
+    let ack = take(&g, "good", 1).await;
+    assert_eq!(ack[0]["unit_state"], "canonical", "{ack:?}");
+    let ack = take(&b, "buggy", 1).await;
+    assert_eq!(ack[0]["unit_state"], "in_progress", "{ack:?}");
+    let unit = h.store.unit_count().unwrap() as i64;
+    assert_eq!(
+        h.store.unit_provenance(unit, None).unwrap().state,
+        UnitState::InProgress
+    );
+}
+
 #[test]
 fn replicas_go_to_distinct_network_prefixes_when_asked() {
     use coordinator::api::network_prefix;

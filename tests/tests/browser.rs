@@ -312,6 +312,13 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .collect();
     let opts = Options {
         max_units: Some(6),
+        // As qg-volunteer describes its CPU engine.
+        adapter: protocol::api::AdapterInfo {
+            name: "cpu-reference".into(),
+            backend: "cpu".into(),
+            client: "qg-volunteer/test".into(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (a, b) = tokio::join!(
@@ -356,6 +363,14 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
     )
     .await;
     assert_eq!(hosts_rows, 2);
+    // Both volunteers are one adapter class (the native CPU client), with no failed check.
+    let classes = js(
+        &dash,
+        "return [...document.querySelectorAll('#classes tbody tr')].map((r) => [r.firstChild.textContent, r.lastChild.textContent])",
+    )
+    .await;
+    assert_eq!(classes, json!([["qg-volunteer/test/cpu//", "not doubted"]]));
+    assert_eq!(text(&dash, "doubted-classes").await, "0");
     screenshot(&dash, "dashboard").await;
     sci.close().await.unwrap();
     dash.close().await.unwrap();

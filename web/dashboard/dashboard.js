@@ -22,7 +22,9 @@ function render(d) {
   $('spot-failures').textContent = d.spot_check_failures;
   $('blacklisted').textContent = d.status.blacklisted;
   $('ringers').textContent = d.status.ringers;
-  $('challenges').textContent = `${d.status.challenges.passed ?? 0} / ${d.status.challenges.failed ?? 0}`;
+  const ch = d.status.challenges;
+  $('challenges').textContent = `${ch.passed ?? 0} / ${ch.failed ?? 0} / ${ch.expired ?? 0}`;
+  $('doubted-classes').textContent = d.status.doubted_classes;
   $('volunteers').textContent = d.status.volunteers;
   if (state.last) {
     const dt = Math.max(1, d.at - state.last.at);
@@ -42,6 +44,13 @@ function render(d) {
       cell(h.spot_failed, 'num'), cell(h.reliability == null ? '–' : (100 * h.reliability).toFixed(1) + '%', 'num'),
       cell(h.checks, 'num'), cell(h.blacklisted ? 'blacklisted' : credibility(h.credibility), 'num'),
       cell(new Date(h.last_seen * 1000).toLocaleTimeString()));
+    return tr;
+  }));
+  $('classes').tBodies[0].replaceChildren(...d.classes.map((c) => {
+    const tr = document.createElement('tr');
+    tr.append(cell(c.class), cell(c.passed, 'num'), cell(c.failed, 'num'),
+      cell(c.doubt > 0 ? `doubted: ${credibility(1 - c.doubt)}` : 'not doubted', 'num'));
+    if (c.doubt > 0) tr.className = 'bad';
     return tr;
   }));
   state.last = d;
