@@ -126,6 +126,26 @@ impl Harness {
         v["batch_id"].as_i64().unwrap()
     }
 
+    /// Answers the challenge of `assignment` with the state at `step`, as a client would.
+    async fn answer(
+        &self,
+        token: &str,
+        assignment: i64,
+        step: u64,
+        state: &[Vec<u8>],
+    ) -> (StatusCode, Value) {
+        let state: Vec<String> = state
+            .iter()
+            .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
+            .collect();
+        self.post(
+            &format!("/api/v1/challenges/{assignment}"),
+            Some(token),
+            json!({"step": step, "state": state}),
+        )
+        .await
+    }
+
     /// Runs pending spot-checks the way the background pool does.
     fn run_spot_checks(&self) {
         for job in self.store.pending_spot_checks(1000).unwrap() {
@@ -208,6 +228,20 @@ fn report_for(a: &Value, kind: Kind) -> Value {
         "summary": r.summary,
         "output": base64::engine::general_purpose::STANDARD.encode(&output),
     })
+}
+
+/// Units with four checkpoints (every two sweeps), for challenges.
+fn checkpointed_units(n: u64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"L": 16, "beta": 0.44, "sweeps": 8, "checkpoint_every": 2, "seed": i}))
+        .collect()
+}
+
+/// The state at `step` of the CPU reference for an assignment.
+fn state_at(a: &Value, step: u64) -> Vec<Vec<u8>> {
+    let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
+    let (_, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+    states.into_iter().find(|(s, _)| *s == step).unwrap().1
 }
 
 fn ising_units(n: u64) -> Vec<Value> {
@@ -1351,33 +1385,14 @@ fn replicas_go_to_distinct_network_prefixes_when_asked() {
 async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
     let h = Harness::new();
     h.store.seed(11);
-    let units: Vec<Value> = (0..6)
-        .map(|i| json!({"L": 16, "beta": 0.44, "sweeps": 8, "checkpoint_every": 2, "seed": i}))
-        .collect();
     h.batch(
         "ising2d",
-        units,
+        checkpointed_units(6),
         json!({"replication": "credibility", "spot_check_rate": 0.0, "challenge_rate": 1.0}),
     )
     .await;
     // Nothing to answer for an assignment that was never challenged.
     let x = h.volunteer(Kind::Honest).await;
-    let answer = |step: u64, state: &[Vec<u8>]| {
-        let state: Vec<String> = state
-            .iter()
-            .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
-            .collect();
-        json!({"step": step, "state": state}).to_string()
-    };
-    let send = async |id: i64, token: &str, body: String| {
-        h.call(
-            "POST",
-            &format!("/api/v1/challenges/{id}"),
-            Some(token),
-            Some(body),
-        )
-        .await
-    };
     let work = |token: String| {
         let h = &h;
         async move {
@@ -1388,14 +1403,12 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
             w["assignments"].as_array().unwrap().clone()
         }
     };
-    let (s, v) = send(999, &x.token, answer(2, &[])).await;
+    let (s, v) = h.answer(&x.token, 999, 2, &[]).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 
     // An honest volunteer answers with its true states and passes every challenge.
     let mut answered = 0;
     for a in work(x.token.clone()).await {
-        let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
-        let (_, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
         let (s, ack) = h
             .post(
                 "/api/v1/results",
@@ -1406,14 +1419,14 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
         assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
         let id = a["assignment_id"].as_i64().unwrap();
         if let Some(step) = ack["challenge"]["step"].as_u64() {
-            let state = &states.iter().find(|(s, _)| *s == step).unwrap().1;
+            let state = state_at(&a, step);
             // The wrong step is named; nothing changes.
-            let (s, v) = send(id, &x.token, answer(step + 1, state)).await;
+            let (s, v) = h.answer(&x.token, id, step + 1, &state).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
             assert_eq!(v["field"], "step");
-            let (s, v) = send(id, &x.token, answer(step, state)).await;
+            let (s, v) = h.answer(&x.token, id, step, &state).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-            let (s, _) = send(id, &x.token, answer(step, state)).await;
+            let (s, _) = h.answer(&x.token, id, step, &state).await;
             assert_eq!(s, StatusCode::CONFLICT, "answered once");
             answered += 1;
         }
@@ -1439,7 +1452,9 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
             .await;
         if let Some(step) = ack["challenge"]["step"].as_u64() {
             let id = a["assignment_id"].as_i64().unwrap();
-            let (s, v) = send(id, &y.token, answer(step, &[vec![0; 1024], vec![0; 32]])).await;
+            let (s, v) = h
+                .answer(&y.token, id, step, &[vec![0; 1024], vec![0; 32]])
+                .await;
             assert_eq!(s, StatusCode::ACCEPTED, "{v}");
             caught = true;
             break;
@@ -1479,9 +1494,7 @@ async fn an_unanswered_challenge_is_a_check_not_passed() {
     use coordinator::sqlite::CHALLENGE_DEADLINE_S;
     let h = Harness::new();
     h.store.seed(5);
-    let units: Vec<Value> = (0..6)
-        .map(|i| json!({"L": 16, "beta": 0.44, "sweeps": 8, "checkpoint_every": 2, "seed": i}))
-        .collect();
+    let units = checkpointed_units(6);
     let want = reference_digests(&units);
     // The coordinator's own answers settle each unit with one matching replica.
     h.batch(
@@ -1562,8 +1575,6 @@ async fn an_unanswered_challenge_is_a_check_not_passed() {
     // Another volunteer takes the reopened units; answering settles them with the reference.
     let y = h.volunteer(Kind::Honest).await;
     for a in ask(&y.token, 6).await.1 {
-        let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
-        let (_, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
         let (_, ack) = h
             .post(
                 "/api/v1/results",
@@ -1572,21 +1583,8 @@ async fn an_unanswered_challenge_is_a_check_not_passed() {
             )
             .await;
         if let Some(step) = ack["challenge"]["step"].as_u64() {
-            let state: Vec<String> = states
-                .iter()
-                .find(|(s, _)| *s == step)
-                .unwrap()
-                .1
-                .iter()
-                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-                .collect();
-            let (s, v) = h
-                .post(
-                    &format!("/api/v1/challenges/{}", a["assignment_id"]),
-                    Some(&y.token),
-                    json!({"step": step, "state": state}),
-                )
-                .await;
+            let id = a["assignment_id"].as_i64().unwrap();
+            let (s, v) = h.answer(&y.token, id, step, &state_at(&a, step)).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{v}");
         }
     }
