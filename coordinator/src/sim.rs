@@ -1,9 +1,10 @@
 //! The sabotage simulator: seeded populations of simulated volunteers (honest, random liars,
-//! colluders, turncoats, challenge dodgers, vanishers) against the real lifecycle and the real SQLite store, in
-//! simulated time. Everything a volunteer does goes through the same [`Store`] calls the HTTP
-//! API makes (authentication, work requests, reports, deadlines, spot-checks), so what it
-//! measures is what the coordinator does. `cargo xtask bench sabotage` prints its reports;
-//! `coordinator/tests/sabotage.rs` asserts the bounds on smaller runs.
+//! colluders, turncoats, challenge dodgers, vanishers) against the real lifecycle and the real
+//! SQLite store, in simulated time. Everything a volunteer does goes through the same
+//! [`Store`] calls the HTTP API makes (authentication, work requests, reports, deadlines,
+//! spot-checks), so what it measures is what the coordinator does. `cargo xtask bench
+//! sabotage` prints its reports; `coordinator/tests/sabotage.rs` asserts the bounds on
+//! smaller runs.
 //!
 //! Units are small `ising2d` lattices with 4 checkpoints, so "wrong" is judged against the
 //! CPU reference itself and challenges have segments to recompute. Random liars fabricate
@@ -387,7 +388,12 @@ pub fn run(
                 let mut got = store.request_work(v.id, 1, &adapter, None, now)?;
                 let Some(a) = got.pop() else {
                     // Nothing to do: stop once every unit is settled, else ask again later.
-                    if store.open_units()? == 0 && store.unsettled_challenges()? == 0 {
+                    // A challenge still open or unverified may yet send a unit back.
+                    let unsettled = || -> anyhow::Result<u64> {
+                        let c = store.challenge_counts()?;
+                        Ok(c["open"] + c["ready"])
+                    };
+                    if store.open_units()? == 0 && unsettled()? == 0 {
                         finished_at = finished_at.max(t);
                         idle_polls += 1;
                         if idle_polls > cfg.volunteers {

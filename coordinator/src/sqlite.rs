@@ -301,29 +301,9 @@ impl SqliteStore {
         })
     }
 
-    /// Challenges waiting for a volunteer's state or for verification: until they are
-    /// settled, a canonical result may still be sent back through validation.
-    pub fn unsettled_challenges(&self) -> Result<u64> {
-        self.read(|tx| {
-            Ok(tx.query_row(
-                "SELECT count(*) FROM challenges WHERE status IN ('open', 'ready')",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
-        })
-    }
-
     /// Challenges by status (open, ready, passed, failed, expired).
     pub fn challenge_counts(&self) -> Result<BTreeMap<String, u64>> {
-        self.read(|tx| {
-            let rows = tx
-                .prepare("SELECT status, count(*) FROM challenges GROUP BY status")?
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })?
-                .collect::<std::result::Result<_, _>>()?;
-            Ok(rows)
-        })
+        self.read(challenge_counts)
     }
 
     /// Ringer replicas issued so far.
@@ -674,6 +654,20 @@ fn step(tx: &Transaction<'_>, unit_id: i64, event: Event, now: i64) -> Result<Un
         }
     }
     Ok(after)
+}
+
+/// Challenges by status: every status named, 0 where there are none.
+fn challenge_counts(tx: &Transaction<'_>) -> Result<BTreeMap<String, u64>> {
+    let mut counts: BTreeMap<String, u64> = ["open", "ready", "passed", "failed", "expired"]
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    let mut st = tx.prepare_cached("SELECT status, count(*) FROM challenges GROUP BY status")?;
+    for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (s, n) = row?;
+        counts.insert(s, n as u64);
+    }
+    Ok(counts)
 }
 
 /// Every adapter class with its checks and doubt, the most failed checks first.
@@ -1791,17 +1785,7 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?;
             let doubted_classes = class_rows(tx)?.iter().filter(|c| c.doubt > 0.0).count() as u64;
-            let mut challenges: BTreeMap<String, u64> =
-                ["open", "ready", "passed", "failed", "expired"]
-                    .iter()
-                    .map(|s| (s.to_string(), 0))
-                    .collect();
-            let mut st =
-                tx.prepare_cached("SELECT status, count(*) FROM challenges GROUP BY status")?;
-            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-                let (s, n) = row?;
-                challenges.insert(s, n as u64);
-            }
+            let challenges = challenge_counts(tx)?;
             Ok(Status {
                 units,
                 replicas,
