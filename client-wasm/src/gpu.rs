@@ -7,7 +7,8 @@
 
 use protocol::{Checkpoint, Digest};
 use serde::Serialize;
-use shaders::program::{Plan, Program, WORDS};
+use shaders::digest;
+use shaders::program::{Dispatch, Init, Plan, Program, WORDS};
 use std::num::NonZeroU64;
 use wgpu::util::DeviceExt;
 
@@ -146,7 +147,7 @@ impl Gpu {
         while let Some(step) = run.step().await? {
             progress(step.done, step.total);
         }
-        Ok(run.finish())
+        run.finish().await
     }
 
     /// Prepares `plan` (from its start, or from a checkpoint) to be run segment by segment
@@ -158,11 +159,9 @@ impl Gpu {
     ) -> Result<Run<'a>, GpuError> {
         let mut program = plan.program();
         self.check(&program)?;
-        let state_idx: Vec<usize> = (0..program.buffers.len())
-            .filter(|&i| program.buffers[i].state)
-            .collect();
-        let (next, checkpoints) = match resume {
-            None => (0, Vec::new()),
+        let state_idx = program.state_buffers();
+        let (next, checkpoints, fresh) = match resume {
+            None => (0, Vec::new(), true),
             Some(r) => {
                 if r.segment > plan.segment_count() || r.state.len() != state_idx.len() {
                     return Err(GpuError::Resume("checkpoint does not fit this plan".into()));
@@ -176,9 +175,9 @@ impl Gpu {
                             program.buffers[i].init.len()
                         )));
                     }
-                    program.buffers[i].init = bytes;
+                    program.buffers[i].init = Init::Bytes(bytes);
                 }
-                (r.segment, r.checkpoints)
+                (r.segment, r.checkpoints, false)
             }
         };
         let field = program.buffers.first().map_or("params", |b| b.size_field);
@@ -187,42 +186,34 @@ impl Gpu {
             label: Some("kernel"),
             source: wgpu::ShaderSource::Wgsl(program.wgsl.into()),
         });
-        let mut layout_entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: true,
-                min_binding_size: NonZeroU64::new(WORD_BYTES),
-            },
-            count: None,
-        }];
+        let mut layout_entries = vec![words_entry()];
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         let buffers: Vec<wgpu::Buffer> = program
             .buffers
             .iter()
-            .map(|b| {
-                let mut init = b.init.clone();
-                init.resize(init.len().max(4).next_multiple_of(4), 0);
-                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            .map(|b| match &b.init {
+                Init::Bytes(bytes) => {
+                    let mut init = bytes.clone();
+                    init.resize(init.len().max(4).next_multiple_of(4), 0);
+                    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(b.label),
+                        contents: &init,
+                        usage,
+                    })
+                }
+                // WebGPU buffers start zeroed: nothing crosses from the host.
+                Init::Zeros(n) => dev.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(b.label),
-                    contents: &init,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                })
+                    size: (*n as u64).max(4).next_multiple_of(4),
+                    usage,
+                    mapped_at_creation: false,
+                }),
             })
             .collect();
         for i in 0..buffers.len() {
-            layout_entries.push(wgpu::BindGroupLayoutEntry {
-                binding: 1 + i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: false },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
+            layout_entries.push(storage_entry(1 + i as u32, false));
         }
         let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("kernel"),
@@ -247,17 +238,19 @@ impl Gpu {
                 })
             })
             .collect();
-        let state_sizes: Vec<u64> = state_idx.iter().map(|&i| buffers[i].size()).collect();
-        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("state readback"),
-            size: state_sizes.iter().sum::<u64>().max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Ok(Run {
+        let state_lens: Vec<u64> = state_idx
+            .iter()
+            .map(|&i| program.buffers[i].init.len() as u64)
+            .collect();
+        let hasher = if state_idx.is_empty() {
+            None
+        } else {
+            Some(Hasher::new(self, program.state_len())?)
+        };
+        let mut run = Run {
             gpu: self,
             plan,
-            stride: u64::from(self.limits.min_uniform_buffer_offset_alignment).max(WORD_BYTES),
+            stride: self.stride(),
             field,
             buffers,
             bgl,
@@ -268,13 +261,54 @@ impl Gpu {
                 capacity: 0,
             },
             state_idx,
-            state_sizes,
-            staging,
+            state_lens,
+            staging: None,
+            hasher,
             next,
             checkpoints,
-            last: Vec::new(),
             program,
-        })
+        };
+        if fresh && !run.program.init_ops.is_empty() {
+            // Queue order puts these before the first segment: no need to wait.
+            let ops = run.program.init_ops.clone();
+            let enc = run.encode(&ops)?;
+            self.queue.submit([enc.finish()]);
+        }
+        Ok(run)
+    }
+
+    /// Bytes between two dispatches' parameter words in a uniform buffer.
+    fn stride(&self) -> u64 {
+        u64::from(self.limits.min_uniform_buffer_offset_alignment).max(WORD_BYTES)
+    }
+
+    /// [`protocol::Digest::of_data`] of `bytes`, computed on this device (the bytes are
+    /// uploaded, only the digest is read back).
+    pub async fn data_digest(&self, bytes: &[u8]) -> Result<Digest, GpuError> {
+        let limit = self.storage_limit();
+        if bytes.len() as u64 > limit {
+            return Err(GpuError::TooLarge {
+                field: "data",
+                bytes: bytes.len() as u64,
+                limit,
+            });
+        }
+        let hasher = Hasher::new(self, bytes.len() as u64)?;
+        let mut padded = bytes.to_vec();
+        padded.resize(padded.len().next_multiple_of(4), 0);
+        if !padded.is_empty() {
+            self.queue.write_buffer(&hasher.input, 0, &padded);
+        }
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        hasher.encode(&mut enc);
+        self.queue.submit([enc.finish()]);
+        hasher.read_digest(self).await
+    }
+
+    fn storage_limit(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Waits until submitted work is done (natively: a blocking poll; on WebGPU: a queue
@@ -330,8 +364,8 @@ pub struct Step {
     pub total: u64,
     /// The segment to run next (for [`Resume`]).
     pub next_segment: usize,
-    /// The state buffers, when this segment ended at a checkpoint or the end.
-    pub state: Option<Vec<Vec<u8>>>,
+    /// The digest taken on the device, when this segment ended at a checkpoint.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A plan in progress on a device.
@@ -346,28 +380,25 @@ pub struct Run<'a> {
     pipelines: Vec<wgpu::ComputePipeline>,
     uniforms: Uniforms,
     state_idx: Vec<usize>,
-    state_sizes: Vec<u64>,
-    staging: wgpu::Buffer,
+    /// Bytes of each state buffer (its GPU buffer may be padded to 4).
+    state_lens: Vec<u64>,
+    /// For reading states back, made on the first [`Run::state`].
+    staging: Option<wgpu::Buffer>,
+    /// Hashes the state at checkpoints (None: the plan has no state).
+    hasher: Option<Hasher>,
     next: usize,
     checkpoints: Vec<Checkpoint>,
-    last: Vec<Vec<u8>>,
 }
 
 impl Run<'_> {
-    /// Runs the next segment; `None` when the plan is done.
-    pub async fn step(&mut self) -> Result<Option<Step>, GpuError> {
-        let count = self.plan.segment_count();
-        if self.next >= count {
-            return Ok(None);
-        }
-        let si = self.next;
-        let seg = self.plan.segment(si);
+    /// Encodes `ops` into one compute pass, their parameter words in one uniform write.
+    fn encode(&mut self, ops: &[Dispatch]) -> Result<wgpu::CommandEncoder, GpuError> {
         let gpu = self.gpu;
         let dev = &gpu.device;
         // One uniform slot of parameter words per dispatch, in order.
-        let mut slots: Vec<u8> = Vec::with_capacity(seg.ops.len() * self.stride as usize);
-        let mut grids = Vec::with_capacity(seg.ops.len());
-        for d in &seg.ops {
+        let mut slots: Vec<u8> = Vec::with_capacity(ops.len() * self.stride as usize);
+        let mut grids = Vec::with_capacity(ops.len());
+        for d in ops {
             let offset = slots.len() as u64;
             slots.extend(d.words.iter().flat_map(|w| w.to_le_bytes()));
             slots.resize((offset + self.stride) as usize, 0);
@@ -383,49 +414,95 @@ impl Run<'_> {
         let mut enc = dev.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for (d, (offset, grid)) in seg.ops.iter().zip(&grids) {
+            for (d, (offset, grid)) in ops.iter().zip(&grids) {
                 pass.set_pipeline(&self.pipelines[d.entry]);
                 pass.set_bind_group(0, &group, &[*offset]);
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
             }
         }
-        let is_last = si + 1 == count;
-        let mut state = None;
-        if seg.checkpoint || is_last {
-            let mut off = 0;
-            for (&i, &size) in self.state_idx.iter().zip(&self.state_sizes) {
-                enc.copy_buffer_to_buffer(&self.buffers[i], 0, &self.staging, off, size);
-                off += size;
-            }
-            gpu.queue.submit([enc.finish()]);
-            let bytes = gpu.read(&self.staging, off.max(4)).await?;
-            let mut parts = Vec::with_capacity(self.state_idx.len());
-            let mut at = 0usize;
-            for (&i, &size) in self.state_idx.iter().zip(&self.state_sizes) {
-                let want = self.program.buffers[i].init.len();
-                parts.push(bytes[at..at + want].to_vec());
-                at += size as usize;
-            }
-            if seg.checkpoint {
-                self.checkpoints.push(Checkpoint {
+        Ok(enc)
+    }
+
+    /// Runs the next segment; `None` when the plan is done. At a checkpoint the state is
+    /// hashed on the device and only its 32-byte digest is read back.
+    pub async fn step(&mut self) -> Result<Option<Step>, GpuError> {
+        let count = self.plan.segment_count();
+        if self.next >= count {
+            return Ok(None);
+        }
+        let si = self.next;
+        let seg = self.plan.segment(si);
+        let gpu = self.gpu;
+        let mut enc = self.encode(&seg.ops)?;
+        let mut checkpoint = None;
+        match (&self.hasher, seg.checkpoint) {
+            (Some(hasher), true) => {
+                let mut off = 0;
+                for (&i, &len) in self.state_idx.iter().zip(&self.state_lens) {
+                    if len > 0 {
+                        enc.copy_buffer_to_buffer(&self.buffers[i], 0, &hasher.input, off, len);
+                    }
+                    off += len;
+                }
+                hasher.encode(&mut enc);
+                gpu.queue.submit([enc.finish()]);
+                let c = Checkpoint {
                     step: seg.end_step,
-                    digest: Digest::of_parts(parts.iter().map(Vec::as_slice)),
-                });
+                    digest: hasher.read_digest(gpu).await?,
+                };
+                self.checkpoints.push(c);
+                checkpoint = Some(c);
             }
-            self.last = parts.clone();
-            state = Some(parts);
-        } else {
-            gpu.queue.submit([enc.finish()]);
-            // Wait for the segment so progress reflects work done, not work queued.
-            gpu.wait().await?;
+            _ => {
+                gpu.queue.submit([enc.finish()]);
+                // Wait for the segment so progress reflects work done, not work queued.
+                gpu.wait().await?;
+            }
         }
         self.next = si + 1;
         Ok(Some(Step {
             done: seg.end_step,
             total: self.program.total_steps,
             next_segment: self.next,
-            state,
+            checkpoint,
         }))
+    }
+
+    /// Reads the state buffers back (after the segments run so far): for a kept challenge
+    /// state, a saved resume point, or the final output. The only full-state readback.
+    pub async fn state(&mut self) -> Result<Vec<Vec<u8>>, GpuError> {
+        let gpu = self.gpu;
+        let padded: Vec<u64> = self
+            .state_lens
+            .iter()
+            .map(|l| l.next_multiple_of(4))
+            .collect();
+        let total = padded.iter().sum::<u64>().max(4);
+        let staging = self.staging.get_or_insert_with(|| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("state readback"),
+                size: total,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let mut off = 0;
+        for (&i, &size) in self.state_idx.iter().zip(&padded) {
+            if size > 0 {
+                enc.copy_buffer_to_buffer(&self.buffers[i], 0, staging, off, size);
+            }
+            off += size;
+        }
+        gpu.queue.submit([enc.finish()]);
+        let bytes = gpu.read(staging, total).await?;
+        let mut parts = Vec::with_capacity(self.state_idx.len());
+        let mut at = 0usize;
+        for (&len, &size) in self.state_lens.iter().zip(&padded) {
+            parts.push(bytes[at..at + len as usize].to_vec());
+            at += size as usize;
+        }
+        Ok(parts)
     }
 
     /// Checkpoint digests so far.
@@ -433,12 +510,183 @@ impl Run<'_> {
         &self.checkpoints
     }
 
+    /// Checkpoints taken so far (the index of the next one).
+    pub fn checkpoints_done(&self) -> usize {
+        self.checkpoints.len()
+    }
+
     /// The final state and all checkpoint digests (after the last [`Run::step`]).
-    pub fn finish(self) -> PlanOutput {
-        PlanOutput {
-            state: self.last,
+    pub async fn finish(mut self) -> Result<PlanOutput, GpuError> {
+        let state = self.state().await?;
+        Ok(PlanOutput {
+            state,
             checkpoints: self.checkpoints,
+        })
+    }
+}
+
+/// The device side of [`protocol::Digest::of_data`]: an input buffer the state is copied into,
+/// two buffers of digests that the levels of the tree ping-pong between, and the dispatches
+/// (one per level) with their words written once.
+struct Hasher {
+    input: wgpu::Buffer,
+    pipeline: wgpu::ComputePipeline,
+    /// Per level: its bind group, uniform offset and workgroup grid.
+    levels: Vec<(wgpu::BindGroup, u32, [u32; 3])>,
+    /// The buffer holding the root digest after the last level.
+    root: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    _words: wgpu::Buffer,
+}
+
+impl Hasher {
+    /// A hasher for `len` bytes.
+    fn new(gpu: &Gpu, len: u64) -> Result<Self, GpuError> {
+        let dev = &gpu.device;
+        let levels = digest::levels(len);
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("data digest"),
+            source: wgpu::ShaderSource::Wgsl(digest::WGSL.into()),
+        });
+        let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("data digest"),
+            entries: &[
+                words_entry(),
+                storage_entry(1, true),
+                storage_entry(2, false),
+            ],
+        });
+        let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("data digest"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(digest::ENTRY.name),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(digest::ENTRY.name),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let storage = |label, size: u64, extra| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::STORAGE | extra,
+                mapped_at_creation: false,
+            })
+        };
+        let input = storage("digest input", len, wgpu::BufferUsages::COPY_DST);
+        let out = levels.first().map_or(32, digest::Level::out_len);
+        let pair = [
+            storage("digests a", out, wgpu::BufferUsages::COPY_SRC),
+            storage("digests b", out, wgpu::BufferUsages::COPY_SRC),
+        ];
+        let stride = gpu.stride();
+        let mut slots = vec![0u8; stride as usize * levels.len()];
+        for (i, level) in levels.iter().enumerate() {
+            let at = i * stride as usize;
+            for (k, w) in level.words().iter().enumerate() {
+                slots[at + 4 * k..at + 4 * k + 4].copy_from_slice(&w.to_le_bytes());
+            }
         }
+        let words = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("digest words"),
+            contents: &slots,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut groups = Vec::with_capacity(levels.len());
+        for (i, level) in levels.iter().enumerate() {
+            let src = if i == 0 { &input } else { &pair[(i + 1) % 2] };
+            let dst = &pair[i % 2];
+            let group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("data digest"),
+                layout: &bgl,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &words,
+                            offset: 0,
+                            size: NonZeroU64::new(WORD_BYTES),
+                        }),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: src.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: dst.as_entire_binding(),
+                    },
+                ],
+            });
+            let grid = gpu.grid(level.chunks, digest::ENTRY.workgroup_size, "state")?;
+            groups.push((group, (i as u64 * stride) as u32, grid));
+        }
+        let [a, b] = pair;
+        let root = if levels.len() % 2 == 1 { a } else { b };
+        let readback = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("digest readback"),
+            size: 32,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            input,
+            pipeline,
+            levels: groups,
+            root,
+            readback,
+            _words: words,
+        })
+    }
+
+    /// Encodes the levels over what `input` holds, and the copy of the root to the readback.
+    fn encode(&self, enc: &mut wgpu::CommandEncoder) {
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipeline);
+            for (group, offset, grid) in &self.levels {
+                pass.set_bind_group(0, group, &[*offset]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+        }
+        enc.copy_buffer_to_buffer(&self.root, 0, &self.readback, 0, 32);
+    }
+
+    async fn read_digest(&self, gpu: &Gpu) -> Result<Digest, GpuError> {
+        let bytes = gpu.read(&self.readback, 32).await?;
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&bytes[..32]);
+        Ok(Digest(d))
+    }
+}
+
+fn words_entry() -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: NonZeroU64::new(WORD_BYTES),
+        },
+        count: None,
+    }
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
     }
 }
 
@@ -455,6 +703,21 @@ pub fn check_limits(program: &Program, limits: &wgpu::Limits) -> Result<(), GpuE
                 limit,
             });
         }
+    }
+    // The state is hashed from one buffer holding all state buffers.
+    let state = program.state_len();
+    if state > limit {
+        let largest = program
+            .buffers
+            .iter()
+            .filter(|b| b.state)
+            .max_by_key(|b| b.init.len())
+            .map_or("params", |b| b.size_field);
+        return Err(GpuError::TooLarge {
+            field: largest,
+            bytes: state,
+            limit,
+        });
     }
     Ok(())
 }

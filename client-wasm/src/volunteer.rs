@@ -75,6 +75,11 @@ pub enum Event {
         done: u64,
         total: u64,
     },
+    /// A resume point was saved: reopening continues from step `done`.
+    Saved {
+        assignment_id: i64,
+        done: u64,
+    },
     Computed {
         assignment_id: i64,
         digest: String,
@@ -129,12 +134,27 @@ pub enum Engine<'a> {
     Cpu,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub nickname: Option<String>,
     pub adapter: AdapterInfo,
     /// Stop after this many units (None: run until stopped).
     pub max_units: Option<u64>,
+    /// Save a GPU unit's state to resume from at least this often (BOINC's default checkpoint
+    /// period is 60 s), and more often only while saving takes at most 1% of the time: each
+    /// save reads the whole state back from the device and writes it to the store.
+    pub save_every_s: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nickname: None,
+            adapter: AdapterInfo::default(),
+            max_units: None,
+            save_every_s: 60.0,
+        }
+    }
 }
 
 /// A saved GPU checkpoint of an assignment.
@@ -415,7 +435,7 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
             if let Ok(text) = serde_json::to_string(a) {
                 let _ = host.kv_set(&a_key, &text).await;
             }
-            let Some((report, states)) = compute(host, engine, a).await else {
+            let Some((report, states)) = compute(host, engine, opts, a).await else {
                 return done; // stopped mid-unit; it stays held, with its checkpoint
             };
             kept.keep(a.assignment_id, states);
@@ -468,6 +488,7 @@ type States = Vec<shaders::CheckpointState>;
 async fn compute<H: Host>(
     host: &H,
     engine: &Engine<'_>,
+    opts: &Options,
     a: &Assignment,
 ) -> Option<(ResultReport, States)> {
     let job = match Job::new(&a.kernel, a.params.clone()) {
@@ -521,7 +542,7 @@ async fn compute<H: Host>(
                 &job,
                 a.assignment_id,
                 resume,
-                &ck_key,
+                (&ck_key, opts.save_every_s),
                 &mut states,
             )
             .await
@@ -563,16 +584,20 @@ fn unit_event(a: &Assignment, total: u64, resumed_at: u64) -> Event {
     }
 }
 
-/// Runs on the GPU segment by segment: pause, duty cycle and checkpoint saves in between.
+/// Runs on the GPU segment by segment: pause, duty cycle and resume points in between.
+/// Checkpoint digests are taken on the device; the state crosses to the host only to be kept
+/// for a challenge (the checkpoints whose states the coordinator may ask for), to be saved as a
+/// resume point (see [`Options::save_every_s`]), and at the end.
 async fn gpu_run<H: Host>(
     host: &H,
     gpu: &Gpu,
     job: &Job,
     id: i64,
     resume: Option<Resume>,
-    ck_key: &str,
+    save: (&str, f64),
     states: &mut States,
 ) -> Option<Result<shaders::RunResult, String>> {
+    let (ck_key, save_every_s) = save;
     let mut run = match resume.and_then(|r| gpu.start(job, Some(r)).ok()) {
         Some(run) => run,
         None => match gpu.start(job, None) {
@@ -581,6 +606,12 @@ async fn gpu_run<H: Host>(
         },
     };
     let segments = job.segment_count();
+    // Checkpoints (0-based) whose states are kept: the latest before the last that fit.
+    let before_last = (job.schedule().checkpoint_count() as usize).saturating_sub(1);
+    let keep_from = before_last - protocol::kept_states(before_last, job.state_len());
+    let mut saved_at = host.now_ms();
+    // What the last save took; the first is made at the first segment's end.
+    let mut save_cost_ms = 0.0f64;
     loop {
         loop {
             let c = host.controls();
@@ -603,23 +634,42 @@ async fn gpu_run<H: Host>(
             done: step.done,
             total: step.total,
         });
-        if let Some(state) = &step.state
-            && step.next_segment < segments
-        {
-            states.push((step.done, state.clone()));
-            // Only the latest that fit are kept (the coordinator asks for no others).
-            shaders::program::drop_oldest_states(states, 0);
-            let saved = Saved {
-                segment: step.next_segment,
-                done: step.done,
-                state: state
-                    .iter()
-                    .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-                    .collect(),
-                checkpoints: run.checkpoints().to_vec(),
-            };
-            if let Ok(text) = serde_json::to_string(&saved) {
-                let _ = host.kv_set(ck_key, &text).await;
+        if step.next_segment < segments {
+            let index = run.checkpoints_done().wrapping_sub(1);
+            let keep = step.checkpoint.is_some() && index >= keep_from;
+            let since = host.now_ms() - saved_at;
+            let save = since >= (100.0 * save_cost_ms).min(save_every_s * 1000.0);
+            if keep || save {
+                let t_save = host.now_ms();
+                let state = match run.state().await {
+                    Ok(s) => s,
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                if save {
+                    saved_at = host.now_ms();
+                    let saved = Saved {
+                        segment: step.next_segment,
+                        done: step.done,
+                        state: state
+                            .iter()
+                            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                            .collect(),
+                        checkpoints: run.checkpoints().to_vec(),
+                    };
+                    if let Ok(text) = serde_json::to_string(&saved)
+                        && host.kv_set(ck_key, &text).await.is_ok()
+                    {
+                        host.emit(Event::Saved {
+                            assignment_id: id,
+                            done: step.done,
+                        });
+                    }
+                    save_cost_ms = host.now_ms() - t_save;
+                }
+                if keep {
+                    states.push((step.done, state));
+                    shaders::program::drop_oldest_states(states, 0);
+                }
             }
         }
         // Duty cycle: rest so that work is `duty` of the time.
@@ -629,7 +679,10 @@ async fn gpu_run<H: Host>(
             host.sleep_ms((worked * (1.0 / duty - 1.0)) as u64).await;
         }
     }
-    let out = run.finish();
+    let out = match run.finish().await {
+        Ok(out) => out,
+        Err(e) => return Some(Err(e.to_string())),
+    };
     Some(
         job.finish(&out.state, out.checkpoints)
             .map_err(|e| e.to_string()),

@@ -205,6 +205,7 @@ pub async fn volunteer(host: JsValue, options: String) -> Result<(), JsValue> {
         nickname: o.nickname,
         adapter,
         max_units: o.max_units,
+        ..Options::default()
     };
     volunteer::run(&host, &engine, &opts).await;
     Ok(())

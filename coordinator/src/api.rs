@@ -405,11 +405,11 @@ fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, ApiError> {
     let claimed = r
         .digest
         .ok_or_else(|| ApiError::field("digest", "missing"))?;
-    let digest = Digest::of(&output);
+    let digest = Digest::of_data(&output);
     if digest != claimed {
         return Err(ApiError::field(
             "digest",
-            format!("does not match the output (SHA-256 of the output is {digest})"),
+            format!("does not match the output (the output's data digest is {digest})"),
         ));
     }
     let total = job.schedule().total;

@@ -449,13 +449,13 @@ pub fn run(
                         _ => {
                             let mut c = honest.checkpoints.clone();
                             if let Some(last) = c.last_mut() {
-                                last.digest = Digest::of(&output);
+                                last.digest = Digest::of_data(&output);
                             }
                             c
                         }
                     };
                     ReportBody::Output {
-                        digest: Digest::of(&output),
+                        digest: Digest::of_data(&output),
                         output,
                         checkpoints,
                         summary: honest.summary.clone(),

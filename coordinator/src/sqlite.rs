@@ -105,7 +105,7 @@ CREATE INDEX replicas_unit ON replicas(unit_id);
 CREATE INDEX replicas_volunteer_unit ON replicas(volunteer_id, unit_id);
 CREATE INDEX replicas_deadline ON replicas(deadline_at) WHERE state = 'in_progress';
 CREATE INDEX replicas_state ON replicas(state);
--- Canonical and reported outputs, stored once by their SHA-256.
+-- Canonical and reported outputs, stored once by their data digest (protocol::Digest::of_data).
 CREATE TABLE outputs (digest BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
 -- Units whose spot-check answer the coordinator still has to compute.
 CREATE TABLE spot_queue (unit_id INTEGER PRIMARY KEY REFERENCES units(id));
@@ -1417,7 +1417,7 @@ impl Store for SqliteStore {
                 ));
             }
             // The state must be the one the volunteer reported at that checkpoint.
-            let got = Digest::of_parts(state.iter().map(Vec::as_slice));
+            let got = Digest::of_data_parts(state.iter().map(Vec::as_slice));
             if digest_of(state_digest) != Some(got) {
                 return settle_challenge(tx, assignment, false, now);
             }

@@ -118,7 +118,7 @@ impl ChallengeJob {
         let Some(end) = job.cpu_segment(&start, self.from, self.to) else {
             return false;
         };
-        if Digest::of_parts(end.iter().map(Vec::as_slice)) != self.end_digest {
+        if Digest::of_data_parts(end.iter().map(Vec::as_slice)) != self.end_digest {
             return false;
         }
         match self.output_digest {

@@ -218,12 +218,12 @@ fn report_for(a: &Value, kind: Kind) -> Value {
     if output != r.output {
         // A faulty device: its state diverges at the last checkpoint.
         if let Some(last) = checkpoints.last_mut() {
-            last.digest = Digest::of(&output);
+            last.digest = Digest::of_data(&output);
         }
     }
     json!({
         "assignment_id": a["assignment_id"],
-        "digest": Digest::of(&output),
+        "digest": Digest::of_data(&output),
         "checkpoints": checkpoints,
         "summary": r.summary,
         "output": base64::engine::general_purpose::STANDARD.encode(&output),
@@ -466,7 +466,7 @@ async fn float_kernel_replicas_agree_within_tolerance_not_by_digest() {
         .unwrap();
     out[0] ^= 1;
     report["output"] = json!(base64::engine::general_purpose::STANDARD.encode(&out));
-    report["digest"] = json!(Digest::of(&out));
+    report["digest"] = json!(Digest::of_data(&out));
     let (s, ack) = h.post("/api/v1/results", Some(&b.token), report).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
     assert_eq!(ack["unit_state"], "canonical");

@@ -29,6 +29,35 @@ impl Digest {
         Self(h.finalize().into())
     }
 
+    /// The digest of kernel data (canonical outputs and checkpoint states), defined so that a
+    /// GPU can compute it in parallel and only 32 bytes cross to the host: a SHA-256 tree.
+    ///
+    /// * Leaves: the bytes cut into [`DATA_CHUNK`]-byte chunks (the last may be shorter; empty
+    ///   data is one empty chunk), each hashed with SHA-256.
+    /// * Levels: while more than one digest remains, the digests of a level, concatenated, are
+    ///   cut the same way (groups of 128 digests) and each group hashed with SHA-256.
+    /// * The digest is the one that remains. Data of at most [`DATA_CHUNK`] bytes therefore has
+    ///   its plain SHA-256 as its digest.
+    ///
+    /// The length of the data is fixed by the kernel and its parameters (both sides check it
+    /// before hashing), so it is not hashed separately. `shaders::digest` computes the same
+    /// bytes in WGSL; [`data_leaves`] gives the leaves, which say where two states differ.
+    pub fn of_data(bytes: &[u8]) -> Self {
+        Self::of_data_parts([bytes])
+    }
+
+    /// [`Digest::of_data`] of several byte slices, as if they were concatenated.
+    pub fn of_data_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut level = data_leaves(parts);
+        while level.len() > 1 {
+            level = level
+                .chunks(DATA_CHUNK / 32)
+                .map(|group| Self::of_parts(group.iter().map(|d| d.0.as_slice())))
+                .collect();
+        }
+        level[0]
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -44,6 +73,34 @@ impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digest({})", self.to_hex())
     }
+}
+
+/// Bytes per leaf (and per group of digests in the upper levels) of [`Digest::of_data`].
+pub const DATA_CHUNK: usize = 4096;
+
+/// The leaves of [`Digest::of_data_parts`]: SHA-256 of each [`DATA_CHUNK`]-byte chunk of the
+/// concatenated parts (at least one). Leaf `i` covers bytes `[i·DATA_CHUNK, (i+1)·DATA_CHUNK)`,
+/// so comparing two replicas' leaves locates where their states differ.
+pub fn data_leaves<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<Digest> {
+    let mut leaves = Vec::new();
+    let mut h = Sha256::new();
+    let mut filled = 0usize;
+    for mut part in parts {
+        while !part.is_empty() {
+            let take = (DATA_CHUNK - filled).min(part.len());
+            h.update(&part[..take]);
+            filled += take;
+            part = &part[take..];
+            if filled == DATA_CHUNK {
+                leaves.push(Digest(h.finalize_reset().into()));
+                filled = 0;
+            }
+        }
+    }
+    if filled > 0 || leaves.is_empty() {
+        leaves.push(Digest(h.finalize().into()));
+    }
+    leaves
 }
 
 /// Why a string is not a digest.
@@ -137,6 +194,65 @@ mod tests {
             Digest::of_parts([b"a".as_slice(), b"bc".as_slice()]),
             Digest::of(b"abc")
         );
+    }
+
+    /// The tree spelled out level by level, independently of `of_data_parts`'s streaming.
+    fn tree(data: &[u8]) -> Digest {
+        let mut level: Vec<Vec<u8>> = if data.is_empty() {
+            vec![Vec::new()]
+        } else {
+            data.chunks(DATA_CHUNK).map(<[u8]>::to_vec).collect()
+        };
+        loop {
+            let digests: Vec<[u8; 32]> = level.iter().map(|c| Sha256::digest(c).into()).collect();
+            if digests.len() == 1 {
+                return Digest(digests[0]);
+            }
+            let flat: Vec<u8> = digests.concat();
+            level = flat.chunks(DATA_CHUNK).map(<[u8]>::to_vec).collect();
+        }
+    }
+
+    #[test]
+    fn data_digest_is_a_sha256_tree() {
+        // Small data: plain SHA-256.
+        assert_eq!(Digest::of_data(b"abc"), Digest::of(b"abc"));
+        assert_eq!(Digest::of_data(b""), Digest::of(b""));
+        assert_eq!(
+            Digest::of_data(&[7; DATA_CHUNK]),
+            Digest::of(&[7; DATA_CHUNK])
+        );
+        // Two leaves: SHA-256 of the two leaf digests.
+        let data: Vec<u8> = (0..DATA_CHUNK + 5).map(|i| (i * 31 % 251) as u8).collect();
+        let a = Digest::of(&data[..DATA_CHUNK]);
+        let b = Digest::of(&data[DATA_CHUNK..]);
+        assert_eq!(
+            Digest::of_data(&data),
+            Digest::of_parts([&a.0[..], &b.0[..]])
+        );
+        // Three levels (more than 128 leaves), split across parts at awkward places.
+        let big: Vec<u8> = (0..DATA_CHUNK * 130 + 77)
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        for n in [0, 1, 2, 3, 4095, 4096, 4097, 8191, 8192, 9000, big.len()] {
+            let d = &big[..n];
+            assert_eq!(Digest::of_data(d), tree(d), "{n} bytes");
+            for cut in [0, 1, n / 3, n.saturating_sub(1)] {
+                let (x, y) = d.split_at(cut.min(n));
+                assert_eq!(Digest::of_data_parts([x, y]), tree(d), "{n} cut at {cut}");
+            }
+        }
+        assert_eq!(data_leaves([big.as_slice()]).len(), 131);
+        // A one-byte change moves exactly one leaf.
+        let mut other = big.clone();
+        other[DATA_CHUNK * 77 + 3] ^= 1;
+        let (la, lb) = (
+            data_leaves([big.as_slice()]),
+            data_leaves([other.as_slice()]),
+        );
+        let differ: Vec<usize> = (0..la.len()).filter(|&i| la[i] != lb[i]).collect();
+        assert_eq!(differ, [77]);
+        assert_ne!(Digest::of_data(&big), Digest::of_data(&other));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! the SHA-256 of their canonical output bytes. The float kernel (`lj_md`) declares a tolerance
 //! comparison instead.
 
+pub mod digest;
 pub mod ising2d;
 pub mod lj_md;
 pub mod percolation2d;
@@ -77,6 +78,10 @@ pub enum Comparison {
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelInfo {
     pub name: &'static str,
+    /// Bumped whenever the bytes a unit produces change (RNG use, state layout, digest
+    /// definition): results of different versions are never compared, and a batch records the
+    /// version it was submitted for.
+    pub version: u32,
     pub description: &'static str,
     /// What one step is (sweep, sample, MD step).
     pub step_unit: &'static str,
@@ -116,12 +121,17 @@ pub trait Kernel {
     }
     /// Bytes in the state buffers (what a checkpoint's state is), without building them.
     fn state_len(p: &Self::Params) -> u64 {
+        Self::program(p).state_len()
+    }
+    /// The state buffers before step 0, built on the CPU: what the program's buffers and
+    /// `init_ops` make on the device. The default suits kernels without `init_ops`.
+    fn initial_state(p: &Self::Params) -> Vec<Vec<u8>> {
         Self::program(p)
             .buffers
-            .iter()
+            .into_iter()
             .filter(|b| b.state)
-            .map(|b| b.init.len() as u64)
-            .sum()
+            .map(|b| b.init.to_bytes())
+            .collect()
     }
     /// Canonical output bytes from the final state buffers.
     fn canonical_output(p: &Self::Params, state: &[Vec<u8>]) -> Vec<u8>;
@@ -263,7 +273,7 @@ impl Job {
         let output = with_kernel!(self, p => K::canonical_output(p, state));
         let summary = self.summarize(&output)?;
         Ok(RunResult {
-            digest: Digest::of(&output),
+            digest: Digest::of_data(&output),
             output,
             checkpoints,
             summary,
@@ -272,12 +282,12 @@ impl Job {
 
     /// The state buffers before step 0.
     pub fn initial_state(&self) -> Vec<Vec<u8>> {
-        self.program()
-            .buffers
-            .into_iter()
-            .filter(|b| b.state)
-            .map(|b| b.init)
-            .collect()
+        with_kernel!(self, p => K::initial_state(p))
+    }
+
+    /// The version of the kernel's bytes (see [`KernelInfo::version`]).
+    pub fn version(&self) -> u32 {
+        self.info().version
     }
 
     /// Whether the coordinator can recompute one segment from a checkpoint's state.

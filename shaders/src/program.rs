@@ -19,11 +19,43 @@ pub struct Entry {
     pub workgroup_size: u32,
 }
 
-/// A storage buffer: its initial contents (its size is their length, a multiple of 4).
+/// How a buffer starts on the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// These bytes, uploaded from the host (small buffers: tables, initial particles).
+    Bytes(Vec<u8>),
+    /// This many zero bytes, allocated on the device with nothing uploaded; the program's
+    /// `init_ops` fill what must not stay zero.
+    Zeros(usize),
+}
+
+impl Init {
+    pub fn len(&self) -> usize {
+        match self {
+            Init::Bytes(b) => b.len(),
+            Init::Zeros(n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes on the host (zeros built here: only for small buffers and the CPU side).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Init::Bytes(b) => b.clone(),
+            Init::Zeros(n) => vec![0; *n],
+        }
+    }
+}
+
+/// A storage buffer: how it starts (its size is that length, a multiple of 4 for state
+/// buffers, so they can be copied and hashed on the device).
 #[derive(Clone, Debug)]
 pub struct BufferSpec {
     pub label: &'static str,
-    pub init: Vec<u8>,
+    pub init: Init,
     /// State buffers make up checkpoints and the final readback; the others are scratch that
     /// every segment re-derives.
     pub state: bool,
@@ -54,7 +86,28 @@ pub struct Program {
     pub wgsl: &'static str,
     pub entries: &'static [Entry],
     pub buffers: Vec<BufferSpec>,
+    /// Dispatches that build the initial state on the device, run once before step 0 (not on
+    /// resume, which uploads a saved state instead): so they write state buffers only.
+    pub init_ops: Vec<Dispatch>,
     pub total_steps: u64,
+}
+
+impl Program {
+    /// Indices of the state buffers, in order.
+    pub fn state_buffers(&self) -> Vec<usize> {
+        (0..self.buffers.len())
+            .filter(|&i| self.buffers[i].state)
+            .collect()
+    }
+
+    /// Bytes in one state (the state buffers concatenated): what a checkpoint digest covers.
+    pub fn state_len(&self) -> u64 {
+        self.buffers
+            .iter()
+            .filter(|b| b.state)
+            .map(|b| b.init.len() as u64)
+            .sum()
+    }
 }
 
 /// Something the runner can execute: a program and its segments, produced lazily so a
@@ -140,7 +193,7 @@ impl<'a> CheckpointSink<'a> {
     pub fn step(&mut self, step: u64, state: impl FnOnce() -> Vec<Vec<u8>>) {
         if self.schedule.is_checkpoint(step) {
             let parts = state();
-            let digest = Digest::of_parts(parts.iter().map(Vec::as_slice));
+            let digest = Digest::of_data_parts(parts.iter().map(Vec::as_slice));
             self.checkpoints.push(Checkpoint { step, digest });
             if self.keep_states {
                 self.states.push((step, parts));

@@ -4,7 +4,7 @@
 //! multiplication.
 
 use crate::program::{
-    BufferSpec, Dispatch, Entry, Plan, Program, Segment, le_bytes_u32, u32s_from_le, words,
+    BufferSpec, Dispatch, Entry, Init, Plan, Program, Segment, le_bytes_u32, u32s_from_le, words,
 };
 
 pub const WGSL: &str = concat!(include_str!("prelude.wgsl"), include_str!("selftest.wgsl"));
@@ -49,7 +49,7 @@ impl Plan for SelfTest {
         let pairs: Vec<u32> = self.mul_pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
         let buf = |label, init: Vec<u8>, state| BufferSpec {
             label,
-            init,
+            init: Init::Bytes(init),
             state,
             size_field: "cases",
         };
@@ -62,6 +62,7 @@ impl Plan for SelfTest {
                 buf("philox_out", vec![0; 16 * self.philox_cases.len()], true),
                 buf("mul_out", vec![0; 8 * self.mul_pairs.len()], true),
             ],
+            init_ops: Vec::new(),
             total_steps: 1,
         }
     }

@@ -136,10 +136,10 @@ async fn reopening_the_browser_resumes_the_unit_from_its_checkpoint() {
     let profile = tempfile::tempdir().unwrap();
     let a = w.browser(profile.path(), true).await;
     click_start(&a).await;
-    // Past the first checkpoint (step 200), then the browser goes away.
+    // A resume point past the first checkpoint (step 200) is saved, then the browser goes away.
     wait_js(
         &a,
-        "return window.qg.events.some(e => e.type === 'progress' && e.done >= 400)",
+        "return window.qg.events.some(e => e.type === 'saved' && e.done >= 200)",
         Duration::from_secs(120),
     )
     .await;

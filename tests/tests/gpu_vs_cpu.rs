@@ -64,10 +64,52 @@ fn philox_known_answers_and_wide_multiply_on_the_gpu() {
     }
 }
 
+/// The device's data digest is `protocol::Digest::of_data`, byte for byte, on random inputs of
+/// awkward sizes: empty, around SHA-256's 55/56/64-byte padding edges, around the 4 KiB chunk,
+/// and large enough for three levels of the tree.
+#[test]
+fn data_digest_on_the_gpu_is_the_cpu_definition() {
+    use protocol::{DATA_CHUNK, Digest};
+    let sizes = [
+        0usize,
+        1,
+        3,
+        4,
+        55,
+        56,
+        63,
+        64,
+        65,
+        119,
+        120,
+        1000,
+        DATA_CHUNK - 1,
+        DATA_CHUNK,
+        DATA_CHUNK + 1,
+        DATA_CHUNK + 57,
+        3 * DATA_CHUNK + 130,
+        128 * DATA_CHUNK,
+        128 * DATA_CHUNK + 3,
+        130 * DATA_CHUNK + 4001,
+    ];
+    for (i, &n) in sizes.iter().enumerate() {
+        let bytes: Vec<u8> = (0..n.div_ceil(16) as u32)
+            .flat_map(|k| philox4x32_10([k, i as u32, 77, 0], [5, 6]))
+            .flat_map(u32::to_le_bytes)
+            .take(n)
+            .collect();
+        let got = pollster::block_on(gpu().data_digest(&bytes)).unwrap();
+        assert_eq!(got, Digest::of_data(&bytes), "{n} bytes");
+    }
+}
+
 #[test]
 fn ising2d_is_bit_exact_across_sizes_temperatures_and_seeds() {
     let cases = [
         json!({"L": 16, "beta": 0.44, "sweeps": 40, "seed": 1}),
+        // Rows of 9, 10 and 11 sites per colour: every padding case of the 4-spin words.
+        json!({"L": 20, "beta": 0.3, "sweeps": 12, "seed": 7, "start": "hot"}),
+        json!({"L": 22, "beta": 0.5, "sweeps": 12, "seed": 8, "start": "hot", "checkpoint_every": 1}),
         // L²/2 = 162: not a multiple of the workgroup size.
         json!({"L": 18, "beta": 0.2, "sweeps": 30, "seed": 2, "start": "hot"}),
         json!({"L": 34, "beta": 0.7, "h": 0.3, "sweeps": 25, "thermalize": 5, "seed": 3}),

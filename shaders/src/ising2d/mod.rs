@@ -1,20 +1,29 @@
 //! `ising2d`: the 2D Ising model (J = 1, field h) on a periodic L×L lattice, Metropolis with
-//! checkerboard updates. Bit-exact on every device.
+//! checkerboard updates. Bit-exact on every device. Version 2 (the layout below).
 //!
 //! * Steps are sweeps: `thermalize` unmeasured sweeps, then `sweeps` measured ones, with a
 //!   measurement after every `measure_every`-th measured sweep.
+//! * Layout: site (r, col) has colour c = (r + col) mod 2 and index k = col / 2 in its row of
+//!   h = L/2 sites of that colour. Each colour is an array of L rows of W = ⌈h/4⌉ little-endian
+//!   u32 words, four spins a word (byte j of word w of row r is k = 4w + j; 0 down, 1 up; bytes
+//!   past h are padding, always 0); colour 1 follows colour 0. A half-sweep updates one colour
+//!   reading only the other, one word (four sites) per invocation.
+//! * Randomness: word i = r·W + w of colour c in sweep t draws Philox(i, t, 1, c; seed) and
+//!   site j of the word uses output word j. A hot start sets site j of word i of colour c up iff
+//!   bit 31 of Philox(i, 0, 2, c; seed)[j] is set; a cold start sets every site up. The initial
+//!   state is built on the device (`ising_init`), so nothing lattice-sized is uploaded.
 //! * Acceptance of a flip of spin s (±1) with neighbour sum n: `u < threshold[s', k]` where
 //!   s' = (s+1)/2, k = number of up neighbours, threshold = floor(min(1, e^{-βΔE})·2³²),
-//!   ΔE = 2s(n + h), computed once here in Rust; u = Philox(site, sweep, 1, 0; seed).x.
+//!   ΔE = 2s(n + h), computed once here in Rust.
 //! * Output layout (little-endian): for each measurement the i32 bond sum Σ⟨ij⟩ s_i s_j and the
-//!   i32 magnetization Σ s_i; then the final lattice, one bit per spin (bit i%8 of byte i/8,
-//!   1 = up). Energy per spin is −(bonds + h·M)/L².
-//! * State buffers (checkpoints): spins as u32 0/1, then the series so far.
+//!   i32 magnetization Σ s_i; then the final lattice, one bit per spin in row-major order (bit
+//!   i%8 of byte i/8, 1 = up). Energy per spin is −(bonds + h·M)/L².
+//! * State buffers (checkpoints): the spin words as above, then the series so far.
 
 use crate::philox::{self, accept, key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Program, Schedule, i32s_from_le, le_bytes_i32,
-    le_bytes_u32, u32s_from_le, words,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, i32s_from_le,
+    le_bytes_i32, le_bytes_u32, words,
 };
 use crate::{
     Comparison, Kernel, KernelInfo, ParamError, binned_mean, check_finite, check_range,
@@ -36,13 +45,21 @@ const ENTRIES: &[Entry] = &[
         name: "ising_measure",
         workgroup_size: 256,
     },
+    Entry {
+        name: "ising_init",
+        workgroup_size: 256,
+    },
 ];
 const SWEEP: usize = 0;
 const MEASURE: usize = 1;
+const INIT: usize = 2;
 const STREAM_SWEEP: u32 = 1;
 const STREAM_INIT: u32 = 2;
 /// Sweeps encoded into one submission (a progress report after each).
 const CHUNK: u64 = 128;
+/// At most this many invocations measure (each takes every that-many-th word), so a
+/// measurement adds at most 2 × 256 atomics to its slot, whatever L.
+const MEASURE_THREADS: u32 = 256 * 256;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,7 +67,7 @@ pub enum Start {
     /// All spins up.
     #[default]
     Cold,
-    /// Each spin up with probability 1/2, from Philox(site, 0, 2, 0; seed).
+    /// Each spin up with probability 1/2 (see the module docs).
     Hot,
 }
 
@@ -85,6 +102,40 @@ fn one() -> u64 {
     1
 }
 
+/// The lattice's shape in the colour-separated layout.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    l: usize,
+    /// Sites of one colour per row.
+    h: usize,
+    /// Words per row of one colour.
+    w: usize,
+}
+
+impl Shape {
+    fn new(l: u32) -> Self {
+        let l = l as usize;
+        let h = l / 2;
+        Self {
+            l,
+            h,
+            w: h.div_ceil(4),
+        }
+    }
+    /// Bytes of one row of one colour.
+    fn row(&self) -> usize {
+        4 * self.w
+    }
+    /// Bytes of one colour.
+    fn colour(&self) -> usize {
+        self.l * self.row()
+    }
+    /// Byte of site (r, col) in the spin bytes.
+    fn at(&self, r: usize, col: usize) -> usize {
+        ((r + col) & 1) * self.colour() + r * self.row() + col / 2
+    }
+}
+
 impl Params {
     pub fn total_sweeps(&self) -> u64 {
         self.thermalize + self.sweeps
@@ -94,6 +145,9 @@ impl Params {
     }
     pub fn sites(&self) -> usize {
         (self.l as usize) * (self.l as usize)
+    }
+    fn shape(&self) -> Shape {
+        Shape::new(self.l)
     }
     /// The measurement slot taken after (1-based) sweep `t`, if any.
     fn slot_after(&self, t: u64) -> Option<u64> {
@@ -117,16 +171,24 @@ impl Params {
         }
         t
     }
-    fn initial_spins(&self) -> Vec<u32> {
-        match self.start {
-            Start::Cold => vec![1; self.sites()],
-            Start::Hot => {
-                let key = key_of(self.seed);
-                (0..self.sites() as u32)
-                    .map(|i| philox4x32_10([i, 0, STREAM_INIT, 0], key)[0] >> 31)
-                    .collect()
+    /// The spin bytes before the first sweep (what `ising_init` writes).
+    fn initial_spins(&self) -> Vec<u8> {
+        let sh = self.shape();
+        let key = key_of(self.seed);
+        let mut spins = vec![0u8; 2 * sh.colour()];
+        for (c, colour) in spins.chunks_exact_mut(sh.colour()).enumerate() {
+            for (i, word) in colour.chunks_exact_mut(4).enumerate() {
+                let u = match self.start {
+                    Start::Cold => [u32::MAX; 4],
+                    Start::Hot => philox4x32_10([i as u32, 0, STREAM_INIT, c as u32], key),
+                };
+                let lanes = 4.min(sh.h - 4 * (i % sh.w));
+                for j in 0..lanes {
+                    word[j] = (u[j] >> 31) as u8;
+                }
             }
         }
+        spins
     }
 }
 
@@ -136,6 +198,7 @@ impl Kernel for Ising2d {
     type Params = Params;
     const INFO: KernelInfo = KernelInfo {
         name: "ising2d",
+        version: 2,
         description: "2D Ising model, Metropolis checkerboard, periodic LxL; bit-exact",
         step_unit: "sweep",
         work_unit: "spin updates",
@@ -166,50 +229,59 @@ impl Kernel for Ising2d {
     fn program(p: &Params) -> Program {
         let mut thr = p.thresholds().to_vec();
         thr.resize(12, 0);
+        let sh = p.shape();
+        let [k0, k1] = key_of(p.seed);
         Program {
             wgsl: WGSL,
             entries: ENTRIES,
             buffers: vec![
                 BufferSpec {
                     label: "spins",
-                    init: le_bytes_u32(&p.initial_spins()),
+                    init: Init::Zeros(2 * sh.colour()),
                     state: true,
                     size_field: "L",
                 },
                 BufferSpec {
                     label: "series",
-                    init: vec![0; 8 * p.measurements() as usize],
+                    init: Init::Zeros(8 * p.measurements() as usize),
                     state: true,
                     size_field: "sweeps",
                 },
                 BufferSpec {
                     label: "thresholds",
-                    init: le_bytes_u32(&thr),
+                    init: Init::Bytes(le_bytes_u32(&thr)),
                     state: false,
                     size_field: "beta",
                 },
             ],
+            init_ops: vec![Dispatch {
+                entry: INIT,
+                threads: (2 * sh.l * sh.w) as u32,
+                words: words(&[p.l, u32::from(p.start == Start::Hot), k0, k1]),
+            }],
             total_steps: p.total_sweeps(),
         }
     }
 
     fn ops(p: &Params, start: u64, end: u64) -> Vec<Dispatch> {
         let [k0, k1] = key_of(p.seed);
-        let half_sites = (p.sites() / 2) as u32;
+        let sh = p.shape();
+        let words_per_colour = (sh.l * sh.w) as u32;
+        let measurers = words_per_colour.min(MEASURE_THREADS);
         let mut ops = Vec::with_capacity(((end - start) * 2) as usize + 8);
         for t in start..end {
             for colour in 0..2 {
                 ops.push(Dispatch {
                     entry: SWEEP,
-                    threads: half_sites,
+                    threads: words_per_colour,
                     words: words(&[p.l, t as u32, colour, k0, k1]),
                 });
             }
             if let Some(slot) = p.slot_after(t + 1) {
                 ops.push(Dispatch {
                     entry: MEASURE,
-                    threads: p.sites() as u32,
-                    words: words(&[p.l, slot as u32]),
+                    threads: measurers,
+                    words: words(&[p.l, slot as u32, measurers]),
                 });
             }
         }
@@ -217,26 +289,22 @@ impl Kernel for Ising2d {
     }
 
     fn cpu(p: &Params, threads: usize, sink: &mut CheckpointSink<'_>) -> Vec<Vec<u8>> {
-        let l = p.l as usize;
-        // Checkerboard layout: colour c holds row r, k at column 2k + ((r + c) & 1), so each
-        // half-sweep writes one array while reading only the other.
-        let init = p.initial_spins();
-        let mut colours: [Vec<u8>; 2] = [vec![0; l * l / 2], vec![0; l * l / 2]];
-        for (i, &s) in init.iter().enumerate() {
-            let (r, c) = (i / l, i % l);
-            colours[(r + c) & 1][r * (l / 2) + c / 2] = s as u8;
-        }
+        let mut spins = p.initial_spins();
         let mut series = vec![0i32; 2 * p.measurements() as usize];
         sweeps(
             p,
-            &mut colours,
+            &mut spins,
             &mut series,
             0,
             p.total_sweeps(),
             threads,
             Some(sink),
         );
-        state_bytes(l, &colours, &series)
+        vec![spins, le_bytes_i32(&series)]
+    }
+
+    fn initial_state(p: &Params) -> Vec<Vec<u8>> {
+        vec![p.initial_spins(), vec![0; 8 * p.measurements() as usize]]
     }
 
     fn resumable_on_cpu() -> bool {
@@ -244,40 +312,43 @@ impl Kernel for Ising2d {
     }
 
     fn state_len(p: &Params) -> u64 {
-        4 * p.sites() as u64 + 8 * p.measurements()
+        2 * p.shape().colour() as u64 + 8 * p.measurements()
     }
 
     fn cpu_segment(p: &Params, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
-        let l = p.l as usize;
+        let sh = p.shape();
         let [spins, series] = state else { return None };
-        if spins.len() != 4 * l * l
+        if spins.len() != 2 * sh.colour()
             || series.len() != 8 * p.measurements() as usize
             || start > end
             || end > p.total_sweeps()
         {
             return None;
         }
-        let mut colours: [Vec<u8>; 2] = [vec![0; l * l / 2], vec![0; l * l / 2]];
-        for (i, s) in spins.chunks_exact(4).enumerate() {
-            let (r, c) = (i / l, i % l);
-            // Spins are 0 or 1; anything else is not a state this kernel produces.
-            let v = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-            if v > 1 {
+        // Spins are 0 or 1 and padding is 0; anything else is not a state this kernel makes.
+        for row in spins.chunks_exact(sh.row()) {
+            let (sites, padding) = row.split_at(sh.h);
+            if sites.iter().any(|&b| b > 1) || padding.iter().any(|&b| b != 0) {
                 return None;
             }
-            colours[(r + c) & 1][r * (l / 2) + c / 2] = v as u8;
         }
+        let mut spins = spins.clone();
         let mut series = i32s_from_le(series);
-        sweeps(p, &mut colours, &mut series, start, end, 1, None);
-        Some(state_bytes(l, &colours, &series))
+        sweeps(p, &mut spins, &mut series, start, end, 1, None);
+        Some(vec![spins, le_bytes_i32(&series)])
     }
 
     fn canonical_output(p: &Params, state: &[Vec<u8>]) -> Vec<u8> {
         let mut out = state.get(1).cloned().unwrap_or_default();
-        let spins = state.first().map(|s| u32s_from_le(s)).unwrap_or_default();
+        let sh = p.shape();
         let mut packed = vec![0u8; p.sites().div_ceil(8)];
-        for (i, &s) in spins.iter().enumerate().take(p.sites()) {
-            packed[i / 8] |= ((s & 1) as u8) << (i % 8);
+        if let Some(spins) = state.first().filter(|s| s.len() == 2 * sh.colour()) {
+            for r in 0..sh.l {
+                for col in 0..sh.l {
+                    let i = r * sh.l + col;
+                    packed[i / 8] |= (spins[sh.at(r, col)] & 1) << (i % 8);
+                }
+            }
         }
         out.extend_from_slice(&packed);
         out
@@ -327,11 +398,26 @@ fn finite_or_null(x: f64) -> Value {
     if x.is_finite() { json!(x) } else { Value::Null }
 }
 
-/// Updates every site of `colour` (stored in `mine`), reading neighbours from `other`.
+/// Up-neighbour count of site k of row `r` of colour `c`, reading the other colour's bytes
+/// (`other`, rows of `sh.row()` bytes).
+fn up_neighbours(sh: &Shape, c: usize, r: usize, k: usize, other: &[u8]) -> usize {
+    let row = |r: usize| &other[r * sh.row()..][..sh.h];
+    let same = row(r);
+    // Site k sits at column 2k + ((r + c) & 1); its side neighbours in the other colour are
+    // k and k - 1 (even column) or k and k + 1 (odd column), around the periodic row.
+    let side = if (r + c) & 1 == 0 {
+        same[(k + sh.h - 1) % sh.h]
+    } else {
+        same[(k + 1) % sh.h]
+    };
+    usize::from(row((r + sh.l - 1) % sh.l)[k] + row((r + 1) % sh.l)[k] + same[k] + side)
+}
+
+/// Updates every site of colour `c` (`mine`), reading neighbours from `other`.
 #[allow(clippy::too_many_arguments)]
 fn half_sweep(
-    l: usize,
-    colour: usize,
+    sh: &Shape,
+    c: usize,
     sweep: u32,
     key: [u32; 2],
     thr: &[u32; 10],
@@ -339,24 +425,18 @@ fn half_sweep(
     other: &[u8],
     threads: usize,
 ) {
-    let h = l / 2;
-    let rows_per = l.div_ceil(threads.max(1));
+    let rows_per = sh.l.div_ceil(threads.max(1));
     let do_rows = |first_row: usize, rows: &mut [u8]| {
-        for (dr, row) in rows.chunks_exact_mut(h).enumerate() {
+        for (dr, row) in rows.chunks_exact_mut(sh.row()).enumerate() {
             let r = first_row + dr;
-            let up = &other[((r + l - 1) % l) * h..][..h];
-            let down = &other[((r + 1) % l) * h..][..h];
-            let same = &other[r * h..][..h];
-            let shift = (r + colour) & 1;
-            for (k, s) in row.iter_mut().enumerate() {
-                let col = 2 * k + shift;
-                let left = same[((col + l - 1) % l) / 2];
-                let right = same[((col + 1) % l) / 2];
-                let ups = (up[k] + down[k] + left + right) as usize;
-                let site = (r * l + col) as u32;
-                let u = philox4x32_10([site, sweep, STREAM_SWEEP, 0], key)[0];
-                if accept(u, thr[*s as usize * 5 + ups]) {
-                    *s ^= 1;
+            for (w, word) in row.chunks_exact_mut(4).enumerate() {
+                let i = (r * sh.w + w) as u32;
+                let u = philox4x32_10([i, sweep, STREAM_SWEEP, c as u32], key);
+                for (j, s) in word.iter_mut().enumerate().take(4.min(sh.h - 4 * w)) {
+                    let ups = up_neighbours(sh, c, r, 4 * w + j, other);
+                    if accept(u[j], thr[*s as usize * 5 + ups]) {
+                        *s ^= 1;
+                    }
                 }
             }
         }
@@ -366,24 +446,23 @@ fn half_sweep(
         return;
     }
     std::thread::scope(|scope| {
-        for (i, chunk) in mine.chunks_mut(rows_per * h).enumerate() {
+        for (i, chunk) in mine.chunks_mut(rows_per * sh.row()).enumerate() {
             let do_rows = &do_rows;
             scope.spawn(move || do_rows(i * rows_per, chunk));
         }
     });
 }
 
-fn spin_at(l: usize, colours: &[Vec<u8>; 2], r: usize, c: usize) -> i32 {
-    2 * i32::from(colours[(r + c) & 1][r * (l / 2) + c / 2]) - 1
-}
-
-fn measure(l: usize, colours: &[Vec<u8>; 2]) -> (i32, i32) {
+/// (bond sum, magnetization): every bond joins a colour-0 site to a colour-1 site.
+fn measure(sh: &Shape, spins: &[u8]) -> (i32, i32) {
+    let (zero, one) = spins.split_at(sh.colour());
     let (mut b, mut m) = (0i32, 0i32);
-    for r in 0..l {
-        for c in 0..l {
-            let s = spin_at(l, colours, r, c);
-            b += s * (spin_at(l, colours, r, (c + 1) % l) + spin_at(l, colours, (r + 1) % l, c));
-            m += s;
+    for r in 0..sh.l {
+        for k in 0..sh.h {
+            let at = r * sh.row() + k;
+            let s = 2 * i32::from(zero[at]) - 1;
+            b += s * (2 * up_neighbours(sh, 0, r, k, one) as i32 - 4);
+            m += s + 2 * i32::from(one[at]) - 1;
         }
     }
     (b, m)
@@ -392,42 +471,31 @@ fn measure(l: usize, colours: &[Vec<u8>; 2]) -> (i32, i32) {
 /// Sweeps `[start, end)` of the reference, in place.
 fn sweeps(
     p: &Params,
-    colours: &mut [Vec<u8>; 2],
+    spins: &mut [u8],
     series: &mut [i32],
     start: u64,
     end: u64,
     threads: usize,
     mut sink: Option<&mut CheckpointSink<'_>>,
 ) {
-    let l = p.l as usize;
+    let sh = p.shape();
     let thr = p.thresholds();
     let key = key_of(p.seed);
     for t in start..end {
-        for colour in 0..2 {
-            let [a, b] = &mut *colours;
-            let (mine, other) = if colour == 0 { (a, &*b) } else { (b, &*a) };
-            half_sweep(l, colour, t as u32, key, &thr, mine, other, threads);
+        for c in 0..2 {
+            let (zero, one) = spins.split_at_mut(sh.colour());
+            let (mine, other) = if c == 0 { (zero, &*one) } else { (one, &*zero) };
+            half_sweep(&sh, c, t as u32, key, &thr, mine, other, threads);
         }
         if let Some(slot) = p.slot_after(t + 1) {
-            let (b, m) = measure(l, colours);
+            let (b, m) = measure(&sh, spins);
             series[2 * slot as usize] = b;
             series[2 * slot as usize + 1] = m;
         }
         if let Some(sink) = sink.as_deref_mut() {
-            sink.step(t + 1, || state_bytes(l, colours, series));
+            sink.step(t + 1, || vec![spins.to_vec(), le_bytes_i32(series)]);
         }
     }
-}
-
-fn state_bytes(l: usize, colours: &[Vec<u8>; 2], series: &[i32]) -> Vec<Vec<u8>> {
-    let mut spins = Vec::with_capacity(l * l * 4);
-    for r in 0..l {
-        for c in 0..l {
-            let s = colours[(r + c) & 1][r * (l / 2) + c / 2];
-            spins.extend_from_slice(&u32::from(s).to_le_bytes());
-        }
-    }
-    vec![spins, le_bytes_i32(series)]
 }
 
 #[cfg(test)]
@@ -463,6 +531,52 @@ mod tests {
         let mut bad = states[0].1.clone();
         bad[0][0] = 2;
         assert!(j.cpu_segment(&bad, states[0].0, states[1].0).is_none());
+    }
+
+    /// The colour-separated layout's neighbours and measurement are the periodic lattice's,
+    /// for every padding case (h mod 4 = 0, 1, 2, 3).
+    #[test]
+    fn layout_neighbours_are_the_lattices() {
+        for l in [16u32, 18, 20, 22, 34] {
+            let sh = Shape::new(l);
+            let n = sh.l;
+            let p = Params {
+                l,
+                beta: 0.4,
+                h: 0.0,
+                sweeps: 1,
+                thermalize: 0,
+                measure_every: 1,
+                seed: u64::from(l),
+                start: Start::Hot,
+                checkpoint_every: 1,
+            };
+            let spins = p.initial_spins();
+            let up = |r: usize, col: usize| usize::from(spins[sh.at(r % n, col % n)]);
+            let (mut bonds, mut mag) = (0i32, 0i32);
+            for r in 0..n {
+                for col in 0..n {
+                    let c = (r + col) & 1;
+                    let other = &spins[(1 - c) * sh.colour()..][..sh.colour()];
+                    let naive =
+                        up(r + n - 1, col) + up(r + 1, col) + up(r, col + n - 1) + up(r, col + 1);
+                    assert_eq!(
+                        up_neighbours(&sh, c, r, col / 2, other),
+                        naive,
+                        "L={l} ({r},{col})"
+                    );
+                    let s = 2 * up(r, col) as i32 - 1;
+                    bonds += s * (2 * up(r, col + 1) as i32 - 1 + 2 * up(r + 1, col) as i32 - 1);
+                    mag += s;
+                }
+            }
+            assert_eq!(measure(&sh, &spins), (bonds, mag), "L={l}");
+            // Padding stays zero, and a hot start is about half up.
+            for row in spins.chunks_exact(sh.row()) {
+                assert!(row[sh.h..].iter().all(|&b| b == 0));
+            }
+            assert!(mag.unsigned_abs() < (n * n / 4) as u32, "L={l}: M={mag}");
+        }
     }
 
     #[test]

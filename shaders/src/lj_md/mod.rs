@@ -20,8 +20,8 @@
 
 use crate::philox::{key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Program, Schedule, f32s_from_le, le_bytes_f32,
-    words,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, f32s_from_le,
+    le_bytes_f32, words,
 };
 use crate::{
     Comparison, Kernel, KernelInfo, ParamError, check_finite, check_range,
@@ -202,6 +202,7 @@ impl Kernel for LjMd {
     type Params = Params;
     const INFO: KernelInfo = KernelInfo {
         name: "lj_md",
+        version: 2,
         description: "Lennard-Jones fluid, velocity Verlet, periodic box, all pairs; tolerance comparison",
         step_unit: "step",
         work_unit: "pair interactions",
@@ -240,29 +241,30 @@ impl Kernel for LjMd {
             buffers: vec![
                 BufferSpec {
                     label: "positions",
-                    init: flat(&pos),
+                    init: Init::Bytes(flat(&pos)),
                     state: true,
                     size_field: "n",
                 },
                 BufferSpec {
                     label: "velocities",
-                    init: flat(&vel),
+                    init: Init::Bytes(flat(&vel)),
                     state: true,
                     size_field: "n",
                 },
                 BufferSpec {
                     label: "forces",
-                    init: vec![0; 16 * n],
+                    init: Init::Zeros(16 * n),
                     state: true,
                     size_field: "n",
                 },
                 BufferSpec {
                     label: "series",
-                    init: vec![0; 8 * p.measurements() as usize],
+                    init: Init::Zeros(8 * p.measurements() as usize),
                     state: true,
                     size_field: "steps",
                 },
             ],
+            init_ops: Vec::new(),
             total_steps: p.steps,
         }
     }

@@ -12,8 +12,8 @@
 
 use crate::philox::{self, accept, key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Program, Schedule, le_bytes_u32, u32s_from_le,
-    words,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, le_bytes_u32,
+    u32s_from_le, words,
 };
 use crate::{
     Comparison, Kernel, KernelInfo, ParamError, check_finite, check_range,
@@ -80,6 +80,7 @@ impl Kernel for Percolation2d {
     type Params = Params;
     const INFO: KernelInfo = KernelInfo {
         name: "percolation2d",
+        version: 2,
         description: "2D site percolation, open LxL, spanning/largest/cluster count per sample; bit-exact",
         step_unit: "sample",
         work_unit: "site visits",
@@ -106,29 +107,30 @@ impl Kernel for Percolation2d {
             buffers: vec![
                 BufferSpec {
                     label: "labels",
-                    init: le_bytes_u32(&vec![EMPTY; n]),
+                    init: Init::Zeros(4 * n),
                     state: true,
                     size_field: "L",
                 },
                 BufferSpec {
                     label: "stats",
-                    init: vec![0; 12 * p.samples as usize],
+                    init: Init::Zeros(12 * p.samples as usize),
                     state: true,
                     size_field: "samples",
                 },
                 BufferSpec {
                     label: "sizes",
-                    init: vec![0; 4 * n],
+                    init: Init::Zeros(4 * n),
                     state: false,
                     size_field: "L",
                 },
                 BufferSpec {
                     label: "top",
-                    init: vec![0; 4 * n],
+                    init: Init::Zeros(4 * n),
                     state: false,
                     size_field: "L",
                 },
             ],
+            init_ops: Vec::new(),
             total_steps: p.samples,
         }
     }
