@@ -477,6 +477,7 @@ fn error_report(a: &Assignment, message: String) -> ResultReport {
         summary: Value::Null,
         output: None,
         error: Some(message),
+        kernel_version: shaders::kernel_version(&a.kernel),
     }
 }
 
@@ -492,7 +493,17 @@ async fn compute<H: Host>(
     a: &Assignment,
 ) -> Option<(ResultReport, States)> {
     let job = match Job::new(&a.kernel, a.params.clone()) {
-        Ok(j) => j,
+        Ok(j) if j.version() == a.kernel_version => j,
+        Ok(j) => {
+            // A result of another version could never be compared: say so, compute nothing.
+            let e = format!(
+                "this client runs {} version {}, the unit needs version {}",
+                a.kernel,
+                j.version(),
+                a.kernel_version
+            );
+            return Some((error_report(a, e), Vec::new()));
+        }
         Err(e) => return Some((error_report(a, format!("cannot run: {e}")), Vec::new())),
     };
     let mut states = Vec::new();
@@ -566,6 +577,7 @@ async fn compute<H: Host>(
                 summary: r.summary,
                 output: Some(base64::engine::general_purpose::STANDARD.encode(&r.output)),
                 error: None,
+                kernel_version: job.version(),
             }
         }
         Err(e) => error_report(a, e),

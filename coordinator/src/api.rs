@@ -452,7 +452,20 @@ async fn report_all(
     let mut slots = Vec::new();
     for (i, (report, job)) in reports.into_iter().zip(jobs).enumerate() {
         let checked = report.and_then(|r| {
-            let (kernel, params) = job?;
+            let (kernel, params, version) = job?;
+            if r.kernel_version != version || version != shaders::kernel_version(&kernel) {
+                let mut e = ApiError::field(
+                    "kernel_version",
+                    format!(
+                        "this unit is {kernel} version {version} (this coordinator runs version \
+                         {}); a result computed with version {} cannot be compared with it",
+                        shaders::kernel_version(&kernel),
+                        r.kernel_version
+                    ),
+                );
+                e.status = StatusCode::CONFLICT;
+                return Err(e);
+            }
             let job = Job::new(&kernel, params).map_err(|e| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -156,6 +156,11 @@ CREATE INDEX replicas_ringer ON replicas(id) WHERE ringer = 1;
 DROP INDEX units_wanted;
 CREATE INDEX units_wanted ON units(id, distinct_prefixes) WHERE wanted > 0;
 "#,
+    // Kernel versions: results of different versions are never compared.
+    r#"
+ALTER TABLE batches ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE units ADD COLUMN kernel_version INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -176,6 +181,7 @@ struct PickedUnit {
     ringer_rate: f64,
     replication: String,
     target: u32,
+    kernel_version: u32,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -1080,8 +1086,9 @@ impl Store for SqliteStore {
         let axes_json = to_json(&b.axes)?;
         self.tx(|tx| {
             tx.execute(
-                "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at, axes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at, axes,
+                     kernel_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     b.key_id,
                     b.name,
@@ -1090,7 +1097,8 @@ impl Store for SqliteStore {
                     b.spot_check_rate,
                     b.units.len() as i64,
                     now,
-                    axes_json
+                    axes_json,
+                    shaders::kernel_version(&b.kernel)
                 ],
             )?;
             let batch = tx.last_insert_rowid();
@@ -1099,9 +1107,9 @@ impl Store for SqliteStore {
                 "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
                      target_results, max_error_results, max_total_results, deadline_s, target,
                      wanted, spot, created_at, replication, target_error, saboteur_fraction,
-                     ringer_rate, distinct_prefixes, challenge_rate)
+                     ringer_rate, distinct_prefixes, challenge_rate, kernel_version)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?13, ?13, ?11, ?12,
-                     ?14, ?15, ?16, ?17, ?18, ?19)",
+                     ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?;
             let mut queue = tx.prepare_cached("INSERT INTO spot_queue(unit_id) VALUES (?1)")?;
             for u in &b.units {
@@ -1132,6 +1140,7 @@ impl Store for SqliteStore {
                     p.ringer_rate,
                     p.distinct_prefixes,
                     p.challenge_rate,
+                    job.version(),
                 ])?;
                 if u.spot_check {
                     queue.execute([tx.last_insert_rowid()])?;
@@ -1178,7 +1187,7 @@ impl Store for SqliteStore {
                 Ok(tx
                     .prepare_cached(
                         "SELECT deadline_s, kernel, params, output_len, batch_id, ringer_rate,
-                                replication, target FROM units WHERE id = ?1",
+                                replication, target, kernel_version FROM units WHERE id = ?1",
                     )?
                     .query_row([id], |r| {
                         Ok(PickedUnit {
@@ -1190,11 +1199,25 @@ impl Store for SqliteStore {
                             ringer_rate: r.get(5)?,
                             replication: r.get(6)?,
                             target: r.get(7)?,
+                            kernel_version: r.get(8)?,
                         })
                     })?)
             };
             for picked in ids {
                 let mut u = unit_row(picked)?;
+                // A unit of a kernel version this coordinator no longer runs cannot be
+                // computed or validated by anyone it serves: it is not handed out again.
+                if u.kernel_version != shaders::kernel_version(&u.kernel) {
+                    tracing::warn!(
+                        unit = picked,
+                        kernel = %u.kernel,
+                        version = u.kernel_version,
+                        "unit of a retired kernel version: not dispatched"
+                    );
+                    tx.prepare_cached("UPDATE units SET wanted = 0 WHERE id = ?1")?
+                        .execute([picked])?;
+                    continue;
+                }
                 // A ringer takes this slot: a settled unit whose answer the coordinator
                 // computed itself, sent like any other.
                 let ringer = if self.draw(u.ringer_rate) {
@@ -1225,6 +1248,7 @@ impl Store for SqliteStore {
                     kernel,
                     params: params_s,
                     output_len,
+                    kernel_version,
                     ..
                 } = u;
                 let deadline = now + deadline_s;
@@ -1253,6 +1277,7 @@ impl Store for SqliteStore {
                     params: from_json(&params_s)?,
                     deadline,
                     output_len: output_len as u64,
+                    kernel_version,
                 });
             }
             Ok(out)
@@ -1270,23 +1295,27 @@ impl Store for SqliteStore {
         &self,
         volunteer: i64,
         assignments: &[i64],
-    ) -> Result<Vec<Result<(String, Value)>>> {
+    ) -> Result<Vec<Result<(String, Value, u32)>>> {
         self.read(|tx| {
             let mut st = tx.prepare_cached(
-                "SELECT r.volunteer_id, u.kernel, u.params FROM replicas r JOIN units u ON u.id = r.unit_id
-                 WHERE r.id = ?1",
+                "SELECT r.volunteer_id, u.kernel, u.params, u.kernel_version FROM replicas r
+                 JOIN units u ON u.id = r.unit_id WHERE r.id = ?1",
             )?;
             let mut out = Vec::with_capacity(assignments.len());
             for &assignment in assignments {
-                let row: Option<(i64, String, String)> = st
-                    .query_row([assignment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                let row: Option<(i64, String, String, u32)> = st
+                    .query_row([assignment], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .optional()?;
                 out.push(match row {
                     None => Err(StoreError::NotFound("assignment")),
-                    Some((owner, _, _)) if owner != volunteer => Err(StoreError::Forbidden(format!(
+                    Some((owner, ..)) if owner != volunteer => Err(StoreError::Forbidden(format!(
                         "assignment {assignment} belongs to another volunteer"
                     ))),
-                    Some((_, kernel, params)) => from_json(&params).map(|p| (kernel, p)),
+                    Some((_, kernel, params, version)) => {
+                        from_json(&params).map(|p| (kernel, p, version))
+                    }
                 });
             }
             Ok(out)

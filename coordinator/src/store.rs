@@ -337,7 +337,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         volunteer: i64,
         assignments: &[i64],
-    ) -> Result<Vec<Result<(String, Value)>>>;
+    ) -> Result<Vec<Result<(String, Value, u32)>>>;
     /// Applies reports in one transaction; each item succeeds or fails alone (a savepoint
     /// each), so a bad item changes nothing and does not spoil the others.
     fn report_batch(

@@ -227,6 +227,7 @@ fn report_for(a: &Value, kind: Kind) -> Value {
         "checkpoints": checkpoints,
         "summary": r.summary,
         "output": base64::engine::general_purpose::STANDARD.encode(&output),
+        "kernel_version": a["kernel_version"],
     })
 }
 
@@ -514,6 +515,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     unknown["assignment_id"] = json!(999_999);
     let mut both = good.clone();
     both["error"] = json!("oops");
+    // A result of kernel version 1 (before the data digest and the byte-spin layout).
+    let mut old_version = good.clone();
+    old_version["kernel_version"] = json!(1);
     let mut bad_cps = good.clone();
     bad_cps["checkpoints"] =
         json!([{"step": 5, "digest": Digest::of(b"a")}, {"step": 5, "digest": Digest::of(b"a")}]);
@@ -582,6 +586,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             both.to_string(),
             StatusCode::BAD_REQUEST,
             Some("error"),
+        ),
+        (
+            "another kernel version",
+            Some(&a.token),
+            old_version.to_string(),
+            StatusCode::CONFLICT,
+            Some("kernel_version"),
         ),
         (
             "bad checkpoints",
@@ -1600,9 +1611,9 @@ async fn an_unanswered_challenge_is_a_check_not_passed() {
 fn challenges_ask_only_for_states_a_client_keeps() {
     use coordinator::lifecycle::{Policy, Replication};
     use coordinator::store::{NewBatch, NewUnit, ReportBody};
-    // L = 1600: a state is 10 MB, so a client keeps only the latest one before the last
-    // (protocol::KEPT_STATE_BYTES); three checkpoints at sweeps 1, 2 and 3.
-    let params = json!({"L": 1600, "beta": 0.44, "sweeps": 3, "checkpoint_every": 1, "seed": 1});
+    // L = 3200: a state is 10 MB (a byte per spin), so a client keeps only the latest one
+    // before the last (protocol::KEPT_STATE_BYTES); three checkpoints at sweeps 1, 2 and 3.
+    let params = json!({"L": 3200, "beta": 0.44, "sweeps": 3, "checkpoint_every": 1, "seed": 1});
     let job = Job::new("ising2d", params.clone()).unwrap();
     assert_eq!(protocol::kept_states(2, job.state_len()), 1);
     let (r, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();

@@ -74,7 +74,8 @@ fn report(a: &Value) -> Value {
     let job = Job::new(a["kernel"].as_str().unwrap(), a["params"].clone()).unwrap();
     let r = job.run_cpu(1, &mut |_, _| {}).unwrap();
     json!({"assignment_id": a["assignment_id"], "digest": r.digest, "checkpoints": r.checkpoints,
-           "output": base64::engine::general_purpose::STANDARD.encode(&r.output)})
+           "output": base64::engine::general_purpose::STANDARD.encode(&r.output),
+           "kernel_version": job.version()})
 }
 
 #[test]

@@ -63,6 +63,15 @@ pub struct Assignment {
     pub deadline: i64,
     /// Bytes of canonical output the kernel produces for these params.
     pub output_len: u64,
+    /// The kernel version the unit was submitted for (`KernelInfo::version`): a client that
+    /// runs another version must not compute it.
+    #[serde(default = "version_one")]
+    pub kernel_version: u32,
+}
+
+/// Clients and rows from before kernels were versioned ran version 1.
+fn version_one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +99,10 @@ pub struct ResultReport {
     /// Set instead of digest/output when the client failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kernel version the client computed with; a result of another version than the
+    /// unit's is refused (409), never compared.
+    #[serde(default = "version_one")]
+    pub kernel_version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -200,6 +200,14 @@ pub fn kernels() -> Vec<KernelInfo> {
     ]
 }
 
+/// The version of `kernel`'s bytes this build runs (0 for an unknown kernel).
+pub fn kernel_version(kernel: &str) -> u32 {
+    kernels()
+        .iter()
+        .find(|k| k.name == kernel)
+        .map_or(0, |k| k.version)
+}
+
 fn parse<K: Kernel>(params: Value) -> Result<K::Params, ParamError> {
     let p: K::Params =
         serde_json::from_value(params).map_err(|e| ParamError::Json(e.to_string()))?;

@@ -137,10 +137,11 @@ async fn main() -> Result<()> {
 
     let output_b64 = base64::engine::general_purpose::STANDARD.encode(&reference.output);
     let report_tail = format!(
-        r#","digest":"{}","checkpoints":{},"output":"{}"}}"#,
+        r#","digest":"{}","checkpoints":{},"output":"{}","kernel_version":{}}}"#,
         reference.digest,
         serde_json::to_string(&reference.checkpoints)?,
-        output_b64
+        output_b64,
+        job.version()
     );
     let report_tail = Arc::new(report_tail);
     let measuring = Arc::new(AtomicBool::new(false));
