@@ -235,7 +235,7 @@ pub async fn bench(kernel: String, params: String, backend: String) -> Result<St
     };
     Ok(serde_json::json!({
         "kernel": kernel, "backend": backend, "adapter": adapter,
-        "digest": result.digest, "elapsed_s": ms / 1000.0,
+        "digest": result.digest, "checkpoints": result.checkpoints, "elapsed_s": ms / 1000.0,
         "rate_per_s": job.work() as f64 / (ms / 1000.0).max(1e-9),
     })
     .to_string())

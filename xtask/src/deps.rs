@@ -49,6 +49,31 @@ pub const BROWSER: [Need; 2] = [
     },
 ];
 
+/// Node.js runs Dawn (Chromium's WebGPU engine, npm package `webgpu`) for the third-engine test;
+/// Dawn itself runs on Chromium's SwiftShader (see [`BROWSER`]).
+pub const NODE: [Need; 1] = [Need {
+    what: "Node.js and npm",
+    present_if_any: &["/usr/bin/npm", "/usr/local/bin/npm"],
+    packages: &["nodejs", "npm"],
+}];
+
+/// Installs `tests/dawn`'s npm packages (Dawn for node) from its lockfile when they are missing.
+pub fn ensure_dawn() -> Result<()> {
+    let dir = crate::root().join("tests/dawn");
+    if dir.join("node_modules/webgpu/package.json").exists() {
+        return Ok(());
+    }
+    crate::run(
+        "npm ci (Dawn for node, tests/dawn)",
+        Command::new("npm").current_dir(&dir).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+        ]),
+    )
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

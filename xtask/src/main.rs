@@ -28,9 +28,10 @@ fn main() -> Result<()> {
 const HELP: &str = "\
 cargo xtask <command>
 
-  test                 everything CI runs: installs missing Debian packages (as root),
-                       then fmt, clippy (native and wasm32), builds the web client, and runs
-                       unit, integration, GPU (lavapipe) and browser (headless Chromium) tests
+  test                 everything CI runs: installs missing Debian packages (as root) and
+                       Dawn for node (npm), then fmt, clippy (native and wasm32), builds the web
+                       client, and runs unit, integration, GPU (lavapipe), browser (headless
+                       Chromium) and Dawn (node, SwiftShader) tests
   bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
   build-web            compiles the browser client to wasm and its JS glue into web/pkg
   serve [ARGS]         starts the coordinator (SQLite in ./qg-data, demo batch, pages on
@@ -77,9 +78,14 @@ pub fn run(step: &str, cmd: &mut Command) -> Result<()> {
 
 fn test(args: &[&str]) -> Result<()> {
     let started = std::time::Instant::now();
-    let needs: Vec<&deps::Need> = deps::GPU.iter().chain(&deps::BROWSER).collect();
+    let needs: Vec<&deps::Need> = deps::GPU
+        .iter()
+        .chain(&deps::BROWSER)
+        .chain(&deps::NODE)
+        .collect();
     deps::ensure_all(&needs)?;
     deps::ensure_wasm_target()?;
+    deps::ensure_dawn()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
