@@ -9,7 +9,9 @@ use protocol::{Checkpoint, Digest};
 use serde::Serialize;
 use shaders::digest;
 use shaders::program::{Dispatch, Init, Plan, Program, WORDS};
+use std::collections::HashMap;
 use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,15 @@ pub struct Gpu {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    /// Compiled pipelines by program (its WGSL and buffer count): a volunteer computes many
+    /// units of a kernel, and compiles its shaders once.
+    compiled: Mutex<HashMap<(usize, usize, usize), Arc<Compiled>>>,
+}
+
+/// A program's shaders, compiled: its bind group layout and one pipeline per entry point.
+struct Compiled {
+    bgl: wgpu::BindGroupLayout,
+    pipelines: Vec<wgpu::ComputePipeline>,
 }
 
 /// The final state buffers and the checkpoint digests of a run.
@@ -98,7 +109,67 @@ impl Gpu {
             queue,
             info,
             limits,
+            compiled: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Compiles `plan`'s shaders (and the digest's) ahead of its first run, so the run's time
+    /// is compute alone; runs compile on demand otherwise. Compiled once per device.
+    pub fn prepare(&self, plan: &dyn Plan) {
+        let program = plan.program();
+        self.compile(program.wgsl, program.entries, program.buffers.len(), false);
+        self.compile(digest::WGSL, &[digest::ENTRY], 2, true);
+    }
+
+    /// The pipelines of the program with this WGSL, entry points and buffer count (binding 0
+    /// is the dispatch words, `1..=buffers` storage, the first read-only if `read_only_first`).
+    fn compile(
+        &self,
+        wgsl: &'static str,
+        entries: &'static [shaders::program::Entry],
+        buffers: usize,
+        read_only_first: bool,
+    ) -> Arc<Compiled> {
+        // A program is known by its WGSL (address and length: a cache miss only recompiles).
+        let key = (wgsl.as_ptr() as usize, wgsl.len(), buffers);
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return c.clone();
+        }
+        let dev = &self.device;
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: entries.first().map(|e| e.name),
+            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+        });
+        let mut layout_entries = vec![words_entry()];
+        for i in 0..buffers {
+            layout_entries.push(storage_entry(1 + i as u32, read_only_first && i == 0));
+        }
+        let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("kernel"),
+            entries: &layout_entries,
+        });
+        let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("kernel"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        let pipelines = entries
+            .iter()
+            .map(|e| {
+                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(e.name),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some(e.name),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .collect();
+        let c = Arc::new(Compiled { bgl, pipelines });
+        cache.insert(key, c.clone());
+        c
     }
 
     pub fn adapter(&self) -> AdapterSummary {
@@ -182,11 +253,6 @@ impl Gpu {
         };
         let field = program.buffers.first().map_or("params", |b| b.size_field);
         let dev = &self.device;
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("kernel"),
-            source: wgpu::ShaderSource::Wgsl(program.wgsl.into()),
-        });
-        let mut layout_entries = vec![words_entry()];
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
@@ -212,32 +278,7 @@ impl Gpu {
                 }),
             })
             .collect();
-        for i in 0..buffers.len() {
-            layout_entries.push(storage_entry(1 + i as u32, false));
-        }
-        let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("kernel"),
-            entries: &layout_entries,
-        });
-        let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("kernel"),
-            bind_group_layouts: &[Some(&bgl)],
-            immediate_size: 0,
-        });
-        let pipelines: Vec<wgpu::ComputePipeline> = program
-            .entries
-            .iter()
-            .map(|e| {
-                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(e.name),
-                    layout: Some(&pl),
-                    module: &module,
-                    entry_point: Some(e.name),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
-            })
-            .collect();
+        let compiled = self.compile(program.wgsl, program.entries, buffers.len(), false);
         let state_lens: Vec<u64> = state_idx
             .iter()
             .map(|&i| program.buffers[i].init.len() as u64)
@@ -253,8 +294,7 @@ impl Gpu {
             stride: self.stride(),
             field,
             buffers,
-            bgl,
-            pipelines,
+            compiled,
             uniforms: Uniforms {
                 buffer: None,
                 group: None,
@@ -376,8 +416,7 @@ pub struct Run<'a> {
     stride: u64,
     field: &'static str,
     buffers: Vec<wgpu::Buffer>,
-    bgl: wgpu::BindGroupLayout,
-    pipelines: Vec<wgpu::ComputePipeline>,
+    compiled: Arc<Compiled>,
     uniforms: Uniforms,
     state_idx: Vec<usize>,
     /// Bytes of each state buffer (its GPU buffer may be padded to 4).
@@ -405,9 +444,9 @@ impl Run<'_> {
             let size = self.program.entries[d.entry].workgroup_size;
             grids.push((offset as u32, gpu.grid(d.threads, size, self.field)?));
         }
-        let group = self
-            .uniforms
-            .ensure(dev, &self.bgl, &self.buffers, slots.len() as u64);
+        let group =
+            self.uniforms
+                .ensure(dev, &self.compiled.bgl, &self.buffers, slots.len() as u64);
         if let Some(ub) = &self.uniforms.buffer {
             gpu.queue.write_buffer(ub, 0, &slots);
         }
@@ -415,7 +454,7 @@ impl Run<'_> {
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for (d, (offset, grid)) in ops.iter().zip(&grids) {
-                pass.set_pipeline(&self.pipelines[d.entry]);
+                pass.set_pipeline(&self.compiled.pipelines[d.entry]);
                 pass.set_bind_group(0, &group, &[*offset]);
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
             }
@@ -530,7 +569,7 @@ impl Run<'_> {
 /// (one per level) with their words written once.
 struct Hasher {
     input: wgpu::Buffer,
-    pipeline: wgpu::ComputePipeline,
+    compiled: Arc<Compiled>,
     /// Per level: its bind group, uniform offset and workgroup grid.
     levels: Vec<(wgpu::BindGroup, u32, [u32; 3])>,
     /// The buffer holding the root digest after the last level.
@@ -544,31 +583,7 @@ impl Hasher {
     fn new(gpu: &Gpu, len: u64) -> Result<Self, GpuError> {
         let dev = &gpu.device;
         let levels = digest::levels(len);
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("data digest"),
-            source: wgpu::ShaderSource::Wgsl(digest::WGSL.into()),
-        });
-        let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("data digest"),
-            entries: &[
-                words_entry(),
-                storage_entry(1, true),
-                storage_entry(2, false),
-            ],
-        });
-        let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("data digest"),
-            bind_group_layouts: &[Some(&bgl)],
-            immediate_size: 0,
-        });
-        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(digest::ENTRY.name),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some(digest::ENTRY.name),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let compiled = gpu.compile(digest::WGSL, &[digest::ENTRY], 2, true);
         let storage = |label, size: u64, extra| {
             dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -602,7 +617,7 @@ impl Hasher {
             let dst = &pair[i % 2];
             let group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("data digest"),
-                layout: &bgl,
+                layout: &compiled.bgl,
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
@@ -635,7 +650,7 @@ impl Hasher {
         });
         Ok(Self {
             input,
-            pipeline,
+            compiled,
             levels: groups,
             root,
             readback,
@@ -647,7 +662,7 @@ impl Hasher {
     fn encode(&self, enc: &mut wgpu::CommandEncoder) {
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipeline);
+            pass.set_pipeline(&self.compiled.pipelines[0]);
             for (group, offset, grid) in &self.levels {
                 pass.set_bind_group(0, group, &[*offset]);
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
