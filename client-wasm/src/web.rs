@@ -227,6 +227,8 @@ pub async fn bench(kernel: String, params: String, backend: String) -> Result<St
     } else {
         let gpu = Gpu::new().await.map_err(|e| err(e.to_string()))?;
         let name = gpu.adapter().name;
+        // Compilation is setup, as in qg-run: a volunteer compiles a kernel once.
+        gpu.prepare(&job);
         let t0 = js_sys::Date::now();
         let r = crate::run_gpu(&gpu, &job, &mut |_, _| {})
             .await

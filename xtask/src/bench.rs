@@ -9,10 +9,10 @@ pub fn run(args: &[&str]) -> Result<()> {
     match args.first().copied() {
         Some("kernels") => kernels(&args[1..]),
         Some("coordinator") => coordinator(&args[1..]),
-        Some("browser") => browser(),
+        Some("browser") => browser(&args[1..]),
         Some("sabotage") => sabotage(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--sizes 10000,100000,1000000] | browser | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--sizes 10000,100000,1000000] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] (got {other:?})"
         ),
     }
 }
@@ -188,9 +188,23 @@ fn sabotage(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The same ising2d unit in headless Chromium (WebGPU), native wgpu and the CPU reference,
-/// and page open → first unit computing.
-fn browser() -> Result<()> {
+/// The same ising2d unit in a browser engine and in native wgpu: headless Chromium (WebGPU,
+/// with the page open → first unit computing), or Dawn (Chromium's WebGPU engine) in node.
+fn browser(args: &[&str]) -> Result<()> {
+    let engine = args
+        .iter()
+        .position(|a| *a == "--engine")
+        .and_then(|i| args.get(i + 1))
+        .copied()
+        .unwrap_or("chromium");
+    match engine {
+        "chromium" => chromium(),
+        "dawn" => dawn(args),
+        other => bail!("--engine: chromium or dawn, got {other}"),
+    }
+}
+
+fn chromium() -> Result<()> {
     let needs: Vec<&crate::deps::Need> = crate::deps::GPU
         .iter()
         .chain(&crate::deps::BROWSER)
@@ -208,4 +222,70 @@ fn browser() -> Result<()> {
         "qg-browser-bench",
     ]);
     crate::run("qg-browser-bench", crate::gpu_env(&mut c))
+}
+
+/// The project's wasm on Dawn in node (tests/dawn/run.mjs) next to the native runner, on the
+/// default adapter of each (the same GPU on a machine with one). Without a GPU, Dawn refuses
+/// lavapipe and runs on Chromium's SwiftShader: two CPU devices, so the ratio says little.
+fn dawn(args: &[&str]) -> Result<()> {
+    let needs: Vec<&crate::deps::Need> = crate::deps::GPU
+        .iter()
+        .chain(&crate::deps::BROWSER)
+        .chain(&crate::deps::NODE)
+        .collect();
+    crate::deps::ensure_all(&needs)?;
+    crate::deps::ensure_dawn()?;
+    crate::web::build()?;
+    let l: u32 = flag(args, "--ising-l")?.unwrap_or(256);
+    let sweeps: u64 = flag(args, "--sweeps")?.unwrap_or(100);
+    let params =
+        json!({"L": l, "beta": 0.44, "sweeps": sweeps, "measure_every": sweeps, "seed": 1});
+    let native = crate::qg_run("ising2d", &params, "gpu", None)?;
+    let root = crate::root();
+    let run_dawn = |icd: Option<&str>| -> Result<Value> {
+        let mut c = std::process::Command::new("node");
+        c.current_dir(root.join("tests/dawn"))
+            .arg("run.mjs")
+            .arg(root.join("web/pkg"))
+            .arg("ising2d")
+            .arg(params.to_string());
+        if let Some(icd) = icd {
+            c.env("VK_ICD_FILENAMES", icd);
+        }
+        let out = crate::gpu_env(&mut c).output()?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(
+            text.lines().last().unwrap_or_default(),
+        )?)
+    };
+    let (dawn, note) = match run_dawn(None) {
+        Ok(v) => (v, "default adapter"),
+        Err(e) => {
+            eprintln!("Dawn found no adapter of its own ({e}); retrying on SwiftShader");
+            (
+                run_dawn(Some("/usr/lib/chromium/vk_swiftshader_icd.json"))?,
+                "SwiftShader (no GPU Dawn accepts)",
+            )
+        }
+    };
+    let rate = |v: &Value| v["rate_per_s"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        json!({
+            "bench": "browser", "engine": "dawn", "kernel": "ising2d", "params": params,
+            "dawn_adapter": dawn["adapter"], "dawn_device": note,
+            "native_adapter": native["adapter"]["name"],
+            "dawn_spin_updates_per_s": rate(&dawn),
+            "native_spin_updates_per_s": rate(&native),
+            "dawn_spin_flips_per_ns": rate(&dawn) / 1e9,
+            "native_spin_flips_per_ns": rate(&native) / 1e9,
+            "dawn_vs_native": rate(&dawn) / rate(&native),
+            "same_digest": dawn["digest"] == native["digest"],
+            "same_checkpoints": dawn["checkpoints"] == native["checkpoints"],
+        })
+    );
+    Ok(())
 }
