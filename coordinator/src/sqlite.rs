@@ -964,12 +964,23 @@ fn settle_challenge(tx: &Transaction<'_>, replica: i64, passed: bool, now: i64) 
 }
 
 fn batch_status_tx(tx: &Transaction<'_>, batch: i64) -> Result<BatchStatus> {
-    let (name, kernel, policy, spot_rate, units, created_at, axes): (String, String, String, f64, i64, i64, String) = tx
+    type Row = (String, String, String, f64, i64, i64, String, u32);
+    let (name, kernel, policy, spot_rate, units, created_at, axes, kernel_version): Row = tx
         .prepare_cached(
-            "SELECT name, kernel, policy, spot_rate, units, created_at, axes FROM batches WHERE id = ?1",
+            "SELECT name, kernel, policy, spot_rate, units, created_at, axes, kernel_version
+             FROM batches WHERE id = ?1",
         )?
         .query_row([batch], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
         })
         .optional()?
         .ok_or(StoreError::NotFound("batch"))?;
@@ -989,7 +1000,9 @@ fn batch_status_tx(tx: &Transaction<'_>, batch: i64) -> Result<BatchStatus> {
     Ok(BatchStatus {
         batch_id: batch,
         name,
+        retired: kernel_version != shaders::kernel_version(&kernel),
         kernel,
+        kernel_version,
         created_at,
         units: units as u64,
         done: terminal == units as u64,

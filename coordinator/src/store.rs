@@ -133,6 +133,10 @@ pub struct BatchStatus {
     pub batch_id: i64,
     pub name: String,
     pub kernel: String,
+    /// The kernel version the batch was submitted for.
+    pub kernel_version: u32,
+    /// This coordinator no longer runs that version: its open units are not handed out.
+    pub retired: bool,
     pub created_at: i64,
     pub units: u64,
     pub by_state: BTreeMap<String, u64>,

@@ -1702,3 +1702,71 @@ fn the_example_specs_policies_are_accepted() {
     }
     assert!(n >= 3);
 }
+
+/// A batch submitted for a kernel version this coordinator no longer runs (here: one from
+/// before the data digest, rewritten in the database) says so, and its units are not handed
+/// out: nobody it serves could compute or validate them.
+#[test]
+fn units_of_a_retired_kernel_version_are_not_dispatched() {
+    use coordinator::store::{NewBatch, NewUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qg.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    let params = json!({"L": 16, "beta": 0.4, "sweeps": 5, "seed": 1});
+    let job = Job::new("ising2d", params.clone()).unwrap();
+    let unit = NewUnit {
+        params,
+        work: job.work(),
+        spot_check: false,
+    };
+    let batch = |name: &str| NewBatch {
+        key_id: None,
+        name: name.into(),
+        kernel: "ising2d".into(),
+        policy: coordinator::lifecycle::Policy::default(),
+        spot_check_rate: 0.0,
+        units: vec![unit.clone(); 2],
+        axes: vec![],
+    };
+    let old = store.create_batch(&batch("old"), 0).unwrap();
+    let status = store.batch_status(old, None).unwrap();
+    assert_eq!(status.kernel_version, job.version());
+    assert!(!status.retired);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "UPDATE batches SET kernel_version = 1; UPDATE units SET kernel_version = 1;",
+    )
+    .unwrap();
+    drop(raw);
+    let current = store.create_batch(&batch("current"), 0).unwrap();
+    let v = store.register_volunteer(b"v", None, 0).unwrap();
+    let got = store
+        .request_work(v, 8, &Default::default(), None, 0)
+        .unwrap();
+    let status = store.batch_status(old, None).unwrap();
+    assert!(status.retired, "{status:?}");
+    assert_eq!(status.kernel_version, 1);
+    assert_eq!(got.len(), 2, "only the current batch's units: {got:?}");
+    for a in &got {
+        assert_eq!(a.kernel_version, job.version());
+        assert_eq!(
+            store.batch_status(current, None).unwrap().by_state["in_progress"],
+            2
+        );
+    }
+    assert_eq!(status.by_state["unsent"], 2, "{status:?}");
+    // Asked again, still nothing of the old batch.
+    let v2 = store.register_volunteer(b"v2", None, 0).unwrap();
+    let more = store
+        .request_work(v2, 8, &Default::default(), None, 0)
+        .unwrap();
+    assert!(
+        more.iter().all(|a| a.kernel_version == job.version()),
+        "{more:?}"
+    );
+    assert_eq!(
+        more.len(),
+        2,
+        "the current batch's second replicas: {more:?}"
+    );
+}
