@@ -5,6 +5,7 @@
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+pub mod verifier;
 pub mod volunteer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

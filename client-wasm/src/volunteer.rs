@@ -75,6 +75,11 @@ pub enum Event {
         done: u64,
         total: u64,
     },
+    /// A verifier worker's recomputation was accepted by the coordinator.
+    Verified {
+        job_id: String,
+        elapsed_s: f64,
+    },
     /// A resume point was saved: reopening continues from step `done`.
     Saved {
         assignment_id: i64,

@@ -29,6 +29,11 @@ pub struct AppState {
     pub spot_wake: Arc<Notify>,
     pub max_units_per_batch: usize,
     pub default_spot_rate: f64,
+    /// Recomputation jobs (spot-checks, challenge segments) being done, by the built-in pool
+    /// or a verifier worker, so no two take the same one.
+    pub leases: crate::verify::Leases,
+    /// How long a verifier worker holds a job before it may go to another.
+    pub verifier_lease_s: i64,
 }
 
 pub type Shared = Arc<AppState>;
@@ -100,7 +105,7 @@ impl From<JsonRejection> for ApiError {
 pub struct Body<T>(pub T);
 
 /// Runs a store call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -250,6 +255,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/work", post(work))
         .route("/api/v1/results", post(results))
         .route("/api/v1/challenges/{id}", post(answer_challenge))
+        .route("/api/v1/verifier/work", post(crate::verify::work))
+        .route("/api/v1/verifier/results", post(crate::verify::results))
         .route("/api/v1/batches", post(create_batch).get(list_batches))
         .route("/api/v1/batches/{id}/aggregate", get(batch_aggregate))
         .route("/api/v1/specs", post(validate_spec))

@@ -11,3 +11,4 @@ pub mod server;
 pub mod sim;
 pub mod sqlite;
 pub mod store;
+pub mod verify;

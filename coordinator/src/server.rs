@@ -4,6 +4,7 @@
 use crate::api::{self, AppState, Shared};
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::verify;
 use anyhow::{Context, Result};
 use axum::extract::DefaultBodyLimit;
 use axum::serve::ListenerExt;
@@ -14,7 +15,7 @@ use shaders::Job;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tower_http::services::ServeDir;
@@ -28,8 +29,12 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub db: Option<PathBuf>,
     pub web_dir: Option<PathBuf>,
+    /// Built-in CPU recomputation (spot-checks, challenge segments): 0 leaves it all to
+    /// verifier workers (`qg-volunteer --verifier`).
     pub spot_workers: Option<usize>,
     pub spot_check_rate: Option<f64>,
+    /// Seconds a verifier worker holds a job before it may go to another (default 3600).
+    pub verifier_lease_s: Option<i64>,
     pub max_body_bytes: Option<usize>,
     pub max_units_per_batch: Option<usize>,
     pub demo: Option<bool>,
@@ -53,6 +58,7 @@ pub struct Config {
     pub web_dir: PathBuf,
     pub spot_workers: usize,
     pub spot_check_rate: f64,
+    pub verifier_lease_s: i64,
     pub max_body_bytes: usize,
     pub max_units_per_batch: usize,
     pub demo: bool,
@@ -83,8 +89,9 @@ impl Config {
             web_dir: web_dir
                 .or(file.web_dir)
                 .unwrap_or_else(|| PathBuf::from("web")),
-            spot_workers: file.spot_workers.unwrap_or(1).max(1),
+            spot_workers: file.spot_workers.unwrap_or(1),
             spot_check_rate: file.spot_check_rate.unwrap_or(0.05),
+            verifier_lease_s: file.verifier_lease_s.unwrap_or(3600).max(1),
             max_body_bytes: file.max_body_bytes.unwrap_or(32 << 20),
             max_units_per_batch: file.max_units_per_batch.unwrap_or(100_000),
             demo: file.demo.unwrap_or(true),
@@ -134,14 +141,19 @@ pub fn state(store: Arc<dyn Store>, cfg: &Config) -> Shared {
         spot_wake: Arc::new(Notify::new()),
         max_units_per_batch: cfg.max_units_per_batch,
         default_spot_rate: cfg.spot_check_rate,
+        leases: Default::default(),
+        verifier_lease_s: cfg.verifier_lease_s,
     })
 }
 
-/// Starts the background work: spot-check workers and the deadline sweeper.
+/// Starts the background work: the built-in recomputation (spot-checks and challenge
+/// segments, unless `spot_workers` is 0) and the deadline sweeper.
 pub fn spawn_background(state: &Shared, cfg: &Config) {
-    tokio::spawn(spot_checks(state.clone(), cfg.spot_workers));
+    if cfg.spot_workers > 0 {
+        tokio::spawn(spot_checks(state.clone(), cfg.spot_workers));
+        tokio::spawn(challenges(state.clone()));
+    }
     tokio::spawn(expire_deadlines(state.store.clone(), cfg.expire_every));
-    tokio::spawn(challenges(state.store.clone()));
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
@@ -193,27 +205,24 @@ pub async fn start(
     Ok((addr, task))
 }
 
-/// The bounded spot-check pool: computes the CPU reference of sampled units, off the request
-/// path; the queue lives in the database, so it survives restarts.
+/// The built-in spot-check pool: computes the CPU reference of sampled units, off the request
+/// path; the queue lives in the database, so it survives restarts. A job a verifier worker
+/// holds is left to it (and the pool's own jobs are leased, so workers leave them).
 async fn spot_checks(state: Shared, workers: usize) {
     let permits = Arc::new(Semaphore::new(workers));
-    let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
     let mut broken: HashSet<i64> = HashSet::new();
     loop {
         let store = state.store.clone();
-        let jobs = tokio::task::spawn_blocking(move || store.pending_spot_checks(workers * 4))
+        let look = workers * 4 + state.leases.held(api::now());
+        let jobs = tokio::task::spawn_blocking(move || store.pending_spot_checks(look))
             .await
             .ok()
             .and_then(|r| r.map_err(|e| tracing::error!("spot-check queue: {e}")).ok())
             .unwrap_or_default();
         let mut started = 0;
         for job in jobs {
-            if broken.contains(&job.unit_id)
-                || busy
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&job.unit_id)
-            {
+            let key = verify::spot_key(job.unit_id);
+            if broken.contains(&job.unit_id) {
                 continue;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -227,18 +236,20 @@ async fn spot_checks(state: Shared, workers: usize) {
                     continue;
                 }
             };
-            busy.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(job.unit_id);
+            // Held until released: the pool finishes what it starts.
+            if !state.leases.take(&key, i64::MAX, None, api::now()) {
+                continue;
+            }
             started += 1;
-            let store = state.store.clone();
-            let busy = busy.clone();
+            let state = state.clone();
             tokio::task::spawn_blocking(move || {
                 let unit = job.unit_id;
                 match kernel_job.run_cpu(1, &mut |_, _| {}) {
                     Ok(r) => {
                         if let Err(e) =
-                            store.spot_check_done(unit, &r.digest, &r.output, api::now())
+                            state
+                                .store
+                                .spot_check_done(unit, &r.digest, &r.output, api::now())
                         {
                             tracing::error!(unit, "storing spot-check: {e}");
                         } else {
@@ -247,7 +258,7 @@ async fn spot_checks(state: Shared, workers: usize) {
                     }
                     Err(e) => tracing::error!(unit, "spot-check run: {e}"),
                 }
-                busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&unit);
+                state.leases.release(&key);
                 drop(permit);
             });
         }
@@ -262,12 +273,20 @@ async fn spot_checks(state: Shared, workers: usize) {
 
 /// Verifies answered challenges: one segment each, recomputed with the CPU reference from the
 /// volunteer's own checkpoint state. A segment is a fraction of a unit, so one worker keeps up.
-async fn challenges(store: Arc<dyn Store>) {
+/// A challenge a verifier worker holds is left to it.
+async fn challenges(state: Shared) {
     loop {
-        let s = store.clone();
+        let s = state.clone();
         let done = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let jobs = s.pending_challenges(16)?;
+            let look = 16 + s.leases.held(api::now());
+            let jobs = s.store.pending_challenges(look)?;
+            let mut n = 0;
             for job in &jobs {
+                let key = verify::challenge_key(job.replica_id);
+                if !s.leases.take(&key, i64::MAX, None, api::now()) {
+                    continue;
+                }
+                n += 1;
                 let passed = job.verify();
                 tracing::info!(
                     replica = job.replica_id,
@@ -276,11 +295,12 @@ async fn challenges(store: Arc<dyn Store>) {
                     to = job.to,
                     "challenge"
                 );
-                if let Err(e) = s.challenge_done(job.replica_id, passed, api::now()) {
+                if let Err(e) = s.store.challenge_done(job.replica_id, passed, api::now()) {
                     tracing::error!(replica = job.replica_id, "storing a challenge verdict: {e}");
                 }
+                s.leases.release(&key);
             }
-            Ok(jobs.len())
+            Ok(n)
         })
         .await;
         match done {

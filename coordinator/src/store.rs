@@ -118,13 +118,25 @@ impl ChallengeJob {
         let Some(end) = job.cpu_segment(&start, self.from, self.to) else {
             return false;
         };
-        if Digest::of_data_parts(end.iter().map(Vec::as_slice)) != self.end_digest {
-            return false;
-        }
-        match self.output_digest {
-            Some(d) => job.finish(&end, vec![]).is_ok_and(|r| r.digest == d),
-            None => true,
-        }
+        let output = match self.output_digest {
+            Some(_) => match job.finish(&end, vec![]) {
+                Ok(r) => Some(r.digest),
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        self.judge(Digest::of_data_parts(end.iter().map(Vec::as_slice)), output)
+    }
+
+    /// The verdict, from a recomputation's state digest at `to` and (at the last step) output
+    /// digest, wherever it ran (the CPU here, or a verifier worker's GPU): whether both match
+    /// what the volunteer reported.
+    pub fn judge(&self, state_digest: Digest, output_digest: Option<Digest>) -> bool {
+        state_digest == self.end_digest
+            && match self.output_digest {
+                Some(want) => output_digest == Some(want),
+                None => true,
+            }
     }
 }
 

@@ -853,6 +853,8 @@ async fn the_openapi_document_covers_every_route() {
         ("GET", "/api/v1/dashboard/events"),
         ("GET", "/metrics"),
         ("POST", "/api/v1/challenges/{id}"),
+        ("POST", "/api/v1/verifier/work"),
+        ("POST", "/api/v1/verifier/results"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -1768,5 +1770,101 @@ fn units_of_a_retired_kernel_version_are_not_dispatched() {
         more.len(),
         2,
         "the current batch's second replicas: {more:?}"
+    );
+}
+
+/// Verifier workers: only operator keys; bad results are refused with the field named and
+/// change nothing; a job is leased to one worker at a time; a correct spot-check result
+/// becomes the coordinator's answer.
+#[tokio::test]
+async fn verifier_workers_take_leased_recomputation_jobs() {
+    let h = Harness::new();
+    let op = new_secret("qgk_");
+    h.store
+        .create_key("verifier", &hash_secret(&op), true, now())
+        .unwrap();
+    let units = ising_units(2);
+    h.batch("ising2d", units.clone(), json!({"spot_check_rate": 1.0}))
+        .await;
+    let ask = json!({"max_jobs": 16});
+    let (s, _) = h.post("/api/v1/verifier/work", None, ask.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = h
+        .post("/api/v1/verifier/work", Some(&h.key), ask.clone())
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a scientist key is no verifier: {v}"
+    );
+    let (s, v) = h
+        .post("/api/v1/verifier/work", Some(&op), json!({"max_jobs": 0}))
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("max_jobs"))
+    );
+
+    let (s, work) = h
+        .post("/api/v1/verifier/work", Some(&op), ask.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{work}");
+    let jobs = work["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 2, "{work}");
+    assert!(jobs.iter().all(|j| j["kind"] == "spot"));
+    // Leased: a second worker gets none of them.
+    let (_, again) = h
+        .post("/api/v1/verifier/work", Some(&op), ask.clone())
+        .await;
+    assert_eq!(again["jobs"], json!([]), "{again}");
+    assert_eq!(again["retry_after_s"], 5);
+
+    let job = &jobs[0];
+    let r = Job::new(job["kernel"].as_str().unwrap(), job["params"].clone())
+        .unwrap()
+        .run_cpu(1, &mut |_, _| {})
+        .unwrap();
+    let good = json!({
+        "job_id": job["job_id"],
+        "output": base64::engine::general_purpose::STANDARD.encode(&r.output),
+        "kernel_version": job["kernel_version"],
+        "adapter": "test",
+    });
+    let pending = || h.store.pending_spot_checks(10).unwrap().len();
+    for (mut bad, status, field) in [
+        (good.clone(), StatusCode::BAD_REQUEST, "output"),
+        (good.clone(), StatusCode::NOT_FOUND, "job_id"),
+        (good.clone(), StatusCode::CONFLICT, "kernel_version"),
+    ] {
+        match field {
+            "output" => {
+                bad["output"] = json!(base64::engine::general_purpose::STANDARD.encode([1u8, 2]))
+            }
+            "job_id" => bad["job_id"] = json!("spot:999999"),
+            _ => bad["kernel_version"] = json!(1),
+        }
+        let (s, v) = h.post("/api/v1/verifier/results", Some(&op), bad).await;
+        assert_eq!((s, v["field"].as_str()), (status, Some(field)), "{v}");
+        assert_eq!(pending(), 2, "a refused result changes nothing");
+    }
+    let (s, v) = h
+        .post("/api/v1/verifier/results", Some(&op), good.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(pending(), 1);
+    // Done: the job is no longer leased to anyone.
+    let (s, _) = h.post("/api/v1/verifier/results", Some(&op), good).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The unit's spot-check is the verifier's answer, the reference digest.
+    let want = reference_digests(&units);
+    let unit_id = job["job_id"].as_str().unwrap()["spot:".len()..]
+        .parse::<i64>()
+        .unwrap();
+    let (_, prov) = h
+        .get(&format!("/api/v1/units/{unit_id}"), Some(&h.key))
+        .await;
+    assert!(
+        want.iter().any(|d| prov.to_string().contains(&d.to_hex())),
+        "{prov}"
     );
 }

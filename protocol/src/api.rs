@@ -191,3 +191,75 @@ pub struct BatchCreated {
     pub batch_id: i64,
     pub units: u64,
 }
+
+/// A trusted verifier worker (`qg-volunteer --verifier`, an operator key) asks for
+/// recomputation jobs: the coordinator's own spot-checks and challenge segments, run on the
+/// worker's GPU instead of the coordinator's CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierWorkRequest {
+    /// 1..=16.
+    #[serde(default = "one_job")]
+    pub max_jobs: u32,
+    #[serde(default)]
+    pub adapter: AdapterInfo,
+}
+
+fn one_job() -> u32 {
+    1
+}
+
+/// What a verification job recomputes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyKind {
+    /// The whole unit: the coordinator's own answer (output and digest).
+    Spot,
+    /// Steps `[from, to)` from the volunteer's state at `from` (the initial state when 0):
+    /// the state digest at `to`, and the output when `to` is the last step.
+    Challenge,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyJob {
+    /// Opaque; echoed in the result.
+    pub job_id: String,
+    pub kind: VerifyKind,
+    pub kernel: String,
+    pub kernel_version: u32,
+    pub params: Value,
+    #[serde(default)]
+    pub from: u64,
+    #[serde(default)]
+    pub to: u64,
+    /// The state buffers at `from`, base64 (challenges from a checkpoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
+    /// Unix seconds until which the job is this worker's; after it, it may go to another.
+    pub lease_until: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierWork {
+    pub jobs: Vec<VerifyJob>,
+    /// When no job was given: ask again after this many seconds.
+    pub retry_after_s: u64,
+}
+
+/// A verifier's answer. Spot: `output` (the canonical output, base64). Challenge:
+/// `state_digest` (the data digest of the state at `to`), and `output` when `to` is the last
+/// step. The coordinator decides; the worker only computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyResult {
+    pub job_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The kernel version computed with (must be the job's).
+    pub kernel_version: u32,
+    /// What the worker ran on (for the operator's logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+}

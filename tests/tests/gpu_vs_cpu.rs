@@ -194,3 +194,66 @@ fn buffers_beyond_the_adapter_limit_name_the_field() {
         client_wasm::gpu::check_limits(&job.program(), &client_wasm::gpu::test_limits()).is_ok()
     );
 }
+
+/// A verifier worker's recomputation of every challenge segment (from the initial state and
+/// from each checkpoint's state) on the GPU, resumed mid-plan, matches the CPU reference's
+/// checkpoint digests and, at the last step, its output; and so does its spot-check.
+#[test]
+fn verifier_segments_on_the_gpu_match_the_reference() {
+    use base64::Engine as _;
+    use client_wasm::verifier::compute;
+    use client_wasm::volunteer::Engine;
+    use protocol::api::{VerifyJob, VerifyKind};
+    for (kernel, params) in [
+        (
+            "ising2d",
+            json!({"L": 22, "beta": 0.44, "sweeps": 30, "seed": 5, "start": "hot", "checkpoint_every": 7}),
+        ),
+        (
+            "percolation2d",
+            json!({"L": 19, "p": 0.6, "samples": 9, "seed": 2, "checkpoint_every": 4}),
+        ),
+    ] {
+        let job = Job::new(kernel, params.clone()).unwrap();
+        let (r, states) = job.run_cpu_keeping_states(1, &mut |_, _| {}).unwrap();
+        let mut from: (u64, Vec<Vec<u8>>) = (0, Vec::new());
+        for (to, state) in &states {
+            let v = VerifyJob {
+                job_id: format!("challenge:{to}"),
+                kind: VerifyKind::Challenge,
+                kernel: kernel.into(),
+                kernel_version: job.version(),
+                params: params.clone(),
+                from: from.0,
+                to: *to,
+                state: from
+                    .1
+                    .iter()
+                    .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                    .collect(),
+                lease_until: 0,
+            };
+            let want = protocol::Digest::of_data_parts(state.iter().map(Vec::as_slice));
+            for engine in [Engine::Gpu(gpu()), Engine::Cpu] {
+                let got = pollster::block_on(compute(&engine, &v)).unwrap();
+                assert_eq!(got.state_digest, Some(want), "{kernel} {}..{to}", from.0);
+                let last = *to == job.schedule().total;
+                assert_eq!(got.output.as_deref(), last.then_some(r.output.as_slice()));
+            }
+            from = (*to, state.clone());
+        }
+        let spot = VerifyJob {
+            job_id: "spot:1".into(),
+            kind: VerifyKind::Spot,
+            kernel: kernel.into(),
+            kernel_version: job.version(),
+            params: params.clone(),
+            from: 0,
+            to: 0,
+            state: Vec::new(),
+            lease_until: 0,
+        };
+        let got = pollster::block_on(compute(&Engine::Gpu(gpu()), &spot)).unwrap();
+        assert_eq!(got.output, Some(r.output.clone()));
+    }
+}

@@ -175,3 +175,76 @@ async fn a_volunteer_rides_out_a_coordinator_that_is_down() {
     assert_eq!(store.status().unwrap().replicas["success"], 2);
     assert!(host.kv_keys("pending/").await.is_empty());
 }
+
+/// Verification at GPU speed: a coordinator with no recomputation of its own (`spot_workers =
+/// 0`) leaves every spot-check and challenge segment to a trusted verifier worker on the GPU
+/// (lavapipe here), which runs them with the volunteer's runner; the units settle with the
+/// reference digests and every challenge passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_verifier_worker_does_the_coordinators_recomputation() {
+    use client_wasm::verifier;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
+    cfg.spot_workers = 0;
+    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let key = coordinator::api::new_secret("qgk_");
+    store
+        .create_key(
+            "verifier",
+            &coordinator::api::hash_secret(&key),
+            true,
+            now(),
+        )
+        .unwrap();
+    let units = 3;
+    let id = batch(
+        &store,
+        units,
+        PolicySpec {
+            min_quorum: Some(1),
+            target_results: Some(1),
+            spot_check_rate: Some(1.0),
+            challenge_rate: Some(1.0),
+            ..Default::default()
+        },
+    );
+    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
+    let url = format!("http://{addr}");
+    let verifier_task = {
+        let (url, dir) = (url.clone(), dir.path().join("verifier"));
+        tokio::task::spawn_blocking(move || {
+            let gpu = qg_tests::gpu();
+            let host = NativeHost::new(&url, dir).unwrap();
+            // One spot-check and one challenge per unit.
+            let jobs = 2 * units;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(verifier::run(
+                    &host,
+                    &Engine::Gpu(gpu),
+                    &key,
+                    "lavapipe",
+                    Some(jobs),
+                ))
+        })
+    };
+    let host = NativeHost::new(&url, dir.path().join("cpu")).unwrap();
+    let opts = Options {
+        max_units: Some(units),
+        ..Default::default()
+    };
+    assert_eq!(volunteer::run(&host, &Engine::Cpu, &opts).await, units);
+    let done = tokio::time::timeout(Duration::from_secs(120), verifier_task)
+        .await
+        .expect("the verifier finished its jobs")
+        .unwrap();
+    assert_eq!(done, 2 * units);
+    let st = store.batch_status(id, None).unwrap();
+    assert!(st.done, "{st:?}");
+    assert_reference(&store, id);
+    let counts = store.challenge_counts().unwrap();
+    assert_eq!(counts.get("passed"), Some(&units), "{counts:?}");
+    assert!(store.pending_spot_checks(10).unwrap().is_empty());
+}

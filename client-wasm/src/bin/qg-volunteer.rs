@@ -14,6 +14,7 @@ mod native {
     use clap::Parser;
     use client_wasm::native::Backend;
     use client_wasm::native::NativeHost;
+    use client_wasm::verifier;
     use client_wasm::volunteer::{self, Engine, Options};
     use protocol::api::AdapterInfo;
     use std::process::ExitCode;
@@ -41,6 +42,13 @@ mod native {
         /// while saving takes at most 1% of the time
         #[arg(long, default_value_t = 60.0)]
         save_every_s: f64,
+        /// Be a trusted verifier worker instead: take the coordinator's own recomputation jobs
+        /// (spot-checks, challenge segments) with an operator key (--key or QG_API_KEY)
+        #[arg(long)]
+        verifier: bool,
+        /// The operator key of a verifier worker
+        #[arg(long, env = "QG_API_KEY", hide_env_values = true)]
+        key: Option<String>,
     }
 
     pub fn main() -> ExitCode {
@@ -113,6 +121,17 @@ mod native {
                 Some(g) => Engine::Gpu(g),
                 None => Engine::Cpu,
             };
+            if args.verifier {
+                let Some(key) = args.key.as_deref() else {
+                    eprintln!(
+                        "qg-volunteer: --verifier needs an operator key (--key or QG_API_KEY)"
+                    );
+                    return ExitCode::from(2);
+                };
+                let n = verifier::run(&host, &engine, key, &adapter.name, args.max_units).await;
+                eprintln!("qg-volunteer: {n} verification jobs done");
+                return ExitCode::SUCCESS;
+            }
             let opts = Options {
                 nickname: args.nickname.clone(),
                 adapter,

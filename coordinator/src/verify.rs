@@ -1,0 +1,245 @@
+//! Recomputation at GPU speed: trusted verifier workers (`qg-volunteer --verifier`, with an
+//! operator key) take the coordinator's own recomputation jobs, spot-checks of whole units and
+//! challenge segments, run them with the one GPU runner, and return what they computed; the
+//! coordinator decides, as it does for its built-in CPU pool (`server.rs`). Both take jobs
+//! under [`Leases`], so no job is computed twice at once; a worker that vanishes loses its
+//! lease when it runs out and the job goes to another (or to the pool).
+//!
+//! An operator with a GPU on the coordinator's machine runs a worker there; `spot_workers = 0`
+//! leaves all recomputation to workers.
+
+use crate::api::{ApiError, Body, Operator, Shared, blocking, now};
+use crate::store::{ChallengeJob, SpotJob};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine as _;
+use protocol::Digest;
+use protocol::api::{VerifierWork, VerifierWorkRequest, VerifyJob, VerifyKind, VerifyResult};
+use shaders::Job;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A job as leased to a verifier worker (what its result is checked against).
+#[derive(Debug, Clone)]
+pub enum Leased {
+    Spot(SpotJob),
+    Challenge(ChallengeJob),
+}
+
+#[derive(Debug, Clone)]
+struct Lease {
+    /// Unix seconds.
+    until: i64,
+    /// None: the built-in pool holds it.
+    job: Option<Leased>,
+}
+
+/// Recomputation jobs in progress, by key ([`spot_key`], [`challenge_key`]).
+#[derive(Debug, Default)]
+pub struct Leases(Mutex<HashMap<String, Lease>>);
+
+pub fn spot_key(unit: i64) -> String {
+    format!("spot:{unit}")
+}
+
+pub fn challenge_key(replica: i64) -> String {
+    format!("challenge:{replica}")
+}
+
+impl Leases {
+    /// Takes `key` until `until` unless someone holds it; whether it was taken.
+    pub fn take(&self, key: &str, until: i64, job: Option<Leased>, now: i64) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(key).is_some_and(|l| l.until > now) {
+            return false;
+        }
+        m.insert(key.to_owned(), Lease { until, job });
+        true
+    }
+
+    /// Gives `key` back; the job it was leased with.
+    pub fn release(&self, key: &str) -> Option<Leased> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(key).and_then(|l| l.job)
+    }
+
+    /// The job leased to a worker as `key`, if its lease still runs.
+    fn leased(&self, key: &str, now: i64) -> Option<Leased> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key)
+            .filter(|l| l.until > now)
+            .and_then(|l| l.job.clone())
+    }
+
+    /// Leases still running (and drops the others).
+    pub fn held(&self, now: i64) -> usize {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, l| l.until > now);
+        m.len()
+    }
+}
+
+/// `POST /api/v1/verifier/work`: up to `max_jobs` recomputation jobs, challenge segments
+/// first (a volunteer's credibility waits on them), then spot-checks.
+pub async fn work(
+    State(s): State<Shared>,
+    _op: Operator,
+    Body(req): Body<VerifierWorkRequest>,
+) -> Result<Json<VerifierWork>, ApiError> {
+    if !(1..=16).contains(&req.max_jobs) {
+        return Err(ApiError::field(
+            "max_jobs",
+            format!("must be 1..=16, got {}", req.max_jobs),
+        ));
+    }
+    let want = req.max_jobs as usize;
+    let t = now();
+    // Ask past the jobs others hold, so held ones do not hide free ones.
+    let look = (want + s.leases.held(t)).min(1024);
+    let store = s.store.clone();
+    let (challenges, spots) = blocking(move || {
+        Ok((
+            store.pending_challenges(look)?,
+            store.pending_spot_checks(look)?,
+        ))
+    })
+    .await?;
+    let until = t + s.verifier_lease_s;
+    let mut jobs = Vec::new();
+    for c in challenges {
+        if jobs.len() == want {
+            break;
+        }
+        let key = challenge_key(c.replica_id);
+        if s.leases
+            .take(&key, until, Some(Leased::Challenge(c.clone())), t)
+        {
+            jobs.push(VerifyJob {
+                job_id: key,
+                kind: VerifyKind::Challenge,
+                kernel_version: shaders::kernel_version(&c.kernel),
+                kernel: c.kernel,
+                params: c.params,
+                from: c.from,
+                to: c.to,
+                state: c
+                    .state
+                    .iter()
+                    .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                    .collect(),
+                lease_until: until,
+            });
+        }
+    }
+    for j in spots {
+        if jobs.len() == want {
+            break;
+        }
+        let key = spot_key(j.unit_id);
+        if s.leases.take(&key, until, Some(Leased::Spot(j.clone())), t) {
+            jobs.push(VerifyJob {
+                job_id: key,
+                kind: VerifyKind::Spot,
+                kernel_version: shaders::kernel_version(&j.kernel),
+                kernel: j.kernel,
+                params: j.params,
+                from: 0,
+                to: 0,
+                state: Vec::new(),
+                lease_until: until,
+            });
+        }
+    }
+    let retry_after_s = if jobs.is_empty() { 5 } else { 0 };
+    Ok(Json(VerifierWork {
+        jobs,
+        retry_after_s,
+    }))
+}
+
+fn decode_output(job: &Job, b64: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let b64 = b64.ok_or_else(|| ApiError::field("output", "missing"))?;
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| ApiError::field("output", format!("not base64: {e}")))?;
+    if output.len() as u64 != job.output_len() {
+        return Err(ApiError::field(
+            "output",
+            format!(
+                "is {} bytes; {} with these params produces {}",
+                output.len(),
+                job.kernel(),
+                job.output_len()
+            ),
+        ));
+    }
+    Ok(output)
+}
+
+/// `POST /api/v1/verifier/results`: a worker's recomputation. A spot-check's output becomes the
+/// coordinator's answer for the unit; a challenge's digests are judged against the
+/// volunteer's report. 404 for a job not leased (or whose lease ran out): ask for work again.
+pub async fn results(
+    State(s): State<Shared>,
+    _op: Operator,
+    Body(r): Body<VerifyResult>,
+) -> Result<StatusCode, ApiError> {
+    let t = now();
+    let leased = s.leases.leased(&r.job_id, t).ok_or_else(|| {
+        let mut e = ApiError::field(
+            "job_id",
+            format!("{} is not a job leased now: ask for work again", r.job_id),
+        );
+        e.status = StatusCode::NOT_FOUND;
+        e
+    })?;
+    let (kernel, params) = match &leased {
+        Leased::Spot(j) => (&j.kernel, &j.params),
+        Leased::Challenge(c) => (&c.kernel, &c.params),
+    };
+    if r.kernel_version != shaders::kernel_version(kernel) {
+        let mut e = ApiError::field(
+            "kernel_version",
+            format!(
+                "the worker ran {kernel} version {}, this coordinator runs version {}",
+                r.kernel_version,
+                shaders::kernel_version(kernel)
+            ),
+        );
+        e.status = StatusCode::CONFLICT;
+        return Err(e);
+    }
+    let job = Job::new(kernel, params.clone()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored params: {e}"),
+        )
+    })?;
+    let store = s.store.clone();
+    match leased {
+        Leased::Spot(j) => {
+            let output = decode_output(&job, r.output.as_deref())?;
+            let digest = Digest::of_data(&output);
+            let unit = j.unit_id;
+            blocking(move || store.spot_check_done(unit, &digest, &output, t)).await?;
+            tracing::info!(unit, %digest, adapter = ?r.adapter, "spot-check computed by a verifier");
+        }
+        Leased::Challenge(c) => {
+            let state_digest = r
+                .state_digest
+                .ok_or_else(|| ApiError::field("state_digest", "missing"))?;
+            let output = match c.output_digest {
+                Some(_) => Some(Digest::of_data(&decode_output(&job, r.output.as_deref())?)),
+                None => None,
+            };
+            let passed = c.judge(state_digest, output);
+            let replica = c.replica_id;
+            blocking(move || store.challenge_done(replica, passed, t)).await?;
+            tracing::info!(replica, passed, adapter = ?r.adapter, "challenge judged from a verifier");
+        }
+    }
+    s.leases.release(&r.job_id);
+    s.spot_wake.notify_one();
+    Ok(StatusCode::ACCEPTED)
+}
