@@ -2,7 +2,8 @@
 //! independent samples per unit. Bit-exact on every device.
 //!
 //! * Steps are samples. Site i of sample s is occupied iff
-//!   `Philox(i, s, 3, 0; seed).x < floor(p·2³²)` (p = 1: always).
+//!   `Philox(i / 4, s, 3, 0; seed)[i % 4] < floor(p·2³²)` (p = 1: always): one Philox call
+//!   gives four consecutive sites their draws (version 2).
 //! * Clusters: 4-neighbour connectivity. Every occupied site is labelled with the smallest site
 //!   index of its cluster (unique, whatever algorithm or order computed it); empty sites are
 //!   0xFFFFFFFF.
@@ -69,8 +70,9 @@ impl Params {
     fn sites(&self) -> usize {
         (self.l as usize) * (self.l as usize)
     }
-    fn occupied(&self, site: u32, sample: u32, key: [u32; 2], thr: u32) -> bool {
-        accept(philox4x32_10([site, sample, STREAM_SITES, 0], key)[0], thr)
+    /// Occupation of sites `4q..4q + 4` of sample `sample`.
+    fn occupied4(&self, q: u32, sample: u32, key: [u32; 2], thr: u32) -> [bool; 4] {
+        philox4x32_10([q, sample, STREAM_SITES, 0], key).map(|u| accept(u, thr))
     }
 }
 
@@ -141,7 +143,8 @@ impl Kernel for Percolation2d {
         let n = p.sites() as u32;
         let d = |entry, w: &[u32]| Dispatch {
             entry,
-            threads: n,
+            // perc_init: one invocation per four sites (one Philox call each).
+            threads: if entry == INIT { n.div_ceil(4) } else { n },
             words: words(w),
         };
         let mut ops = Vec::new();
@@ -286,12 +289,15 @@ impl<'a> CpuRun<'a> {
             ..
         } = self;
         // Union-find with the smaller index as root: the root is the cluster's minimum.
-        for (i, slot) in parent.iter_mut().enumerate() {
-            *slot = if p.occupied(i as u32, s as u32, *key, *thr) {
-                i as u32
-            } else {
-                EMPTY
-            };
+        for (q, slots) in parent.chunks_mut(4).enumerate() {
+            let occupied = p.occupied4(q as u32, s as u32, *key, *thr);
+            for (j, slot) in slots.iter_mut().enumerate() {
+                *slot = if occupied[j] {
+                    (4 * q + j) as u32
+                } else {
+                    EMPTY
+                };
+            }
         }
         for i in 0..n {
             if parent[i] == EMPTY {

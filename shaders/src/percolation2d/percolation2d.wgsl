@@ -1,5 +1,5 @@
 // percolation2d: site percolation on an open L x L lattice. Each sample draws occupation from
-// Philox(site, sample, STREAM_SITES; seed) < threshold(p), then labels clusters with a
+// Philox(site / 4, sample, STREAM_SITES; seed)[site % 4] < threshold(p), then labels clusters with a
 // lock-free union-find whose links always point to the smaller index: every site ends up
 // carrying the smallest site index of its cluster, whatever order the device ran in, so the
 // output is unique. CPU twin: `mod.rs`.
@@ -13,19 +13,23 @@ const WG: u32 = 256u;
 const EMPTY: u32 = 0xFFFFFFFFu;
 const STREAM_SITES: u32 = 3u;
 
-// words: 0 L, 1 sample, 2 threshold, 3 seed lo, 4 seed hi
+// words: 0 L, 1 sample, 2 threshold, 3 seed lo, 4 seed hi. One invocation per four sites:
+// Philox(q, sample, STREAM_SITES, 0)[j] decides site 4q + j.
 @compute @workgroup_size(256)
 fn perc_init(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
     let L = word(0u);
-    let i = flat_id(gid, nwg, WG);
-    if (i >= L * L) {
+    let q = flat_id(gid, nwg, WG);
+    if (4u * q >= L * L) {
         return;
     }
-    let u = philox4x32_10(vec4<u32>(i, word(1u), STREAM_SITES, 0u), vec2<u32>(word(3u), word(4u))).x;
-    atomicStore(&labels[i], select(EMPTY, i, accept(u, word(2u))));
-    atomicStore(&sizes[i], 0u);
-    atomicStore(&top[i], 0u);
+    let u = philox4x32_10(vec4<u32>(q, word(1u), STREAM_SITES, 0u), vec2<u32>(word(3u), word(4u)));
+    for (var j = 0u; j < min(4u, L * L - 4u * q); j = j + 1u) {
+        let i = 4u * q + j;
+        atomicStore(&labels[i], select(EMPTY, i, accept(u[j], word(2u))));
+        atomicStore(&sizes[i], 0u);
+        atomicStore(&top[i], 0u);
+    }
 }
 
 // The root of x's tree: follow parents (each strictly smaller) until a self-parent.
@@ -94,7 +98,9 @@ fn perc_compress(@builtin(global_invocation_id) gid: vec3<u32>,
     atomicStore(&labels[i], find_root(i));
 }
 
-// words: 0 L
+// words: 0 L. Cluster sizes by root, one atomic per run of equal labels along a row (not one
+// per site: the spanning cluster's sites would all queue on one counter), and whether each
+// root's cluster touches row 0.
 @compute @workgroup_size(256)
 fn perc_sizes(@builtin(global_invocation_id) gid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -104,10 +110,18 @@ fn perc_sizes(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let l = atomicLoad(&labels[i]);
-    if (l == EMPTY) {
+    if (l == EMPTY || (i % L > 0u && atomicLoad(&labels[i - 1u]) == l)) {
         return;
     }
-    atomicAdd(&sizes[l], 1u);
+    var run = 1u;
+    loop {
+        let k = i + run;
+        if (k % L == 0u || atomicLoad(&labels[k]) != l) {
+            break;
+        }
+        run = run + 1u;
+    }
+    atomicAdd(&sizes[l], run);
     if (i < L) {
         atomicStore(&top[l], 1u);
     }
