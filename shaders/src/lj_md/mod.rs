@@ -48,11 +48,21 @@ const ENTRIES: &[Entry] = &[
         name: "md_measure",
         workgroup_size: 256,
     },
+    Entry {
+        name: "md_sum",
+        workgroup_size: 64,
+    },
 ];
 const FORCES: usize = 0;
 const KICK_DRIFT: usize = 1;
 const KICK: usize = 2;
 const MEASURE: usize = 3;
+const SUM: usize = 4;
+/// Positions per workgroup tile in `md_forces`.
+const TILE: u32 = 64;
+/// About this many invocations compute forces: each particle's pairs are split into slices
+/// (at least a tile each) so that small systems still fill a large GPU.
+const FORCE_INVOCATIONS: u32 = 1 << 17;
 const STREAM_VELOCITY: u32 = 4;
 const CHUNK: u64 = 64;
 
@@ -120,6 +130,7 @@ impl Params {
     }
     fn words(&self, slot: u64) -> [u32; crate::program::WORDS] {
         let c = self.consts();
+        let (slices, span) = self.slices();
         words(&[
             self.n,
             c.dt.to_bits(),
@@ -127,7 +138,17 @@ impl Params {
             c.rc2.to_bits(),
             c.shift.to_bits(),
             slot as u32,
+            slices,
+            span,
         ])
+    }
+    /// (slices of each particle's pairs, particles per slice): set by `n` alone, so every
+    /// device sums the same partial forces in the same order.
+    fn slices(&self) -> (u32, u32) {
+        let tiles = self.n.div_ceil(TILE);
+        let wanted = FORCE_INVOCATIONS.div_ceil(self.n).clamp(1, 32).min(tiles);
+        let span = tiles.div_ceil(wanted) * TILE;
+        (self.n.div_ceil(span), span)
     }
     /// Initial positions and velocities as vec4 (w = 0).
     fn initial(&self) -> (Vec<[f32; 4]>, Vec<[f32; 4]>) {
@@ -263,6 +284,12 @@ impl Kernel for LjMd {
                     state: true,
                     size_field: "steps",
                 },
+                BufferSpec {
+                    label: "partial forces",
+                    init: Init::Zeros(16 * n * p.slices().0 as usize),
+                    state: false,
+                    size_field: "n",
+                },
             ],
             init_ops: Vec::new(),
             total_steps: p.steps,
@@ -275,14 +302,16 @@ impl Kernel for LjMd {
             threads,
             words: p.words(slot),
         };
+        let force_threads = p.n.div_ceil(TILE) * TILE * p.slices().0;
+        let forces = [d(FORCES, force_threads, 0), d(SUM, p.n, 0)];
         let mut ops = Vec::new();
         if start == 0 {
-            ops.push(d(FORCES, p.n, 0));
+            ops.extend(forces);
             ops.push(d(MEASURE, 256, 0));
         }
         for t in start..end {
             ops.push(d(KICK_DRIFT, p.n, 0));
-            ops.push(d(FORCES, p.n, 0));
+            ops.extend(forces);
             ops.push(d(KICK, p.n, 0));
             if (t + 1) % p.measure_every == 0 {
                 ops.push(d(MEASURE, 256, (t + 1) / p.measure_every));
@@ -450,6 +479,30 @@ mod tests {
 
     fn params(steps: u64, dt: f64) -> Value {
         json!({"n": 256, "density": 0.8, "temperature": 1.0, "dt": dt, "steps": steps, "seed": 3})
+    }
+
+    /// Every pair is in exactly one slice, each slice a whole number of tiles but the last.
+    #[test]
+    fn force_slices_cover_every_pair_once() {
+        for n in [2u32, 63, 64, 65, 500, 2048, 4097, 16384] {
+            let Ok(Job::LjMd(base)) = Job::new("lj_md", params(1, 0.005)) else {
+                unreachable!()
+            };
+            let p = Params { n, ..base };
+            let (slices, span) = p.slices();
+            assert!(span.is_multiple_of(TILE) && slices >= 1, "{n}");
+            assert!(
+                slices * span >= n && (slices - 1) * span < n,
+                "{n}: {slices} × {span}"
+            );
+            assert!(slices <= 32);
+            if n >= 16384 {
+                assert!(
+                    p.n.div_ceil(TILE) * TILE * slices >= 1 << 16,
+                    "{n}: enough invocations"
+                );
+            }
+        }
     }
 
     #[test]
