@@ -72,6 +72,39 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same error with another status (a field error that is a 404 or a 409).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+/// A report's canonical output: base64 of exactly the bytes `job` produces, or an error
+/// naming `output` (shared by volunteers' reports and verifier workers' results).
+pub(crate) fn decode_output(
+    job: &Job,
+    b64: Option<&str>,
+    missing: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let b64 = b64.ok_or_else(|| ApiError::field("output", missing))?;
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| ApiError::field("output", format!("not base64: {e}")))?;
+    let want = job.output_len();
+    if output.len() as u64 != want {
+        return Err(ApiError::field(
+            "output",
+            format!(
+                "is {} bytes; {} with these params produces {want}",
+                output.len(),
+                job.kernel()
+            ),
+        ));
+    }
+    Ok(output)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
@@ -391,24 +424,7 @@ fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, ApiError> {
         }
         return Ok(ReportBody::Error(msg.chars().take(1000).collect()));
     }
-    let b64 = r
-        .output
-        .as_deref()
-        .ok_or_else(|| ApiError::field("output", "missing (or set `error`)"))?;
-    let output = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| ApiError::field("output", format!("not base64: {e}")))?;
-    let want = job.output_len();
-    if output.len() as u64 != want {
-        return Err(ApiError::field(
-            "output",
-            format!(
-                "is {} bytes; {} with these params produces {want}",
-                output.len(),
-                job.kernel()
-            ),
-        ));
-    }
+    let output = decode_output(job, r.output.as_deref(), "missing (or set `error`)")?;
     let claimed = r
         .digest
         .ok_or_else(|| ApiError::field("digest", "missing"))?;
@@ -461,7 +477,7 @@ async fn report_all(
         let checked = report.and_then(|r| {
             let (kernel, params, version) = job?;
             if r.kernel_version != version || version != shaders::kernel_version(&kernel) {
-                let mut e = ApiError::field(
+                return Err(ApiError::field(
                     "kernel_version",
                     format!(
                         "this unit is {kernel} version {version} (this coordinator runs version \
@@ -469,9 +485,8 @@ async fn report_all(
                         shaders::kernel_version(&kernel),
                         r.kernel_version
                     ),
-                );
-                e.status = StatusCode::CONFLICT;
-                return Err(e);
+                )
+                .with_status(StatusCode::CONFLICT));
             }
             let job = Job::new(&kernel, params).map_err(|e| {
                 ApiError::new(

@@ -8,7 +8,7 @@
 //! An operator with a GPU on the coordinator's machine runs a worker there; `spot_workers = 0`
 //! leaves all recomputation to workers.
 
-use crate::api::{ApiError, Body, Operator, Shared, blocking, now};
+use crate::api::{ApiError, Body, Operator, Shared, blocking, decode_output, now};
 use crate::store::{ChallengeJob, SpotJob};
 use axum::Json;
 use axum::extract::State;
@@ -158,25 +158,6 @@ pub async fn work(
     }))
 }
 
-fn decode_output(job: &Job, b64: Option<&str>) -> Result<Vec<u8>, ApiError> {
-    let b64 = b64.ok_or_else(|| ApiError::field("output", "missing"))?;
-    let output = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| ApiError::field("output", format!("not base64: {e}")))?;
-    if output.len() as u64 != job.output_len() {
-        return Err(ApiError::field(
-            "output",
-            format!(
-                "is {} bytes; {} with these params produces {}",
-                output.len(),
-                job.kernel(),
-                job.output_len()
-            ),
-        ));
-    }
-    Ok(output)
-}
-
 /// `POST /api/v1/verifier/results`: a worker's recomputation. A spot-check's output becomes the
 /// coordinator's answer for the unit; a challenge's digests are judged against the
 /// volunteer's report. 404 for a job not leased (or whose lease ran out): ask for work again.
@@ -187,28 +168,26 @@ pub async fn results(
 ) -> Result<StatusCode, ApiError> {
     let t = now();
     let leased = s.leases.leased(&r.job_id, t).ok_or_else(|| {
-        let mut e = ApiError::field(
+        ApiError::field(
             "job_id",
             format!("{} is not a job leased now: ask for work again", r.job_id),
-        );
-        e.status = StatusCode::NOT_FOUND;
-        e
+        )
+        .with_status(StatusCode::NOT_FOUND)
     })?;
     let (kernel, params) = match &leased {
         Leased::Spot(j) => (&j.kernel, &j.params),
         Leased::Challenge(c) => (&c.kernel, &c.params),
     };
     if r.kernel_version != shaders::kernel_version(kernel) {
-        let mut e = ApiError::field(
+        return Err(ApiError::field(
             "kernel_version",
             format!(
                 "the worker ran {kernel} version {}, this coordinator runs version {}",
                 r.kernel_version,
                 shaders::kernel_version(kernel)
             ),
-        );
-        e.status = StatusCode::CONFLICT;
-        return Err(e);
+        )
+        .with_status(StatusCode::CONFLICT));
     }
     let job = Job::new(kernel, params.clone()).map_err(|e| {
         ApiError::new(
@@ -219,7 +198,7 @@ pub async fn results(
     let store = s.store.clone();
     match leased {
         Leased::Spot(j) => {
-            let output = decode_output(&job, r.output.as_deref())?;
+            let output = decode_output(&job, r.output.as_deref(), "missing")?;
             let digest = Digest::of_data(&output);
             let unit = j.unit_id;
             blocking(move || store.spot_check_done(unit, &digest, &output, t)).await?;
@@ -230,7 +209,11 @@ pub async fn results(
                 .state_digest
                 .ok_or_else(|| ApiError::field("state_digest", "missing"))?;
             let output = match c.output_digest {
-                Some(_) => Some(Digest::of_data(&decode_output(&job, r.output.as_deref())?)),
+                Some(_) => Some(Digest::of_data(&decode_output(
+                    &job,
+                    r.output.as_deref(),
+                    "missing (the segment ends at the last step)",
+                )?)),
                 None => None,
             };
             let passed = c.judge(state_digest, output);
