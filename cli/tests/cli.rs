@@ -6,8 +6,7 @@ use client_wasm::native::NativeHost;
 use client_wasm::volunteer::{self, Engine, Options};
 use coordinator::api::{hash_secret, new_secret, now};
 use coordinator::server::{Config, FileConfig, start};
-use coordinator::sqlite::SqliteStore;
-use coordinator::store::Store;
+use coordinator::engine::Engine as Coordinator;
 use shaders::Job;
 use std::process::Command;
 use std::sync::Arc;
@@ -26,7 +25,7 @@ spot_check_rate = 0.0
 "#;
 
 /// A coordinator on a free port with one scientist key: (its dir, store, key, URL).
-async fn coordinator_with_key() -> (tempfile::TempDir, Arc<SqliteStore>, String, String) {
+async fn coordinator_with_key() -> (tempfile::TempDir, Arc<Coordinator>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::resolve(
         FileConfig::default(),
@@ -35,7 +34,7 @@ async fn coordinator_with_key() -> (tempfile::TempDir, Arc<SqliteStore>, String,
         None,
         Some(dir.path().into()),
     );
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let store = Arc::new(Coordinator::open(&cfg.db).unwrap());
     let key = new_secret("qgk_");
     store
         .create_key("cli", &hash_secret(&key), false, now())

@@ -3,7 +3,8 @@
 //! is touched, and each store call is one transaction.
 
 use crate::lifecycle::{Policy, Replication};
-use crate::store::{NewBatch, NewUnit, ReportBody, Store, StoreError};
+use crate::engine::Engine;
+use crate::store::{NewBatch, NewUnit, ReportBody, StoreError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
@@ -23,7 +24,7 @@ use tokio::sync::Notify;
 
 /// Shared by every handler.
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Engine>,
     pub metrics: crate::metrics::Metrics,
     /// Wakes the spot-check workers when a batch brings new work for them.
     pub spot_wake: Arc<Notify>,
@@ -118,7 +119,7 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             StoreError::Invalid { field, message } => ApiError::field(&field, message),
-            StoreError::Db(m) => {
+            StoreError::Db(m) | StoreError::Retry(m) => {
                 tracing::error!("store: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
             }

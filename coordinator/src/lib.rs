@@ -1,14 +1,17 @@
 //! The Quorum Grid coordinator: batches → replicated work units → quorum → canonical results.
 //!
-//! * [`lifecycle`]: the pure work-unit state machine.
-//! * [`store`]: the storage interface; [`sqlite`]: the embedded SQLite store.
+//! * [`lifecycle`] and [`decide`]: every decision, as pure functions.
+//! * [`store`]: storage only (SQLite or PostgreSQL behind one SQL seam).
+//! * [`engine`]: each operation as one transaction: load, decide, store.
+//! * [`api`]: the HTTP API over the engine; [`server`]: configuration and background work.
 
 pub mod api;
 pub mod credibility;
+pub mod decide;
+pub mod engine;
 pub mod lifecycle;
 pub mod metrics;
 pub mod server;
 pub mod sim;
-pub mod sqlite;
 pub mod store;
 pub mod verify;

@@ -363,6 +363,9 @@ pub enum Event {
     /// This volunteer was caught (a failed spot-check): its results count for nothing, and a
     /// canonical result it helped make is validated again without it.
     Backtrack(VolunteerId),
+    /// A challenge of this replica was judged: a passed check for its volunteer, or a caught
+    /// volunteer.
+    ChallengeVerdict { replica: ReplicaId, passed: bool },
 }
 
 /// Compares replicas' outputs (digest equality, or a float kernel's tolerance).
@@ -384,6 +387,8 @@ pub enum Mark {
     /// Agreed with other replicas on a result accepted by credibility: a passed check too.
     Confirmed,
     Error,
+    /// Failed a challenge: the segment it reported does not follow from its own state.
+    ChallengeFailed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -391,9 +396,12 @@ pub struct Transition {
     pub unit: Unit,
     /// Replicas whose state changed, with the new state.
     pub replicas: Vec<(ReplicaId, ReplicaState)>,
-    /// Replicas to issue now.
+    /// Replicas to issue now (meaningless when `settled` is false).
     pub wanted: u32,
     pub marks: Vec<(VolunteerId, ReplicaId, Mark)>,
+    /// False when the event left the unit alone (a timeout that lost the race with a report,
+    /// a challenge verdict): only the marks apply, and the unit's row stays as it is.
+    pub settled: bool,
 }
 
 /// An event that does not fit the replica's state (a second report, a report for an unknown
@@ -424,24 +432,17 @@ pub fn transition(
 
     match event {
         Event::Issued | Event::SpotReady => {}
-        Event::Backtrack(bad) => {
-            let mut touched_canonical = false;
-            for r in reps.iter_mut().filter(|r| r.volunteer == bad) {
-                match r.state {
-                    ReplicaState::Success | ReplicaState::Valid => {
-                        touched_canonical |= r.state == ReplicaState::Valid;
-                        r.state = ReplicaState::Invalid;
-                        marks.push((r.volunteer, r.id, Mark::Invalid));
-                    }
-                    // Work it still holds is reissued now rather than at its deadline.
-                    ReplicaState::InProgress => r.state = ReplicaState::Error,
-                    _ => {}
-                }
-            }
-            if touched_canonical && u.state == UnitState::Canonical {
-                u.state = UnitState::InProgress;
-                u.canonical = None;
-            }
+        Event::Backtrack(bad) => backtrack(&mut u, &mut reps, &mut marks, bad),
+        // The verdict changes the volunteer's record; what follows a failure (blacklisting
+        // and backtracking) is [`crate::decide::after_caught`]'s.
+        Event::ChallengeVerdict { replica, passed } => {
+            let i = find(&mut reps, replica)?;
+            let mark = if passed {
+                Mark::Passed
+            } else {
+                Mark::ChallengeFailed
+            };
+            return Ok(unchanged(unit, vec![(reps[i].volunteer, replica, mark)]));
         }
         Event::Reported(id) => {
             let i = find(&mut reps, id)?;
@@ -473,7 +474,7 @@ pub fn transition(
                     marks.push((reps[i].volunteer, id, Mark::Error));
                 }
                 // The report won the race: nothing to do.
-                _ => return Ok(unchanged(unit, replicas)),
+                _ => return Ok(unchanged(unit, Vec::new())),
             }
         }
     }
@@ -624,6 +625,33 @@ pub fn transition(
     Ok(finish(u, replicas, reps, wanted, marks))
 }
 
+/// A caught volunteer's results in this unit count for nothing; a canonical result it helped
+/// make is validated again without it.
+fn backtrack(
+    u: &mut Unit,
+    reps: &mut [Replica],
+    marks: &mut Vec<(VolunteerId, ReplicaId, Mark)>,
+    bad: VolunteerId,
+) {
+    let mut touched_canonical = false;
+    for r in reps.iter_mut().filter(|r| r.volunteer == bad) {
+        match r.state {
+            ReplicaState::Success | ReplicaState::Valid => {
+                touched_canonical |= r.state == ReplicaState::Valid;
+                r.state = ReplicaState::Invalid;
+                marks.push((r.volunteer, r.id, Mark::Invalid));
+            }
+            // Work it still holds is reissued now rather than at its deadline.
+            ReplicaState::InProgress => r.state = ReplicaState::Error,
+            _ => {}
+        }
+    }
+    if touched_canonical && u.state == UnitState::Canonical {
+        u.state = UnitState::InProgress;
+        u.canonical = None;
+    }
+}
+
 /// What the successes so far settle.
 enum Decision {
     /// Not enough successes yet.
@@ -722,13 +750,13 @@ fn decide_by_credibility(
     Decision::Accept(classes[best].clone(), confirmed)
 }
 
-fn unchanged(unit: &Unit, replicas: &[Replica]) -> Transition {
-    let _ = replicas;
+fn unchanged(unit: &Unit, marks: Vec<(VolunteerId, ReplicaId, Mark)>) -> Transition {
     Transition {
         unit: unit.clone(),
         replicas: Vec::new(),
         wanted: 0,
-        marks: Vec::new(),
+        marks,
+        settled: false,
     }
 }
 
@@ -750,6 +778,7 @@ fn finish(
         replicas,
         wanted,
         marks,
+        settled: true,
     }
 }
 

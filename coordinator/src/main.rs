@@ -4,7 +4,6 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use coordinator::server::{Config, FileConfig};
-use coordinator::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -17,9 +16,10 @@ struct Cli {
     /// Data directory (default ./qg-data)
     #[arg(long, env = "QG_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// SQLite database file (default DATA_DIR/coordinator.db)
+    /// SQLite database file (default DATA_DIR/coordinator.db), or a PostgreSQL URL
+    /// (postgres://user@host:port/db) that several coordinators share
     #[arg(long, env = "QG_DB", global = true)]
-    db: Option<PathBuf>,
+    db: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -92,7 +92,7 @@ async fn main() -> Result<()> {
             }
             let cfg = Config::resolve(file, None, cli.data_dir, cli.db, None);
             std::fs::create_dir_all(&cfg.data_dir)?;
-            let store = coordinator::sqlite::SqliteStore::open(&cfg.db)?;
+            let store = coordinator::engine::Engine::open(&cfg.db)?;
             let key = coordinator::api::new_secret("qgk_");
             let id = store.create_key(
                 &name,

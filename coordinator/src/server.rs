@@ -2,9 +2,7 @@
 //! sweeper, and the demo batch for an empty database.
 
 use crate::api::{self, AppState, Shared};
-use crate::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::verify;
+use crate::engine::{Database, Engine};
 use anyhow::{Context, Result};
 use axum::extract::DefaultBodyLimit;
 use axum::serve::ListenerExt;
@@ -27,7 +25,8 @@ use tower_http::services::ServeDir;
 pub struct FileConfig {
     pub bind: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
-    pub db: Option<PathBuf>,
+    /// A SQLite file, or a PostgreSQL URL (`postgres://…`) that several coordinators share.
+    pub db: Option<String>,
     pub web_dir: Option<PathBuf>,
     /// Built-in CPU recomputation (spot-checks, challenge segments): 0 leaves it all to
     /// verifier workers (`qg-volunteer --verifier`).
@@ -54,7 +53,7 @@ impl FileConfig {
 pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
-    pub db: PathBuf,
+    pub db: Database,
     pub web_dir: PathBuf,
     pub spot_workers: usize,
     pub spot_check_rate: f64,
@@ -72,7 +71,7 @@ impl Config {
         file: FileConfig,
         bind: Option<SocketAddr>,
         data_dir: Option<PathBuf>,
-        db: Option<PathBuf>,
+        db: Option<String>,
         web_dir: Option<PathBuf>,
     ) -> Self {
         let data_dir = data_dir
@@ -80,7 +79,7 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("qg-data"));
         let db = db
             .or(file.db)
-            .unwrap_or_else(|| data_dir.join("coordinator.db"));
+            .map_or_else(|| Database::Sqlite(data_dir.join("coordinator.db")), |d| Database::parse(&d));
         Self {
             bind: bind
                 .or(file.bind)
@@ -134,7 +133,7 @@ pub fn app(state: Shared, cfg: &Config) -> axum::Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-pub fn state(store: Arc<dyn Store>, cfg: &Config) -> Shared {
+pub fn state(store: Arc<Engine>, cfg: &Config) -> Shared {
     Arc::new(AppState {
         store,
         metrics: Default::default(),
@@ -159,9 +158,7 @@ pub fn spawn_background(state: &Shared, cfg: &Config) {
 pub async fn serve(cfg: Config) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let store = Arc::new(
-        SqliteStore::open(&cfg.db).with_context(|| format!("opening {}", cfg.db.display()))?,
-    );
+    let store = Arc::new(Engine::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?);
     if cfg.demo && store.unit_count()? == 0 {
         let batch = api::new_batch(demo_batch(), None, usize::MAX, cfg.spot_check_rate)
             .map_err(|e| anyhow::anyhow!("demo batch: {}", e.body.error))?;
@@ -171,7 +168,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let (addr, server) = start(store, &cfg).await?;
     // Tests and scripts read this line to find the port.
     println!("coordinator listening on http://{addr}");
-    tracing::info!(db = %cfg.db.display(), web = %cfg.web_dir.display(), "serving");
+    tracing::info!(db = %cfg.db, web = %cfg.web_dir.display(), "serving");
     tokio::select! {
         r = server => r??,
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
@@ -182,7 +179,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
 /// Binds `cfg.bind` and serves the API and pages over `store`, with the background workers.
 /// Returns the bound address and the server task.
 pub async fn start(
-    store: Arc<dyn Store>,
+    store: Arc<Engine>,
     cfg: &Config,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     store.set_blacklisting(cfg.blacklist_on_spot_failure)?;
@@ -206,22 +203,30 @@ pub async fn start(
 }
 
 /// The built-in spot-check pool: computes the CPU reference of sampled units, off the request
-/// path; the queue lives in the database, so it survives restarts. A job a verifier worker
-/// holds is left to it (and the pool's own jobs are leased, so workers leave them).
+/// path; the queue lives in the database, so it survives restarts, and jobs are claimed there,
+/// so verifier workers and other coordinators never take the same one.
 async fn spot_checks(state: Shared, workers: usize) {
     let permits = Arc::new(Semaphore::new(workers));
     let mut broken: HashSet<i64> = HashSet::new();
+    // Jobs being computed: their claims are renewed while they run.
+    let running: Arc<std::sync::Mutex<HashSet<i64>>> = Arc::default();
+    tokio::spawn(renew_spot_claims(state.clone(), running.clone()));
     loop {
         let store = state.store.clone();
-        let look = workers * 4 + state.leases.held(api::now());
-        let jobs = tokio::task::spawn_blocking(move || store.pending_spot_checks(look))
+        let free = permits.available_permits();
+        let jobs = if free == 0 {
+            Vec::new()
+        } else {
+            tokio::task::spawn_blocking(move || {
+                store.claim_spot_checks(free, api::now(), SPOT_CLAIM_S)
+            })
             .await
             .ok()
             .and_then(|r| r.map_err(|e| tracing::error!("spot-check queue: {e}")).ok())
-            .unwrap_or_default();
+            .unwrap_or_default()
+        };
         let mut started = 0;
         for job in jobs {
-            let key = verify::spot_key(job.unit_id);
             if broken.contains(&job.unit_id) {
                 continue;
             }
@@ -236,12 +241,13 @@ async fn spot_checks(state: Shared, workers: usize) {
                     continue;
                 }
             };
-            // Held until released: the pool finishes what it starts.
-            if !state.leases.take(&key, i64::MAX, None, api::now()) {
-                continue;
-            }
             started += 1;
             let state = state.clone();
+            let running = running.clone();
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.unit_id);
             tokio::task::spawn_blocking(move || {
                 let unit = job.unit_id;
                 match kernel_job.run_cpu(1, &mut |_, _| {}) {
@@ -258,8 +264,12 @@ async fn spot_checks(state: Shared, workers: usize) {
                     }
                     Err(e) => tracing::error!(unit, "spot-check run: {e}"),
                 }
-                state.leases.release(&key);
+                running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&unit);
                 drop(permit);
+                state.spot_wake.notify_one();
             });
         }
         if started == 0 {
@@ -271,22 +281,45 @@ async fn spot_checks(state: Shared, workers: usize) {
     }
 }
 
+/// How long the built-in pool holds a spot-check it claimed, renewed every third of that while
+/// it runs: if this coordinator dies, the job goes to another within a minute.
+const SPOT_CLAIM_S: i64 = 60;
+
+/// How long the built-in pool holds a challenge segment it claimed (one segment: seconds).
+const CHALLENGE_CLAIM_S: i64 = 120;
+
+async fn renew_spot_claims(state: Shared, running: Arc<std::sync::Mutex<HashSet<i64>>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(SPOT_CLAIM_S as u64 / 3));
+    loop {
+        tick.tick().await;
+        let units: Vec<i64> = running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if units.is_empty() {
+            continue;
+        }
+        let store = state.store.clone();
+        let renewed = tokio::task::spawn_blocking(move || {
+            store.renew_spot_claims(&units, api::now(), SPOT_CLAIM_S)
+        })
+        .await;
+        if let Ok(Err(e)) = renewed {
+            tracing::error!("renewing spot-check claims: {e}");
+        }
+    }
+}
+
 /// Verifies answered challenges: one segment each, recomputed with the CPU reference from the
 /// volunteer's own checkpoint state. A segment is a fraction of a unit, so one worker keeps up.
-/// A challenge a verifier worker holds is left to it.
 async fn challenges(state: Shared) {
     loop {
         let s = state.clone();
         let done = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let look = 16 + s.leases.held(api::now());
-            let jobs = s.store.pending_challenges(look)?;
-            let mut n = 0;
+            let jobs = s.store.claim_challenges(16, api::now(), CHALLENGE_CLAIM_S)?;
             for job in &jobs {
-                let key = verify::challenge_key(job.replica_id);
-                if !s.leases.take(&key, i64::MAX, None, api::now()) {
-                    continue;
-                }
-                n += 1;
                 let passed = job.verify();
                 tracing::info!(
                     replica = job.replica_id,
@@ -298,9 +331,8 @@ async fn challenges(state: Shared) {
                 if let Err(e) = s.store.challenge_done(job.replica_id, passed, api::now()) {
                     tracing::error!(replica = job.replica_id, "storing a challenge verdict: {e}");
                 }
-                s.leases.release(&key);
             }
-            Ok(n)
+            Ok(jobs.len())
         })
         .await;
         match done {
@@ -313,7 +345,7 @@ async fn challenges(state: Shared) {
 }
 
 /// Marks replicas past their deadline as no-reply, which reissues them.
-async fn expire_deadlines(store: Arc<dyn Store>, every: Duration) {
+async fn expire_deadlines(store: Arc<Engine>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

@@ -1,7 +1,7 @@
 //! The sabotage simulator: seeded populations of simulated volunteers (honest, random liars,
 //! colluders, turncoats, challenge dodgers, vanishers) against the real lifecycle and the real
 //! SQLite store, in simulated time. Everything a volunteer does goes through the same
-//! [`Store`] calls the HTTP API makes (authentication, work requests, reports, deadlines,
+//! [`Engine`] calls the HTTP API makes (authentication, work requests, reports, deadlines,
 //! spot-checks), so what it measures is what the coordinator does. `cargo xtask bench
 //! sabotage` prints its reports; `coordinator/tests/sabotage.rs` asserts the bounds on
 //! smaller runs.
@@ -15,8 +15,8 @@
 //! left that could still send one back.
 
 use crate::lifecycle::{Policy, Replication, UnitState};
-use crate::sqlite::SqliteStore;
-use crate::store::{NewBatch, NewUnit, ReportBody, Store};
+use crate::engine::Engine;
+use crate::store::{NewBatch, NewUnit, ReportBody};
 use protocol::api::{AdapterInfo, Assignment};
 use protocol::{Checkpoint, Digest};
 use rand::rngs::StdRng;
@@ -262,7 +262,7 @@ pub fn run(
     strategy: &Strategy,
 ) -> anyhow::Result<SimReport> {
     let started = Instant::now();
-    let store = SqliteStore::open_in_memory()?;
+    let store = Engine::sqlite_in_memory()?;
     store.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5ab0_7a9e);
     strategy.policy.validate()?;
@@ -344,7 +344,7 @@ pub fn run(
             // The coordinator's background work: deadlines and its own recomputations.
             while store.expire(now)? > 0 {}
             loop {
-                let jobs = store.pending_spot_checks(1000)?;
+                let jobs = store.claim_spot_checks(1000, now, 1)?;
                 if jobs.is_empty() {
                     break;
                 }
@@ -355,7 +355,7 @@ pub fn run(
                 }
             }
             loop {
-                let jobs = store.pending_challenges(1000)?;
+                let jobs = store.claim_challenges(1000, now, 1)?;
                 if jobs.is_empty() {
                     break;
                 }

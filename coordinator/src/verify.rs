@@ -1,9 +1,11 @@
 //! Recomputation at GPU speed: trusted verifier workers (`qg-volunteer --verifier`, with an
 //! operator key) take the coordinator's own recomputation jobs, spot-checks of whole units and
 //! challenge segments, run them with the one GPU runner, and return what they computed; the
-//! coordinator decides, as it does for its built-in CPU pool (`server.rs`). Both take jobs
-//! under [`Leases`], so no job is computed twice at once; a worker that vanishes loses its
-//! lease when it runs out and the job goes to another (or to the pool).
+//! coordinator decides, as it does for its built-in CPU pool (`server.rs`). Both claim jobs in
+//! the database (so no job is computed twice at once, even with several coordinators); a
+//! worker's job is also held here under [`Leases`], with what its result is checked against.
+//! A worker that vanishes loses its lease when it runs out, and the job goes to another (or to
+//! the pool).
 //!
 //! An operator with a GPU on the coordinator's machine runs a worker there; `spot_workers = 0`
 //! leaves all recomputation to workers.
@@ -95,14 +97,17 @@ pub async fn work(
     }
     let want = req.max_jobs as usize;
     let t = now();
-    // Ask past the jobs others hold, so held ones do not hide free ones.
-    let look = (want + s.leases.held(t)).min(1024);
+    let hold = s.verifier_lease_s;
     let store = s.store.clone();
+    // Claimed in the database for the lease's length: no other worker, pool or coordinator
+    // gets them meanwhile.
     let (challenges, spots) = blocking(move || {
-        Ok((
-            store.pending_challenges(look)?,
-            store.pending_spot_checks(look)?,
-        ))
+        let challenges = store.claim_challenges(want, t, hold)?;
+        let spots = match want - challenges.len() {
+            0 => Vec::new(),
+            n => store.claim_spot_checks(n, t, hold)?,
+        };
+        Ok((challenges, spots))
     })
     .await?;
     let until = t + s.verifier_lease_s;

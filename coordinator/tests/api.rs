@@ -1,5 +1,10 @@
 //! The API end to end, in process: simulated volunteers (honest ones computing the CPU
-//! reference, liars, colluders, vanishers) against the real router and SQLite store.
+//! reference, liars, colluders, vanishers) against the real router and store.
+//!
+//! This is also the backends' conformance suite: `QG_TEST_BACKEND=postgres` (with
+//! `QG_TEST_DATABASE_URL` naming a server; `cargo xtask test` provides one) runs every test on a
+//! throwaway PostgreSQL database instead of SQLite: lifecycle effects, limits, credibility,
+//! ringers, challenges, backtracking, idempotent reports.
 
 use axum::Router;
 use axum::body::Body;
@@ -7,8 +12,8 @@ use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use coordinator::api::{hash_secret, new_secret, now};
 use coordinator::server::{Config, FileConfig, app, state};
-use coordinator::sqlite::SqliteStore;
-use coordinator::store::Store;
+use coordinator::engine::Engine;
+use coordinator::store::postgres::ScratchDatabase;
 use http_body_util::BodyExt;
 use protocol::Digest;
 use serde_json::{Value, json};
@@ -17,10 +22,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// The backend under test: SQLite in `dir`, or a scratch PostgreSQL database (dropped with
+/// the guard) when `QG_TEST_BACKEND=postgres`.
+fn open_engine(dir: &std::path::Path) -> (Engine, Option<ScratchDatabase>) {
+    match std::env::var("QG_TEST_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let server = std::env::var("QG_TEST_DATABASE_URL")
+                .expect("QG_TEST_BACKEND=postgres needs QG_TEST_DATABASE_URL");
+            let db = ScratchDatabase::create(&server, "api").unwrap();
+            (Engine::postgres(&db.url).unwrap(), Some(db))
+        }
+        _ => (Engine::sqlite(&dir.join("qg.sqlite")).unwrap(), None),
+    }
+}
+
 struct Harness {
     app: Router,
-    store: Arc<SqliteStore>,
+    store: Arc<Engine>,
     key: String,
+    // Dropped after the store: the scratch database goes once nothing uses it.
+    _db: Option<ScratchDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -50,7 +71,8 @@ impl Harness {
             None,
             Some(dir.path().to_path_buf()),
         );
-        let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+        let (store, db) = open_engine(dir.path());
+        let store = Arc::new(store);
         let key = new_secret("qgk_");
         store
             .create_key("test", &hash_secret(&key), false, now())
@@ -60,6 +82,7 @@ impl Harness {
             app,
             store,
             key,
+            _db: db,
             _dir: dir,
         }
     }
@@ -148,7 +171,7 @@ impl Harness {
 
     /// Runs pending spot-checks the way the background pool does.
     fn run_spot_checks(&self) {
-        for job in self.store.pending_spot_checks(1000).unwrap() {
+        for job in self.store.claim_spot_checks(1000, now(), 1).unwrap() {
             let r = Job::new(&job.kernel, job.params)
                 .unwrap()
                 .run_cpu(1, &mut |_, _| {})
@@ -1341,7 +1364,8 @@ fn replicas_go_to_distinct_network_prefixes_when_asked() {
         network_prefix("2001:db8:7:1::5".parse().unwrap()),
         "2001:db8:7::/48"
     );
-    let store = SqliteStore::open_in_memory().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _db) = open_engine(dir.path());
     let units = ising_units(1)
         .into_iter()
         .map(|params| NewUnit {
@@ -1445,7 +1469,7 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
         }
     }
     assert!(answered > 0, "no challenge asked for a state");
-    let jobs = h.store.pending_challenges(100).unwrap();
+    let jobs = h.store.claim_challenges(100, now(), 1).unwrap();
     assert_eq!(jobs.len(), 3, "every report was challenged");
     for j in &jobs {
         assert!(j.verify(), "{j:?}");
@@ -1504,7 +1528,7 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
 #[tokio::test]
 async fn an_unanswered_challenge_is_a_check_not_passed() {
     use coordinator::lifecycle::{ReplicaState, UnitState};
-    use coordinator::sqlite::CHALLENGE_DEADLINE_S;
+    use coordinator::decide::CHALLENGE_DEADLINE_S;
     let h = Harness::new();
     h.store.seed(5);
     let units = checkpointed_units(6);
@@ -1625,7 +1649,8 @@ fn challenges_ask_only_for_states_a_client_keeps() {
         [2, 3],
         "the client keeps the state at 2 (and the output's)"
     );
-    let store = SqliteStore::open_in_memory().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _db) = open_engine(dir.path());
     store.seed(2);
     let n = 12;
     store
@@ -1672,7 +1697,7 @@ fn challenges_ask_only_for_states_a_client_keeps() {
     }
     // Every report was challenged: from the initial state (nothing to send) or from the one
     // state the client kept, never from sweep 1.
-    let pending = store.pending_challenges(100).unwrap();
+    let pending = store.claim_challenges(100, 0, 1).unwrap();
     assert_eq!(pending.len() + asked.len(), n, "{asked:?}");
     assert!(
         pending.iter().all(|j| j.from == 0 && j.to == 1),
@@ -1713,7 +1738,7 @@ fn units_of_a_retired_kernel_version_are_not_dispatched() {
     use coordinator::store::{NewBatch, NewUnit};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("qg.sqlite");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = Engine::sqlite(&path).unwrap();
     let params = json!({"L": 16, "beta": 0.4, "sweeps": 5, "seed": 1});
     let job = Job::new("ising2d", params.clone()).unwrap();
     let unit = NewUnit {
@@ -1830,7 +1855,7 @@ async fn verifier_workers_take_leased_recomputation_jobs() {
         "kernel_version": job["kernel_version"],
         "adapter": "test",
     });
-    let pending = || h.store.pending_spot_checks(10).unwrap().len();
+    let pending = || h.store.queued_spot_checks().unwrap();
     for (mut bad, status, field) in [
         (good.clone(), StatusCode::BAD_REQUEST, "output"),
         (good.clone(), StatusCode::NOT_FOUND, "job_id"),

@@ -1,10 +1,12 @@
 //! Nothing acknowledged is lost: the coordinator is killed with SIGKILL while reports stream
 //! in, restarted on the same database, and every report it answered 202 is still there; the
-//! batch then finishes with the CPU reference's digests.
+//! batch then finishes with the CPU reference's digests. On SQLite, or with
+//! `QG_TEST_BACKEND=postgres` on a scratch PostgreSQL database.
 
 use base64::Engine as _;
 use protocol::Digest;
 use serde_json::{Value, json};
+use coordinator::store::postgres::ScratchDatabase;
 use shaders::Job;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -20,12 +22,25 @@ struct Server {
     base: String,
 }
 
-fn start(dir: &Path) -> Server {
+/// Where the coordinator keeps its state: `dir`, or a scratch PostgreSQL database.
+fn database(dir: &Path) -> (Vec<String>, Option<ScratchDatabase>) {
+    let mut args = vec!["--data-dir".to_owned(), dir.display().to_string()];
+    if std::env::var("QG_TEST_BACKEND").as_deref() == Ok("postgres") {
+        let server = std::env::var("QG_TEST_DATABASE_URL")
+            .expect("QG_TEST_BACKEND=postgres needs QG_TEST_DATABASE_URL");
+        let db = ScratchDatabase::create(&server, "crash").unwrap();
+        args.extend(["--db".to_owned(), db.url.clone()]);
+        return (args, Some(db));
+    }
+    (args, None)
+}
+
+fn start(dir: &Path, db: &[String]) -> Server {
     let mut child = Command::new(BIN)
-        .args(["--data-dir"])
-        .arg(dir)
+        .args(db)
         .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
         .arg(dir)
+        .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,16 +96,16 @@ fn report(a: &Value) -> Value {
 #[test]
 fn kill_dash_nine_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
+    let (db, _scratch) = database(dir.path());
     let key_out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
+        .args(&db)
         .args(["keys", "create", "--name", "crash-test"])
         .output()
         .unwrap();
     assert!(key_out.status.success());
     let key = String::from_utf8(key_out.stdout).unwrap().trim().to_owned();
 
-    let mut server = start(dir.path());
+    let mut server = start(dir.path(), &db);
     let c = http();
     let units: Vec<Value> = (0..40)
         .map(|i| json!({"L": 16, "beta": 0.4, "sweeps": 10, "seed": i + 1}))
@@ -174,7 +189,7 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
         acked.len()
     );
 
-    let mut server = start(dir.path());
+    let mut server = start(dir.path(), &db);
     for (unit, r) in &acked {
         let prov = get(&c, &format!("{}/api/v1/units/{unit}", server.base), &key);
         let rep = prov["replicas"]

@@ -4,8 +4,7 @@
 
 use coordinator::api::{new_batch, now};
 use coordinator::server::{Config, FileConfig, start};
-use coordinator::sqlite::SqliteStore;
-use coordinator::store::Store;
+use coordinator::engine::Engine;
 use fantoccini::{Client, ClientBuilder, Locator};
 use protocol::api::{BatchRequest, PolicySpec};
 use serde_json::{Value, json};
@@ -26,7 +25,7 @@ pub fn root() -> PathBuf {
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub struct World {
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<Engine>,
     pub addr: SocketAddr,
     driver: tokio::process::Child,
     driver_url: String,
@@ -66,7 +65,7 @@ pub async fn world() -> World {
         Some(root().join("web")),
     );
     cfg.expire_every = Duration::from_millis(250);
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let store = Arc::new(Engine::open(&cfg.db).unwrap());
     let (addr, _task) = start(store.clone(), &cfg).await.unwrap();
     let port = free_port();
     let driver = tokio::process::Command::new("/usr/bin/chromedriver")

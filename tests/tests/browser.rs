@@ -2,7 +2,6 @@
 //! against a real coordinator: volunteers click Start and their results become canonical with
 //! the CPU reference's digests. Screenshots go to target/e2e/.
 
-use coordinator::store::Store;
 use fantoccini::Locator;
 use protocol::api::PolicySpec;
 use qg_tests::browser::*;

@@ -6,8 +6,7 @@ use client_wasm::native::NativeHost;
 use client_wasm::volunteer::{self, Engine, Host, Options};
 use coordinator::api::{new_batch, now};
 use coordinator::server::{Config, FileConfig, start};
-use coordinator::sqlite::SqliteStore;
-use coordinator::store::Store;
+use coordinator::engine::Engine as Coordinator;
 use protocol::api::{AdapterInfo, BatchRequest, PolicySpec};
 use serde_json::json;
 use shaders::Job;
@@ -27,7 +26,7 @@ fn config(dir: &std::path::Path, bind: SocketAddr) -> Config {
     cfg
 }
 
-fn batch(store: &SqliteStore, n: u64, policy: PolicySpec) -> i64 {
+fn batch(store: &Coordinator, n: u64, policy: PolicySpec) -> i64 {
     let units = (0..n)
         .map(|i| json!({"L": 32, "beta": 0.4, "sweeps": 30, "seed": i + 1}))
         .collect();
@@ -47,7 +46,7 @@ fn batch(store: &SqliteStore, n: u64, policy: PolicySpec) -> i64 {
     store.create_batch(&b, now()).unwrap()
 }
 
-fn assert_reference(store: &SqliteStore, batch: i64) {
+fn assert_reference(store: &Coordinator, batch: i64) {
     for r in store.batch_results(batch, None).unwrap() {
         let want = Job::new("ising2d", r.params.clone())
             .unwrap()
@@ -62,7 +61,7 @@ fn assert_reference(store: &SqliteStore, batch: i64) {
 async fn gpu_and_cpu_volunteers_agree_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let store = Arc::new(Coordinator::open(&cfg.db).unwrap());
     // Every report is challenged: each volunteer sends its state at a checkpoint, and the
     // coordinator recomputes the next segment on the CPU from it.
     let id = batch(
@@ -155,7 +154,7 @@ async fn a_volunteer_rides_out_a_coordinator_that_is_down() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let cfg = config(&dir.path().join("coordinator"), addr);
     std::fs::create_dir_all(&cfg.data_dir).unwrap();
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let store = Arc::new(Coordinator::open(&cfg.db).unwrap());
     let id = batch(&store, 2, PolicySpec::default());
     let host = NativeHost::new(&format!("http://{addr}"), dir.path().join("volunteer")).unwrap();
     let opts = Options {
@@ -186,7 +185,7 @@ async fn a_gpu_verifier_worker_does_the_coordinators_recomputation() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
     cfg.spot_workers = 0;
-    let store = Arc::new(SqliteStore::open(&cfg.db).unwrap());
+    let store = Arc::new(Coordinator::open(&cfg.db).unwrap());
     let key = coordinator::api::new_secret("qgk_");
     store
         .create_key(
@@ -246,5 +245,5 @@ async fn a_gpu_verifier_worker_does_the_coordinators_recomputation() {
     assert_reference(&store, id);
     let counts = store.challenge_counts().unwrap();
     assert_eq!(counts.get("passed"), Some(&units), "{counts:?}");
-    assert!(store.pending_spot_checks(10).unwrap().is_empty());
+    assert!(store.claim_spot_checks(10, 0, 0).unwrap().is_empty());
 }

@@ -57,6 +57,14 @@ pub const NODE: [Need; 1] = [Need {
     packages: &["nodejs", "npm"],
 }];
 
+/// PostgreSQL for the conformance suite and the multi-coordinator test, when no server is
+/// at hand (see `pg.rs`).
+pub const POSTGRES: [Need; 1] = [Need {
+    what: "PostgreSQL",
+    present_if_any: &["/usr/lib/postgresql"],
+    packages: &["postgresql"],
+}];
+
 /// Installs `tests/dawn`'s npm packages (Dawn for node) from its lockfile when they are missing.
 pub fn ensure_dawn() -> Result<()> {
     let dir = crate::root().join("tests/dawn");
@@ -74,7 +82,7 @@ pub fn ensure_dawn() -> Result<()> {
     )
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 mod bench;
 mod deps;
+mod pg;
 mod web;
 
 fn main() -> Result<()> {
@@ -122,6 +123,26 @@ fn test(args: &[&str]) -> Result<()> {
         "tests (unit, integration, GPU on lavapipe)",
         gpu_env(&mut t),
     )?;
+    // The same store tests on PostgreSQL (the backends' conformance suite), its crash test,
+    // and several coordinators sharing one database.
+    let pg = pg::ensure()?;
+    let mut t = cargo();
+    t.args([
+        "test",
+        "-p",
+        "coordinator",
+        "--test",
+        "api",
+        "--test",
+        "crash",
+        "--test",
+        "multi_coordinator",
+    ])
+    .args(["--", "--include-ignored"])
+    .env("QG_TEST_BACKEND", "postgres")
+    .env("QG_TEST_DATABASE_URL", &pg.url);
+    run("tests on PostgreSQL (conformance, crash, 3 coordinators)", &mut t)?;
+    drop(pg);
     eprintln!(
         "==> all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()

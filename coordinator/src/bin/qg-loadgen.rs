@@ -8,8 +8,8 @@ use base64::Engine as _;
 use clap::Parser;
 use coordinator::api::{hash_secret, new_secret, now};
 use coordinator::lifecycle::Policy;
-use coordinator::sqlite::SqliteStore;
-use coordinator::store::{NewBatch, NewUnit, Store};
+use coordinator::engine::Engine;
+use coordinator::store::{NewBatch, NewUnit};
 use serde_json::{Value, json};
 use shaders::Job;
 use std::io::{BufRead, BufReader};
@@ -62,7 +62,7 @@ async fn main() -> Result<()> {
     let reference = job.run_cpu(1, &mut |_, _| {})?;
     let fill = Instant::now();
     {
-        let store = SqliteStore::open(&db)?;
+        let store = Engine::sqlite(&db)?;
         let batch = |n: u64| NewBatch {
             key_id: None,
             name: "load".into(),
@@ -102,7 +102,7 @@ async fn main() -> Result<()> {
             d = reference.digest
         ))?;
         drop(conn);
-        let store = SqliteStore::open(&db)?;
+        let store = Engine::sqlite(&db)?;
         let mut left = args.work_units;
         while left > 0 {
             let n = left.min(100_000);

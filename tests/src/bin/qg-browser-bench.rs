@@ -6,7 +6,6 @@
 //! different CPU devices, so their ratio says little; on a machine with a real GPU both run on
 //! it and the ratio is the browser's overhead.
 
-use coordinator::store::Store;
 use protocol::api::PolicySpec;
 use qg_tests::browser::{click_start, js, wait_js, world};
 use serde_json::{Value, json};

@@ -1,15 +1,26 @@
-//! The storage interface. Everything the coordinator persists goes through [`Store`], so a
-//! PostgreSQL backend (several coordinators sharing one database) can follow the embedded
-//! SQLite one ([`crate::sqlite::SqliteStore`]). Each method is one transaction.
+//! Storage, and only storage. [`queries`] holds every read and write the coordinator makes,
+//! written once against [`sql::Sql`] (one transaction of either backend): load what a decision
+//! needs, apply a decision's effects, and the read views. It decides nothing: which replica
+//! goes out, what a report means, who is caught, are [`crate::lifecycle`] and
+//! [`crate::decide`], orchestrated by [`crate::engine`].
+//!
+//! Backends: [`sqlite::SqliteBackend`] (embedded, the default) and
+//! [`postgres::PostgresBackend`] (several coordinators on one database).
+
+pub mod postgres;
+pub mod queries;
+pub mod views;
+pub mod sql;
+pub mod sqlite;
 
 use crate::lifecycle::{Policy, ReplicaState, UnitState};
-use protocol::api::{AdapterInfo, Assignment};
+use protocol::api::AdapterInfo;
 use protocol::{Checkpoint, Digest};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -21,9 +32,17 @@ pub enum StoreError {
     Invalid { field: String, message: String },
     #[error("database: {0}")]
     Db(String),
+    /// A transient conflict between concurrent transactions (PostgreSQL deadlock or
+    /// serialisation failure): the backend runs the transaction again.
+    #[error("database conflict: {0}")]
+    Retry(String),
 }
 
 impl StoreError {
+    /// An error that spoils the whole transaction (not just one item of a batch).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Db(_) | Self::Retry(_))
+    }
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.to_owned(),
@@ -323,90 +342,4 @@ pub struct SpotJob {
     pub unit_id: i64,
     pub kernel: String,
     pub params: Value,
-}
-
-pub trait Store: Send + Sync + 'static {
-    fn register_volunteer(
-        &self,
-        token_hash: &[u8],
-        nickname: Option<&str>,
-        now: i64,
-    ) -> Result<i64>;
-    fn volunteer_by_token(&self, token_hash: &[u8], now: i64) -> Result<Option<VolunteerAuth>>;
-    fn create_key(&self, name: &str, key_hash: &[u8], operator: bool, now: i64) -> Result<i64>;
-    fn key_by_hash(&self, key_hash: &[u8]) -> Result<Option<KeyAuth>>;
-    fn create_batch(&self, batch: &NewBatch, now: i64) -> Result<i64>;
-    /// Up to `max` replicas of units the volunteer holds no replica of (nor, where a unit's
-    /// policy asks for distinct prefixes, anybody in its network `prefix`); some may be
-    /// ringers, as the units' `ringer_rate` says.
-    fn request_work(
-        &self,
-        volunteer: i64,
-        max: u32,
-        adapter: &AdapterInfo,
-        prefix: Option<&str>,
-        now: i64,
-    ) -> Result<Vec<Assignment>>;
-    /// Each assignment's kernel and params, checked to belong to `volunteer` (one result per
-    /// id, in order).
-    fn assignment_jobs(
-        &self,
-        volunteer: i64,
-        assignments: &[i64],
-    ) -> Result<Vec<Result<(String, Value, u32)>>>;
-    /// Applies reports in one transaction; each item succeeds or fails alone (a savepoint
-    /// each), so a bad item changes nothing and does not spoil the others.
-    fn report_batch(
-        &self,
-        volunteer: i64,
-        items: &[(i64, ReportBody)],
-        now: i64,
-    ) -> Result<Vec<Result<ReportOutcome>>>;
-    fn report(
-        &self,
-        volunteer: i64,
-        assignment: i64,
-        body: &ReportBody,
-        now: i64,
-    ) -> Result<ReportOutcome> {
-        self.report_batch(volunteer, &[(assignment, body.clone())], now)?
-            .pop()
-            .unwrap_or(Err(StoreError::NotFound("assignment")))
-    }
-    /// Marks replicas past their deadline as no-reply, and open challenges past theirs as
-    /// expired (a check not passed: the result goes back through validation without it);
-    /// returns how many of both.
-    fn expire(&self, now: i64) -> Result<usize>;
-    fn pending_spot_checks(&self, limit: usize) -> Result<Vec<SpotJob>>;
-    /// A volunteer's answer to a challenge: the state buffers at `step`. A state that does not
-    /// hash to the checkpoint it reported fails the challenge at once.
-    fn answer_challenge(
-        &self,
-        volunteer: i64,
-        assignment: i64,
-        step: u64,
-        state: Vec<Vec<u8>>,
-        now: i64,
-    ) -> Result<()>;
-    /// Challenges whose segment the coordinator can now recompute.
-    fn pending_challenges(&self, limit: usize) -> Result<Vec<ChallengeJob>>;
-    /// The verdict: a passed check, or a caught volunteer (blacklisted, its work backtracked).
-    fn challenge_done(&self, replica: i64, passed: bool, now: i64) -> Result<()>;
-    fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()>;
-    /// `viewer`: None for an operator (sees all), Some(key) for a scientist.
-    fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus>;
-    /// The viewer's batches (all for an operator), newest first.
-    fn list_batches(&self, viewer: Option<i64>) -> Result<Vec<BatchStatus>>;
-    fn dashboard(&self, now: i64) -> Result<Dashboard>;
-    fn batch_results(&self, batch: i64, viewer: Option<i64>) -> Result<Vec<UnitResult>>;
-    fn unit_provenance(&self, unit: i64, viewer: Option<i64>) -> Result<UnitProvenance>;
-    fn status(&self) -> Result<Status>;
-    fn volunteer_stats(&self, volunteer: i64) -> Result<VolunteerStats>;
-    fn set_nickname(&self, volunteer: i64, nickname: Option<&str>) -> Result<()>;
-    fn leaderboard(&self, limit: usize) -> Result<Vec<LeaderboardRow>>;
-    fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
-    /// Whether a failed spot-check blacklists the volunteer and backtracks its work (on by
-    /// default).
-    fn set_blacklisting(&self, on: bool) -> Result<()>;
-    fn unit_count(&self) -> Result<u64>;
 }

@@ -1,0 +1,358 @@
+//! The coordinator's decisions besides the lifecycle, as pure functions: what a dispatch
+//! sends (ringers, copies sent alone), which checkpoint a challenge asks for, how doubtful a
+//! replica is, and what the lifecycle's marks do to volunteers' and adapter classes' records.
+//! Each is written once and used with every storage backend ([`crate::engine`] loads the
+//! inputs and stores the outputs). Random draws come from the caller's generator, so a seeded
+//! simulation repeats exactly.
+
+use crate::credibility;
+use crate::lifecycle::{Mark, ReplicaId, VolunteerId};
+use protocol::api::AdapterInfo;
+use protocol::{Checkpoint, Digest};
+use rand::Rng;
+
+/// Credit granted per elementary operation of a valid replica (one per million).
+pub const CREDIT_PER_WORK: f64 = 1e-6;
+
+/// Seconds a volunteer has to answer a challenge (it holds the state in memory).
+pub const CHALLENGE_DEADLINE_S: i64 = 600;
+
+/// Replicas a BOINC-adaptive volunteer must have validated in a row before a copy may go out
+/// alone.
+pub const ALONE_AFTER_STREAK: i64 = 10;
+
+/// True with probability `p` (no draw at all when `p` is 0, so policies without ringers or
+/// challenges leave the generator's sequence alone).
+pub fn chance(rng: &mut impl Rng, p: f64) -> bool {
+    p > 0.0 && rng.random_bool(p.min(1.0))
+}
+
+/// The class a replica's result is attributed to besides its volunteer: client version,
+/// backend, vendor and device type (a driver bug makes all of one class wrong alike).
+pub fn adapter_class(a: &AdapterInfo) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        if a.client.is_empty() { "?" } else { &a.client },
+        a.backend,
+        a.vendor,
+        a.device_type
+    )
+}
+
+/// Where the search for a ringer starts among the settled units with known answers, whose ids
+/// span `lo..=hi` (it wraps around once, from `lo`).
+pub fn ringer_start(rng: &mut impl Rng, lo: i64, hi: i64) -> i64 {
+    rng.random_range(lo..=hi)
+}
+
+/// BOINC adaptive replication (`sched_send.cpp`): after [`ALONE_AFTER_STREAK`] valid results
+/// in a row, a copy goes out alone with probability 1 − 1/streak.
+pub fn send_alone(rng: &mut impl Rng, streak: i64) -> bool {
+    streak >= ALONE_AFTER_STREAK && chance(rng, 1.0 - 1.0 / streak as f64)
+}
+
+/// The doubt of a replica in credibility mode: its volunteer's (from passed checks) combined
+/// with its adapter class's (from the class's failed checks).
+pub fn replica_doubt(checks: u64, class_passed: u64, class_failed: u64, f: f64) -> f64 {
+    let dv = credibility::volunteer_doubt(checks, f);
+    let dc = credibility::class_doubt(class_passed, class_failed, f);
+    1.0 - (1.0 - dv) * (1.0 - dc)
+}
+
+/// A challenge: recompute steps `[from, to)` of a report and compare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChallengePlan {
+    pub from: u64,
+    pub to: u64,
+    /// The reported state digest at `from` (None from the initial state).
+    pub state_digest: Option<Digest>,
+    /// The reported checkpoint digest at `to`.
+    pub end_digest: Digest,
+    /// `to` is the last checkpoint: the output digest is checked too.
+    pub last: bool,
+}
+
+/// Which segment a report is challenged on: the first one (from the initial state, which the
+/// coordinator has) or one of the last `kept` segments, whose starting state the client keeps
+/// (the latest that fit in [`protocol::KEPT_STATE_BYTES`]), so an honest client can always
+/// answer. The last segment also binds the checkpoints to the output.
+pub fn pick_challenge(
+    rng: &mut impl Rng,
+    checkpoints: &[Checkpoint],
+    state_len: u64,
+) -> Option<ChallengePlan> {
+    let n = checkpoints.len();
+    if n == 0 {
+        return None;
+    }
+    let kept = protocol::kept_states(n - 1, state_len);
+    let pick = rng.random_range(0..1 + kept);
+    // 0: the first segment; else one of the last `kept` segments.
+    let j = if pick == 0 { 0 } else { n - kept - 1 + pick };
+    let (from, state_digest) = match j {
+        0 => (0, None),
+        _ => (checkpoints[j - 1].step, Some(checkpoints[j - 1].digest)),
+    };
+    Some(ChallengePlan {
+        from,
+        to: checkpoints[j].step,
+        state_digest,
+        end_digest: checkpoints[j].digest,
+        last: j + 1 == n,
+    })
+}
+
+/// A counter that may be reset to 0 and then increased.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub reset: bool,
+    pub add: i64,
+}
+
+impl Counter {
+    fn reset(&mut self) {
+        *self = Counter {
+            reset: true,
+            add: 0,
+        };
+    }
+}
+
+/// What a transition's marks do to one volunteer's record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolunteerDelta {
+    pub volunteer: VolunteerId,
+    pub valid: i64,
+    pub invalid: i64,
+    pub errors: i64,
+    pub spot_failed: i64,
+    pub credit: f64,
+    /// Passed checks since its last invalid result (its credibility).
+    pub checks: Counter,
+    /// Valid results in a row (BOINC adaptive replication).
+    pub streak: Counter,
+}
+
+/// What a transition's marks do to the check record of a replica's adapter class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassDelta {
+    pub replica: ReplicaId,
+    pub passed: i64,
+    pub failed: i64,
+}
+
+/// The one place marks become record changes, in the order they were made (an invalid result
+/// resets the checks that a later pass counts from). `work` is the unit's cost (for credit).
+pub fn record_changes(
+    marks: &[(VolunteerId, ReplicaId, Mark)],
+    work: f64,
+) -> (Vec<VolunteerDelta>, Vec<ClassDelta>) {
+    let mut volunteers: Vec<VolunteerDelta> = Vec::new();
+    let mut classes = Vec::new();
+    for &(volunteer, replica, mark) in marks {
+        let i = match volunteers.iter().position(|d| d.volunteer == volunteer) {
+            Some(i) => i,
+            None => {
+                volunteers.push(VolunteerDelta {
+                    volunteer,
+                    ..Default::default()
+                });
+                volunteers.len() - 1
+            }
+        };
+        let d = &mut volunteers[i];
+        let mut class = |passed, failed| {
+            classes.push(ClassDelta {
+                replica,
+                passed,
+                failed,
+            })
+        };
+        match mark {
+            Mark::Valid => {
+                d.valid += 1;
+                d.credit += work * CREDIT_PER_WORK;
+                d.streak.add += 1;
+            }
+            Mark::Invalid => {
+                d.invalid += 1;
+                d.streak.reset();
+                d.checks.reset();
+            }
+            // Caught: its credibility starts again from nothing (if it is not blacklisted).
+            Mark::SpotFailed => {
+                class(0, 1);
+                d.invalid += 1;
+                d.spot_failed += 1;
+                d.streak.reset();
+                d.checks.reset();
+            }
+            Mark::ChallengeFailed => {
+                class(0, 1);
+                d.spot_failed += 1;
+                d.streak.reset();
+                d.checks.reset();
+            }
+            Mark::Passed => {
+                class(1, 0);
+                d.checks.add += 1;
+            }
+            Mark::Confirmed => d.checks.add += 1,
+            Mark::Error => {
+                d.errors += 1;
+                d.streak.reset();
+            }
+        }
+    }
+    (volunteers, classes)
+}
+
+/// What follows a transition that caught a volunteer cheating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Blacklist it (if it is not already) and backtrack every unit it counts in but
+    /// `except`.
+    Blacklist {
+        volunteer: VolunteerId,
+        except: Option<i64>,
+    },
+    /// Backtrack this unit alone (the operator does not blacklist).
+    Backtrack { volunteer: VolunteerId, unit: i64 },
+}
+
+/// The follow-ups of `unit`'s marks. A failed spot-check was judged inside the unit's own
+/// transition, so blacklisting backtracks its other units; a failed challenge changed only the
+/// record, so blacklisting backtracks every unit, this one included, and without blacklisting
+/// this unit is still validated again without the volunteer.
+pub fn after_caught(
+    unit: i64,
+    marks: &[(VolunteerId, ReplicaId, Mark)],
+    blacklisting: bool,
+) -> Vec<FollowUp> {
+    let mut out: Vec<FollowUp> = Vec::new();
+    for &(volunteer, _, m) in marks {
+        let f = match (m, blacklisting) {
+            (Mark::SpotFailed, true) => FollowUp::Blacklist {
+                volunteer,
+                except: Some(unit),
+            },
+            (Mark::ChallengeFailed, true) => FollowUp::Blacklist {
+                volunteer,
+                except: None,
+            },
+            (Mark::ChallengeFailed, false) => FollowUp::Backtrack { volunteer, unit },
+            _ => continue,
+        };
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn marks_become_record_changes_in_order() {
+        let marks = [
+            (1, 10, Mark::Passed),
+            (1, 11, Mark::Invalid),
+            (1, 12, Mark::Passed),
+            (2, 13, Mark::Valid),
+            (2, 13, Mark::Confirmed),
+            (3, 14, Mark::ChallengeFailed),
+            (4, 15, Mark::Error),
+        ];
+        let (v, c) = record_changes(&marks, 2e6);
+        assert_eq!(v.len(), 4);
+        // Reset by the invalid result, then one pass counted after it.
+        assert_eq!(v[0].checks, Counter { reset: true, add: 1 });
+        assert_eq!(v[0].invalid, 1);
+        assert_eq!(v[1].valid, 1);
+        assert!((v[1].credit - 2.0).abs() < 1e-12);
+        assert_eq!(v[1].streak, Counter { reset: false, add: 1 });
+        assert_eq!(v[1].checks.add, 1);
+        assert_eq!(v[2].spot_failed, 1);
+        assert_eq!(v[2].invalid, 0, "a failed challenge alone invalidates nothing");
+        assert!(v[2].checks.reset && v[2].streak.reset);
+        assert_eq!(v[3].errors, 1);
+        assert!(v[3].streak.reset && !v[3].checks.reset);
+        assert_eq!(
+            c,
+            vec![
+                ClassDelta { replica: 10, passed: 1, failed: 0 },
+                ClassDelta { replica: 12, passed: 1, failed: 0 },
+                ClassDelta { replica: 14, passed: 0, failed: 1 },
+            ]
+        );
+        assert_eq!(
+            after_caught(7, &marks, true),
+            vec![FollowUp::Blacklist { volunteer: 3, except: None }]
+        );
+        assert_eq!(
+            after_caught(7, &marks, false),
+            vec![FollowUp::Backtrack { volunteer: 3, unit: 7 }]
+        );
+        let spot = [(5, 20, Mark::SpotFailed), (5, 21, Mark::SpotFailed)];
+        assert_eq!(
+            after_caught(7, &spot, true),
+            vec![FollowUp::Blacklist { volunteer: 5, except: Some(7) }]
+        );
+        assert_eq!(after_caught(7, &spot, false), vec![]);
+    }
+
+    #[test]
+    fn challenges_ask_for_a_state_the_client_keeps() {
+        let cps: Vec<Checkpoint> = (1..=8)
+            .map(|i| Checkpoint {
+                step: i * 10,
+                digest: Digest::of(&[i as u8]),
+            })
+            .collect();
+        let mut rng = StdRng::seed_from_u64(1);
+        let kept = protocol::kept_states(7, 1 << 20);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let p = pick_challenge(&mut rng, &cps, 1 << 20).unwrap();
+            assert_eq!(p.to, p.from + 10);
+            assert_eq!(p.last, p.to == 80);
+            match p.from {
+                0 => assert_eq!(p.state_digest, None),
+                f => {
+                    // One of the last `kept` segments.
+                    assert!(f >= 80 - 10 * kept as u64, "from {f}, kept {kept}");
+                    assert_eq!(p.state_digest, Some(cps[(f / 10 - 1) as usize].digest));
+                }
+            }
+            seen.insert(p.from);
+        }
+        assert_eq!(seen.len(), 1 + kept, "every allowed segment is drawn");
+        assert_eq!(pick_challenge(&mut rng, &[], 1), None);
+    }
+
+    #[test]
+    fn copies_go_alone_only_after_a_streak() {
+        let mut rng = StdRng::seed_from_u64(2);
+        assert!((0..100).all(|_| !send_alone(&mut rng, 9)));
+        let alone = (0..10_000).filter(|_| send_alone(&mut rng, 100)).count();
+        assert!((9800..10_000).contains(&alone), "{alone}");
+        // No draw when nothing is at stake.
+        let mut a = StdRng::seed_from_u64(3);
+        let b = a.clone();
+        assert!(!chance(&mut a, 0.0));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_replica_is_as_doubtful_as_its_volunteer_and_class_together() {
+        assert!((replica_doubt(0, 0, 0, 0.1) - 0.1).abs() < 1e-15);
+        let good_class = replica_doubt(100, 1000, 0, 0.1);
+        assert!((good_class - credibility::volunteer_doubt(100, 0.1)).abs() < 1e-15);
+        let bad_class = replica_doubt(100, 40, 60, 0.1);
+        assert!(bad_class > 0.6 && bad_class < 0.61);
+    }
+}

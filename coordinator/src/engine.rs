@@ -1,0 +1,838 @@
+//! The coordinator's operations, each one transaction: load what a decision needs through
+//! [`crate::store::queries`], decide with the pure [`crate::lifecycle`] and [`crate::decide`],
+//! and store the decision's effects. Written once; the backend ([`crate::store::sqlite`] or
+//! [`crate::store::postgres`]) only runs the transaction.
+
+use crate::decide;
+use crate::lifecycle::{self, Event, Oracle, Replica, ReplicaId, ReplicaState, Spot, UnitState};
+use crate::store::postgres::PostgresBackend;
+use crate::store::queries::{self as q, UnitRow};
+use crate::store::sql::{self, Backend, Sql};
+use crate::store::sqlite::SqliteBackend;
+use crate::store::views;
+use crate::store::*;
+use base64::Engine as _;
+use protocol::api::{AdapterInfo, Assignment};
+use protocol::Digest;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::Value;
+use shaders::{Comparison, Job};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A lifecycle mark: what happened to which volunteer's replica.
+type Mark = (lifecycle::VolunteerId, ReplicaId, lifecycle::Mark);
+
+/// Where the coordinator keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded default: one SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (`postgres://…`), shareable by several coordinators.
+    Postgres(String),
+}
+
+impl Database {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; anything else a SQLite file path.
+    pub fn parse(s: &str) -> Self {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Self::Postgres(s.to_owned())
+        } else {
+            Self::Sqlite(s.into())
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            // Never the password, if the URL carries one.
+            Self::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+                match rest.split_once('@') {
+                    Some((user, host)) if user.contains(':') => {
+                        let name = user.split(':').next().unwrap_or("");
+                        write!(f, "{scheme}://{name}:***@{host}")
+                    }
+                    _ => write!(f, "{url}"),
+                }
+            }
+        }
+    }
+}
+
+pub struct Engine {
+    db: Box<dyn Backend>,
+    /// Draws for ringers, adaptive replication and challenges; seedable so simulations repeat.
+    rng: Mutex<StdRng>,
+    /// Adapter classes known to be in the `classes` table.
+    classes: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    pub fn new(db: Box<dyn Backend>) -> Result<Self> {
+        let salt: [u8; 16] = rand::random();
+        sql::write(db.as_ref(), |s| q::ensure_salt(s, &salt))?;
+        Ok(Self {
+            db,
+            rng: Mutex::new(StdRng::from_os_rng()),
+            classes: Mutex::default(),
+        })
+    }
+
+    /// Opens the database (creating and migrating it as needed).
+    pub fn open(db: &Database) -> Result<Self> {
+        match db {
+            Database::Sqlite(path) => Self::sqlite(path),
+            Database::Postgres(url) => Self::postgres(url),
+        }
+    }
+
+    pub fn sqlite(path: &Path) -> Result<Self> {
+        Self::new(Box::new(SqliteBackend::open(path)?))
+    }
+
+    pub fn sqlite_in_memory() -> Result<Self> {
+        Self::new(Box::new(SqliteBackend::open_in_memory()?))
+    }
+
+    /// PostgreSQL with a pool of 16 connections.
+    pub fn postgres(url: &str) -> Result<Self> {
+        Self::new(Box::new(PostgresBackend::connect(url, 16)?))
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend(&self) -> &'static str {
+        self.db.name()
+    }
+
+    /// Makes the random draws (ringers, adaptive replication, challenges) repeatable.
+    pub fn seed(&self, seed: u64) {
+        *lock(&self.rng) = StdRng::seed_from_u64(seed);
+    }
+
+    fn write<T: Send>(&self, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+        sql::write(self.db.as_ref(), f)
+    }
+
+    fn read<T: Send>(&self, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+        sql::read(self.db.as_ref(), f)
+    }
+
+    // ---- Volunteers and keys ----
+
+    pub fn register_volunteer(
+        &self,
+        token_hash: &[u8],
+        nickname: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
+        self.write(|s| q::register_volunteer(s, token_hash, nickname, now))
+    }
+
+    pub fn volunteer_by_token(&self, token_hash: &[u8], now: i64) -> Result<Option<VolunteerAuth>> {
+        self.write(|s| {
+            let v = q::volunteer_by_token(s, token_hash)?;
+            if let Some(v) = &v {
+                q::touch_volunteer(s, v.id, now)?;
+            }
+            Ok(v)
+        })
+    }
+
+    pub fn create_key(&self, name: &str, key_hash: &[u8], operator: bool, now: i64) -> Result<i64> {
+        self.write(|s| q::create_key(s, name, key_hash, operator, now))
+    }
+
+    pub fn key_by_hash(&self, key_hash: &[u8]) -> Result<Option<KeyAuth>> {
+        self.read(|s| q::key_by_hash(s, key_hash))
+    }
+
+    pub fn set_nickname(&self, volunteer: i64, nickname: Option<&str>) -> Result<()> {
+        self.write(|s| q::set_nickname(s, volunteer, nickname))
+    }
+
+    /// Whether a failed spot-check or challenge blacklists the volunteer and backtracks its
+    /// work (on by default).
+    pub fn set_blacklisting(&self, on: bool) -> Result<()> {
+        self.write(|s| q::set_blacklisting(s, on))
+    }
+
+    // ---- Batches ----
+
+    pub fn create_batch(&self, b: &NewBatch, now: i64) -> Result<i64> {
+        // Everything derived from the params before the transaction: a bad unit changes nothing.
+        let mut units = Vec::with_capacity(b.units.len());
+        for u in &b.units {
+            let job = Job::new(&b.kernel, u.params.clone())
+                .map_err(|e| StoreError::invalid("units", e.to_string()))?;
+            units.push(q::UnitInsert {
+                params: &u.params,
+                output_len: job.output_len(),
+                work: u.work,
+                spot: if u.spot_check {
+                    Spot::Pending
+                } else {
+                    Spot::None
+                },
+                version: job.version(),
+            });
+        }
+        let version = shaders::kernel_version(&b.kernel);
+        self.write(|s| {
+            let batch = q::insert_batch(s, b, version, now)?;
+            for u in &units {
+                q::insert_unit(s, batch, &b.kernel, &b.policy, u, now)?;
+            }
+            Ok(batch)
+        })
+    }
+
+    // ---- Dispatch ----
+
+    /// Up to `max` replicas of units the volunteer holds no replica of (nor, where a unit's
+    /// policy asks for distinct prefixes, anybody in its network `prefix`); some may be
+    /// ringers, as the units' `ringer_rate` says.
+    pub fn request_work(
+        &self,
+        volunteer: i64,
+        max: u32,
+        adapter: &AdapterInfo,
+        prefix: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Assignment>> {
+        let adapter_json = q::to_json(adapter)?;
+        let class = decide::adapter_class(adapter);
+        let new_class = !lock(&self.classes).contains(&class);
+        let out = self.write(|s| {
+            if new_class {
+                q::ensure_class(s, &class)?;
+            }
+            let mut streak = None;
+            let ids = q::candidates(s, volunteer, max, prefix)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for picked in ids {
+                let mut u = q::dispatch_unit(s, picked)?;
+                // A unit of a kernel version this coordinator no longer runs cannot be
+                // computed or validated by anyone it serves: it is not handed out again.
+                if u.kernel_version != shaders::kernel_version(&u.kernel) {
+                    tracing::warn!(
+                        unit = picked,
+                        kernel = %u.kernel,
+                        version = u.kernel_version,
+                        "unit of a retired kernel version: not dispatched"
+                    );
+                    q::stop_dispatch(s, picked)?;
+                    continue;
+                }
+                // A ringer takes this slot: a settled unit whose answer the coordinator
+                // computed itself, sent like any other.
+                let ringer = if decide::chance(&mut *lock(&self.rng), u.ringer_rate) {
+                    self.pick_ringer(s, u.batch_id, volunteer)?
+                } else {
+                    None
+                };
+                if let Some(r) = ringer {
+                    u = q::dispatch_unit(s, r)?;
+                }
+                let unit_id = ringer.unwrap_or(picked);
+                let mut alone = false;
+                if ringer.is_none()
+                    && u.replication == lifecycle::Replication::Adaptive
+                    && u.target == 1
+                {
+                    let st = match streak {
+                        Some(st) => st,
+                        None => q::streak(s, volunteer)?,
+                    };
+                    streak = Some(st);
+                    alone = decide::send_alone(&mut *lock(&self.rng), st);
+                }
+                let deadline = now + u.deadline_s;
+                let assignment_id = q::insert_replica(
+                    s,
+                    &q::NewReplica {
+                        unit: unit_id,
+                        volunteer,
+                        now,
+                        deadline,
+                        adapter_json: &adapter_json,
+                        alone,
+                        prefix,
+                        class: &class,
+                        ringer: ringer.is_some(),
+                    },
+                )?;
+                self.step(s, unit_id, Event::Issued, now)?;
+                out.push(Assignment {
+                    assignment_id,
+                    unit_id,
+                    params: q::from_json(&u.params)?,
+                    kernel: u.kernel,
+                    deadline,
+                    output_len: u.output_len,
+                    kernel_version: u.kernel_version,
+                });
+            }
+            Ok(out)
+        })?;
+        if new_class {
+            lock(&self.classes).insert(class);
+        }
+        Ok(out)
+    }
+
+    /// A random settled unit of `batch` with a known answer that `volunteer` never held.
+    fn pick_ringer(&self, s: &mut dyn Sql, batch: i64, volunteer: i64) -> Result<Option<i64>> {
+        let Some((lo, hi)) = q::ringer_range(s, batch)? else {
+            return Ok(None);
+        };
+        let start = decide::ringer_start(&mut *lock(&self.rng), lo, hi);
+        // From a random point, wrapping around once.
+        for from in [start, lo] {
+            if let Some(id) = q::ringer_from(s, batch, from, volunteer)? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    // ---- Reports ----
+
+    /// Each assignment's kernel and params, checked to belong to `volunteer` (one result per
+    /// id, in order).
+    pub fn assignment_jobs(
+        &self,
+        volunteer: i64,
+        assignments: &[i64],
+    ) -> Result<Vec<Result<(String, Value, u32)>>> {
+        self.read(|s| q::assignment_jobs(s, volunteer, assignments))
+    }
+
+    /// Applies reports in one transaction; each item succeeds or fails alone (a savepoint
+    /// each), so a bad item changes nothing and does not spoil the others.
+    pub fn report_batch(
+        &self,
+        volunteer: i64,
+        items: &[(i64, ReportBody)],
+        now: i64,
+    ) -> Result<Vec<Result<ReportOutcome>>> {
+        self.write(|s| {
+            let mut out = Vec::with_capacity(items.len());
+            for (assignment, body) in items {
+                s.script("SAVEPOINT item")?;
+                let r = self.report_one(s, volunteer, *assignment, body, now);
+                match &r {
+                    Ok(_) => s.script("RELEASE SAVEPOINT item")?,
+                    // A database error aborts the whole transaction; an item error its item.
+                    Err(e) if e.is_fatal() => return Err(e.clone()),
+                    Err(_) => s.script("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item")?,
+                }
+                out.push(r);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn report(
+        &self,
+        volunteer: i64,
+        assignment: i64,
+        body: &ReportBody,
+        now: i64,
+    ) -> Result<ReportOutcome> {
+        self.report_batch(volunteer, &[(assignment, body.clone())], now)?
+            .pop()
+            .unwrap_or(Err(StoreError::NotFound("assignment")))
+    }
+
+    fn report_one(
+        &self,
+        s: &mut dyn Sql,
+        volunteer: i64,
+        assignment: i64,
+        body: &ReportBody,
+        now: i64,
+    ) -> Result<ReportOutcome> {
+        let (unit_id, deadline_at) = q::owned_replica(s, volunteer, assignment)?;
+        // The unit first, then its replicas: the one lock order every transaction keeps.
+        q::lock_unit(s, unit_id)?;
+        let event = match body {
+            ReportBody::Output {
+                digest,
+                output,
+                checkpoints,
+                summary,
+            } => {
+                q::put_output(s, digest, output)?;
+                q::record_output(
+                    s,
+                    assignment,
+                    digest,
+                    checkpoints,
+                    summary,
+                    now,
+                    now > deadline_at,
+                )?;
+                Event::Reported(assignment)
+            }
+            ReportBody::Error(msg) => {
+                q::record_error(s, assignment, msg, now)?;
+                Event::ClientError(assignment)
+            }
+        };
+        // A conflict (second report) rolls all of this back.
+        let after = self.step(s, unit_id, event, now)?;
+        let replica_state = q::replica_state(s, assignment)?;
+        let mut challenge = None;
+        if let ReportBody::Output {
+            digest,
+            checkpoints,
+            ..
+        } = body
+            && matches!(replica_state, ReplicaState::Success | ReplicaState::Valid)
+            && after.unit.policy.challenge_rate > 0.0
+            && !checkpoints.is_empty()
+            && decide::chance(&mut *lock(&self.rng), after.unit.policy.challenge_rate)
+            && let Ok(job) = Job::new(&after.kernel, q::from_json(&after.params)?)
+            && job.resumable_on_cpu()
+            && let Some(plan) =
+                decide::pick_challenge(&mut *lock(&self.rng), checkpoints, job.state_len())
+        {
+            q::insert_challenge(s, assignment, &plan, plan.last.then_some(digest), now)?;
+            challenge = (plan.from > 0).then_some(plan.from);
+        }
+        Ok(ReportOutcome {
+            replica_state,
+            unit_state: after.unit.state,
+            challenge,
+        })
+    }
+
+    /// Marks replicas past their deadline as no-reply, and open challenges past theirs as
+    /// expired (a check not passed: the result goes back through validation without it);
+    /// returns how many of both.
+    pub fn expire(&self, now: i64) -> Result<usize> {
+        self.write(|s| {
+            let due = q::due_replicas(s, now)?;
+            for (replica, unit) in &due {
+                self.step(s, *unit, Event::Timeout(*replica), now)?;
+            }
+            // An unanswered challenge is a check not passed: the result it asked about goes
+            // back through validation without it, and its volunteer's credibility starts over
+            // (not blacklisted: an honest client may have been closed before answering). So
+            // ignoring challenges buys a cheater nothing.
+            let dodged = q::dodged_challenges(s, now)?;
+            let mut n = due.len();
+            for (replica, unit, volunteer) in &dodged {
+                // Another coordinator may have expired it first.
+                if q::close_challenge(s, *replica, "expired")? {
+                    tracing::info!(volunteer, replica, "challenge unanswered");
+                    self.step(s, *unit, Event::Backtrack(*volunteer), now)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    // ---- Spot-checks and challenges ----
+
+    /// Claims up to `limit` units whose spot-check answer the coordinator must compute, for
+    /// `hold_s` seconds: nobody else (another worker, another coordinator) gets them meanwhile.
+    pub fn claim_spot_checks(&self, limit: usize, now: i64, hold_s: i64) -> Result<Vec<SpotJob>> {
+        self.write(|s| q::claim_spot_checks(s, limit, now, now.saturating_add(hold_s)))
+    }
+
+    /// Extends, for `hold_s` more seconds, the claims on spot-checks still being computed:
+    /// a claim runs out soon after its holder dies, however long the job.
+    pub fn renew_spot_claims(&self, units: &[i64], now: i64, hold_s: i64) -> Result<()> {
+        self.write(|s| q::renew_spot_claims(s, units, now.saturating_add(hold_s)))
+    }
+
+    pub fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()> {
+        self.write(|s| {
+            q::lock_unit(s, unit)?;
+            q::put_output(s, digest, output)?;
+            q::spot_ready(s, unit, digest)?;
+            self.step(s, unit, Event::SpotReady, now)?;
+            Ok(())
+        })
+    }
+
+    /// A volunteer's answer to a challenge: the state buffers at `step`. A state that does not
+    /// hash to the checkpoint it reported fails the challenge at once.
+    pub fn answer_challenge(
+        &self,
+        volunteer: i64,
+        assignment: i64,
+        step: u64,
+        state: Vec<Vec<u8>>,
+        now: i64,
+    ) -> Result<()> {
+        let got = Digest::of_data_parts(state.iter().map(Vec::as_slice));
+        let encoded: Vec<String> = state
+            .iter()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+            .collect();
+        let encoded = q::to_json(&encoded)?;
+        self.write(|s| {
+            q::owned_replica(s, volunteer, assignment)?;
+            let Some((from, state_digest, status)) = q::challenge(s, assignment)? else {
+                return Err(StoreError::NotFound("challenge"));
+            };
+            if status != "open" {
+                return Err(StoreError::Conflict(format!(
+                    "the challenge of assignment {assignment} is {status}"
+                )));
+            }
+            if step != from {
+                return Err(StoreError::invalid(
+                    "step",
+                    format!("the challenge asks for step {from}, got {step}"),
+                ));
+            }
+            // The state must be the one the volunteer reported at that checkpoint.
+            if state_digest != Some(got) {
+                return self.settle_challenge(s, assignment, false, now);
+            }
+            q::challenge_answered(s, assignment, &encoded)
+        })
+    }
+
+    /// Claims up to `limit` challenges whose segment can now be recomputed, for `hold_s`
+    /// seconds.
+    pub fn claim_challenges(&self, limit: usize, now: i64, hold_s: i64) -> Result<Vec<ChallengeJob>> {
+        self.write(|s| q::claim_challenges(s, limit, now, now.saturating_add(hold_s)))
+    }
+
+    /// The verdict: a passed check, or a caught volunteer (blacklisted, its work backtracked).
+    pub fn challenge_done(&self, replica: i64, passed: bool, now: i64) -> Result<()> {
+        self.write(|s| self.settle_challenge(s, replica, passed, now))
+    }
+
+    /// A challenge's verdict is a lifecycle event of the replica's unit: its marks change the
+    /// records like any other's.
+    fn settle_challenge(&self, s: &mut dyn Sql, replica: i64, passed: bool, now: i64) -> Result<()> {
+        let (unit, volunteer) = q::replica_unit(s, replica)?;
+        q::lock_unit(s, unit)?;
+        if !q::close_challenge(s, replica, if passed { "passed" } else { "failed" })? {
+            return Err(StoreError::Conflict(format!(
+                "challenge of assignment {replica} is already settled"
+            )));
+        }
+        if !passed {
+            tracing::warn!(volunteer, replica, "failed a challenge");
+        }
+        self.step(s, unit, Event::ChallengeVerdict { replica, passed }, now)?;
+        Ok(())
+    }
+
+    // ---- The lifecycle ----
+
+    /// Runs the lifecycle for `event` on `unit_id` and applies the result; then what follows
+    /// for a volunteer it caught ([`decide::after_caught`]): blacklisting and backtracking,
+    /// which may catch others in turn. Depth first, in the order the decisions name them, from
+    /// a stack rather than by recursion.
+    fn step(&self, s: &mut dyn Sql, unit_id: i64, event: Event, now: i64) -> Result<UnitRow> {
+        enum Work {
+            Follow(decide::FollowUp),
+            Step(i64, Event),
+        }
+        let (after, marks) = self.transition(s, unit_id, event, now)?;
+        let follow_ups = |s: &mut dyn Sql, unit: i64, marks: &[Mark]| -> Result<Vec<Work>> {
+            if !marks
+                .iter()
+                .any(|m| matches!(m.2, lifecycle::Mark::SpotFailed | lifecycle::Mark::ChallengeFailed))
+            {
+                return Ok(Vec::new());
+            }
+            let blacklisting = q::blacklisting(s)?;
+            // Reversed: the stack pops the first one first.
+            Ok(decide::after_caught(unit, marks, blacklisting)
+                .into_iter()
+                .rev()
+                .map(Work::Follow)
+                .collect())
+        };
+        let mut stack = follow_ups(s, unit_id, &marks)?;
+        while let Some(work) = stack.pop() {
+            match work {
+                Work::Follow(decide::FollowUp::Blacklist { volunteer, except }) => {
+                    if q::blacklist(s, volunteer)? {
+                        let units = q::units_counting(s, volunteer, except.unwrap_or(-1))?;
+                        tracing::warn!(
+                            volunteer,
+                            units = units.len(),
+                            "blacklisted after a failed check; backtracking"
+                        );
+                        stack.extend(
+                            units
+                                .into_iter()
+                                .rev()
+                                .map(|u| Work::Step(u, Event::Backtrack(volunteer))),
+                        );
+                    }
+                }
+                Work::Follow(decide::FollowUp::Backtrack { volunteer, unit }) => {
+                    stack.push(Work::Step(unit, Event::Backtrack(volunteer)))
+                }
+                Work::Step(unit, event) => {
+                    let (_, marks) = self.transition(s, unit, event, now)?;
+                    stack.extend(follow_ups(s, unit, &marks)?);
+                }
+            }
+        }
+        Ok(after)
+    }
+
+    /// One transition: load, decide, store. Returns the unit after it and its marks.
+    fn transition(
+        &self,
+        s: &mut dyn Sql,
+        unit_id: i64,
+        event: Event,
+        now: i64,
+    ) -> Result<(UnitRow, Vec<Mark>)> {
+        let row = q::lock_unit(s, unit_id)?;
+        let policy = row.unit.policy;
+        let credibility = policy.replication == lifecycle::Replication::Credibility;
+        let rows = q::replicas(s, unit_id, credibility)?;
+        let tolerance = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
+            Some(info) if matches!(info.comparison, Comparison::Tolerance { .. }) => {
+                Job::new(&row.kernel, q::from_json(&row.params)?).ok()
+            }
+            _ => None,
+        };
+        let replicas: Vec<Replica> = rows
+            .iter()
+            .map(|r| Replica {
+                doubt: if credibility {
+                    decide::replica_doubt(
+                        r.checks,
+                        r.class_passed,
+                        r.class_failed,
+                        policy.saboteur_fraction,
+                    )
+                } else {
+                    1.0
+                },
+                ..r.replica
+            })
+            .collect();
+        let digests: HashMap<ReplicaId, Digest> = rows
+            .iter()
+            .filter_map(|r| r.digest.map(|d| (r.replica.id, d)))
+            .collect();
+        let oracle = DbOracle {
+            sql: RefCell::new(s),
+            digests,
+            spot: row.spot_digest,
+            tolerance,
+            cache: RefCell::new(HashMap::new()),
+            error: RefCell::new(None),
+        };
+        let t = lifecycle::transition(&row.unit, &replicas, event, &oracle).map_err(|e| match e {
+            lifecycle::LifecycleError::AlreadyClosed(..) => StoreError::Conflict(e.to_string()),
+            lifecycle::LifecycleError::UnknownReplica(_) => StoreError::NotFound("assignment"),
+        })?;
+        if let Some(e) = oracle.error.borrow_mut().take() {
+            return Err(e);
+        }
+        let DbOracle { sql, digests, .. } = oracle;
+        let s = sql.into_inner();
+
+        let became_canonical =
+            t.unit.state == UnitState::Canonical && row.unit.state != UnitState::Canonical;
+        let mut canonical_digest = row.canonical_digest;
+        let mut summary = row.summary.clone();
+        if became_canonical {
+            canonical_digest = t.unit.canonical.and_then(|c| digests.get(&c).copied());
+            if let Some(d) = &canonical_digest {
+                summary = canonical_summary(s, &row, d)?;
+            }
+        }
+        let (volunteers, classes) = decide::record_changes(&t.marks, row.work);
+        let update = t.settled.then(|| q::UnitUpdate {
+            unit: &t.unit,
+            wanted: t.wanted,
+            canonical_digest,
+            summary: summary.as_deref(),
+            done_at: t.unit.state.is_terminal().then_some(now),
+        });
+        q::apply(s, unit_id, update.as_ref(), &t.replicas, &volunteers, &classes)?;
+        let mut after = row;
+        after.unit = t.unit;
+        after.canonical_digest = canonical_digest;
+        after.summary = summary;
+        Ok((after, t.marks))
+    }
+
+    // ---- Read views ----
+
+    /// `viewer`: None for an operator (sees all), Some(key) for a scientist.
+    pub fn batch_status(&self, batch: i64, viewer: Option<i64>) -> Result<BatchStatus> {
+        self.read(|s| {
+            views::check_viewer(s, batch, viewer)?;
+            views::batch_status(s, batch)
+        })
+    }
+
+    /// The viewer's batches (all for an operator), newest first.
+    pub fn list_batches(&self, viewer: Option<i64>) -> Result<Vec<BatchStatus>> {
+        self.read(|s| views::list_batches(s, viewer))
+    }
+
+    pub fn batch_results(&self, batch: i64, viewer: Option<i64>) -> Result<Vec<UnitResult>> {
+        self.read(|s| {
+            views::check_viewer(s, batch, viewer)?;
+            views::batch_results(s, batch)
+        })
+    }
+
+    pub fn unit_provenance(&self, unit: i64, viewer: Option<i64>) -> Result<UnitProvenance> {
+        self.read(|s| views::unit_provenance(s, unit, viewer))
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        self.read(views::status)
+    }
+
+    pub fn dashboard(&self, now: i64) -> Result<Dashboard> {
+        self.read(|s| {
+            let status = views::status(s)?;
+            views::dashboard(s, status, now)
+        })
+    }
+
+    pub fn volunteer_stats(&self, volunteer: i64) -> Result<VolunteerStats> {
+        self.read(|s| views::volunteer_stats(s, volunteer))
+    }
+
+    pub fn leaderboard(&self, limit: usize) -> Result<Vec<LeaderboardRow>> {
+        self.read(|s| views::leaderboard(s, limit))
+    }
+
+    pub fn output(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        self.read(|s| q::output(s, digest))
+    }
+
+    pub fn unit_count(&self) -> Result<u64> {
+        self.read(views::unit_count)
+    }
+
+    /// Units not yet settled (neither canonical nor failed).
+    pub fn open_units(&self) -> Result<u64> {
+        self.read(views::open_units)
+    }
+
+    /// Challenges by status (open, ready, passed, failed, expired).
+    pub fn challenge_counts(&self) -> Result<BTreeMap<String, u64>> {
+        self.read(views::challenge_counts)
+    }
+
+    /// Spot-checks whose answer is still to be computed (claimed or not).
+    pub fn queued_spot_checks(&self) -> Result<u64> {
+        self.read(views::queued_spot_checks)
+    }
+
+    /// Ringer replicas issued so far.
+    pub fn ringers_issued(&self) -> Result<u64> {
+        self.read(views::ringers_issued)
+    }
+
+    /// The ids of blacklisted volunteers.
+    pub fn blacklisted_volunteers(&self) -> Result<HashSet<i64>> {
+        self.read(views::blacklisted_volunteers)
+    }
+}
+
+/// The canonical result's summary, recomputed from its output bytes by the coordinator.
+fn canonical_summary(s: &mut dyn Sql, row: &UnitRow, d: &Digest) -> Result<Option<String>> {
+    let Some(bytes) = q::output(s, d)? else {
+        return Ok(None);
+    };
+    let Ok(job) = Job::new(&row.kernel, q::from_json(&row.params)?) else {
+        return Ok(None);
+    };
+    Ok(job.summarize(&bytes).ok().map(|s| s.to_string()))
+}
+
+/// Agreement by digest, or for float kernels by the kernel's tolerance on the stored outputs.
+struct DbOracle<'a, 'b> {
+    sql: RefCell<&'a mut (dyn Sql + 'b)>,
+    digests: HashMap<ReplicaId, Digest>,
+    spot: Option<Digest>,
+    tolerance: Option<Job>,
+    cache: RefCell<HashMap<Digest, Option<Vec<u8>>>>,
+    /// A database error while comparing (reported after the transition).
+    error: RefCell<Option<StoreError>>,
+}
+
+impl DbOracle<'_, '_> {
+    fn same(&self, a: Option<&Digest>, b: Option<&Digest>) -> bool {
+        let (Some(a), Some(b)) = (a, b) else {
+            return false;
+        };
+        if a == b {
+            return true;
+        }
+        let Some(job) = &self.tolerance else {
+            return false;
+        };
+        let mut cache = self.cache.borrow_mut();
+        for d in [a, b] {
+            if !cache.contains_key(d) {
+                let bytes = match q::output(&mut **self.sql.borrow_mut(), d) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.error.borrow_mut().get_or_insert(e);
+                        None
+                    }
+                };
+                cache.insert(*d, bytes);
+            }
+        }
+        match (cache.get(a), cache.get(b)) {
+            (Some(Some(x)), Some(Some(y))) => job.equivalent(x, y),
+            _ => false,
+        }
+    }
+}
+
+impl Oracle for DbOracle<'_, '_> {
+    fn agree(&self, a: ReplicaId, b: ReplicaId) -> bool {
+        self.same(self.digests.get(&a), self.digests.get(&b))
+    }
+    fn matches_spot(&self, r: ReplicaId) -> bool {
+        self.same(self.digests.get(&r), self.spot.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_choose_the_backend_and_hide_passwords() {
+        assert_eq!(
+            Database::parse("qg-data/coordinator.db"),
+            Database::Sqlite("qg-data/coordinator.db".into())
+        );
+        let pg = Database::parse("postgres://qg:secret@db:5432/qg");
+        assert!(matches!(pg, Database::Postgres(_)));
+        assert_eq!(pg.to_string(), "postgres://qg:***@db:5432/qg");
+        assert_eq!(
+            Database::parse("postgresql://db/qg").to_string(),
+            "postgresql://db/qg"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The embedded backend: SQLite in WAL mode with `synchronous = NORMAL`, so a committed
+//! transaction survives the coordinator being killed (`kill -9`). One connection; writes are
+//! `IMMEDIATE` transactions, so they are serialised and never conflict.
+
+use super::sql::{Backend, Row, Sql, V};
+use super::{Result, StoreError};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Versioned schema migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/1_initial.sql"),
+    include_str!("migrations/sqlite/2_axes.sql"),
+    include_str!("migrations/sqlite/3_sabotage.sql"),
+    include_str!("migrations/sqlite/4_kernel_version.sql"),
+    include_str!("migrations/sqlite/5_claims.sql"),
+];
+
+pub struct SqliteBackend {
+    conn: Mutex<Connection>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::init(Connection::open(path)?)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Durable against a process crash (the WAL is written before COMMIT returns); only
+        // an OS crash or power loss can lose the last transactions.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn run(
+        &self,
+        behavior: TransactionBehavior,
+        f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send),
+    ) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(behavior)?;
+        f(&mut Tx(&tx))?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn write(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
+        self.run(TransactionBehavior::Immediate, f)
+    }
+    fn read(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
+        self.run(TransactionBehavior::Deferred, f)
+    }
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+struct Tx<'a>(&'a Transaction<'a>);
+
+fn value(v: &V) -> Value {
+    match v {
+        V::Null => Value::Null,
+        V::Int(i) => Value::Integer(*i),
+        V::Real(f) => Value::Real(*f),
+        V::Text(s) => Value::Text(s.clone()),
+        V::Blob(b) => Value::Blob(b.clone()),
+    }
+}
+
+impl Sql for Tx<'_> {
+    fn query(&mut self, sql: &'static str, params: &[V]) -> Result<Vec<Row>> {
+        let mut st = self.0.prepare_cached(sql)?;
+        let n = st.column_count();
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter().map(value)))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut row = Vec::with_capacity(n);
+            for i in 0..n {
+                row.push(match r.get_ref(i)? {
+                    ValueRef::Null => V::Null,
+                    ValueRef::Integer(i) => V::Int(i),
+                    ValueRef::Real(f) => V::Real(f),
+                    ValueRef::Text(t) => V::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => V::Blob(b.to_vec()),
+                });
+            }
+            out.push(Row(row));
+        }
+        Ok(out)
+    }
+
+    fn exec(&mut self, sql: &'static str, params: &[V]) -> Result<u64> {
+        let mut st = self.0.prepare_cached(sql)?;
+        Ok(st.execute(rusqlite::params_from_iter(params.iter().map(value)))? as u64)
+    }
+
+    fn script(&mut self, sql: &str) -> Result<()> {
+        Ok(self.0.execute_batch(sql)?)
+    }
+}
