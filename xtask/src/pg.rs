@@ -127,7 +127,7 @@ fn throwaway_cluster() -> Result<Postgres> {
     };
     crate::run(
         &format!("pg_ctl start (port {port})"),
-        as_user(user, &pg_ctl, &["-D", &d, "-o", &opts, "-l", &log, "-w", "start"]),
+        &mut as_user(user, &pg_ctl, &["-D", &d, "-o", &opts, "-l", &log, "-w", "start"]),
     )?;
     if !answers(SocketAddr::from(([127, 0, 0, 1], port))) {
         bail!("the throwaway PostgreSQL did not start; see {log}");
