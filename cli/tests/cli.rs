@@ -5,8 +5,8 @@
 use client_wasm::native::NativeHost;
 use client_wasm::volunteer::{self, Engine, Options};
 use coordinator::api::{hash_secret, new_secret, now};
-use coordinator::server::{Config, FileConfig, start};
 use coordinator::engine::Engine as Coordinator;
+use coordinator::server::{Config, FileConfig, start};
 use shaders::Job;
 use std::process::Command;
 use std::sync::Arc;

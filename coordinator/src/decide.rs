@@ -270,37 +270,73 @@ mod tests {
         let (v, c) = record_changes(&marks, 2e6);
         assert_eq!(v.len(), 4);
         // Reset by the invalid result, then one pass counted after it.
-        assert_eq!(v[0].checks, Counter { reset: true, add: 1 });
+        assert_eq!(
+            v[0].checks,
+            Counter {
+                reset: true,
+                add: 1
+            }
+        );
         assert_eq!(v[0].invalid, 1);
         assert_eq!(v[1].valid, 1);
         assert!((v[1].credit - 2.0).abs() < 1e-12);
-        assert_eq!(v[1].streak, Counter { reset: false, add: 1 });
+        assert_eq!(
+            v[1].streak,
+            Counter {
+                reset: false,
+                add: 1
+            }
+        );
         assert_eq!(v[1].checks.add, 1);
         assert_eq!(v[2].spot_failed, 1);
-        assert_eq!(v[2].invalid, 0, "a failed challenge alone invalidates nothing");
+        assert_eq!(
+            v[2].invalid, 0,
+            "a failed challenge alone invalidates nothing"
+        );
         assert!(v[2].checks.reset && v[2].streak.reset);
         assert_eq!(v[3].errors, 1);
         assert!(v[3].streak.reset && !v[3].checks.reset);
         assert_eq!(
             c,
             vec![
-                ClassDelta { replica: 10, passed: 1, failed: 0 },
-                ClassDelta { replica: 12, passed: 1, failed: 0 },
-                ClassDelta { replica: 14, passed: 0, failed: 1 },
+                ClassDelta {
+                    replica: 10,
+                    passed: 1,
+                    failed: 0
+                },
+                ClassDelta {
+                    replica: 12,
+                    passed: 1,
+                    failed: 0
+                },
+                ClassDelta {
+                    replica: 14,
+                    passed: 0,
+                    failed: 1
+                },
             ]
         );
         assert_eq!(
             after_caught(7, &marks, true),
-            vec![FollowUp::Blacklist { volunteer: 3, except: None }]
+            vec![FollowUp::Blacklist {
+                volunteer: 3,
+                except: None
+            }]
         );
         assert_eq!(
             after_caught(7, &marks, false),
-            vec![FollowUp::Backtrack { volunteer: 3, unit: 7 }]
+            vec![FollowUp::Backtrack {
+                volunteer: 3,
+                unit: 7
+            }]
         );
         let spot = [(5, 20, Mark::SpotFailed), (5, 21, Mark::SpotFailed)];
         assert_eq!(
             after_caught(7, &spot, true),
-            vec![FollowUp::Blacklist { volunteer: 5, except: Some(7) }]
+            vec![FollowUp::Blacklist {
+                volunteer: 5,
+                except: Some(7)
+            }]
         );
         assert_eq!(after_caught(7, &spot, false), vec![]);
     }

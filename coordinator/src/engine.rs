@@ -12,10 +12,10 @@ use crate::store::sqlite::SqliteBackend;
 use crate::store::views;
 use crate::store::*;
 use base64::Engine as _;
-use protocol::api::{AdapterInfo, Assignment};
 use protocol::Digest;
-use rand::rngs::StdRng;
+use protocol::api::{AdapterInfo, Assignment};
 use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde_json::Value;
 use shaders::{Comparison, Job};
 use std::cell::RefCell;
@@ -458,7 +458,13 @@ impl Engine {
         self.write(|s| q::renew_spot_claims(s, units, now.saturating_add(hold_s)))
     }
 
-    pub fn spot_check_done(&self, unit: i64, digest: &Digest, output: &[u8], now: i64) -> Result<()> {
+    pub fn spot_check_done(
+        &self,
+        unit: i64,
+        digest: &Digest,
+        output: &[u8],
+        now: i64,
+    ) -> Result<()> {
         self.write(|s| {
             q::lock_unit(s, unit)?;
             q::put_output(s, digest, output)?;
@@ -510,7 +516,12 @@ impl Engine {
 
     /// Claims up to `limit` challenges whose segment can now be recomputed, for `hold_s`
     /// seconds.
-    pub fn claim_challenges(&self, limit: usize, now: i64, hold_s: i64) -> Result<Vec<ChallengeJob>> {
+    pub fn claim_challenges(
+        &self,
+        limit: usize,
+        now: i64,
+        hold_s: i64,
+    ) -> Result<Vec<ChallengeJob>> {
         self.write(|s| q::claim_challenges(s, limit, now, now.saturating_add(hold_s)))
     }
 
@@ -521,7 +532,13 @@ impl Engine {
 
     /// A challenge's verdict is a lifecycle event of the replica's unit: its marks change the
     /// records like any other's.
-    fn settle_challenge(&self, s: &mut dyn Sql, replica: i64, passed: bool, now: i64) -> Result<()> {
+    fn settle_challenge(
+        &self,
+        s: &mut dyn Sql,
+        replica: i64,
+        passed: bool,
+        now: i64,
+    ) -> Result<()> {
         let (unit, volunteer) = q::replica_unit(s, replica)?;
         q::lock_unit(s, unit)?;
         if !q::close_challenge(s, replica, if passed { "passed" } else { "failed" })? {
@@ -549,10 +566,12 @@ impl Engine {
         }
         let (after, marks) = self.transition(s, unit_id, event, now)?;
         let follow_ups = |s: &mut dyn Sql, unit: i64, marks: &[Mark]| -> Result<Vec<Work>> {
-            if !marks
-                .iter()
-                .any(|m| matches!(m.2, lifecycle::Mark::SpotFailed | lifecycle::Mark::ChallengeFailed))
-            {
+            if !marks.iter().any(|m| {
+                matches!(
+                    m.2,
+                    lifecycle::Mark::SpotFailed | lifecycle::Mark::ChallengeFailed
+                )
+            }) {
                 return Ok(Vec::new());
             }
             let blacklisting = q::blacklisting(s)?;
@@ -640,10 +659,11 @@ impl Engine {
             cache: RefCell::new(HashMap::new()),
             error: RefCell::new(None),
         };
-        let t = lifecycle::transition(&row.unit, &replicas, event, &oracle).map_err(|e| match e {
-            lifecycle::LifecycleError::AlreadyClosed(..) => StoreError::Conflict(e.to_string()),
-            lifecycle::LifecycleError::UnknownReplica(_) => StoreError::NotFound("assignment"),
-        })?;
+        let t =
+            lifecycle::transition(&row.unit, &replicas, event, &oracle).map_err(|e| match e {
+                lifecycle::LifecycleError::AlreadyClosed(..) => StoreError::Conflict(e.to_string()),
+                lifecycle::LifecycleError::UnknownReplica(_) => StoreError::NotFound("assignment"),
+            })?;
         if let Some(e) = oracle.error.borrow_mut().take() {
             return Err(e);
         }
@@ -668,7 +688,14 @@ impl Engine {
             summary: summary.as_deref(),
             done_at: t.unit.state.is_terminal().then_some(now),
         });
-        q::apply(s, unit_id, update.as_ref(), &t.replicas, &volunteers, &classes)?;
+        q::apply(
+            s,
+            unit_id,
+            update.as_ref(),
+            &t.replicas,
+            &volunteers,
+            &classes,
+        )?;
         let mut after = row;
         after.unit = t.unit;
         after.canonical_digest = canonical_digest;

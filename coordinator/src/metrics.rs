@@ -1,7 +1,6 @@
 //! Prometheus metrics at `/metrics`: request counts and latencies by route (recorded by a
 //! middleware), and unit, replica and volunteer counts read from the store at scrape time.
 
-use crate::api::Shared;
 use crate::store::Status;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -9,6 +8,7 @@ use axum::response::Response;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct Metrics {
@@ -89,19 +89,17 @@ impl Metrics {
 }
 
 /// Middleware: counts and times every request by its route pattern.
-pub async fn track(State(s): State<Shared>, req: Request, next: Next) -> Response {
+pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let t0 = Instant::now();
     let resp = next.run(req).await;
-    s.metrics
-        .latency
+    m.latency
         .with_label_values(&[route.as_str()])
         .observe(t0.elapsed().as_secs_f64());
-    s.metrics
-        .requests
+    m.requests
         .with_label_values(&[route.as_str(), resp.status().as_str()])
         .inc();
     resp

@@ -77,9 +77,10 @@ impl Config {
         let data_dir = data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("qg-data"));
-        let db = db
-            .or(file.db)
-            .map_or_else(|| Database::Sqlite(data_dir.join("coordinator.db")), |d| Database::parse(&d));
+        let db = db.or(file.db).map_or_else(
+            || Database::Sqlite(data_dir.join("coordinator.db")),
+            |d| Database::parse(&d),
+        );
         Self {
             bind: bind
                 .or(file.bind)
@@ -318,7 +319,9 @@ async fn challenges(state: Shared) {
     loop {
         let s = state.clone();
         let done = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let jobs = s.store.claim_challenges(16, api::now(), CHALLENGE_CLAIM_S)?;
+            let jobs = s
+                .store
+                .claim_challenges(16, api::now(), CHALLENGE_CLAIM_S)?;
             for job in &jobs {
                 let passed = job.verify();
                 tracing::info!(

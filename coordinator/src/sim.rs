@@ -14,8 +14,8 @@
 //! and never answer a challenge. The run ends when every unit is settled and no challenge is
 //! left that could still send one back.
 
-use crate::lifecycle::{Policy, Replication, UnitState};
 use crate::engine::Engine;
+use crate::lifecycle::{Policy, Replication, UnitState};
 use crate::store::{NewBatch, NewUnit, ReportBody};
 use protocol::api::{AdapterInfo, Assignment};
 use protocol::{Checkpoint, Digest};

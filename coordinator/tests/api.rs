@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use coordinator::api::{hash_secret, new_secret, now};
-use coordinator::server::{Config, FileConfig, app, state};
 use coordinator::engine::Engine;
+use coordinator::server::{Config, FileConfig, app, state};
 use coordinator::store::postgres::ScratchDatabase;
 use http_body_util::BodyExt;
 use protocol::Digest;
@@ -1527,8 +1527,8 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
 
 #[tokio::test]
 async fn an_unanswered_challenge_is_a_check_not_passed() {
-    use coordinator::lifecycle::{ReplicaState, UnitState};
     use coordinator::decide::CHALLENGE_DEADLINE_S;
+    use coordinator::lifecycle::{ReplicaState, UnitState};
     let h = Harness::new();
     h.store.seed(5);
     let units = checkpointed_units(6);

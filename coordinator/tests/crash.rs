@@ -4,9 +4,9 @@
 //! `QG_TEST_BACKEND=postgres` on a scratch PostgreSQL database.
 
 use base64::Engine as _;
+use coordinator::store::postgres::ScratchDatabase;
 use protocol::Digest;
 use serde_json::{Value, json};
-use coordinator::store::postgres::ScratchDatabase;
 use shaders::Job;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

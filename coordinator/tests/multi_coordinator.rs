@@ -248,11 +248,20 @@ fn three_coordinators_one_killed_lose_nothing_and_hand_out_nothing_twice() {
 
     let status_url = format!("{}/api/v1/batches/{batch}", bases[2]);
     loop {
-        let s: Value = http.get(&status_url).bearer_auth(&key).send().unwrap().json().unwrap();
+        let s: Value = http
+            .get(&status_url)
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         if s["done"] == true {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(180), "batch not done: {s}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "batch not done: {s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     done.store(true, Ordering::SeqCst);
@@ -263,9 +272,17 @@ fn three_coordinators_one_killed_lose_nothing_and_hand_out_nothing_twice() {
     // No replica handed out twice; no unit twice to one volunteer.
     let assigned = assigned.lock().unwrap().clone();
     let ids: HashSet<i64> = assigned.iter().map(|a| a.0).collect();
-    assert_eq!(ids.len(), assigned.len(), "an assignment id was handed out twice");
+    assert_eq!(
+        ids.len(),
+        assigned.len(),
+        "an assignment id was handed out twice"
+    );
     let pairs: HashSet<(i64, usize)> = assigned.iter().map(|a| (a.1, a.2)).collect();
-    assert_eq!(pairs.len(), assigned.len(), "a volunteer got two replicas of one unit");
+    assert_eq!(
+        pairs.len(),
+        assigned.len(),
+        "a volunteer got two replicas of one unit"
+    );
 
     // Every unit canonical with the reference digest.
     let res: Value = http
@@ -279,7 +296,11 @@ fn three_coordinators_one_killed_lose_nothing_and_hand_out_nothing_twice() {
     assert_eq!(rows.len(), UNITS as usize);
     for row in rows {
         assert_eq!(row["state"], "canonical", "{row}");
-        assert_eq!(row["digest"], answer(&answers, &row["params"]).digest, "{row}");
+        assert_eq!(
+            row["digest"],
+            answer(&answers, &row["params"]).digest,
+            "{row}"
+        );
     }
 
     // Every acknowledged report is kept, whichever coordinator took it.

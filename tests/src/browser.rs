@@ -3,8 +3,8 @@
 //! `cargo xtask build-web` (web/pkg) and Debian's chromium and chromium-driver.
 
 use coordinator::api::{new_batch, now};
-use coordinator::server::{Config, FileConfig, start};
 use coordinator::engine::Engine;
+use coordinator::server::{Config, FileConfig, start};
 use fantoccini::{Client, ClientBuilder, Locator};
 use protocol::api::{BatchRequest, PolicySpec};
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@
 use client_wasm::native::NativeHost;
 use client_wasm::volunteer::{self, Engine, Host, Options};
 use coordinator::api::{new_batch, now};
-use coordinator::server::{Config, FileConfig, start};
 use coordinator::engine::Engine as Coordinator;
+use coordinator::server::{Config, FileConfig, start};
 use protocol::api::{AdapterInfo, BatchRequest, PolicySpec};
 use serde_json::json;
 use shaders::Job;

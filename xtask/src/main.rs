@@ -141,7 +141,10 @@ fn test(args: &[&str]) -> Result<()> {
     .args(["--", "--include-ignored"])
     .env("QG_TEST_BACKEND", "postgres")
     .env("QG_TEST_DATABASE_URL", &pg.url);
-    run("tests on PostgreSQL (conformance, crash, 3 coordinators)", &mut t)?;
+    run(
+        "tests on PostgreSQL (conformance, crash, 3 coordinators)",
+        &mut t,
+    )?;
     drop(pg);
     eprintln!(
         "==> all checks passed in {:.0} s",

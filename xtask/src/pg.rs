@@ -25,8 +25,12 @@ struct Cluster {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if let Some(c) = &self.cluster {
-            let _ = as_user(c.user, &c.pg_ctl, &["-D", &c.dir.to_string_lossy(), "-m", "immediate", "stop"])
-                .output();
+            let _ = as_user(
+                c.user,
+                &c.pg_ctl,
+                &["-D", &c.dir.to_string_lossy(), "-m", "immediate", "stop"],
+            )
+            .output();
             let _ = std::fs::remove_dir_all(&c.dir);
         }
     }
@@ -111,8 +115,12 @@ fn throwaway_cluster() -> Result<Postgres> {
     let d = dir.to_string_lossy().into_owned();
     crate::run(
         "initdb (throwaway PostgreSQL cluster)",
-        as_user(user, &initdb, &["-D", &d, "-A", "trust", "-U", "postgres", "--no-sync"])
-            .stdout(std::process::Stdio::null()),
+        as_user(
+            user,
+            &initdb,
+            &["-D", &d, "-A", "trust", "-U", "postgres", "--no-sync"],
+        )
+        .stdout(std::process::Stdio::null()),
     )?;
     let cluster = Cluster {
         dir: dir.clone(),
@@ -127,7 +135,11 @@ fn throwaway_cluster() -> Result<Postgres> {
     };
     crate::run(
         &format!("pg_ctl start (port {port})"),
-        &mut as_user(user, &pg_ctl, &["-D", &d, "-o", &opts, "-l", &log, "-w", "start"]),
+        &mut as_user(
+            user,
+            &pg_ctl,
+            &["-D", &d, "-o", &opts, "-l", &log, "-w", "start"],
+        ),
     )?;
     if !answers(SocketAddr::from(([127, 0, 0, 1], port))) {
         bail!("the throwaway PostgreSQL did not start; see {log}");

@@ -9,9 +9,9 @@
 
 pub mod postgres;
 pub mod queries;
-pub mod views;
 pub mod sql;
 pub mod sqlite;
+pub mod views;
 
 use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use protocol::api::AdapterInfo;

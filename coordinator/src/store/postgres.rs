@@ -79,7 +79,10 @@ impl Drop for PostgresBackend {
 
 fn err(e: postgres::Error) -> StoreError {
     match e.code() {
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE => {
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
             StoreError::Retry(e.to_string())
         }
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(
@@ -163,7 +166,11 @@ impl PostgresBackend {
     /// forbids inside a runtime's threads: there it runs under `block_in_place` (or, on a
     /// single-threaded runtime, on a thread of its own). The coordinator's own calls come
     /// from `spawn_blocking` threads, where none of that is needed.
-    fn run(&self, write: bool, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
+    fn run(
+        &self,
+        write: bool,
+        f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send),
+    ) -> Result<()> {
         off_runtime(|| self.run_here(write, f))
     }
 
@@ -193,7 +200,9 @@ impl PostgresBackend {
                     std::thread::sleep(Duration::from_millis(jitter));
                 }
                 Err(StoreError::Retry(m)) => {
-                    return Err(StoreError::Db(format!("gave up after {RETRIES} retries: {m}")));
+                    return Err(StoreError::Db(format!(
+                        "gave up after {RETRIES} retries: {m}"
+                    )));
                 }
                 other => return other,
             }
@@ -362,7 +371,10 @@ impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         let dropped = off_runtime(|| {
             postgres::Client::connect(&self.server, NoTls).and_then(|mut c| {
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
             })
         });
         if let Err(e) = dropped {

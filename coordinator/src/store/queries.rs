@@ -4,8 +4,8 @@
 
 use super::sql::{Row, Sql, p};
 use super::*;
-use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use crate::decide::{ChallengePlan, ClassDelta, VolunteerDelta};
+use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use crate::lifecycle::{Replica, ReplicaId, Replication, Spot, Unit};
 
 /// Decodes JSON the store itself wrote; a failure means a damaged database.
@@ -412,21 +412,21 @@ pub fn apply(
 ) -> Result<()> {
     if let Some(up) = up {
         s.exec(
-        "UPDATE units SET state = ?2, target = ?3, wanted = ?4, canonical_replica = ?5,
+            "UPDATE units SET state = ?2, target = ?3, wanted = ?4, canonical_replica = ?5,
              canonical_digest = ?6, summary = ?7, fail_reason = ?8,
              done_at = COALESCE(done_at, ?9)
          WHERE id = ?1",
-        p![
-            unit_id,
-            up.unit.state.as_str(),
-            up.unit.target,
-            up.wanted,
-            up.unit.canonical,
-            up.canonical_digest.as_ref(),
-            up.summary,
-            up.unit.fail_reason.as_deref(),
-            up.done_at,
-        ],
+            p![
+                unit_id,
+                up.unit.state.as_str(),
+                up.unit.target,
+                up.wanted,
+                up.unit.canonical,
+                up.canonical_digest.as_ref(),
+                up.summary,
+                up.unit.fail_reason.as_deref(),
+                up.done_at,
+            ],
         )?;
     }
     for (id, st) in replicas {
@@ -675,7 +675,10 @@ pub fn record_error(s: &mut dyn Sql, replica: i64, message: &str, now: i64) -> R
 }
 
 pub fn replica_state(s: &mut dyn Sql, id: i64) -> Result<ReplicaState> {
-    rstate_of(&s.one("SELECT state FROM replicas WHERE id = ?1", p![id])?.text(0)?)
+    rstate_of(
+        &s.one("SELECT state FROM replicas WHERE id = ?1", p![id])?
+            .text(0)?,
+    )
 }
 
 /// Each assignment's kernel, params and kernel version, checked to belong to `volunteer`.

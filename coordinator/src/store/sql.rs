@@ -207,16 +207,26 @@ fn run<T: Send>(
         out = Some(f(s)?);
         Ok(())
     };
-    if write { b.write(&mut g) } else { b.read(&mut g) }?;
+    if write {
+        b.write(&mut g)
+    } else {
+        b.read(&mut g)
+    }?;
     out.ok_or_else(|| StoreError::Db("transaction produced nothing".into()))
 }
 
 /// [`Backend::write`] with a result.
-pub fn write<T: Send>(b: &dyn Backend, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+pub fn write<T: Send>(
+    b: &dyn Backend,
+    f: impl FnMut(&mut dyn Sql) -> Result<T> + Send,
+) -> Result<T> {
     run(b, true, f)
 }
 
 /// [`Backend::read`] with a result.
-pub fn read<T: Send>(b: &dyn Backend, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+pub fn read<T: Send>(
+    b: &dyn Backend,
+    f: impl FnMut(&mut dyn Sql) -> Result<T> + Send,
+) -> Result<T> {
     run(b, false, f)
 }

@@ -4,9 +4,9 @@
 use super::queries::{anon, anon_salt, from_json, spot_str, unit};
 use super::sql::{Sql, p};
 use super::*;
-use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use crate::credibility;
 use crate::lifecycle::Spot;
+use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use protocol::first_divergence;
 
 fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
@@ -35,7 +35,10 @@ fn by_state(
 
 /// Challenges by status: open, ready, passed, failed, expired.
 pub fn challenge_counts(s: &mut dyn Sql) -> Result<BTreeMap<String, u64>> {
-    let rows = s.query("SELECT status, count(*) FROM challenges GROUP BY status", p![])?;
+    let rows = s.query(
+        "SELECT status, count(*) FROM challenges GROUP BY status",
+        p![],
+    )?;
     by_state(["open", "ready", "passed", "failed", "expired"], rows)
 }
 
@@ -384,7 +387,9 @@ pub fn leaderboard(s: &mut dyn Sql, limit: usize) -> Result<Vec<LeaderboardRow>>
     .map(|(i, r)| {
         Ok(LeaderboardRow {
             rank: i as u64 + 1,
-            name: r.opt_text(1)?.unwrap_or_else(|| anon(&salt, r.int(0).unwrap_or(0))),
+            name: r
+                .opt_text(1)?
+                .unwrap_or_else(|| anon(&salt, r.int(0).unwrap_or(0))),
             credit: r.real(2)?,
             valid: r.count(3)?,
         })

@@ -1,0 +1,105 @@
+//! Errors as JSON bodies with the right status, and the JSON extractor whose rejections are
+//! such errors too.
+
+use crate::store::StoreError;
+use axum::Json;
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use protocol::api::*;
+use shaders::Job;
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                field: None,
+            },
+        }
+    }
+    pub fn field(field: &str, error: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody {
+                error: error.into(),
+                field: Some(field.to_owned()),
+            },
+        }
+    }
+}
+
+impl ApiError {
+    /// The same error with another status (a field error that is a 404 or a 409).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+/// A report's canonical output: base64 of exactly the bytes `job` produces, or an error
+/// naming `output` (shared by volunteers' reports and verifier workers' results).
+pub(crate) fn decode_output(
+    job: &Job,
+    b64: Option<&str>,
+    missing: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let b64 = b64.ok_or_else(|| ApiError::field("output", missing))?;
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| ApiError::field("output", format!("not base64: {e}")))?;
+    let want = job.output_len();
+    if output.len() as u64 != want {
+        return Err(ApiError::field(
+            "output",
+            format!(
+                "is {} bytes; {} with these params produces {want}",
+                output.len(),
+                job.kernel()
+            ),
+        ));
+    }
+    Ok(output)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Invalid { field, message } => ApiError::field(&field, message),
+            StoreError::Db(m) | StoreError::Retry(m) => {
+                tracing::error!("store: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+/// `Json` whose rejections are JSON errors too.
+#[derive(FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+pub struct Body<T>(pub T);

@@ -1,0 +1,104 @@
+//! The HTTP API (`/api/v1`, JSON; documented at `/api/v1/openapi.json`). Bad input gets a JSON
+//! error with the right 4xx status and changes nothing: every check happens before the store
+//! is touched, and each store call is one transaction.
+
+mod admission;
+mod auth;
+mod error;
+mod operator;
+mod results;
+mod volunteers;
+
+pub use admission::{new_batch, policy_from};
+pub use auth::{Operator, Prefix, Scientist, Volunteer, hash_secret, network_prefix, new_secret};
+pub(crate) use error::decode_output;
+pub use error::{ApiError, Body};
+pub use results::{aggregate, results_csv};
+
+use crate::engine::Engine;
+use crate::store::StoreError;
+use admission::*;
+use axum::Json;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use operator::*;
+use results::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use volunteers::*;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub store: Arc<Engine>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Wakes the spot-check workers when a batch brings new work for them.
+    pub spot_wake: Arc<Notify>,
+    pub max_units_per_batch: usize,
+    pub default_spot_rate: f64,
+    /// Recomputation jobs (spot-checks, challenge segments) being done, by the built-in pool
+    /// or a verifier worker, so no two take the same one.
+    pub leases: crate::verify::Leases,
+    /// How long a verifier worker holds a job before it may go to another.
+    pub verifier_lease_s: i64,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs a store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+pub fn router(state: Shared) -> Router {
+    let metrics_layer =
+        axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track);
+    Router::new()
+        .route("/api/v1/volunteers", post(register))
+        .route("/api/v1/volunteers/me", get(me).post(update_me))
+        .route("/api/v1/leaderboard", get(leaderboard))
+        .route("/api/v1/work", post(work))
+        .route("/api/v1/results", post(post_results))
+        .route("/api/v1/challenges/{id}", post(answer_challenge))
+        .route("/api/v1/verifier/work", post(crate::verify::work))
+        .route("/api/v1/verifier/results", post(crate::verify::results))
+        .route("/api/v1/batches", post(create_batch).get(list_batches))
+        .route("/api/v1/batches/{id}/aggregate", get(batch_aggregate))
+        .route("/api/v1/specs", post(validate_spec))
+        .route("/api/v1/dashboard", get(dashboard))
+        .route("/api/v1/dashboard/events", get(dashboard_events))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/batches/{id}", get(batch_status))
+        .route("/api/v1/batches/{id}/results", get(batch_results))
+        .route("/api/v1/units/{id}", get(unit))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/kernels", get(kernels))
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(metrics_layer)
+        .with_state(state)
+}
+
+/// The OpenAPI document (kept in step with [`router`] by a test).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn kernels() -> Json<Value> {
+    Json(json!({ "kernels": shaders::kernels() }))
+}

@@ -1,0 +1,55 @@
+//! What operators watch: the status, the dashboard (JSON and a live stream) and `/metrics`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::*;
+
+pub(super) async fn status(
+    State(s): State<Shared>,
+) -> Result<Json<crate::store::Status>, ApiError> {
+    let store = s.store.clone();
+    Ok(Json(blocking(move || store.status()).await?))
+}
+
+pub(super) async fn dashboard(
+    State(s): State<Shared>,
+    _op: Operator,
+) -> Result<Json<crate::store::Dashboard>, ApiError> {
+    let store = s.store.clone();
+    Ok(Json(blocking(move || store.dashboard(now())).await?))
+}
+
+/// The dashboard as Server-Sent Events: a fresh snapshot every second.
+pub(super) async fn dashboard_events(
+    State(s): State<Shared>,
+    _op: Operator,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let stream = futures_util::stream::unfold((s, true), |(s, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let store = s.store.clone();
+        let event = match blocking(move || store.dashboard(now())).await {
+            Ok(d) => Event::default()
+                .event("snapshot")
+                .json_data(&d)
+                .unwrap_or_default(),
+            Err(e) => Event::default().event("error").data(e.body.error),
+        };
+        Some((Ok(event), (s, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+pub(super) async fn metrics(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let store = s.store.clone();
+    let status = blocking(move || store.status()).await?;
+    let text = s.metrics.render(&status);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,308 @@
+//! The volunteer's side: registration, its record, work, reports, challenge answers.
+
+use crate::store::ReportBody;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use protocol::Digest;
+use protocol::api::*;
+use serde_json::{Value, json};
+use shaders::Job;
+
+use super::*;
+
+/// A nickname as shown on the leaderboard: trimmed, 1..=40 characters, no control characters;
+/// empty means none.
+pub(super) fn clean_nickname(n: Option<&str>) -> Result<Option<String>, ApiError> {
+    match n.map(str::trim) {
+        Some(n) if n.chars().count() > 40 => {
+            Err(ApiError::field("nickname", "at most 40 characters"))
+        }
+        Some(n) if n.chars().any(char::is_control) => {
+            Err(ApiError::field("nickname", "no control characters"))
+        }
+        Some("") | None => Ok(None),
+        Some(n) => Ok(Some(n.to_owned())),
+    }
+}
+
+pub(super) async fn me(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+) -> Result<Json<crate::store::VolunteerStats>, ApiError> {
+    let store = s.store.clone();
+    Ok(Json(blocking(move || store.volunteer_stats(v)).await?))
+}
+
+pub(super) async fn update_me(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Body(req): Body<RegisterRequest>,
+) -> Result<Json<crate::store::VolunteerStats>, ApiError> {
+    let nickname = clean_nickname(req.nickname.as_deref())?;
+    let store = s.store.clone();
+    Ok(Json(
+        blocking(move || {
+            store.set_nickname(v, nickname.as_deref())?;
+            store.volunteer_stats(v)
+        })
+        .await?,
+    ))
+}
+
+pub(super) async fn leaderboard(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let rows = blocking(move || store.leaderboard(20)).await?;
+    Ok(Json(json!({ "leaders": rows })))
+}
+
+/// The body is optional: an empty one registers without a nickname.
+pub(super) async fn register(
+    State(s): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    let req: RegisterRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RegisterRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+    };
+    let nickname = clean_nickname(req.nickname.as_deref())?;
+    let token = new_secret("qgv_");
+    let hash = hash_secret(&token);
+    let store = s.store.clone();
+    let volunteer_id =
+        blocking(move || store.register_volunteer(&hash, nickname.as_deref(), now())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            volunteer_id,
+            token,
+        }),
+    ))
+}
+
+pub(super) async fn work(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Prefix(prefix): Prefix,
+    Body(req): Body<WorkRequest>,
+) -> Result<Json<WorkResponse>, ApiError> {
+    if !(1..=64).contains(&req.max_units) {
+        return Err(ApiError::field(
+            "max_units",
+            format!("must be 1..=64, got {}", req.max_units),
+        ));
+    }
+    let store = s.store.clone();
+    let assignments = blocking(move || {
+        store.request_work(v, req.max_units, &req.adapter, prefix.as_deref(), now())
+    })
+    .await?;
+    let retry_after_s = if assignments.is_empty() { 5 } else { 0 };
+    Ok(Json(WorkResponse {
+        assignments,
+        retry_after_s,
+    }))
+}
+
+/// Checks a report against its assignment's kernel: output length, the digest recomputed from
+/// the bytes, checkpoints in order. Nothing is stored unless all of it holds.
+pub(super) fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, ApiError> {
+    if let Some(msg) = &r.error {
+        if r.output.is_some() || r.digest.is_some() {
+            return Err(ApiError::field(
+                "error",
+                "a report carries either an error or an output and digest, not both",
+            ));
+        }
+        return Ok(ReportBody::Error(msg.chars().take(1000).collect()));
+    }
+    let output = decode_output(job, r.output.as_deref(), "missing (or set `error`)")?;
+    let claimed = r
+        .digest
+        .ok_or_else(|| ApiError::field("digest", "missing"))?;
+    let digest = Digest::of_data(&output);
+    if digest != claimed {
+        return Err(ApiError::field(
+            "digest",
+            format!("does not match the output (the output's data digest is {digest})"),
+        ));
+    }
+    let total = job.schedule().total;
+    if r.checkpoints.len() as u64 > job.schedule().checkpoint_count()
+        || r.checkpoints.windows(2).any(|w| w[0].step >= w[1].step)
+        || r.checkpoints.iter().any(|c| c.step == 0 || c.step > total)
+    {
+        return Err(ApiError::field(
+            "checkpoints",
+            "must be in increasing step order, within the run, at most one per checkpoint",
+        ));
+    }
+    let summary = job
+        .summarize(&output)
+        .map_err(|e| ApiError::field("output", e.to_string()))?;
+    Ok(ReportBody::Output {
+        digest,
+        output,
+        checkpoints: r.checkpoints.clone(),
+        summary,
+    })
+}
+
+/// Judges reports: one read to find their assignments, checks in memory, one write
+/// transaction for all that pass (each item on its own savepoint). One result per item.
+pub(super) async fn report_all(
+    s: &Shared,
+    v: i64,
+    reports: Vec<Result<ResultReport, ApiError>>,
+) -> Result<Vec<Result<ReportAck, ApiError>>, ApiError> {
+    let ids: Vec<i64> = reports
+        .iter()
+        .map(|r| r.as_ref().map_or(0, |r| r.assignment_id))
+        .collect();
+    let store = s.store.clone();
+    let lookup_ids = ids.clone();
+    let jobs = blocking(move || store.assignment_jobs(v, &lookup_ids)).await?;
+    let mut results: Vec<Result<ReportAck, ApiError>> = Vec::with_capacity(reports.len());
+    let mut items = Vec::new();
+    let mut slots = Vec::new();
+    for (i, (report, job)) in reports.into_iter().zip(jobs).enumerate() {
+        let checked = report.and_then(|r| {
+            let (kernel, params, version) = job?;
+            if r.kernel_version != version || version != shaders::kernel_version(&kernel) {
+                return Err(ApiError::field(
+                    "kernel_version",
+                    format!(
+                        "this unit is {kernel} version {version} (this coordinator runs version \
+                         {}); a result computed with version {} cannot be compared with it",
+                        shaders::kernel_version(&kernel),
+                        r.kernel_version
+                    ),
+                )
+                .with_status(StatusCode::CONFLICT));
+            }
+            let job = Job::new(&kernel, params).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("stored params: {e}"),
+                )
+            })?;
+            check_report(&job, &r)
+        });
+        match checked {
+            Ok(body) => {
+                items.push((ids[i], body));
+                slots.push(i);
+                results.push(Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "pending",
+                )));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if !items.is_empty() {
+        let store = s.store.clone();
+        let outcomes = blocking(move || store.report_batch(v, &items, now())).await?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = outcome.map_err(ApiError::from).map(|o| ReportAck {
+                assignment_id: ids[slot],
+                replica_state: o.replica_state.as_str().to_owned(),
+                unit_state: o.unit_state.as_str().to_owned(),
+                challenge: o.challenge.map(|step| ChallengeRequest { step }),
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// One report (an object), or several at once (an array: each item is judged on its own and
+/// gets the status it would have had alone).
+pub(super) async fn post_results(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Body(body): Body<Value>,
+) -> Result<Response, ApiError> {
+    match body {
+        Value::Array(items) => {
+            if items.len() > 256 {
+                return Err(ApiError::field("reports", "at most 256 reports at once"));
+            }
+            let ids: Vec<i64> = items
+                .iter()
+                .map(|x| x.get("assignment_id").and_then(Value::as_i64).unwrap_or(0))
+                .collect();
+            let parsed = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    serde_json::from_value::<ResultReport>(item)
+                        .map_err(|e| ApiError::field(&format!("[{i}]"), e.to_string()))
+                })
+                .collect();
+            let out: Vec<ReportItemResult> = report_all(&s, v, parsed)
+                .await?
+                .into_iter()
+                .zip(ids)
+                .map(|(res, assignment_id)| match res {
+                    Ok(ack) => ReportItemResult {
+                        assignment_id,
+                        status: 202,
+                        ack: Some(ack),
+                        error: None,
+                    },
+                    Err(e) => ReportItemResult {
+                        assignment_id,
+                        status: e.status.as_u16(),
+                        ack: None,
+                        error: Some(e.body),
+                    },
+                })
+                .collect();
+            Ok((StatusCode::ACCEPTED, Json(out)).into_response())
+        }
+        item => {
+            let r: ResultReport = serde_json::from_value(item)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let ack = report_all(&s, v, vec![Ok(r)])
+                .await?
+                .pop()
+                .unwrap_or_else(|| {
+                    Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "no result",
+                    ))
+                })?;
+            Ok((StatusCode::ACCEPTED, Json(ack)).into_response())
+        }
+    }
+}
+
+/// A volunteer's answer to a challenge: its state buffers at the checkpoint asked for.
+pub(super) async fn answer_challenge(
+    State(s): State<Shared>,
+    Volunteer(v): Volunteer,
+    Path(id): Path<i64>,
+    Body(req): Body<ChallengeAnswer>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let state = req
+        .state
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| ApiError::field(&format!("state[{i}]"), format!("not base64: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = s.store.clone();
+    blocking(move || store.answer_challenge(v, id, req.step, state, now())).await?;
+    s.spot_wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"assignment_id": id, "received": true})),
+    ))
+}
