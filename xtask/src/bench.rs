@@ -12,7 +12,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("browser") => browser(&args[1..]),
         Some("sabotage") => sabotage(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--sizes 10000,100000,1000000] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] (got {other:?})"
         ),
     }
 }
@@ -138,27 +138,55 @@ fn kernels(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Replicas dispatched and validated per second against the release coordinator with the
-/// embedded store, with 10⁴, 10⁵ and 10⁶ units already in the database.
+/// Replicas dispatched and validated per second against release coordinators, with 10⁴, 10⁵
+/// and 10⁶ finished units already in the database: on SQLite (one coordinator) and on
+/// PostgreSQL with 1, 2 and 4 coordinators sharing it. One JSON line per configuration.
 fn coordinator(args: &[&str]) -> Result<()> {
-    let sizes: Vec<String> = args
-        .iter()
-        .position(|a| *a == "--sizes")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.split(',').map(str::to_owned).collect())
-        .unwrap_or_else(|| vec!["10000".into(), "100000".into(), "1000000".into()]);
+    let list = |name: &str, default: &[&str]| -> Vec<String> {
+        args.iter()
+            .position(|a| *a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.split(',').map(str::to_owned).collect())
+            .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+    };
+    let sizes = list("--sizes", &["10000", "100000", "1000000"]);
+    let dbs = list("--db", &["sqlite", "postgres"]);
+    let coordinators = list("--coordinators", &["1", "2", "4"]);
+    let seconds = list("--seconds", &["5"]);
     crate::run(
         "cargo build --release -p coordinator",
         crate::cargo().args(["build", "--release", "-q", "-p", "coordinator"]),
     )?;
+    let pg = match dbs.iter().any(|d| d == "postgres") {
+        true => Some(crate::pg::ensure()?),
+        false => None,
+    };
     let bin_dir = crate::root().join("target").join("release");
-    for units in sizes {
-        let status = std::process::Command::new(bin_dir.join("qg-loadgen"))
-            .args(["--units", &units, "--coordinator"])
-            .arg(bin_dir.join("coordinator"))
-            .status()?;
-        if !status.success() {
-            bail!("qg-loadgen --units {units} failed ({status})");
+    for db in &dbs {
+        for units in &sizes {
+            // SQLite is one coordinator's embedded store.
+            let counts: Vec<&String> = match db.as_str() {
+                "sqlite" => coordinators.iter().filter(|c| *c == "1").take(1).collect(),
+                _ => coordinators.iter().collect(),
+            };
+            let counts = if counts.is_empty() && db == "sqlite" {
+                vec![&coordinators[0]]
+            } else {
+                counts
+            };
+            for n in counts {
+                let mut c = std::process::Command::new(bin_dir.join("qg-loadgen"));
+                c.args(["--units", units, "--db", db, "--coordinators", n])
+                    .args(["--seconds", &seconds[0], "--coordinator"])
+                    .arg(bin_dir.join("coordinator"));
+                if let Some(pg) = &pg {
+                    c.env("QG_TEST_DATABASE_URL", &pg.url);
+                }
+                let status = c.status()?;
+                if !status.success() {
+                    bail!("qg-loadgen --units {units} --db {db} --coordinators {n} failed ({status})");
+                }
+            }
         }
     }
     Ok(())

@@ -7,8 +7,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Parser;
 use coordinator::api::{hash_secret, new_secret, now};
-use coordinator::engine::Engine;
 use coordinator::lifecycle::Policy;
+use coordinator::engine::{Database, Engine};
+use coordinator::store::postgres::ScratchDatabase;
 use coordinator::store::{NewBatch, NewUnit};
 use serde_json::{Value, json};
 use shaders::Job;
@@ -38,6 +39,14 @@ struct Args {
     /// The coordinator binary.
     #[arg(long)]
     coordinator: std::path::PathBuf,
+    /// The store: sqlite (a fresh file) or postgres (a scratch database on the server that
+    /// QG_TEST_DATABASE_URL names, else 127.0.0.1:5432).
+    #[arg(long, default_value = "sqlite")]
+    db: String,
+    /// Coordinator processes sharing the database (PostgreSQL only); volunteers are spread
+    /// over them.
+    #[arg(long, default_value_t = 1)]
+    coordinators: usize,
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -53,7 +62,6 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let dir = std::env::temp_dir().join(format!("qg-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("coordinator.db");
 
     // Every unit has the same params, so one precomputed output serves every report: the
     // volunteers cost next to nothing and the coordinator is what is measured.
@@ -61,8 +69,26 @@ async fn main() -> Result<()> {
     let job = Job::new("ising2d", params.clone())?;
     let reference = job.run_cpu(1, &mut |_, _| {})?;
     let fill = Instant::now();
+    let _scratch;
+    let database = match args.db.as_str() {
+        "sqlite" => {
+            if args.coordinators != 1 {
+                bail!("--coordinators: SQLite serves one coordinator; use --db postgres");
+            }
+            Database::Sqlite(dir.join("coordinator.db"))
+        }
+        "postgres" => {
+            let server = std::env::var("QG_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let scratch = ScratchDatabase::create(&server, "bench")?;
+            let db = Database::Postgres(scratch.url.clone());
+            _scratch = scratch;
+            db
+        }
+        other => bail!("--db: sqlite or postgres, got {other:?}"),
+    };
     {
-        let store = Engine::sqlite(&db)?;
+        let store = Engine::open(&database)?;
         let batch = |n: u64| NewBatch {
             key_id: None,
             name: "load".into(),
@@ -87,22 +113,41 @@ async fn main() -> Result<()> {
             left -= n;
         }
         drop(store);
-        let conn = rusqlite::Connection::open(&db)?;
-        conn.execute_batch(&format!(
-            "BEGIN;
-             INSERT INTO volunteers(token_hash, created_at, last_seen) VALUES (x'00', 0, 0);
-             INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, reported_at, digest)
-                 SELECT id, 1, 'valid', 0, 3600, 1, x'{d}' FROM units;
-             INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, reported_at, digest)
-                 SELECT id, 1, 'valid', 0, 3600, 1, x'{d}' FROM units;
-             UPDATE units SET state = 'canonical', wanted = 0, canonical_digest = x'{d}',
-                 canonical_replica = (SELECT min(id) FROM replicas r WHERE r.unit_id = units.id),
-                 done_at = 1;
-             COMMIT;",
-            d = reference.digest
-        ))?;
-        drop(conn);
-        let store = Engine::sqlite(&db)?;
+        let history = |bytes: &str| {
+            format!(
+                "INSERT INTO volunteers(token_hash, created_at, last_seen) VALUES ({z}, 0, 0);
+                 INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, reported_at, digest)
+                     SELECT id, 1, 'valid', 0, 3600, 1, {bytes} FROM units;
+                 INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, reported_at, digest)
+                     SELECT id, 1, 'valid', 0, 3600, 1, {bytes} FROM units;
+                 UPDATE units SET state = 'canonical', wanted = 0, canonical_digest = {bytes},
+                     canonical_replica = (SELECT min(id) FROM replicas r WHERE r.unit_id = units.id),
+                     done_at = 1;",
+                z = if bytes.starts_with('x') { "x'00'" } else { "decode('00', 'hex')" },
+            )
+        };
+        match &database {
+            Database::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path)?;
+                conn.execute_batch(&format!(
+                    "BEGIN; {} COMMIT;",
+                    history(&format!("x'{}'", reference.digest))
+                ))?;
+            }
+            Database::Postgres(url) => {
+                let url = url.clone();
+                let sql = history(&format!("decode('{}', 'hex')", reference.digest));
+                // The sync client blocks on a runtime of its own: not on this one's threads.
+                std::thread::spawn(move || -> Result<()> {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+                    c.batch_execute(&format!("BEGIN; {sql} COMMIT; ANALYZE;"))?;
+                    Ok(())
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("filling PostgreSQL panicked"))??;
+            }
+        }
+        let store = Engine::open(&database)?;
         let mut left = args.work_units;
         while left > 0 {
             let n = left.min(100_000);
@@ -114,23 +159,34 @@ async fn main() -> Result<()> {
     }
     let fill_s = fill.elapsed().as_secs_f64();
 
-    let mut child = Command::new(&args.coordinator)
-        .arg("--db")
-        .arg(&db)
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the coordinator")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let Some(base) = line.trim().strip_prefix("coordinator listening on ") else {
-        let _ = child.kill();
-        bail!("coordinator did not start: {line:?}");
+    let db_arg = match &database {
+        Database::Sqlite(p) => p.display().to_string(),
+        Database::Postgres(url) => url.clone(),
     };
-    let base = base.to_owned();
+    let mut children = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..args.coordinators {
+        let mut child = Command::new(&args.coordinator)
+            .args(["--db", &db_arg])
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the coordinator")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        children.push(child);
+        let Some(base) = line.trim().strip_prefix("coordinator listening on ") else {
+            for c in &mut children {
+                let _ = c.kill();
+            }
+            bail!("coordinator did not start: {line:?}");
+        };
+        bases.push(base.to_owned());
+    }
+    let base = bases[0].clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.volunteers)
         .build()?;
@@ -149,8 +205,10 @@ async fn main() -> Result<()> {
     let reported = Arc::new(AtomicU64::new(0));
     let empty = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..args.volunteers {
-        let (http, base, tail) = (http.clone(), base.clone(), report_tail.clone());
+    let errors = Arc::new(AtomicU64::new(0));
+    for i in 0..args.volunteers {
+        let (http, base, tail) = (http.clone(), bases[i % bases.len()].clone(), report_tail.clone());
+        let errors = errors.clone();
         let (measuring, stop, reported) = (measuring.clone(), stop.clone(), reported.clone());
         let empty = empty.clone();
         let batch = args.batch;
@@ -196,7 +254,7 @@ async fn main() -> Result<()> {
                     .send()
                     .await?;
                 if resp.status().as_u16() != 202 {
-                    bail!("results: {}", resp.status());
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = resp.bytes().await?;
                 let dt_report = t.elapsed().as_secs_f64();
@@ -234,14 +292,19 @@ async fn main() -> Result<()> {
         work_lat.extend(w);
         report_lat.extend(r);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let validated = valid1.saturating_sub(valid0);
     println!(
         "{}",
         json!({
             "bench": "coordinator",
+            "db": args.db,
+            "coordinators": args.coordinators,
+            "errors": errors.load(Ordering::Relaxed),
             "units_in_db": args.units,
             "work_units": args.work_units,
             "volunteers": args.volunteers,
