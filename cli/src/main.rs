@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::api::{BatchCreated, BatchRequest, ErrorBody};
+use protocol::status::{BatchList, BatchStatus, UnitProvenance};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -126,10 +127,10 @@ impl Api {
         }
     }
 
-    fn get(&self, path: &str, what: &str) -> Result<Value> {
+    fn get<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
         self.send(self.http.get(self.url(path)), what)?
             .json()
-            .context("the coordinator sent invalid JSON")
+            .context("the coordinator sent JSON this qg does not understand")
     }
 }
 
@@ -139,8 +140,7 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn counts(status: &Value) -> String {
-    let by = &status["by_state"];
+fn counts(status: &BatchStatus) -> String {
     [
         "canonical",
         "in_progress",
@@ -151,29 +151,31 @@ fn counts(status: &Value) -> String {
     ]
     .iter()
     .filter_map(|s| {
-        let n = by[s].as_u64().unwrap_or(0);
+        let n = status.by_state.get(*s).copied().unwrap_or(0);
         (n > 0).then(|| format!("{} {n}", s.replace('_', " ")))
     })
     .collect::<Vec<_>>()
     .join(", ")
 }
 
-fn finished(status: &Value) -> u64 {
-    status["by_state"]["canonical"].as_u64().unwrap_or(0)
-        + status["by_state"]["failed"].as_u64().unwrap_or(0)
+fn count(status: &BatchStatus, state: &str) -> u64 {
+    status.by_state.get(state).copied().unwrap_or(0)
 }
 
-fn eta(status: &Value) -> String {
-    let total = status["units"].as_u64().unwrap_or(0);
+fn finished(status: &BatchStatus) -> u64 {
+    count(status, "canonical") + count(status, "failed")
+}
+
+fn eta(status: &BatchStatus) -> String {
     let done = finished(status);
-    if status["done"] == true {
+    if status.done {
         return "done".into();
     }
-    let elapsed = (now() - status["created_at"].as_i64().unwrap_or(now())).max(1) as f64;
+    let elapsed = (now() - status.created_at).max(1) as f64;
     if done == 0 {
         return "unknown (no unit finished yet)".into();
     }
-    let left = (total - done) as f64 * elapsed / done as f64;
+    let left = status.units.saturating_sub(done) as f64 * elapsed / done as f64;
     match left as u64 {
         s if s < 120 => format!("~{s} s"),
         s if s < 7200 => format!("~{} min", s / 60),
@@ -252,42 +254,39 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", created.batch_id);
         }
         Cmd::Status { batch: Some(id) } => {
-            let s = api.get(&format!("/api/v1/batches/{id}"), &format!("batch {id}"))?;
-            println!(
-                "batch {id}: {} ({})",
-                s["name"].as_str().unwrap_or(""),
-                s["kernel"].as_str().unwrap_or("")
-            );
+            let s: BatchStatus =
+                api.get(&format!("/api/v1/batches/{id}"), &format!("batch {id}"))?;
+            println!("batch {id}: {} ({})", s.name, s.kernel);
             println!(
                 "  {} of {} units finished: {}",
                 finished(&s),
-                s["units"],
+                s.units,
                 counts(&s)
             );
             println!("  ETA: {}", eta(&s));
         }
         Cmd::Status { batch: None } => {
-            let list = api.get("/api/v1/batches", "batches")?;
-            let batches = list["batches"].as_array().cloned().unwrap_or_default();
+            let list: BatchList = api.get("/api/v1/batches", "batches")?;
+            let batches = list.batches;
             if batches.is_empty() {
                 println!("no batches yet: submit one with `qg submit SPEC.toml`");
             }
             for s in batches {
                 println!(
                     "{:>6}  {:<14} {:>7}/{:<7} {}  {}",
-                    s["batch_id"],
-                    s["kernel"].as_str().unwrap_or(""),
+                    s.batch_id,
+                    s.kernel,
                     finished(&s),
-                    s["units"],
-                    if s["done"] == true { "done" } else { "running" },
-                    s["name"].as_str().unwrap_or("")
+                    s.units,
+                    if s.done { "done" } else { "running" },
+                    s.name
                 );
             }
         }
         Cmd::Watch { batch, interval } => {
             let what = format!("batch {batch}");
-            let s = api.get(&format!("/api/v1/batches/{batch}"), &what)?;
-            let bar = ProgressBar::new(s["units"].as_u64().unwrap_or(0));
+            let s: BatchStatus = api.get(&format!("/api/v1/batches/{batch}"), &what)?;
+            let bar = ProgressBar::new(s.units);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} units  {msg}",
@@ -295,15 +294,15 @@ fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             loop {
-                let s = api.get(&format!("/api/v1/batches/{batch}"), &what)?;
+                let s: BatchStatus = api.get(&format!("/api/v1/batches/{batch}"), &what)?;
                 bar.set_position(finished(&s));
                 bar.set_message(format!("{} · ETA {}", counts(&s), eta(&s)));
-                if s["done"] == true {
+                if s.done {
                     bar.finish();
-                    let failed = s["by_state"]["failed"].as_u64().unwrap_or(0);
                     eprintln!(
-                        "batch {batch} done: {} canonical, {failed} failed",
-                        s["by_state"]["canonical"]
+                        "batch {batch} done: {} canonical, {} failed",
+                        count(&s, "canonical"),
+                        count(&s, "failed")
                     );
                     break;
                 }
@@ -327,10 +326,10 @@ fn run(cli: Cli) -> Result<()> {
                     )?
                     .text()?,
                 (Format::Json, true) => serde_json::to_string_pretty(
-                    &api.get(&format!("/api/v1/batches/{batch}/aggregate"), &what)?,
+                    &api.get::<Value>(&format!("/api/v1/batches/{batch}/aggregate"), &what)?,
                 )?,
                 (Format::Json, false) => serde_json::to_string_pretty(
-                    &api.get(&format!("/api/v1/batches/{batch}/results"), &what)?,
+                    &api.get::<Value>(&format!("/api/v1/batches/{batch}/results"), &what)?,
                 )?,
             };
             match output {
@@ -343,60 +342,57 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Unit { unit } => {
-            let p = api.get(&format!("/api/v1/units/{unit}"), &format!("unit {unit}"))?;
+            let p: UnitProvenance =
+                api.get(&format!("/api/v1/units/{unit}"), &format!("unit {unit}"))?;
             println!(
                 "unit {unit} of batch {}: {} ({})",
-                p["batch_id"],
-                p["state"].as_str().unwrap_or(""),
-                p["kernel"].as_str().unwrap_or("")
+                p.batch_id,
+                p.state.as_str(),
+                p.kernel
             );
-            println!("  params     {}", p["params"]);
+            println!("  params     {}", p.params);
             println!(
                 "  digest     {}",
-                p["canonical_digest"].as_str().unwrap_or("-")
+                p.canonical_digest.map_or("-".into(), |d| d.to_hex())
             );
-            if let Some(r) = p["fail_reason"].as_str() {
+            if let Some(r) = &p.fail_reason {
                 println!("  failed     {r}");
             }
-            println!("  summary    {}", p["summary"]);
-            let sc = &p["spot_check"];
+            println!(
+                "  summary    {}",
+                p.summary.as_ref().map_or("-".into(), Value::to_string)
+            );
+            let sc = &p.spot_check;
             println!(
                 "  spot-check {}",
-                if sc["sampled"] == true {
+                if sc.sampled {
                     format!(
                         "{} (passed: {})",
-                        sc["state"].as_str().unwrap_or(""),
-                        sc["passed"]
+                        sc.state,
+                        sc.passed.map_or("not yet".into(), |b| b.to_string())
                     )
                 } else {
                     "not sampled".into()
                 }
             );
             println!("  replicas:");
-            for r in p["replicas"].as_array().cloned().unwrap_or_default() {
+            for r in &p.replicas {
                 println!(
                     "    {:>8} {:<12} {:<11} {} {}{}{}{}",
-                    r["replica_id"],
-                    r["volunteer"].as_str().unwrap_or(""),
-                    r["state"].as_str().unwrap_or(""),
-                    r["digest"]
-                        .as_str()
-                        .map_or("-".into(), |d| d[..16].to_owned()),
-                    r["adapter"]["name"].as_str().unwrap_or(""),
-                    r["diverged_at_step"]
-                        .as_u64()
+                    r.replica_id,
+                    r.volunteer,
+                    r.state.as_str(),
+                    r.digest.map_or("-".into(), |d| d.to_hex()[..16].to_owned()),
+                    r.adapter.as_ref().map_or("", |a| a.name.as_str()),
+                    r.diverged_at_step
                         .map_or(String::new(), |s| format!("  diverged at step {s}")),
-                    if r["ringer"] == true {
-                        "  (ringer)"
-                    } else {
-                        ""
-                    },
-                    r["challenge"]
-                        .as_str()
+                    if r.ringer { "  (ringer)" } else { "" },
+                    r.challenge
+                        .as_ref()
                         .map_or(String::new(), |c| format!("  challenge {c}")),
                 );
             }
-            println!("  reproduce: {}", p["reproduce"].as_str().unwrap_or(""));
+            println!("  reproduce: {}", p.reproduce);
         }
     }
     Ok(())

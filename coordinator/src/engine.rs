@@ -325,7 +325,11 @@ impl Engine {
         items: &[(i64, ReportBody)],
         now: i64,
     ) -> Result<Vec<Result<ReportOutcome>>> {
+        let replicas: Vec<i64> = items.iter().map(|(a, _)| *a).collect();
         self.write(|s| {
+            if self.db.concurrent_writers() {
+                q::lock_units_of(s, &replicas)?;
+            }
             let mut out = Vec::with_capacity(items.len());
             for (assignment, body) in items {
                 s.script("SAVEPOINT item")?;
@@ -423,6 +427,10 @@ impl Engine {
     pub fn expire(&self, now: i64) -> Result<usize> {
         self.write(|s| {
             let due = q::due_replicas(s, now)?;
+            if self.db.concurrent_writers() {
+                let replicas: Vec<i64> = due.iter().map(|d| d.0).collect();
+                q::lock_units_of(s, &replicas)?;
+            }
             for (replica, unit) in &due {
                 self.step(s, *unit, Event::Timeout(*replica), now)?;
             }

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 pub mod api;
+pub mod policy;
+pub mod status;
 
 use std::fmt;
 use std::str::FromStr;

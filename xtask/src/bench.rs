@@ -184,7 +184,9 @@ fn coordinator(args: &[&str]) -> Result<()> {
                 }
                 let status = c.status()?;
                 if !status.success() {
-                    bail!("qg-loadgen --units {units} --db {db} --coordinators {n} failed ({status})");
+                    bail!(
+                        "qg-loadgen --units {units} --db {db} --coordinators {n} failed ({status})"
+                    );
                 }
             }
         }

@@ -123,11 +123,11 @@ pub(super) async fn unit(
 pub(super) async fn list_batches(
     State(s): State<Shared>,
     sci: Scientist,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<protocol::status::BatchList>, ApiError> {
     let store = s.store.clone();
     let viewer = sci.viewer();
     let batches = blocking(move || store.list_batches(viewer)).await?;
-    Ok(Json(json!({ "batches": batches })))
+    Ok(Json(protocol::status::BatchList { batches }))
 }
 
 /// Per swept point (every axis but `seed`): how many canonical units, and the mean and

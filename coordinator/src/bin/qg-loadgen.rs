@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Parser;
 use coordinator::api::{hash_secret, new_secret, now};
-use coordinator::lifecycle::Policy;
 use coordinator::engine::{Database, Engine};
+use coordinator::lifecycle::Policy;
 use coordinator::store::postgres::ScratchDatabase;
 use coordinator::store::{NewBatch, NewUnit};
 use serde_json::{Value, json};
@@ -207,7 +207,11 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     let errors = Arc::new(AtomicU64::new(0));
     for i in 0..args.volunteers {
-        let (http, base, tail) = (http.clone(), bases[i % bases.len()].clone(), report_tail.clone());
+        let (http, base, tail) = (
+            http.clone(),
+            bases[i % bases.len()].clone(),
+            report_tail.clone(),
+        );
         let errors = errors.clone();
         let (measuring, stop, reported) = (measuring.clone(), stop.clone(), reported.clone());
         let empty = empty.clone();

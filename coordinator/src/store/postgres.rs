@@ -217,6 +217,9 @@ impl Backend for PostgresBackend {
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
         self.run(false, f)
     }
+    fn concurrent_writers(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "postgres"
     }

@@ -620,6 +620,23 @@ pub fn insert_replica(s: &mut dyn Sql, r: &NewReplica<'_>) -> Result<i64> {
 
 // ---- Reports ----
 
+/// Locks the units of these replicas in ascending id order (the order every transaction that
+/// locks several units keeps, so two batches of reports never deadlock each other).
+pub fn lock_units_of(s: &mut dyn Sql, replicas: &[i64]) -> Result<()> {
+    let mut units = Vec::with_capacity(replicas.len());
+    for &r in replicas {
+        if let Some(row) = s.row("SELECT unit_id FROM replicas WHERE id = ?1", p![r])? {
+            units.push(row.int(0)?);
+        }
+    }
+    units.sort_unstable();
+    units.dedup();
+    for u in units {
+        s.row("SELECT id FROM units WHERE id = ?1 /*FOR UPDATE*/", p![u])?;
+    }
+    Ok(())
+}
+
 /// A replica's unit, volunteer and deadline.
 pub fn replica_owner(s: &mut dyn Sql, id: i64) -> Result<Option<(i64, i64, i64)>> {
     s.row(

@@ -195,6 +195,10 @@ pub trait Backend: Send + Sync + 'static {
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()>;
     /// "sqlite" or "postgres".
     fn name(&self) -> &'static str;
+    /// Whether write transactions may run at once (several coordinators, a pool): then a
+    /// transaction that locks several units locks them in ascending id order, so two never
+    /// wait on each other.
+    fn concurrent_writers(&self) -> bool;
 }
 
 fn run<T: Send>(

@@ -84,6 +84,9 @@ impl Backend for SqliteBackend {
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
         self.run(TransactionBehavior::Deferred, f)
     }
+    fn concurrent_writers(&self) -> bool {
+        false
+    }
     fn name(&self) -> &'static str {
         "sqlite"
     }
