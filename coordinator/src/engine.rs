@@ -366,9 +366,8 @@ impl Engine {
         body: &ReportBody,
         now: i64,
     ) -> Result<ReportOutcome> {
+        // Its unit is locked already (report_batch), before any of its replicas is written.
         let (unit_id, deadline_at) = q::owned_replica(s, volunteer, assignment)?;
-        // The unit first, then its replicas: the one lock order every transaction keeps.
-        q::lock_unit(s, unit_id)?;
         let event = match body {
             ReportBody::Output {
                 digest,

@@ -4,7 +4,7 @@
 
 use super::sql::{Backend, Row, Sql, V};
 use super::{Result, StoreError};
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::sync::Mutex;
@@ -94,13 +94,16 @@ impl Backend for SqliteBackend {
 
 struct Tx<'a>(&'a Transaction<'a>);
 
-fn value(v: &V) -> Value {
-    match v {
-        V::Null => Value::Null,
-        V::Int(i) => Value::Integer(*i),
-        V::Real(f) => Value::Real(*f),
-        V::Text(s) => Value::Text(s.clone()),
-        V::Blob(b) => Value::Blob(b.clone()),
+/// Parameters are bound by reference, without a copy.
+impl rusqlite::ToSql for V {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            V::Null => ValueRef::Null,
+            V::Int(i) => ValueRef::Integer(*i),
+            V::Real(f) => ValueRef::Real(*f),
+            V::Text(s) => ValueRef::Text(s.as_bytes()),
+            V::Blob(b) => ValueRef::Blob(b),
+        }))
     }
 }
 
@@ -108,7 +111,7 @@ impl Sql for Tx<'_> {
     fn query(&mut self, sql: &'static str, params: &[V]) -> Result<Vec<Row>> {
         let mut st = self.0.prepare_cached(sql)?;
         let n = st.column_count();
-        let mut rows = st.query(rusqlite::params_from_iter(params.iter().map(value)))?;
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let mut row = Vec::with_capacity(n);
@@ -128,7 +131,7 @@ impl Sql for Tx<'_> {
 
     fn exec(&mut self, sql: &'static str, params: &[V]) -> Result<u64> {
         let mut st = self.0.prepare_cached(sql)?;
-        Ok(st.execute(rusqlite::params_from_iter(params.iter().map(value)))? as u64)
+        Ok(st.execute(rusqlite::params_from_iter(params.iter()))? as u64)
     }
 
     fn script(&mut self, sql: &str) -> Result<()> {
