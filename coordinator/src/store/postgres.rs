@@ -41,7 +41,7 @@ const RETRIES: u32 = 30;
 /// query is a `&'static str`).
 pub struct Conn {
     client: Client,
-    statements: HashMap<(usize, usize), Statement>,
+    statements: HashMap<(usize, usize, bool), Statement>,
 }
 
 struct Manager {
@@ -227,7 +227,7 @@ impl Backend for PostgresBackend {
 
 struct Tx<'a> {
     tx: postgres::Transaction<'a>,
-    statements: &'a mut HashMap<(usize, usize), Statement>,
+    statements: &'a mut HashMap<(usize, usize, bool), Statement>,
 }
 
 /// The store's SQL in PostgreSQL's spelling: `?N` → `$N`, lock comments → row locks.
@@ -238,12 +238,17 @@ fn translate(sql: &str) -> String {
 }
 
 impl Tx<'_> {
-    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
-        let key = (sql.as_ptr() as usize, sql.len());
+    /// The prepared statement for `sql` (with `RETURNING id` for an insert).
+    fn statement(&mut self, sql: &'static str, returning: bool) -> Result<Statement> {
+        let key = (sql.as_ptr() as usize, sql.len(), returning);
         if let Some(s) = self.statements.get(&key) {
             return Ok(s.clone());
         }
-        let s = self.tx.prepare(&translate(sql)).map_err(err)?;
+        let mut text = translate(sql);
+        if returning {
+            text.push_str(" RETURNING id");
+        }
+        let s = self.tx.prepare(&text).map_err(err)?;
         self.statements.insert(key, s.clone());
         Ok(s)
     }
@@ -251,7 +256,7 @@ impl Tx<'_> {
 
 impl Sql for Tx<'_> {
     fn query(&mut self, sql: &'static str, params: &[V]) -> Result<Vec<Row>> {
-        let st = self.statement(sql)?;
+        let st = self.statement(sql, false)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         let rows = self.tx.query(&st, &refs).map_err(err)?;
         rows.iter()
@@ -265,9 +270,16 @@ impl Sql for Tx<'_> {
     }
 
     fn exec(&mut self, sql: &'static str, params: &[V]) -> Result<u64> {
-        let st = self.statement(sql)?;
+        let st = self.statement(sql, false)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         self.tx.execute(&st, &refs).map_err(err)
+    }
+
+    fn insert(&mut self, sql: &'static str, params: &[V]) -> Result<i64> {
+        let st = self.statement(sql, true)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        let row = self.tx.query_one(&st, &refs).map_err(err)?;
+        row.try_get::<_, i64>(0).map_err(err)
     }
 
     fn script(&mut self, sql: &str) -> Result<()> {

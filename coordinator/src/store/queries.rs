@@ -101,12 +101,11 @@ pub fn register_volunteer(
     nickname: Option<&str>,
     now: i64,
 ) -> Result<i64> {
-    s.one(
+    s.insert(
         "INSERT INTO volunteers(token_hash, nickname, created_at, last_seen)
-         VALUES (?1, ?2, ?3, ?3) RETURNING id",
+         VALUES (?1, ?2, ?3, ?3)",
         p![token_hash, nickname, now],
-    )?
-    .int(0)
+    )
 }
 
 pub fn volunteer_by_token(s: &mut dyn Sql, token_hash: &[u8]) -> Result<Option<VolunteerAuth>> {
@@ -149,12 +148,10 @@ pub fn create_key(
     operator: bool,
     now: i64,
 ) -> Result<i64> {
-    s.one(
-        "INSERT INTO api_keys(name, key_hash, operator, created_at) VALUES (?1, ?2, ?3, ?4)
-         RETURNING id",
+    s.insert(
+        "INSERT INTO api_keys(name, key_hash, operator, created_at) VALUES (?1, ?2, ?3, ?4)",
         p![name, key_hash, operator, now],
-    )?
-    .int(0)
+    )
 }
 
 pub fn key_by_hash(s: &mut dyn Sql, key_hash: &[u8]) -> Result<Option<KeyAuth>> {
@@ -184,10 +181,10 @@ pub struct UnitInsert<'a> {
 }
 
 pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Result<i64> {
-    s.one(
+    s.insert(
         "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at, axes,
              kernel_version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         p![
             b.key_id,
             &b.name,
@@ -199,8 +196,7 @@ pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Re
             to_json(&b.axes)?,
             version
         ],
-    )?
-    .int(0)
+    )
 }
 
 pub fn insert_unit(
@@ -211,14 +207,13 @@ pub fn insert_unit(
     u: &UnitInsert<'_>,
     now: i64,
 ) -> Result<i64> {
-    let id = s
-        .one(
+    let id = s.insert(
             "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
                  target_results, max_error_results, max_total_results, deadline_s, target,
                  wanted, spot, created_at, replication, target_error, saboteur_fraction,
                  ringer_rate, distinct_prefixes, challenge_rate, kernel_version)
              VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?13, ?13, ?11, ?12,
-                 ?14, ?15, ?16, ?17, ?18, ?19, ?20) RETURNING id",
+                 ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             p![
                 batch,
                 kernel,
@@ -241,8 +236,7 @@ pub fn insert_unit(
                 policy.challenge_rate,
                 u.version,
             ],
-        )?
-        .int(0)?;
+        )?;
     if u.spot == Spot::Pending {
         s.exec("INSERT INTO spot_queue(unit_id) VALUES (?1)", p![id])?;
     }
@@ -599,10 +593,10 @@ pub struct NewReplica<'a> {
 }
 
 pub fn insert_replica(s: &mut dyn Sql, r: &NewReplica<'_>) -> Result<i64> {
-    s.one(
+    s.insert(
         "INSERT INTO replicas(unit_id, volunteer_id, state, sent_at, deadline_at, adapter,
              alone, prefix, class, ringer)
-         VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+         VALUES (?1, ?2, 'in_progress', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         p![
             r.unit,
             r.volunteer,
@@ -614,8 +608,7 @@ pub fn insert_replica(s: &mut dyn Sql, r: &NewReplica<'_>) -> Result<i64> {
             r.class,
             r.ringer
         ],
-    )?
-    .int(0)
+    )
 }
 
 // ---- Reports ----

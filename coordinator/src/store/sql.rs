@@ -169,6 +169,8 @@ pub trait Sql {
     fn query(&mut self, sql: &'static str, params: &[V]) -> Result<Vec<Row>>;
     /// Runs a statement; returns the rows it changed.
     fn exec(&mut self, sql: &'static str, params: &[V]) -> Result<u64>;
+    /// Runs an `INSERT` into a table keyed by `id`; returns the new row's id.
+    fn insert(&mut self, sql: &'static str, params: &[V]) -> Result<i64>;
     /// Runs parameterless statements (savepoints).
     fn script(&mut self, sql: &str) -> Result<()>;
 }

@@ -134,6 +134,11 @@ impl Sql for Tx<'_> {
         Ok(st.execute(rusqlite::params_from_iter(params.iter()))? as u64)
     }
 
+    fn insert(&mut self, sql: &'static str, params: &[V]) -> Result<i64> {
+        self.exec(sql, params)?;
+        Ok(self.0.last_insert_rowid())
+    }
+
     fn script(&mut self, sql: &str) -> Result<()> {
         Ok(self.0.execute_batch(sql)?)
     }
