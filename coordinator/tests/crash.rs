@@ -8,14 +8,14 @@ use coordinator::store::postgres::ScratchDatabase;
 use protocol::Digest;
 use serde_json::{Value, json};
 use shaders::Job;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coordinator");
+mod common;
+use common::BIN;
 
 struct Server {
     child: Child,
@@ -36,25 +36,7 @@ fn database(dir: &Path) -> (Vec<String>, Option<ScratchDatabase>) {
 }
 
 fn start(dir: &Path, db: &[String]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(db)
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coordinator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let base = line
-        .trim()
-        .strip_prefix("coordinator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (child, base) = common::start(db, dir);
     Server { child, base }
 }
 

@@ -11,13 +11,13 @@ use coordinator::store::postgres::ScratchDatabase;
 use serde_json::{Value, json};
 use shaders::Job;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coordinator");
+mod common;
+use common::BIN;
 const UNITS: u64 = 240;
 const VOLUNTEERS: usize = 48;
 
@@ -34,26 +34,7 @@ impl Drop for Fleet {
 }
 
 fn start(db: &str, dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--db", db, "--data-dir"])
-        .arg(dir)
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coordinator starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let base = line
-        .trim()
-        .strip_prefix("coordinator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, base)
+    common::start(&["--db".to_owned(), db.to_owned()], dir)
 }
 
 /// What the CPU reference reports for a unit.

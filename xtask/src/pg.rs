@@ -1,7 +1,8 @@
 //! PostgreSQL for the tests and benchmarks, found or made: `QG_TEST_DATABASE_URL` if set; else
 //! a server on 127.0.0.1:5432 if one answers; else Debian's `postgresql` (installed with
 //! apt-get when root) in a throwaway cluster in a temporary directory on a free port, stopped
-//! and removed when the run ends. Tests create (and drop) a database of their own on it.
+//! and removed when the run ends (`QG_TEST_POSTGRES=throwaway` asks for that cluster even when
+//! a server answers). Tests create (and drop) a database of their own on it.
 
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -46,7 +47,9 @@ pub fn ensure() -> Result<Postgres> {
         eprintln!("==> PostgreSQL: QG_TEST_DATABASE_URL");
         return Ok(Postgres { url, cluster: None });
     }
-    if answers(SocketAddr::from(([127, 0, 0, 1], 5432))) {
+    // QG_TEST_POSTGRES=throwaway: a private cluster even when a server answers.
+    let throwaway = std::env::var("QG_TEST_POSTGRES").as_deref() == Ok("throwaway");
+    if !throwaway && answers(SocketAddr::from(([127, 0, 0, 1], 5432))) {
         eprintln!("==> PostgreSQL: the server on 127.0.0.1:5432");
         return Ok(Postgres {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),

@@ -17,15 +17,15 @@ pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Db(format!("encoding JSON: {e}")))
 }
 
-fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
+pub(super) fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
     blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(Digest))
 }
 
-fn state_of(s: &str) -> Result<UnitState> {
+pub(super) fn state_of(s: &str) -> Result<UnitState> {
     UnitState::parse(s).ok_or_else(|| StoreError::Db(format!("bad unit state {s}")))
 }
 
-fn rstate_of(s: &str) -> Result<ReplicaState> {
+pub(super) fn rstate_of(s: &str) -> Result<ReplicaState> {
     ReplicaState::parse(s).ok_or_else(|| StoreError::Db(format!("bad replica state {s}")))
 }
 
@@ -208,35 +208,35 @@ pub fn insert_unit(
     now: i64,
 ) -> Result<i64> {
     let id = s.insert(
-            "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
+        "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
                  target_results, max_error_results, max_total_results, deadline_s, target,
                  wanted, spot, created_at, replication, target_error, saboteur_fraction,
                  ringer_rate, distinct_prefixes, challenge_rate, kernel_version)
              VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?13, ?13, ?11, ?12,
                  ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-            p![
-                batch,
-                kernel,
-                u.params.to_string(),
-                u.output_len,
-                u.work as f64,
-                policy.min_quorum,
-                policy.target_results,
-                policy.max_error_results,
-                policy.max_total_results,
-                policy.deadline_s,
-                spot_str(u.spot),
-                now,
-                policy.initial_target(),
-                policy.replication.as_str(),
-                policy.target_error,
-                policy.saboteur_fraction,
-                policy.ringer_rate,
-                policy.distinct_prefixes,
-                policy.challenge_rate,
-                u.version,
-            ],
-        )?;
+        p![
+            batch,
+            kernel,
+            u.params.to_string(),
+            u.output_len,
+            u.work as f64,
+            policy.min_quorum,
+            policy.target_results,
+            policy.max_error_results,
+            policy.max_total_results,
+            policy.deadline_s,
+            spot_str(u.spot),
+            now,
+            policy.initial_target(),
+            policy.replication.as_str(),
+            policy.target_error,
+            policy.saboteur_fraction,
+            policy.ringer_rate,
+            policy.distinct_prefixes,
+            policy.challenge_rate,
+            u.version,
+        ],
+    )?;
     if u.spot == Spot::Pending {
         s.exec("INSERT INTO spot_queue(unit_id) VALUES (?1)", p![id])?;
     }
@@ -801,6 +801,25 @@ pub fn due_replicas(s: &mut dyn Sql, now: i64) -> Result<Vec<(i64, i64)>> {
     .collect()
 }
 
+/// Claims up to `limit` (`select`: `?1`) unclaimed rows (claimed until at most `?2`, now) until
+/// `until` (`update`: `?1` the id, `?2` the time); other transactions' rows are skipped.
+fn claim(
+    s: &mut dyn Sql,
+    select: &'static str,
+    update: &'static str,
+    (limit, now, until): (usize, i64, i64),
+) -> Result<Vec<i64>> {
+    let ids = s
+        .query(select, p![limit, now])?
+        .iter()
+        .map(|r| r.int(0))
+        .collect::<Result<Vec<i64>>>()?;
+    for &id in &ids {
+        s.exec(update, p![id, until])?;
+    }
+    Ok(ids)
+}
+
 /// Claims up to `limit` challenges ready to verify that nobody holds, until `until`.
 pub fn claim_challenges(
     s: &mut dyn Sql,
@@ -808,19 +827,16 @@ pub fn claim_challenges(
     now: i64,
     until: i64,
 ) -> Result<Vec<ChallengeJob>> {
-    let rows = s.query(
+    let ids = claim(
+        s,
         "SELECT c.replica_id FROM challenges c
          WHERE c.status = 'ready' AND c.claimed_until <= ?2
          ORDER BY c.replica_id LIMIT ?1 /*SKIP LOCKED*/",
-        p![limit, now],
+        "UPDATE challenges SET claimed_until = ?2 WHERE replica_id = ?1",
+        (limit, now, until),
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let replica = r.int(0)?;
-        s.exec(
-            "UPDATE challenges SET claimed_until = ?2 WHERE replica_id = ?1",
-            p![replica, until],
-        )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for replica in ids {
         let r = s.one(
             "SELECT c.replica_id, u.kernel, u.params, c.from_step, c.to_step, c.state,
                     c.end_digest, c.output_digest
@@ -873,18 +889,15 @@ pub fn claim_spot_checks(
     now: i64,
     until: i64,
 ) -> Result<Vec<SpotJob>> {
-    let rows = s.query(
+    let ids = claim(
+        s,
         "SELECT unit_id FROM spot_queue WHERE claimed_until <= ?2
          ORDER BY unit_id LIMIT ?1 /*SKIP LOCKED*/",
-        p![limit, now],
+        "UPDATE spot_queue SET claimed_until = ?2 WHERE unit_id = ?1",
+        (limit, now, until),
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let unit = r.int(0)?;
-        s.exec(
-            "UPDATE spot_queue SET claimed_until = ?2 WHERE unit_id = ?1",
-            p![unit, until],
-        )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for unit in ids {
         let u = s.one("SELECT kernel, params FROM units WHERE id = ?1", p![unit])?;
         out.push(SpotJob {
             unit_id: unit,

@@ -1,25 +1,13 @@
 //! The read views: what the API, the pages and `qg` show. Plain reads, written once for both
 //! backends.
 
-use super::queries::{anon, anon_salt, from_json, spot_str, unit};
+use super::queries::{anon, anon_salt, digest_of, from_json, rstate_of, spot_str, state_of, unit};
 use super::sql::{Sql, p};
 use super::*;
 use crate::credibility;
 use crate::lifecycle::Spot;
 use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use protocol::first_divergence;
-
-fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
-    blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(Digest))
-}
-
-fn state_of(s: &str) -> Result<UnitState> {
-    UnitState::parse(s).ok_or_else(|| StoreError::Db(format!("bad unit state {s}")))
-}
-
-fn rstate_of(s: &str) -> Result<ReplicaState> {
-    ReplicaState::parse(s).ok_or_else(|| StoreError::Db(format!("bad replica state {s}")))
-}
 
 /// Counts by state: every state named, 0 where there are none.
 fn by_state(
