@@ -220,7 +220,7 @@ impl Engine {
             let ids = q::candidates(s, volunteer, max, prefix)?;
             let mut out = Vec::with_capacity(ids.len());
             for picked in ids {
-                let mut u = q::dispatch_unit(s, picked)?;
+                let mut u = q::lock_unit(s, picked)?;
                 // A unit of a kernel version this coordinator no longer runs cannot be
                 // computed or validated by anyone it serves: it is not handed out again.
                 if u.kernel_version != shaders::kernel_version(&u.kernel) {
@@ -235,19 +235,18 @@ impl Engine {
                 }
                 // A ringer takes this slot: a settled unit whose answer the coordinator
                 // computed itself, sent like any other.
-                let ringer = if decide::chance(&mut *lock(&self.rng), u.ringer_rate) {
+                let ringer = if decide::chance(&mut *lock(&self.rng), u.unit.policy.ringer_rate) {
                     self.pick_ringer(s, u.batch_id, volunteer)?
                 } else {
                     None
                 };
                 if let Some(r) = ringer {
-                    u = q::dispatch_unit(s, r)?;
+                    u = q::lock_unit(s, r)?;
                 }
-                let unit_id = ringer.unwrap_or(picked);
                 let mut alone = false;
                 if ringer.is_none()
-                    && u.replication == lifecycle::Replication::Adaptive
-                    && u.target == 1
+                    && u.unit.policy.replication == lifecycle::Replication::Adaptive
+                    && u.unit.target == 1
                 {
                     let st = match streak {
                         Some(st) => st,
@@ -256,11 +255,11 @@ impl Engine {
                     streak = Some(st);
                     alone = decide::send_alone(&mut *lock(&self.rng), st);
                 }
-                let deadline = now + u.deadline_s;
+                let deadline = now + u.unit.policy.deadline_s as i64;
                 let assignment_id = q::insert_replica(
                     s,
                     &q::NewReplica {
-                        unit: unit_id,
+                        unit: u.id,
                         volunteer,
                         now,
                         deadline,
@@ -271,16 +270,18 @@ impl Engine {
                         ringer: ringer.is_some(),
                     },
                 )?;
-                self.step(s, unit_id, Event::Issued, now)?;
-                out.push(Assignment {
+                let assignment = Assignment {
                     assignment_id,
-                    unit_id,
+                    unit_id: u.id,
                     params: q::from_json(&u.params)?,
-                    kernel: u.kernel,
+                    kernel: u.kernel.clone(),
                     deadline,
                     output_len: u.output_len,
                     kernel_version: u.kernel_version,
-                });
+                };
+                // The unit row read above (and locked) is the lifecycle's input.
+                self.step_loaded(s, u, Event::Issued, now)?;
+                out.push(assignment);
             }
             Ok(out)
         })?;
@@ -338,7 +339,10 @@ impl Engine {
                     Ok(_) => s.script("RELEASE SAVEPOINT item")?,
                     // A database error aborts the whole transaction; an item error its item.
                     Err(e) if e.is_fatal() => return Err(e.clone()),
-                    Err(_) => s.script("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item")?,
+                    Err(_) => {
+                        s.script("ROLLBACK TO SAVEPOINT item")?;
+                        s.script("RELEASE SAVEPOINT item")?
+                    }
                 }
                 out.push(r);
             }
@@ -567,11 +571,24 @@ impl Engine {
     /// which may catch others in turn. Depth first, in the order the decisions name them, from
     /// a stack rather than by recursion.
     fn step(&self, s: &mut dyn Sql, unit_id: i64, event: Event, now: i64) -> Result<UnitRow> {
+        let row = q::lock_unit(s, unit_id)?;
+        self.step_loaded(s, row, event, now)
+    }
+
+    /// [`Engine::step`] on a unit row already read (and locked) in this transaction.
+    fn step_loaded(
+        &self,
+        s: &mut dyn Sql,
+        row: UnitRow,
+        event: Event,
+        now: i64,
+    ) -> Result<UnitRow> {
         enum Work {
             Follow(decide::FollowUp),
             Step(i64, Event),
         }
-        let (after, marks) = self.transition(s, unit_id, event, now)?;
+        let unit_id = row.id;
+        let (after, marks) = self.transition(s, row, event, now)?;
         let follow_ups = |s: &mut dyn Sql, unit: i64, marks: &[Mark]| -> Result<Vec<Work>> {
             if !marks.iter().any(|m| {
                 matches!(
@@ -612,7 +629,8 @@ impl Engine {
                     stack.push(Work::Step(unit, Event::Backtrack(volunteer)))
                 }
                 Work::Step(unit, event) => {
-                    let (_, marks) = self.transition(s, unit, event, now)?;
+                    let row = q::lock_unit(s, unit)?;
+                    let (_, marks) = self.transition(s, row, event, now)?;
                     stack.extend(follow_ups(s, unit, &marks)?);
                 }
             }
@@ -624,11 +642,11 @@ impl Engine {
     fn transition(
         &self,
         s: &mut dyn Sql,
-        unit_id: i64,
+        row: UnitRow,
         event: Event,
         now: i64,
     ) -> Result<(UnitRow, Vec<Mark>)> {
-        let row = q::lock_unit(s, unit_id)?;
+        let unit_id = row.id;
         let policy = row.unit.policy;
         let credibility = policy.replication == lifecycle::Replication::Credibility;
         let rows = q::replicas(s, unit_id, credibility)?;

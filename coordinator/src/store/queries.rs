@@ -17,8 +17,8 @@ pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Db(format!("encoding JSON: {e}")))
 }
 
-pub(super) fn digest_of(blob: Option<Vec<u8>>) -> Option<Digest> {
-    blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(Digest))
+pub(super) fn digest_of(blob: Option<&[u8]>) -> Option<Digest> {
+    blob.and_then(|b| <[u8; 32]>::try_from(b).ok().map(Digest))
 }
 
 pub(super) fn state_of(s: &str) -> Result<UnitState> {
@@ -256,6 +256,10 @@ pub struct UnitRow {
     pub spot_digest: Option<Digest>,
     pub canonical_digest: Option<Digest>,
     pub summary: Option<String>,
+    /// Bytes of a canonical output (what dispatch tells the volunteer).
+    pub output_len: u64,
+    /// The kernel version the unit was created for.
+    pub kernel_version: u32,
 }
 
 /// A replica as the lifecycle sees it, with what its doubt is computed from.
@@ -275,7 +279,7 @@ fn unit_row(r: &Row) -> Result<UnitRow> {
         max_error_results: u32_of(r.int(8)?),
         max_total_results: u32_of(r.int(9)?),
         deadline_s: r.int(10)?.max(0) as u64,
-        replication: Replication::parse(&r.text(18)?).unwrap_or_default(),
+        replication: Replication::parse(r.str(18)?).unwrap_or_default(),
         target_error: r.real(19)?,
         saboteur_fraction: r.real(20)?,
         ringer_rate: r.real(21)?,
@@ -289,16 +293,18 @@ fn unit_row(r: &Row) -> Result<UnitRow> {
         params: r.text(3)?,
         work: r.real(4)?,
         unit: Unit {
-            state: state_of(&r.text(5)?)?,
+            state: state_of(r.str(5)?)?,
             policy,
             target: u32_of(r.int(11)?),
-            spot: spot_of(&r.text(12)?),
+            spot: spot_of(r.str(12)?),
             canonical: r.opt_int(14)?,
             fail_reason: r.opt_text(17)?,
         },
-        spot_digest: digest_of(r.opt_blob(13)?),
-        canonical_digest: digest_of(r.opt_blob(15)?),
+        spot_digest: digest_of(r.opt_bytes(13)?),
+        canonical_digest: digest_of(r.opt_bytes(15)?),
         summary: r.opt_text(16)?,
+        output_len: r.count(24)?,
+        kernel_version: u32_of(r.int(25)?),
     })
 }
 
@@ -309,7 +315,8 @@ pub fn unit(s: &mut dyn Sql, id: i64) -> Result<UnitRow> {
             "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
                 max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
                 canonical_replica, canonical_digest, summary, fail_reason, replication,
-                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate
+                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate,
+                output_len, kernel_version
              FROM units WHERE id = ?1",
             p![id],
         )?
@@ -325,7 +332,8 @@ pub fn lock_unit(s: &mut dyn Sql, id: i64) -> Result<UnitRow> {
             "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
                 max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
                 canonical_replica, canonical_digest, summary, fail_reason, replication,
-                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate
+                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate,
+                output_len, kernel_version
              FROM units WHERE id = ?1 /*FOR UPDATE*/",
             p![id],
         )?
@@ -358,11 +366,11 @@ pub fn replicas(s: &mut dyn Sql, unit: i64, records: bool) -> Result<Vec<Replica
                 replica: Replica {
                     id: r.int(0)?,
                     volunteer: r.int(1)?,
-                    state: rstate_of(&r.text(2)?)?,
+                    state: rstate_of(r.str(2)?)?,
                     doubt: 1.0,
                     alone: r.flag(4)?,
                 },
-                digest: digest_of(r.opt_blob(3)?),
+                digest: digest_of(r.opt_bytes(3)?),
                 checks: r.count(5)?,
                 class_passed: r.count(6)?,
                 class_failed: r.count(7)?,
@@ -512,38 +520,6 @@ pub fn candidates(
     .iter()
     .map(|r| r.int(0))
     .collect()
-}
-
-/// What dispatch reads of a unit it hands out.
-pub struct DispatchUnit {
-    pub deadline_s: i64,
-    pub kernel: String,
-    pub params: String,
-    pub output_len: u64,
-    pub batch_id: i64,
-    pub ringer_rate: f64,
-    pub replication: Replication,
-    pub target: u32,
-    pub kernel_version: u32,
-}
-
-pub fn dispatch_unit(s: &mut dyn Sql, id: i64) -> Result<DispatchUnit> {
-    let r = s.one(
-        "SELECT deadline_s, kernel, params, output_len, batch_id, ringer_rate, replication,
-                target, kernel_version FROM units WHERE id = ?1",
-        p![id],
-    )?;
-    Ok(DispatchUnit {
-        deadline_s: r.int(0)?,
-        kernel: r.text(1)?,
-        params: r.text(2)?,
-        output_len: r.count(3)?,
-        batch_id: r.int(4)?,
-        ringer_rate: r.real(5)?,
-        replication: Replication::parse(&r.text(6)?).unwrap_or_default(),
-        target: u32_of(r.int(7)?),
-        kernel_version: u32_of(r.int(8)?),
-    })
 }
 
 /// Stops handing a unit out (its kernel version is retired).
@@ -710,7 +686,7 @@ pub fn assignment_jobs(
                 "assignment {assignment} belongs to another volunteer"
             ))),
             Some(r) => {
-                let params = from_json(&r.text(2)?)?;
+                let params = from_json(r.str(2)?)?;
                 Ok((r.text(1)?, params, u32_of(r.int(3)?)))
             }
         });
@@ -753,7 +729,7 @@ pub fn challenge(s: &mut dyn Sql, replica: i64) -> Result<Option<(u64, Option<Di
         "SELECT from_step, state_digest, status FROM challenges WHERE replica_id = ?1",
         p![replica],
     )?
-    .map(|r| Ok((r.count(0)?, digest_of(r.opt_blob(1)?), r.text(2)?)))
+    .map(|r| Ok((r.count(0)?, digest_of(r.opt_bytes(1)?), r.text(2)?)))
     .transpose()
 }
 
@@ -857,13 +833,13 @@ pub fn claim_challenges(
         out.push(ChallengeJob {
             replica_id: r.int(0)?,
             kernel: r.text(1)?,
-            params: from_json(&r.text(2)?)?,
+            params: from_json(r.str(2)?)?,
             from: r.count(3)?,
             to: r.count(4)?,
             state,
-            end_digest: digest_of(Some(r.blob(6)?))
+            end_digest: digest_of(r.opt_bytes(6)?)
                 .ok_or_else(|| StoreError::Db("challenge digest".into()))?,
-            output_digest: digest_of(r.opt_blob(7)?),
+            output_digest: digest_of(r.opt_bytes(7)?),
         });
     }
     Ok(out)
@@ -902,7 +878,7 @@ pub fn claim_spot_checks(
         out.push(SpotJob {
             unit_id: unit,
             kernel: u.text(0)?,
-            params: from_json(&u.text(1)?)?,
+            params: from_json(u.str(1)?)?,
         });
     }
     Ok(out)

@@ -137,6 +137,21 @@ impl Row {
             v => Err(bad(i, "a number", v)),
         }
     }
+    /// A text column, borrowed (to parse it without a copy).
+    pub fn str(&self, i: usize) -> Result<&str> {
+        match self.at(i)? {
+            V::Text(v) => Ok(v),
+            v => Err(bad(i, "text", v)),
+        }
+    }
+    /// A bytes column, borrowed; None for NULL.
+    pub fn opt_bytes(&self, i: usize) -> Result<Option<&[u8]>> {
+        match self.at(i)? {
+            V::Null => Ok(None),
+            V::Blob(v) => Ok(Some(v)),
+            v => Err(bad(i, "bytes", v)),
+        }
+    }
     pub fn text(&self, i: usize) -> Result<String> {
         match self.at(i)? {
             V::Text(v) => Ok(v.clone()),

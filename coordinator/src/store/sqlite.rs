@@ -140,6 +140,11 @@ impl Sql for Tx<'_> {
     }
 
     fn script(&mut self, sql: &str) -> Result<()> {
+        // One statement (a savepoint, run for every report) is prepared once and kept.
+        if !sql.contains(';') {
+            self.0.prepare_cached(sql)?.execute([])?;
+            return Ok(());
+        }
         Ok(self.0.execute_batch(sql)?)
     }
 }

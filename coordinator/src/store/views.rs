@@ -91,9 +91,9 @@ pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
         units,
         done: terminal == units,
         by_state,
-        policy: from_json(&r.text(2)?)?,
+        policy: from_json(r.str(2)?)?,
         spot_check_rate: r.real(3)?,
-        axes: from_json(&r.text(6)?)?,
+        axes: from_json(r.str(6)?)?,
     })
 }
 
@@ -117,9 +117,9 @@ pub fn batch_results(s: &mut dyn Sql, batch: i64) -> Result<Vec<UnitResult>> {
     .map(|r| {
         Ok(UnitResult {
             unit_id: r.int(0)?,
-            params: from_json(&r.text(1)?)?,
-            state: state_of(&r.text(2)?)?,
-            digest: digest_of(r.opt_blob(3)?),
+            params: from_json(r.str(1)?)?,
+            state: state_of(r.str(2)?)?,
+            digest: digest_of(r.opt_bytes(3)?),
             summary: r.opt_text(4)?.and_then(|s| serde_json::from_str(&s).ok()),
             fail_reason: r.opt_text(5)?,
         })
@@ -151,7 +151,7 @@ pub fn unit_provenance(s: &mut dyn Sql, id: i64, viewer: Option<i64>) -> Result<
     }
     let mut replicas = Vec::new();
     for r in &rows {
-        let digest = digest_of(r.opt_blob(3)?);
+        let digest = digest_of(r.opt_bytes(3)?);
         let checkpoints = parse_cps(r.opt_text(4)?);
         let diverged_at_step = match (digest, row.canonical_digest) {
             (Some(d), Some(c)) if d != c => first_divergence(&checkpoints, &canonical_cps),
@@ -160,7 +160,7 @@ pub fn unit_provenance(s: &mut dyn Sql, id: i64, viewer: Option<i64>) -> Result<
         replicas.push(ReplicaProvenance {
             replica_id: r.int(0)?,
             volunteer: anon(&salt, r.int(1)?),
-            state: rstate_of(&r.text(2)?)?,
+            state: rstate_of(r.str(2)?)?,
             digest,
             checkpoints,
             adapter: r.opt_text(5)?.and_then(|a| serde_json::from_str(&a).ok()),
