@@ -373,11 +373,13 @@ pub fn leaderboard(s: &mut dyn Sql, limit: usize) -> Result<Vec<LeaderboardRow>>
     .iter()
     .enumerate()
     .map(|(i, r)| {
+        let name = match r.opt_text(1)? {
+            Some(n) => n,
+            None => anon(&salt, r.int(0)?),
+        };
         Ok(LeaderboardRow {
             rank: i as u64 + 1,
-            name: r
-                .opt_text(1)?
-                .unwrap_or_else(|| anon(&salt, r.int(0).unwrap_or(0))),
+            name,
             credit: r.real(2)?,
             valid: r.count(3)?,
         })
