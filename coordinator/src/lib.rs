@@ -14,4 +14,3 @@ pub mod metrics;
 pub mod server;
 pub mod sim;
 pub mod store;
-pub mod verify;

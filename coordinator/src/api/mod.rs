@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod operator;
 mod results;
+mod verifier;
 mod volunteers;
 
 pub use admission::{new_batch, policy_from};
@@ -41,7 +42,7 @@ pub struct AppState {
     pub default_spot_rate: f64,
     /// Recomputation jobs (spot-checks, challenge segments) being done, by the built-in pool
     /// or a verifier worker, so no two take the same one.
-    pub leases: crate::verify::Leases,
+    pub leases: verifier::Leases,
     /// How long a verifier worker holds a job before it may go to another.
     pub verifier_lease_s: i64,
 }
@@ -74,8 +75,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/work", post(work))
         .route("/api/v1/results", post(post_results))
         .route("/api/v1/challenges/{id}", post(answer_challenge))
-        .route("/api/v1/verifier/work", post(crate::verify::work))
-        .route("/api/v1/verifier/results", post(crate::verify::results))
+        .route("/api/v1/verifier/work", post(verifier::work))
+        .route("/api/v1/verifier/results", post(verifier::results))
         .route("/api/v1/batches", post(create_batch).get(list_batches))
         .route("/api/v1/batches/{id}/aggregate", get(batch_aggregate))
         .route("/api/v1/specs", post(validate_spec))

@@ -10,7 +10,7 @@
 //! An operator with a GPU on the coordinator's machine runs a worker there; `spot_workers = 0`
 //! leaves all recomputation to workers.
 
-use crate::api::{ApiError, Body, Operator, Shared, blocking, decode_output, now};
+use super::{ApiError, Body, Operator, Shared, blocking, decode_output, now};
 use crate::store::{ChallengeJob, SpotJob};
 use axum::Json;
 use axum::extract::State;
