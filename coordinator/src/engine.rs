@@ -326,9 +326,9 @@ impl Engine {
         items: &[(i64, ReportBody)],
         now: i64,
     ) -> Result<Vec<Result<ReportOutcome>>> {
-        let replicas: Vec<i64> = items.iter().map(|(a, _)| *a).collect();
         self.write(|s| {
             if self.db.concurrent_writers() {
+                let replicas: Vec<i64> = items.iter().map(|(a, _)| *a).collect();
                 q::lock_units_of(s, &replicas)?;
             }
             let mut out = Vec::with_capacity(items.len());
@@ -477,9 +477,9 @@ impl Engine {
         now: i64,
     ) -> Result<()> {
         self.write(|s| {
-            q::lock_unit(s, unit)?;
-            q::put_output(s, digest, output)?;
+            // Writing the unit's row locks it first (the lock order reports keep).
             q::spot_ready(s, unit, digest)?;
+            q::put_output(s, digest, output)?;
             self.step(s, unit, Event::SpotReady, now)?;
             Ok(())
         })
@@ -551,7 +551,8 @@ impl Engine {
         now: i64,
     ) -> Result<()> {
         let (unit, volunteer) = q::replica_unit(s, replica)?;
-        q::lock_unit(s, unit)?;
+        // The unit first (the lock order reports keep), then its challenge.
+        let row = q::lock_unit(s, unit)?;
         if !q::close_challenge(s, replica, if passed { "passed" } else { "failed" })? {
             return Err(StoreError::Conflict(format!(
                 "challenge of assignment {replica} is already settled"
@@ -560,7 +561,7 @@ impl Engine {
         if !passed {
             tracing::warn!(volunteer, replica, "failed a challenge");
         }
-        self.step(s, unit, Event::ChallengeVerdict { replica, passed }, now)?;
+        self.step_loaded(s, row, Event::ChallengeVerdict { replica, passed }, now)?;
         Ok(())
     }
 

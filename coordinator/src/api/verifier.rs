@@ -33,8 +33,7 @@ pub enum Leased {
 struct Lease {
     /// Unix seconds.
     until: i64,
-    /// None: the built-in pool holds it.
-    job: Option<Leased>,
+    job: Leased,
 }
 
 /// Recomputation jobs in progress, by key ([`spot_key`], [`challenge_key`]).
@@ -50,35 +49,28 @@ pub fn challenge_key(replica: i64) -> String {
 }
 
 impl Leases {
-    /// Takes `key` until `until` unless someone holds it; whether it was taken.
-    pub fn take(&self, key: &str, until: i64, job: Option<Leased>, now: i64) -> bool {
+    /// Takes `key` until `until` unless someone holds it; whether it was taken. Leases that
+    /// ran out (a worker that vanished) are dropped here.
+    pub fn take(&self, key: &str, until: i64, job: Leased, now: i64) -> bool {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if m.get(key).is_some_and(|l| l.until > now) {
+        m.retain(|_, l| l.until > now);
+        if m.contains_key(key) {
             return false;
         }
         m.insert(key.to_owned(), Lease { until, job });
         true
     }
 
-    /// Gives `key` back; the job it was leased with.
-    pub fn release(&self, key: &str) -> Option<Leased> {
+    /// Gives `key` back.
+    pub fn release(&self, key: &str) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(key).and_then(|l| l.job)
+        m.remove(key);
     }
 
     /// The job leased to a worker as `key`, if its lease still runs.
     fn leased(&self, key: &str, now: i64) -> Option<Leased> {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(key)
-            .filter(|l| l.until > now)
-            .and_then(|l| l.job.clone())
-    }
-
-    /// Leases still running (and drops the others).
-    pub fn held(&self, now: i64) -> usize {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, l| l.until > now);
-        m.len()
+        m.get(key).filter(|l| l.until > now).map(|l| l.job.clone())
     }
 }
 
@@ -117,9 +109,7 @@ pub async fn work(
             break;
         }
         let key = challenge_key(c.replica_id);
-        if s.leases
-            .take(&key, until, Some(Leased::Challenge(c.clone())), t)
-        {
+        if s.leases.take(&key, until, Leased::Challenge(c.clone()), t) {
             jobs.push(VerifyJob {
                 job_id: key,
                 kind: VerifyKind::Challenge,
@@ -142,7 +132,7 @@ pub async fn work(
             break;
         }
         let key = spot_key(j.unit_id);
-        if s.leases.take(&key, until, Some(Leased::Spot(j.clone())), t) {
+        if s.leases.take(&key, until, Leased::Spot(j.clone()), t) {
             jobs.push(VerifyJob {
                 job_id: key,
                 kind: VerifyKind::Spot,

@@ -308,18 +308,22 @@ fn unit_row(r: &Row) -> Result<UnitRow> {
     })
 }
 
+/// The columns [`unit_row`] reads, in its order (a macro: queries are `&'static str`).
+macro_rules! unit_columns {
+    () => {
+        "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
+            max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
+            canonical_replica, canonical_digest, summary, fail_reason, replication,
+            target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate,
+            output_len, kernel_version
+         FROM units WHERE id = ?1"
+    };
+}
+
 /// A unit, read for a look (the API's views).
 pub fn unit(s: &mut dyn Sql, id: i64) -> Result<UnitRow> {
     let r = s
-        .row(
-            "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
-                max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
-                canonical_replica, canonical_digest, summary, fail_reason, replication,
-                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate,
-                output_len, kernel_version
-             FROM units WHERE id = ?1",
-            p![id],
-        )?
+        .row(unit_columns!(), p![id])?
         .ok_or(StoreError::NotFound("unit"))?;
     unit_row(&r)
 }
@@ -328,15 +332,7 @@ pub fn unit(s: &mut dyn Sql, id: i64) -> Result<UnitRow> {
 /// other coordinator may change it meanwhile. Lock a unit before writing its replicas.
 pub fn lock_unit(s: &mut dyn Sql, id: i64) -> Result<UnitRow> {
     let r = s
-        .row(
-            "SELECT id, batch_id, kernel, params, work, state, min_quorum, target_results,
-                max_error_results, max_total_results, deadline_s, target, spot, spot_digest,
-                canonical_replica, canonical_digest, summary, fail_reason, replication,
-                target_error, saboteur_fraction, ringer_rate, distinct_prefixes, challenge_rate,
-                output_len, kernel_version
-             FROM units WHERE id = ?1 /*FOR UPDATE*/",
-            p![id],
-        )?
+        .row(concat!(unit_columns!(), " /*FOR UPDATE*/"), p![id])?
         .ok_or(StoreError::NotFound("unit"))?;
     unit_row(&r)
 }
@@ -606,26 +602,20 @@ pub fn lock_units_of(s: &mut dyn Sql, replicas: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// A replica's unit, volunteer and deadline.
-pub fn replica_owner(s: &mut dyn Sql, id: i64) -> Result<Option<(i64, i64, i64)>> {
-    s.row(
-        "SELECT unit_id, volunteer_id, deadline_at FROM replicas WHERE id = ?1",
-        p![id],
-    )?
-    .map(|r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)))
-    .transpose()
-}
-
-/// Checks that an assignment exists and belongs to `volunteer`; returns its unit.
+/// Checks that an assignment exists and belongs to `volunteer`; returns its unit and deadline.
 pub fn owned_replica(s: &mut dyn Sql, volunteer: i64, assignment: i64) -> Result<(i64, i64)> {
-    let (unit, owner, deadline) =
-        replica_owner(s, assignment)?.ok_or(StoreError::NotFound("assignment"))?;
-    if owner != volunteer {
+    let r = s
+        .row(
+            "SELECT unit_id, volunteer_id, deadline_at FROM replicas WHERE id = ?1",
+            p![assignment],
+        )?
+        .ok_or(StoreError::NotFound("assignment"))?;
+    if r.int(1)? != volunteer {
         return Err(StoreError::Forbidden(format!(
             "assignment {assignment} belongs to another volunteer"
         )));
     }
-    Ok((unit, deadline))
+    Ok((r.int(0)?, r.int(2)?))
 }
 
 pub fn record_output(
