@@ -221,3 +221,34 @@ pub async fn results(
     s.spot_wake.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(unit: i64) -> Leased {
+        Leased::Spot(SpotJob {
+            unit_id: unit,
+            kernel: "ising2d".into(),
+            params: serde_json::json!({}),
+        })
+    }
+
+    #[test]
+    fn a_lease_is_exclusive_until_it_runs_out_then_dropped() {
+        let leases = Leases::default();
+        assert!(leases.take("spot:1", 10, job(1), 0));
+        assert!(
+            !leases.take("spot:1", 20, job(1), 5),
+            "held by the first worker"
+        );
+        assert!(leases.leased("spot:1", 5).is_some());
+        assert!(leases.leased("spot:1", 10).is_none(), "ran out");
+        // A vanished worker's lease goes when another job is taken, and its job is free again.
+        assert!(leases.take("spot:2", 30, job(2), 11));
+        assert_eq!(leases.0.lock().unwrap().len(), 1);
+        assert!(leases.take("spot:1", 40, job(1), 12));
+        leases.release("spot:1");
+        assert!(leases.leased("spot:1", 13).is_none());
+    }
+}
