@@ -6,10 +6,11 @@
 //! simulation repeats exactly.
 
 use crate::credibility;
-use crate::lifecycle::{Mark, ReplicaId, VolunteerId};
+use crate::lifecycle::{Mark, ReplicaId, Unit, UnitState, VolunteerId};
 use protocol::api::AdapterInfo;
 use protocol::{Checkpoint, Digest};
 use rand::Rng;
+use transparency::EntryKind;
 
 /// Credit granted per elementary operation of a valid replica (one per million).
 pub const CREDIT_PER_WORK: f64 = 1e-6;
@@ -250,6 +251,28 @@ pub fn after_caught(
     out
 }
 
+/// The receipt a transition calls for in the transparency log, if any: a unit that became
+/// canonical is accepted; a canonical result undone is revoked; a canonical result that a
+/// backtrack re-made from other agreeing replicas is accepted again (superseding the old
+/// entry). Late replicas judged against a canonical result change nothing in the log.
+pub fn receipt(
+    before: &Unit,
+    after: &Unit,
+    backtrack: bool,
+    agreeing_changed: bool,
+) -> Option<EntryKind> {
+    let was = before.state == UnitState::Canonical;
+    let is = after.state == UnitState::Canonical;
+    match (was, is) {
+        (false, true) => Some(EntryKind::Accepted),
+        (true, false) => Some(EntryKind::Revoked),
+        (true, true) if backtrack && (before.canonical != after.canonical || agreeing_changed) => {
+            Some(EntryKind::Accepted)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +413,32 @@ mod tests {
         assert!((good_class - credibility::volunteer_doubt(100, 0.1)).abs() < 1e-15);
         let bad_class = replica_doubt(100, 40, 60, 0.1);
         assert!(bad_class > 0.6 && bad_class < 0.61);
+    }
+
+    #[test]
+    fn receipts_follow_the_canonical_result() {
+        use crate::lifecycle::{Spot, Unit, UnitState};
+        use transparency::EntryKind;
+        let open = Unit::new(Default::default(), Spot::None);
+        let mut done = open.clone();
+        done.state = UnitState::Canonical;
+        done.canonical = Some(1);
+        assert_eq!(
+            receipt(&open, &done, false, true),
+            Some(EntryKind::Accepted)
+        );
+        assert_eq!(receipt(&done, &open, true, true), Some(EntryKind::Revoked));
+        // A late replica that agrees: nothing new to log.
+        assert_eq!(receipt(&done, &done, false, true), None);
+        // A backtrack that leaves the agreeing replicas as they were: nothing either.
+        assert_eq!(receipt(&done, &done, true, false), None);
+        // Re-made from other replicas by a backtrack: accepted again.
+        let mut remade = done.clone();
+        remade.canonical = Some(2);
+        assert_eq!(
+            receipt(&done, &remade, true, true),
+            Some(EntryKind::Accepted)
+        );
+        assert_eq!(receipt(&open, &open, false, false), None);
     }
 }

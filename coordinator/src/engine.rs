@@ -119,11 +119,17 @@ impl Engine {
         *lock(&self.rng) = StdRng::seed_from_u64(seed);
     }
 
-    fn write<T: Send>(&self, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+    pub(crate) fn write<T: Send>(
+        &self,
+        f: impl FnMut(&mut dyn Sql) -> Result<T> + Send,
+    ) -> Result<T> {
         sql::write(self.db.as_ref(), f)
     }
 
-    fn read<T: Send>(&self, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+    pub(crate) fn read<T: Send>(
+        &self,
+        f: impl FnMut(&mut dyn Sql) -> Result<T> + Send,
+    ) -> Result<T> {
         sql::read(self.db.as_ref(), f)
     }
 
@@ -722,10 +728,38 @@ impl Engine {
             &volunteers,
             &classes,
         )?;
-        let mut after = row;
+        let mut after = row.clone();
         after.unit = t.unit;
         after.canonical_digest = canonical_digest;
         after.summary = summary;
+        if t.settled {
+            // The replicas as they are now, and whether the agreeing ones changed.
+            let now_state = |r: &q::ReplicaRow| {
+                t.replicas
+                    .iter()
+                    .find(|(id, _)| *id == r.replica.id)
+                    .map_or(r.replica.state, |c| c.1)
+            };
+            let agreeing_changed = rows.iter().any(|r| {
+                (r.replica.state == ReplicaState::Valid) != (now_state(r) == ReplicaState::Valid)
+            });
+            let backtrack = matches!(event, Event::Backtrack(_));
+            if let Some(kind) = decide::receipt(&row.unit, &after.unit, backtrack, agreeing_changed)
+            {
+                let replicas: Vec<_> = rows
+                    .iter()
+                    .map(|r| (r.replica.id, r.replica.volunteer, now_state(r), r.digest))
+                    .collect();
+                let reason = match event {
+                    Event::Backtrack(v) => Some(format!(
+                        "a volunteer who counted in it was caught failing a check ({})",
+                        q::anon(&q::anon_salt(s)?, v)
+                    )),
+                    _ => None,
+                };
+                crate::log::queue_receipt(s, &row, &after, kind, &replicas, reason, now)?;
+            }
+        }
         Ok((after, t.marks))
     }
 

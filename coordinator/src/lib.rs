@@ -10,6 +10,7 @@ pub mod credibility;
 pub mod decide;
 pub mod engine;
 pub mod lifecycle;
+pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod sim;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tower_http::services::ServeDir;
+use transparency::{ALG_COSIGNATURE_V1, ALG_ED25519, NoteKey, NoteVerifier};
 
 /// Settings from a TOML file; every field optional. Flags and `QG_*` environment variables
 /// override it.
@@ -39,6 +40,13 @@ pub struct FileConfig {
     pub demo: Option<bool>,
     /// A failed spot-check blacklists the volunteer and backtracks its work (default true).
     pub blacklist_on_spot_failure: Option<bool>,
+    /// The transparency log's name: its checkpoints' origin and its key's name (default
+    /// `localhost/quorum-grid`; a schema-less URL where the log is served, by convention).
+    pub log_origin: Option<String>,
+    /// The log's private key (default DATA_DIR/log-key, created on first start).
+    pub log_key: Option<PathBuf>,
+    /// Witnesses whose cosignatures the log accepts and serves (verifier keys).
+    pub witnesses: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -63,6 +71,11 @@ pub struct Config {
     pub demo: bool,
     pub blacklist_on_spot_failure: bool,
     pub expire_every: Duration,
+    pub log_origin: String,
+    pub log_key: PathBuf,
+    pub witnesses: Vec<String>,
+    /// How often the sequencer moves queued receipts into the log and signs a checkpoint.
+    pub log_every: Duration,
 }
 
 impl Config {
@@ -97,6 +110,12 @@ impl Config {
             demo: file.demo.unwrap_or(true),
             blacklist_on_spot_failure: file.blacklist_on_spot_failure.unwrap_or(true),
             expire_every: Duration::from_millis(500),
+            log_origin: file
+                .log_origin
+                .unwrap_or_else(|| "localhost/quorum-grid".to_owned()),
+            log_key: file.log_key.unwrap_or_else(|| data_dir.join("log-key")),
+            witnesses: file.witnesses.unwrap_or_default(),
+            log_every: Duration::from_millis(200),
             data_dir,
         }
     }
@@ -134,8 +153,68 @@ pub fn app(state: Shared, cfg: &Config) -> axum::Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-pub fn state(store: Arc<Engine>, cfg: &Config) -> Shared {
-    Arc::new(AppState {
+/// The log's key at `path`, created there (readable by its owner only) if there is none; it
+/// must be named `origin`.
+pub fn load_log_key(path: &Path, origin: &str) -> Result<NoteKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = NoteKey::parse(&text)
+                .with_context(|| format!("reading the log key {}", path.display()))?;
+            if key.name() != origin {
+                anyhow::bail!(
+                    "the log key {} is for the log {:?}, not {origin:?}: set log_origin to it, \
+                     or move the key away to start a new log",
+                    path.display(),
+                    key.name()
+                );
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = NoteKey::from_seed(origin, ALG_ED25519, rand::random())
+                .with_context(|| format!("log_origin {origin:?}"))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut open = std::fs::OpenOptions::new();
+            open.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+            match open.open(path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", key.to_private_text())?;
+                    f.sync_all()?;
+                    tracing::info!(path = %path.display(), "created the log key");
+                    Ok(key)
+                }
+                // Another process made it first: use that one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    load_log_key(path, origin)
+                }
+                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The state every handler shares; loads (or creates) the log key.
+pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
+    let log_key = Arc::new(load_log_key(&cfg.log_key, &cfg.log_origin)?);
+    let witnesses = cfg
+        .witnesses
+        .iter()
+        .map(|w| {
+            let v = NoteVerifier::parse(w).with_context(|| format!("witness key {w:?}"))?;
+            if v.alg() != ALG_COSIGNATURE_V1 {
+                anyhow::bail!("witness key {w:?} is not a cosignature (type 0x04) key");
+            }
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(AppState {
         store,
         metrics: Default::default(),
         spot_wake: Arc::new(Notify::new()),
@@ -143,7 +222,9 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Shared {
         default_spot_rate: cfg.spot_check_rate,
         leases: Default::default(),
         verifier_lease_s: cfg.verifier_lease_s,
-    })
+        log_key,
+        witnesses: Arc::new(witnesses),
+    }))
 }
 
 /// Starts the background work: the built-in recomputation (spot-checks and challenge
@@ -154,6 +235,7 @@ pub fn spawn_background(state: &Shared, cfg: &Config) {
         tokio::spawn(challenges(state.clone()));
     }
     tokio::spawn(expire_deadlines(state.store.clone(), cfg.expire_every));
+    tokio::spawn(sequence_log(state.clone(), cfg.log_every));
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
@@ -184,7 +266,9 @@ pub async fn start(
     cfg: &Config,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     store.set_blacklisting(cfg.blacklist_on_spot_failure)?;
-    let state = state(store, cfg);
+    let state = state(store, cfg)?;
+    // Scripts, witnesses and scientists pin this key.
+    println!("transparency log key {}", state.log_key.verifier_key());
     spawn_background(&state, cfg);
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
@@ -344,6 +428,35 @@ async fn challenges(state: Shared) {
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The sequencer: moves queued receipts into the log and signs a checkpoint, every `every`
+/// while there are any. With several coordinators on one database, one sequences at a time
+/// (the database's log lock); all must share the log key.
+async fn sequence_log(state: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let s = state.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                s.store
+                    .sequence_log(&s.log_key, crate::log::SEQUENCE_BATCH, api::now())
+            })
+            .await;
+            match done {
+                Ok(Ok(Some(size))) => {
+                    tracing::debug!(size, "signed a log checkpoint");
+                    // A full batch: more may be waiting.
+                    continue;
+                }
+                Ok(Err(e)) => tracing::error!("sequencing the log: {e}"),
+                _ => {}
+            }
+            break;
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use coordinator::api::{hash_secret, new_secret, now};
 use coordinator::engine::Engine;
-use coordinator::server::{Config, FileConfig, app, state};
+use coordinator::server::{Config, FileConfig, app, load_log_key, state};
 use coordinator::store::postgres::ScratchDatabase;
 use http_body_util::BodyExt;
 use protocol::Digest;
@@ -36,10 +36,19 @@ fn open_engine(dir: &std::path::Path) -> (Engine, Option<ScratchDatabase>) {
     }
 }
 
+enum DbHandle {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
 struct Harness {
     app: Router,
     store: Arc<Engine>,
     key: String,
+    /// The log's signing key, as the coordinator loaded it.
+    log_key: transparency::NoteKey,
+    /// A second connection to the same database, for tests that tamper with it.
+    db_url: DbHandle,
     // Dropped after the store: the scratch database goes once nothing uses it.
     _db: Option<ScratchDatabase>,
     _dir: tempfile::TempDir,
@@ -63,37 +72,85 @@ struct Sim {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_witnesses(Vec::new())
+    }
+
+    /// A coordinator whose log accepts cosignatures from these witnesses.
+    fn with_witnesses(witnesses: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config::resolve(
+        let mut cfg = Config::resolve(
             FileConfig::default(),
             None,
             Some(dir.path().to_path_buf()),
             None,
             Some(dir.path().to_path_buf()),
         );
+        cfg.witnesses = witnesses;
         let (store, db) = open_engine(dir.path());
+        let db_url = match &db {
+            Some(d) => DbHandle::Postgres(d.url.clone()),
+            None => DbHandle::Sqlite(dir.path().join("qg.sqlite")),
+        };
         let store = Arc::new(store);
         let key = new_secret("qgk_");
         store
             .create_key("test", &hash_secret(&key), false, now())
             .unwrap();
-        let app = app(state(store.clone(), &cfg), &cfg);
+        let app = app(state(store.clone(), &cfg).unwrap(), &cfg);
+        let log_key = load_log_key(&cfg.log_key, &cfg.log_origin).unwrap();
         Self {
             app,
             store,
             key,
+            log_key,
+            db_url,
             _db: db,
             _dir: dir,
         }
     }
 
-    async fn call(
+    /// Moves queued receipts into the log and signs a checkpoint, as the sequencer does;
+    /// returns the log's size.
+    fn seal(&self) -> u64 {
+        self.store.sequence_log(&self.log_key, 4096, now()).unwrap();
+        let note = self.store.log_checkpoint().unwrap().unwrap_or_default();
+        note.lines().nth(1).map_or(0, |l| l.parse().unwrap())
+    }
+
+    /// Runs one statement on the database behind the coordinator's back.
+    fn tamper(&self, sql: &str, blob: Option<Vec<u8>>) {
+        match &self.db_url {
+            DbHandle::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                match blob {
+                    Some(b) => c.execute(sql, [b]).unwrap(),
+                    None => c.execute(sql, []).unwrap(),
+                };
+            }
+            DbHandle::Postgres(url) => {
+                let url = url.clone();
+                let sql = sql.replace("?1", "$1");
+                // The synchronous client runs its own runtime: off this one.
+                std::thread::spawn(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    match blob {
+                        Some(b) => c.execute(&sql, &[&b]).unwrap(),
+                        None => c.execute(&sql, &[]).unwrap(),
+                    };
+                })
+                .join()
+                .unwrap();
+            }
+        }
+    }
+
+    async fn call_raw(
         &self,
         method: &str,
         path: &str,
         token: Option<&str>,
         body: Option<String>,
-    ) -> (StatusCode, Value) {
+    ) -> (StatusCode, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -113,6 +170,17 @@ impl Harness {
             .unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, bytes.to_vec())
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let (status, bytes) = self.call_raw(method, path, token, body).await;
         let v = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
@@ -878,6 +946,12 @@ async fn the_openapi_document_covers_every_route() {
         ("POST", "/api/v1/challenges/{id}"),
         ("POST", "/api/v1/verifier/work"),
         ("POST", "/api/v1/verifier/results"),
+        ("GET", "/api/v1/log"),
+        ("GET", "/api/v1/log/consistency"),
+        ("POST", "/api/v1/log/cosignatures"),
+        ("GET", "/api/v1/batches/{id}/proofs"),
+        ("GET", "/log/checkpoint"),
+        ("GET", "/log/tile/{path}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -899,7 +973,7 @@ async fn the_openapi_document_covers_every_route() {
     for (m, _) in &documented {
         *counts.entry(m.as_str()).or_default() += 1;
     }
-    assert_eq!(counts["GET"], 13);
+    assert_eq!(counts["GET"], 18);
 }
 
 #[tokio::test]
@@ -1892,4 +1966,404 @@ async fn verifier_workers_take_leased_recomputation_jobs() {
         want.iter().any(|d| prov.to_string().contains(&d.to_hex())),
         "{prov}"
     );
+}
+
+// ---- The transparency log ----
+
+fn bundle_of(v: Value) -> transparency::ProofBundle {
+    serde_json::from_value(v).unwrap()
+}
+
+fn problems(h: &Harness, b: &transparency::ProofBundle) -> Vec<String> {
+    let opts = transparency::VerifyOptions {
+        log_key: Some(h.log_key.verifier_key()),
+        ..Default::default()
+    };
+    transparency::verify_bundle(b, &opts)
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn accepted_results_are_logged_proven_and_served_as_tiles() {
+    use transparency::{EntryKind, LogEntry, MemoryLog, open_checkpoint};
+    let h = Harness::new();
+    let units = ising_units(3);
+    let want = reference_digests(&units);
+    let b = h
+        .batch("ising2d", units, json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &sims, false).await;
+    let proofs = format!("/api/v1/batches/{b}/proofs");
+    // Receipts wait for the sequencer: no checkpoint yet.
+    let (s, v) = h.get(&proofs, Some(&h.key)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(h.store.log_queue_len().unwrap(), 3);
+    assert_eq!(h.seal(), 3);
+    assert_eq!(h.store.log_queue_len().unwrap(), 0);
+    let (s, v) = h.get(&proofs, Some(&h.key)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["pending"], 0);
+    let bundle = bundle_of(v);
+    assert_eq!(problems(&h, &bundle), Vec::<String>::new());
+    // Each receipt says what was accepted, on whose word.
+    for (u, d) in bundle.units.iter().zip(&want) {
+        let e = LogEntry::parse(u.entries[0].entry.as_bytes()).unwrap();
+        assert_eq!(e.kind, EntryKind::Accepted);
+        assert_eq!(e.digest, *d);
+        assert_eq!(e.unit, u.unit);
+        assert_eq!(e.replicas.len(), 2);
+        assert!(e.replicas.iter().all(|r| r.digest == *d));
+        assert_eq!(e.evidence.min_quorum, 2);
+        assert_eq!(e.supersedes, None);
+    }
+    let rows = results(&h, b).await;
+    let mut indexes: Vec<u64> = rows
+        .iter()
+        .map(|r| r["log_index"].as_u64().unwrap())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 1, 2]);
+    // Another scientist sees no proofs of this batch.
+    let other = new_secret("qgk_");
+    h.store
+        .create_key("other", &hash_secret(&other), false, now())
+        .unwrap();
+    let (s, _) = h.get(&proofs, Some(&other)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The tree as C2SP tiles: the entry bundle rebuilds the checkpoint's root, and the
+    // level-0 tile holds the entries' record hashes.
+    let (s, note) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let cp = open_checkpoint(&note, &h.log_key.verifier(), &[], 0).unwrap();
+    assert_eq!(cp.checkpoint.size(), 3);
+    let (s, bundle_bytes) = h
+        .call_raw("GET", "/log/tile/entries/000.p/3", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut rebuilt = MemoryLog::default();
+    let mut rest = &bundle_bytes[..];
+    let mut record_hashes = Vec::new();
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        rebuilt.append(&rest[2..2 + len]).unwrap();
+        record_hashes.extend(transparency::record_hash(&rest[2..2 + len]).0);
+        rest = &rest[2 + len..];
+    }
+    assert_eq!(rebuilt.size(), 3);
+    assert_eq!(rebuilt.root().unwrap(), *cp.checkpoint.hash());
+    let (s, tile) = h.call_raw("GET", "/log/tile/0/000.p/3", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(tile, record_hashes);
+    // Tiles the tree does not have yet, and paths that are not tiles.
+    for path in [
+        "/log/tile/0/000.p/4",
+        "/log/tile/0/000",
+        "/log/tile/1/000.p/1",
+        "/log/tile/entries/001",
+        "/log/tile/0/0",
+        "/log/tile/x",
+    ] {
+        let (s, v) = h.get(path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+        assert!(v["error"].is_string(), "{path}: {v}");
+    }
+    let (s, v) = h.get("/api/v1/log", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["size"], 3);
+    assert_eq!(v["key"], h.log_key.verifier_key());
+}
+
+#[tokio::test]
+async fn tampering_with_results_or_the_log_is_caught() {
+    let h = Harness::new();
+    let b = h
+        .batch("ising2d", ising_units(3), json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &sims, false).await;
+    h.seal();
+    let fetch = || async {
+        let (s, v) = h
+            .get(&format!("/api/v1/batches/{b}/proofs"), Some(&h.key))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        bundle_of(v)
+    };
+    let honest = fetch().await;
+    assert!(problems(&h, &honest).is_empty());
+    let [u1, u2, u3] = [0, 1, 2].map(|i| honest.units[i].unit);
+
+    // A canonical digest edited in the database.
+    h.tamper(
+        &format!("UPDATE units SET canonical_digest = ?1 WHERE id = {u1}"),
+        Some(vec![7; 32]),
+    );
+    // A log entry edited: its digest changed to another hex string.
+    let e2 = &honest.units[1].entries[0];
+    let at = e2.entry.find("\"digest\":\"").unwrap() + 10;
+    let flipped = if &e2.entry[at..at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    let edited = format!("{}{flipped}{}", &e2.entry[..at], &e2.entry[at + 1..]);
+    assert_ne!(edited, e2.entry);
+    h.tamper(
+        &format!("UPDATE log_entries SET body = ?1 WHERE idx = {}", e2.index),
+        Some(edited.into_bytes()),
+    );
+    // A log entry removed.
+    let e3 = honest.units[2].entries[0].index;
+    h.tamper(&format!("DELETE FROM log_entries WHERE idx = {e3}"), None);
+
+    let p = problems(&h, &fetch().await);
+    assert_eq!(p.len(), 4, "{p:?}");
+    assert!(
+        p[0].starts_with(&format!("unit {u1}: the result presented is 0707")),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with(&format!(
+            "unit {u2}: log entry #{} is not the one in the log",
+            e2.index
+        )),
+        "{p:?}"
+    );
+    // The edited entry proves nothing, so nothing accepts unit 2's result either.
+    assert_eq!(
+        p[2..],
+        [
+            format!("unit {u2}: presented as canonical, but no log entry accepts it"),
+            format!("unit {u3}: presented as canonical, but no log entry accepts it")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_backtracked_result_is_revoked_and_superseded_in_the_log() {
+    use transparency::{EntryKind, LogEntry};
+    let h = Harness::new();
+    let units = ising_units(1);
+    let want = reference_digests(&units);
+    let b1 = h
+        .batch("ising2d", units, json!({"spot_check_rate": 0.0}))
+        .await;
+    let x = h.volunteer(Kind::Honest).await;
+    let y = h.volunteer(Kind::Honest).await;
+    let x_token = x.token.clone();
+    h.run_to_completion(b1, &[x, y], false).await;
+    h.seal();
+    let before = {
+        let (_, v) = h
+            .get(&format!("/api/v1/batches/{b1}/proofs"), Some(&h.key))
+            .await;
+        bundle_of(v)
+    };
+    // X is caught lying on a spot-checked unit: b1's result, made on its word, is revoked.
+    h.batch(
+        "ising2d",
+        vec![json!({"L": 16, "beta": 0.7, "sweeps": 10, "seed": 99})],
+        json!({"min_quorum": 1, "target_results": 1, "spot_check_rate": 1.0}),
+    )
+    .await;
+    let turncoat = Sim {
+        token: x_token,
+        kind: Kind::Liar(2),
+    };
+    assert_eq!(h.round(std::slice::from_ref(&turncoat), 1).await, 1);
+    h.run_spot_checks();
+    h.seal();
+    let (_, v) = h
+        .get(&format!("/api/v1/batches/{b1}/proofs"), Some(&h.key))
+        .await;
+    let revoked = bundle_of(v);
+    assert!(
+        problems(&h, &revoked).is_empty(),
+        "{:?}",
+        problems(&h, &revoked)
+    );
+    let entries: Vec<LogEntry> = revoked.units[0]
+        .entries
+        .iter()
+        .map(|e| LogEntry::parse(e.entry.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].kind, EntryKind::Revoked);
+    assert_eq!(
+        entries[1].supersedes,
+        Some(revoked.units[0].entries[0].index)
+    );
+    assert!(entries[1].reason.as_deref().unwrap().contains("caught"));
+    // The old bundle, presented again with a newer checkpoint, is caught: the result it shows
+    // as current was revoked.
+    let mut stale = revoked.clone();
+    stale.units[0].state = before.units[0].state;
+    stale.units[0].digest = before.units[0].digest;
+    let p = problems(&h, &stale);
+    assert!(p.iter().any(|p| p.contains("revoked it")), "{p:?}");
+
+    // An honest volunteer re-makes the result: accepted again, superseding the revocation.
+    let z = h.volunteer(Kind::Honest).await;
+    h.run_to_completion(b1, std::slice::from_ref(&z), true)
+        .await;
+    h.seal();
+    let (_, v) = h
+        .get(&format!("/api/v1/batches/{b1}/proofs"), Some(&h.key))
+        .await;
+    let remade = bundle_of(v);
+    assert!(
+        problems(&h, &remade).is_empty(),
+        "{:?}",
+        problems(&h, &remade)
+    );
+    let last = LogEntry::parse(remade.units[0].entries[2].entry.as_bytes()).unwrap();
+    assert_eq!(last.kind, EntryKind::Accepted);
+    assert_eq!(last.digest, want[0]);
+    assert_eq!(last.supersedes, Some(remade.units[0].entries[1].index));
+}
+
+#[tokio::test]
+async fn witnesses_cosignatures_are_checked_kept_and_served() {
+    use transparency::{ALG_COSIGNATURE_V1, NoteKey, open_checkpoint};
+    let w1 = NoteKey::from_seed("w1.test", ALG_COSIGNATURE_V1, [1; 32]).unwrap();
+    let w2 = NoteKey::from_seed("w2.test", ALG_COSIGNATURE_V1, [2; 32]).unwrap();
+    let stranger = NoteKey::from_seed("w1.test", ALG_COSIGNATURE_V1, [3; 32]).unwrap();
+    let h = Harness::with_witnesses(vec![w1.verifier_key(), w2.verifier_key()]);
+    let b = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &sims, false).await;
+    let size = h.seal();
+    let (_, note) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    let note = String::from_utf8(note).unwrap();
+    let text = note.split("\n\n").next().unwrap().to_owned() + "\n";
+    let line = |k: &NoteKey| {
+        String::from_utf8(k.cosign(text.as_bytes(), now() as u64).unwrap().to_bytes()).unwrap()
+    };
+    // Proofs want both witnesses by default: none has cosigned yet.
+    let proofs = format!("/api/v1/batches/{b}/proofs");
+    let (s, _) = h.get(&proofs, Some(&h.key)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.get(&format!("{proofs}?witnesses=3"), Some(&h.key)).await;
+    assert_eq!(
+        (s, &v["field"]),
+        (StatusCode::BAD_REQUEST, &json!("witnesses"))
+    );
+
+    let post = |size: u64, line: String| {
+        h.post(
+            "/api/v1/log/cosignatures",
+            None,
+            json!({"size": size, "cosignature": line}),
+        )
+    };
+    let (s, v) = post(size, line(&w1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["witness"], "w1.test");
+    // A key that is not the configured witness's, garbage, and an unknown checkpoint.
+    let (s, v) = post(size, line(&stranger)).await;
+    assert_eq!(
+        (s, &v["field"]),
+        (StatusCode::BAD_REQUEST, &json!("cosignature")),
+        "{v}"
+    );
+    let (s, v) = post(size, "— w1.test AAAA".into()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = post(size + 5, line(&w2)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = h
+        .post("/api/v1/log/cosignatures", None, json!({"size": size}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    let (s, _) = post(size, line(&w2)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, served) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    let ws = [w1.verifier(), w2.verifier()];
+    let cp = open_checkpoint(&served, &h.log_key.verifier(), &ws, 2).unwrap();
+    assert_eq!(cp.witnesses, vec!["w1.test", "w2.test"]);
+    let (s, v) = h.get(&proofs, Some(&h.key)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let opts = transparency::VerifyOptions {
+        log_key: Some(h.log_key.verifier_key()),
+        witnesses: vec![w1.verifier_key(), w2.verifier_key()],
+        min_witnesses: 2,
+    };
+    let r = transparency::verify_bundle(&bundle_of(v), &opts);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.verified.len(), 2);
+}
+
+#[tokio::test]
+async fn the_log_resumes_the_same_tree_and_refuses_another_key() {
+    use transparency::{ALG_ED25519, NoteKey, hash_from_b64, open_checkpoint};
+    let h = Harness::new();
+    let b = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &sims, false).await;
+    assert_eq!(h.seal(), 2);
+    let (_, first) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    let first = open_checkpoint(&first, &h.log_key.verifier(), &[], 0).unwrap();
+
+    // A second coordinator on the same database (a restart, or a peer) continues the tree.
+    let again = match &h.db_url {
+        DbHandle::Sqlite(p) => Engine::sqlite(p).unwrap(),
+        DbHandle::Postgres(url) => Engine::postgres(url).unwrap(),
+    };
+    let b2 = h
+        .batch(
+            "ising2d",
+            ising_units(3)[1..].to_vec(),
+            json!({"spot_check_rate": 0.0}),
+        )
+        .await;
+    h.run_to_completion(b2, &sims, false).await;
+    // Another key may not sign this log.
+    let impostor = NoteKey::from_seed(h.log_key.name(), ALG_ED25519, [9; 32]).unwrap();
+    let err = again.sequence_log(&impostor, 100, now()).unwrap_err();
+    assert!(err.to_string().contains("same log key"), "{err}");
+    assert_eq!(again.sequence_log(&h.log_key, 100, now()).unwrap(), Some(4));
+    let (_, second) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    let second = open_checkpoint(&second, &h.log_key.verifier(), &[], 0).unwrap();
+    assert_eq!(second.checkpoint.size(), 4);
+    let (s, v) = h.get("/api/v1/log/consistency?from=2&to=4", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let proof: Vec<_> = v["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| hash_from_b64(x.as_str().unwrap()).unwrap())
+        .collect();
+    transparency::tlog_tiles::check_tree(
+        &proof,
+        4,
+        *second.checkpoint.hash(),
+        2,
+        *first.checkpoint.hash(),
+    )
+    .unwrap();
+    for bad in ["from=3&to=2", "from=1&to=9", "from=x&to=1", ""] {
+        let (s, v) = h.get(&format!("/api/v1/log/consistency?{bad}"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
 }

@@ -36,6 +36,10 @@ pub struct UnitResult {
     pub digest: Option<Digest>,
     pub summary: Option<Value>,
     pub fail_reason: Option<String>,
+    /// The index of the unit's latest entry in the transparency log (its receipt), once the
+    /// sequencer has appended it.
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -5,6 +5,7 @@
 mod admission;
 mod auth;
 mod error;
+mod log;
 mod operator;
 mod results;
 mod verifier;
@@ -45,6 +46,10 @@ pub struct AppState {
     pub leases: verifier::Leases,
     /// How long a verifier worker holds a job before it may go to another.
     pub verifier_lease_s: i64,
+    /// The transparency log's signing key (the sequencer signs checkpoints with it).
+    pub log_key: Arc<transparency::NoteKey>,
+    /// Witnesses whose cosignatures the log accepts.
+    pub witnesses: Arc<Vec<transparency::NoteVerifier>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -89,6 +94,12 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/kernels", get(kernels))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/log", get(log::info))
+        .route("/api/v1/log/consistency", get(log::consistency))
+        .route("/api/v1/log/cosignatures", post(log::add_cosignature))
+        .route("/api/v1/batches/{id}/proofs", get(log::batch_proofs))
+        .route("/log/checkpoint", get(log::checkpoint))
+        .route("/log/tile/{*path}", get(log::tile))
         .layer(metrics_layer)
         .with_state(state)
 }

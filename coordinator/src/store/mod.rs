@@ -7,6 +7,7 @@
 //! Backends: [`sqlite::SqliteBackend`] (embedded, the default) and
 //! [`postgres::PostgresBackend`] (several coordinators on one database).
 
+pub mod log;
 pub mod postgres;
 pub mod queries;
 pub mod sql;

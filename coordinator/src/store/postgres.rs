@@ -16,7 +16,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Versioned migrations; the `schema_migrations` table records which have run.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/1_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/1_initial.sql"),
+    include_str!("migrations/postgres/2_log.sql"),
+];
 
 /// Runs `f`, which blocks on the client's own runtime, where tokio allows it: directly outside
 /// a runtime (and on `spawn_blocking` threads), under `block_in_place` on a runtime's worker,

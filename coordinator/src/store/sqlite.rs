@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/3_sabotage.sql"),
     include_str!("migrations/sqlite/4_kernel_version.sql"),
     include_str!("migrations/sqlite/5_claims.sql"),
+    include_str!("migrations/sqlite/6_log.sql"),
 ];
 
 pub struct SqliteBackend {

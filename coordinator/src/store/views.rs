@@ -109,8 +109,9 @@ pub fn list_batches(s: &mut dyn Sql, viewer: Option<i64>) -> Result<Vec<BatchSta
 
 pub fn batch_results(s: &mut dyn Sql, batch: i64) -> Result<Vec<UnitResult>> {
     s.query(
-        "SELECT id, params, state, canonical_digest, summary, fail_reason FROM units
-         WHERE batch_id = ?1 ORDER BY id",
+        "SELECT id, params, state, canonical_digest, summary, fail_reason,
+                (SELECT MAX(idx) FROM log_entries e WHERE e.unit_id = units.id)
+         FROM units WHERE batch_id = ?1 ORDER BY id",
         p![batch],
     )?
     .iter()
@@ -122,6 +123,7 @@ pub fn batch_results(s: &mut dyn Sql, batch: i64) -> Result<Vec<UnitResult>> {
             digest: digest_of(r.opt_bytes(3)?),
             summary: r.opt_text(4)?.and_then(|s| serde_json::from_str(&s).ok()),
             fail_reason: r.opt_text(5)?,
+            log_index: r.opt_int(6)?.map(|i| i.max(0) as u64),
         })
     })
     .collect()

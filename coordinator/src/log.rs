@@ -1,0 +1,388 @@
+//! The transparency log, orchestrated: receipts built from a unit's decision (queued in its
+//! transaction), the sequencer that moves them into the Merkle tree and signs a checkpoint,
+//! and the reads the API serves (checkpoints with cosignatures, tiles, proofs, bundles). The
+//! rules (entry format, signatures, what a witness accepts, how a bundle verifies) are the
+//! `transparency` crate's; the rows are `store::log`'s.
+
+use crate::engine::Engine;
+use crate::lifecycle::{ReplicaState, UnitState};
+use crate::store::log as lg;
+use crate::store::queries::{self as q, UnitRow, anon, anon_salt, spot_str};
+use crate::store::sql::{Sql, p};
+use crate::store::{Result, StoreError};
+use protocol::{Checkpoint, Digest};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use transparency::tlog_tiles::{
+    HashReader, Tile, prove_record, prove_tree, stored_hash_index, stored_hashes, tree_hash,
+};
+use transparency::{
+    Agreeing, BUNDLE_FORMAT, BundleEntry, BundleUnit, EntryKind, Evidence, Hash, LogEntry, NoteKey,
+    NoteVerifier, ProofBundle, TILE_HEIGHT, add_cosignatures, check_cosignature, hash_to_b64,
+    params_hash, sign_checkpoint,
+};
+
+/// Receipts the sequencer moves into the tree per transaction.
+pub const SEQUENCE_BATCH: usize = 4096;
+
+/// Builds the receipt for `kind` about the unit `before` → `after` and queues it.
+pub(crate) fn queue_receipt(
+    s: &mut dyn Sql,
+    before: &UnitRow,
+    after: &UnitRow,
+    kind: EntryKind,
+    replicas: &[(i64, i64, ReplicaState, Option<Digest>)],
+    reason: Option<String>,
+    now: i64,
+) -> Result<()> {
+    // An accepted entry describes the result now canonical; a revocation the one withdrawn.
+    let (row, digest) = match kind {
+        EntryKind::Accepted => (after, after.canonical_digest),
+        EntryKind::Revoked => (before, before.canonical_digest),
+    };
+    let Some(digest) = digest else {
+        return Err(StoreError::Db(format!(
+            "unit {}: a canonical result without a digest",
+            row.id
+        )));
+    };
+    let salt = anon_salt(s)?;
+    let checkpoints: Vec<Checkpoint> = match row.unit.canonical {
+        Some(c) => s
+            .row("SELECT checkpoints FROM replicas WHERE id = ?1", p![c])?
+            .and_then(|r| r.opt_text(0).ok().flatten())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let agreeing = replicas
+        .iter()
+        .filter(|(_, _, state, d)| *state == ReplicaState::Valid && *d == Some(digest))
+        .map(|(_, volunteer, _, d)| Agreeing {
+            volunteer: anon(&salt, *volunteer),
+            digest: d.unwrap_or(digest),
+        })
+        .collect();
+    let mut passed = 0;
+    let mut failed = 0;
+    for r in s.query(
+        "SELECT c.status, count(*) FROM challenges c JOIN replicas r ON r.id = c.replica_id
+         WHERE r.unit_id = ?1 GROUP BY c.status",
+        p![row.id],
+    )? {
+        match r.str(0)? {
+            "passed" => passed = r.count(1)? as u32,
+            "failed" => failed = r.count(1)? as u32,
+            _ => {}
+        }
+    }
+    let policy = row.unit.policy;
+    let params: serde_json::Value = q::from_json(&row.params)?;
+    let entry = LogEntry {
+        kind,
+        unit: row.id,
+        batch: row.batch_id,
+        kernel: row.kernel.clone(),
+        kernel_version: row.kernel_version,
+        params_sha256: params_hash(&params),
+        digest,
+        checkpoints,
+        replicas: agreeing,
+        evidence: Evidence {
+            replication: policy.replication,
+            min_quorum: policy.min_quorum,
+            target_error: (policy.replication == crate::lifecycle::Replication::Credibility)
+                .then_some(policy.target_error),
+            spot_check: spot_str(row.unit.spot).to_owned(),
+            challenges_passed: passed,
+            challenges_failed: failed,
+        },
+        reason,
+        // Set by the sequencer, which knows the unit's previous entry's index.
+        supersedes: None,
+        time: now,
+    };
+    lg::queue(s, row.id, row.batch_id, &entry.to_bytes())
+}
+
+/// The tree's stored hashes as `tlog_tiles` reads them: from the database, and from the hashes
+/// this transaction has added but not yet read back.
+struct DbHashes<'a, 'b> {
+    sql: RefCell<&'a mut (dyn Sql + 'b)>,
+    added: HashMap<u64, Hash>,
+    error: RefCell<Option<StoreError>>,
+}
+
+impl<'a, 'b> DbHashes<'a, 'b> {
+    fn new(s: &'a mut (dyn Sql + 'b)) -> Self {
+        Self {
+            sql: RefCell::new(s),
+            added: HashMap::new(),
+            error: RefCell::new(None),
+        }
+    }
+
+    /// The database error behind a failed read, or the tree error.
+    fn fail(&self, e: transparency::tlog_tiles::Error) -> StoreError {
+        self.error
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| StoreError::Db(format!("log tree: {e}")))
+    }
+}
+
+impl HashReader for DbHashes<'_, '_> {
+    fn read_hashes(
+        &self,
+        indexes: &[u64],
+    ) -> std::result::Result<Vec<Hash>, transparency::tlog_tiles::Error> {
+        let mut s = self.sql.borrow_mut();
+        let mut out = Vec::with_capacity(indexes.len());
+        for &i in indexes {
+            if let Some(h) = self.added.get(&i) {
+                out.push(*h);
+                continue;
+            }
+            match lg::hash(*s, i) {
+                Ok(Some(h)) => out.push(h),
+                Ok(None) => return Err(transparency::tlog_tiles::Error::IndexesNotInTree),
+                Err(e) => {
+                    *self.error.borrow_mut() = Some(e);
+                    return Err(transparency::tlog_tiles::Error::InvalidInput(
+                        "database".into(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A batch's proof bundle, with how many of its receipts the checkpoint does not cover yet.
+pub struct Proofs {
+    pub bundle: ProofBundle,
+    /// Receipts still queued or newer than the bundle's checkpoint.
+    pub pending: u64,
+}
+
+impl Engine {
+    /// Moves up to `max` queued receipts into the tree, each superseding its unit's previous
+    /// entry, and signs a checkpoint of the new tree with `key`; one transaction, so a crash
+    /// loses nothing and a restart resumes the same tree. Returns the new size, or None when
+    /// nothing was queued. Refuses to sign a log the database records under another key.
+    pub fn sequence_log(&self, key: &NoteKey, max: usize, now: i64) -> Result<Option<u64>> {
+        let public = key.verifier_key();
+        self.write(|s| {
+            lg::lock(s)?;
+            match lg::public_key(s)? {
+                Some(k) if k != public => {
+                    return Err(StoreError::Conflict(format!(
+                        "this database's log is signed by {k}, not by this coordinator's key \
+                         {public}: give every coordinator the same log key"
+                    )));
+                }
+                Some(_) => {}
+                None => lg::set_public_key(s, &public)?,
+            }
+            let queued = lg::queued(s, max)?;
+            if queued.is_empty() {
+                return Ok(None);
+            }
+            let mut n = lg::size(s)?;
+            let mut tree = DbHashes::new(s);
+            let mut latest: HashMap<i64, u64> = HashMap::new();
+            for item in &queued {
+                let mut entry = LogEntry::parse(&item.body)
+                    .map_err(|e| StoreError::Db(format!("a queued receipt: {e}")))?;
+                entry.supersedes = match latest.get(&item.unit) {
+                    Some(i) => Some(*i),
+                    None => lg::latest_for_unit(*tree.sql.get_mut(), item.unit)?,
+                };
+                let body = entry.to_bytes();
+                let hashes = stored_hashes(n, &body, &tree).map_err(|e| tree.fail(e))?;
+                let first = stored_hash_index(0, n);
+                lg::append(*tree.sql.get_mut(), item, n, &body, first, &hashes, now)?;
+                for (i, h) in hashes.into_iter().enumerate() {
+                    tree.added.insert(first + i as u64, h);
+                }
+                latest.insert(item.unit, n);
+                n += 1;
+            }
+            let root = tree_hash(n, &tree).map_err(|e| tree.fail(e))?;
+            let note = sign_checkpoint(key, n, root)
+                .map_err(|e| StoreError::Db(format!("signing a checkpoint: {e}")))?;
+            lg::put_checkpoint(*tree.sql.get_mut(), n, &note, now)?;
+            Ok(Some(n))
+        })
+    }
+
+    /// Receipts waiting for the sequencer.
+    pub fn log_queue_len(&self) -> Result<u64> {
+        self.read(lg::queue_len)
+    }
+
+    /// The public key the log's checkpoints are signed with, once it has signed one.
+    pub fn log_public_key(&self) -> Result<Option<String>> {
+        self.read(lg::public_key)
+    }
+
+    /// The newest checkpoint with the witnesses' cosignatures it has.
+    pub fn log_checkpoint(&self) -> Result<Option<String>> {
+        self.read(|s| {
+            let Some((size, note)) = lg::latest_checkpoint(s)? else {
+                return Ok(None);
+            };
+            Ok(Some(add_cosignatures(&note, &lg::cosignatures(s, size)?)))
+        })
+    }
+
+    /// The data of the C2SP tile at `level`, number `n`, `width` hashes (256 for a full one),
+    /// if the newest checkpoint's tree holds it.
+    pub fn log_tile(&self, level: u8, n: u64, width: u32) -> Result<Option<Vec<u8>>> {
+        self.read(|s| {
+            let size = lg::latest_checkpoint(s)?.map_or(0, |c| c.0);
+            let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+            let nodes = size.checked_shr(shift).unwrap_or(0);
+            let end = n
+                .checked_mul(1 << TILE_HEIGHT)
+                .and_then(|x| x.checked_add(width.into()));
+            if width == 0 || width > 1 << TILE_HEIGHT || end.is_none_or(|e| e > nodes) {
+                return Ok(None);
+            }
+            let tree = DbHashes::new(s);
+            let tile = Tile::new(TILE_HEIGHT, level, n, width, false);
+            tile.read_data(&tree).map(Some).map_err(|e| tree.fail(e))
+        })
+    }
+
+    /// The entry bundle `n` (C2SP `tile/entries`): `width` entries, each as a big-endian
+    /// 16-bit length and the entry's bytes.
+    pub fn log_entry_bundle(&self, n: u64, width: u32) -> Result<Option<Vec<u8>>> {
+        self.read(|s| {
+            let size = lg::latest_checkpoint(s)?.map_or(0, |c| c.0);
+            let lo = n.checked_mul(1 << TILE_HEIGHT);
+            let hi = lo.and_then(|l| l.checked_add(width.into()));
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                return Ok(None);
+            };
+            if width == 0 || width > 1 << TILE_HEIGHT || hi > size {
+                return Ok(None);
+            }
+            let mut out = Vec::new();
+            for body in lg::bodies(s, lo, hi)? {
+                let len = u16::try_from(body.len())
+                    .map_err(|_| StoreError::Db("a log entry over 64 KiB".into()))?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&body);
+            }
+            Ok(Some(out))
+        })
+    }
+
+    /// The consistency proof from the tree of `old` entries to the tree of `new` (both sizes
+    /// of checkpoints this log signed).
+    pub fn log_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
+        self.read(|s| {
+            let size = lg::latest_checkpoint(s)?.map_or(0, |c| c.0);
+            if old > new || new > size {
+                return Err(StoreError::Invalid {
+                    field: "to".into(),
+                    message: format!(
+                        "need from ≤ to ≤ {size} (the newest checkpoint), got {old}, {new}"
+                    ),
+                });
+            }
+            if old == 0 || old == new {
+                return Ok(Vec::new());
+            }
+            let tree = DbHashes::new(s);
+            prove_tree(new, old, &tree).map_err(|e| tree.fail(e))
+        })
+    }
+
+    /// Records a witness's cosignature of the checkpoint of `size`; returns the witness's
+    /// name. The line must verify under one of `witnesses` over that checkpoint's text.
+    pub fn add_cosignature(
+        &self,
+        size: u64,
+        line: &str,
+        witnesses: &[NoteVerifier],
+        now: i64,
+    ) -> Result<String> {
+        self.write(|s| {
+            let note = lg::checkpoint(s, size)?.ok_or(StoreError::NotFound("checkpoint"))?;
+            let text = note.split_once("\n\n").map_or("", |t| t.0).to_owned() + "\n";
+            let name = check_cosignature(text.as_bytes(), line, witnesses).map_err(|e| {
+                StoreError::Invalid {
+                    field: "cosignature".into(),
+                    message: e.to_string(),
+                }
+            })?;
+            lg::put_cosignature(s, size, &name, line.trim_end_matches('\n'), now)?;
+            Ok(name)
+        })
+    }
+
+    /// A batch's results with their receipts, each with its inclusion proof in the newest
+    /// checkpoint that `min_witnesses` witnesses cosigned.
+    pub fn batch_proofs(
+        &self,
+        batch: i64,
+        viewer: Option<i64>,
+        min_witnesses: usize,
+    ) -> Result<Proofs> {
+        self.read(|s| {
+            crate::store::views::check_viewer(s, batch, viewer)?;
+            let found = if min_witnesses == 0 {
+                lg::latest_checkpoint(s)?
+            } else {
+                lg::latest_cosigned(s, min_witnesses)?
+            };
+            let (size, note) = found.ok_or(StoreError::NotFound("checkpoint"))?;
+            let checkpoint = add_cosignatures(&note, &lg::cosignatures(s, size)?);
+            let log_key = lg::public_key(s)?.unwrap_or_default();
+            let kernel = s
+                .one("SELECT kernel FROM batches WHERE id = ?1", p![batch])?
+                .text(0)?;
+            let results = crate::store::views::batch_results(s, batch)?;
+            let entries = lg::batch_entries(s, batch, size)?;
+            let pending = lg::batch_queued(s, batch)?
+                + s.one(
+                    "SELECT count(*) FROM log_entries WHERE batch_id = ?1 AND idx >= ?2",
+                    p![batch, size],
+                )?
+                .count(0)?;
+            let mut by_unit: HashMap<i64, Vec<BundleEntry>> = HashMap::new();
+            let tree = DbHashes::new(s);
+            for (idx, unit, body) in entries {
+                let proof = prove_record(size, idx, &tree).map_err(|e| tree.fail(e))?;
+                by_unit.entry(unit).or_default().push(BundleEntry {
+                    index: idx,
+                    entry: String::from_utf8_lossy(&body).into_owned(),
+                    proof: proof.iter().map(hash_to_b64).collect(),
+                });
+            }
+            let units = results
+                .into_iter()
+                .map(|r| BundleUnit {
+                    unit: r.unit_id,
+                    kernel: kernel.clone(),
+                    params: r.params,
+                    state: r.state,
+                    digest: r.digest.filter(|_| r.state == UnitState::Canonical),
+                    entries: by_unit.remove(&r.unit_id).unwrap_or_default(),
+                })
+                .collect();
+            Ok(Proofs {
+                bundle: ProofBundle {
+                    format: BUNDLE_FORMAT.to_owned(),
+                    batch,
+                    log_key,
+                    checkpoint,
+                    units,
+                },
+                pending,
+            })
+        })
+    }
+}

@@ -1,0 +1,444 @@
+//! A batch's results with their receipts, inclusion proofs and a cosigned checkpoint; checked
+//! offline by [`verify_bundle`].
+
+use crate::{
+    EntryKind, LogEntry, NoteVerifier, TrustedCheckpoint, hash_from_b64, open_checkpoint,
+    params_hash, record_hash,
+};
+use protocol::Digest;
+use protocol::policy::UnitState;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// The `format` of a bundle this crate writes and reads.
+pub const BUNDLE_FORMAT: &str = "quorum-grid-proofs/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofBundle {
+    pub format: String,
+    pub batch: i64,
+    /// The log's public key as the coordinator states it (pin your own with
+    /// `VerifyOptions::log_key`).
+    pub log_key: String,
+    /// The checkpoint every proof is against: a signed note with witnesses' cosignatures.
+    pub checkpoint: String,
+    pub units: Vec<BundleUnit>,
+}
+
+/// One unit as the coordinator presents it, with every log entry about it that the
+/// checkpoint's tree holds, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleUnit {
+    pub unit: i64,
+    pub kernel: String,
+    pub params: Value,
+    pub state: UnitState,
+    /// The canonical digest the coordinator presents as the unit's result.
+    pub digest: Option<Digest>,
+    pub entries: Vec<BundleEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleEntry {
+    pub index: u64,
+    /// The entry's exact bytes (JSON).
+    pub entry: String,
+    /// The inclusion proof: base64 hashes.
+    pub proof: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The log's verifier key, pinned; without it the bundle's own is used (and said so).
+    pub log_key: Option<String>,
+    /// Witnesses' verifier keys.
+    pub witnesses: Vec<String>,
+    /// Cosignatures needed from those witnesses.
+    pub min_witnesses: usize,
+}
+
+/// One thing wrong, for one unit or for the bundle as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub unit: Option<i64>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.unit {
+            Some(u) => write!(f, "unit {u}: {}", self.message),
+            None => write!(f, "bundle: {}", self.message),
+        }
+    }
+}
+
+/// What [`verify_bundle`] found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub checkpoint: Option<TrustedCheckpoint>,
+    /// Units whose presented result is the current accepted entry, proven in the checkpoint.
+    pub verified: Vec<i64>,
+    pub problems: Vec<Problem>,
+    /// Things to know that are not failures (a key taken from the bundle).
+    pub notes: Vec<String>,
+}
+
+/// Checks a bundle: the checkpoint's signature and cosignatures, each entry's inclusion in
+/// it, that each unit's entries form one unbroken chain, and that the result presented for
+/// each unit is the one its latest entry accepted.
+pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
+    let mut report = Report::default();
+    let mut problem = |unit: Option<i64>, message: String| {
+        report.problems.push(Problem { unit, message });
+    };
+    if b.format != BUNDLE_FORMAT {
+        problem(None, format!("unknown format {:?}", b.format));
+        return report;
+    }
+    let key_text = match &opts.log_key {
+        Some(k) => k.clone(),
+        None => {
+            report.notes.push(format!(
+                "the log key was taken from the bundle ({}); pin it with --log-key",
+                b.log_key
+            ));
+            b.log_key.clone()
+        }
+    };
+    let log = match NoteVerifier::parse(&key_text) {
+        Ok(k) => k,
+        Err(e) => {
+            problem(None, format!("log key: {e}"));
+            return report;
+        }
+    };
+    let mut witnesses = Vec::new();
+    for w in &opts.witnesses {
+        match NoteVerifier::parse(w) {
+            Ok(v) => witnesses.push(v),
+            Err(e) => problem(None, format!("witness key {w:?}: {e}")),
+        }
+    }
+    let trusted = match open_checkpoint(
+        b.checkpoint.as_bytes(),
+        &log,
+        &witnesses,
+        opts.min_witnesses,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            problem(None, format!("checkpoint: {e}"));
+            return report;
+        }
+    };
+    let size = trusted.checkpoint.size();
+    let root = *trusted.checkpoint.hash();
+    let mut verified = Vec::new();
+    for u in &b.units {
+        let mut problem = |m: String| {
+            report.problems.push(Problem {
+                unit: Some(u.unit),
+                message: m,
+            })
+        };
+        let mut entries: Vec<(u64, LogEntry)> = Vec::new();
+        let mut sound = true;
+        for e in &u.entries {
+            if e.index >= size {
+                problem(format!(
+                    "log entry #{} is beyond the checkpoint (size {size})",
+                    e.index
+                ));
+                sound = false;
+                continue;
+            }
+            let proof: Result<Vec<_>, _> = e.proof.iter().map(|h| hash_from_b64(h)).collect();
+            let included = proof.map_err(|e| e.to_string()).and_then(|p| {
+                tlog_tiles::check_record(&p, size, root, e.index, record_hash(e.entry.as_bytes()))
+                    .map_err(|e| e.to_string())
+            });
+            if included.is_err() {
+                problem(format!(
+                    "log entry #{} is not the one in the log (edited, or its proof is wrong)",
+                    e.index
+                ));
+                sound = false;
+                continue;
+            }
+            match LogEntry::parse(e.entry.as_bytes()) {
+                Ok(parsed) if parsed.unit == u.unit => entries.push((e.index, parsed)),
+                Ok(parsed) => {
+                    problem(format!(
+                        "log entry #{} is about unit {}, not this one",
+                        e.index, parsed.unit
+                    ));
+                    sound = false;
+                }
+                Err(err) => {
+                    problem(format!("log entry #{} is not a receipt: {err}", e.index));
+                    sound = false;
+                }
+            }
+        }
+        entries.sort_by_key(|(i, _)| *i);
+        // One unbroken chain: each entry supersedes the one before it, and the first none.
+        let mut before: Option<u64> = None;
+        for (i, e) in &entries {
+            if e.supersedes != before {
+                match e.supersedes {
+                    Some(s) => problem(format!(
+                        "log entry #{s}, which #{i} supersedes, is missing from the bundle"
+                    )),
+                    None => problem(format!(
+                        "log entry #{i} claims to be the first about this unit, after #{}",
+                        before.unwrap_or_default()
+                    )),
+                }
+                sound = false;
+            }
+            if e.kernel != u.kernel || e.params_sha256 != params_hash(&u.params) {
+                problem(format!(
+                    "log entry #{i} is for other parameters or another kernel than presented"
+                ));
+                sound = false;
+            }
+            before = Some(*i);
+        }
+        let latest = entries.last();
+        match (u.state, u.digest, latest) {
+            (UnitState::Canonical, Some(d), Some((i, e))) => match e.kind {
+                EntryKind::Revoked => problem(format!(
+                    "the result {d} is presented as current, but log entry #{i} revoked it"
+                )),
+                EntryKind::Accepted if e.digest != d => problem(format!(
+                    "the result presented is {d}, but log entry #{i} accepted {}",
+                    e.digest
+                )),
+                EntryKind::Accepted if sound => verified.push(u.unit),
+                EntryKind::Accepted => {}
+            },
+            (UnitState::Canonical, _, None) => {
+                problem("presented as canonical, but no log entry accepts it".to_owned())
+            }
+            (UnitState::Canonical, None, Some(_)) => {
+                problem("presented as canonical without a digest".to_owned())
+            }
+            (state, _, Some((i, e))) if e.kind == EntryKind::Accepted => problem(format!(
+                "log entry #{i} accepted {}, but the unit is presented as {} with no revocation",
+                e.digest,
+                state.as_str()
+            )),
+            _ => {}
+        }
+    }
+    report.verified = verified;
+    report.checkpoint = Some(trusted);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ALG_COSIGNATURE_V1, ALG_ED25519, Agreeing, Evidence, MemoryLog, NoteKey, add_cosignatures,
+        hash_to_b64, sign_checkpoint,
+    };
+    use protocol::policy::Replication;
+    use serde_json::json;
+
+    fn entry(kind: EntryKind, unit: i64, digest: Digest, supersedes: Option<u64>) -> LogEntry {
+        LogEntry {
+            kind,
+            unit,
+            batch: 1,
+            kernel: "ising2d".into(),
+            kernel_version: 1,
+            params_sha256: params_hash(&json!({"seed": unit})),
+            digest,
+            checkpoints: vec![],
+            replicas: vec![Agreeing {
+                volunteer: "v".into(),
+                digest,
+            }],
+            evidence: Evidence {
+                replication: Replication::Quorum,
+                min_quorum: 2,
+                target_error: None,
+                spot_check: "none".into(),
+                challenges_passed: 0,
+                challenges_failed: 0,
+            },
+            reason: None,
+            supersedes,
+            time: 0,
+        }
+    }
+
+    struct Fixture {
+        log: NoteKey,
+        witness: NoteKey,
+        bundle: ProofBundle,
+    }
+
+    /// Units 1 and 2 accepted; unit 3 accepted, then revoked and accepted again.
+    fn fixture() -> Fixture {
+        let log_key = NoteKey::from_seed("qg.example/log", ALG_ED25519, [1; 32]).unwrap();
+        let witness = NoteKey::from_seed("w.example", ALG_COSIGNATURE_V1, [2; 32]).unwrap();
+        let d = |b: u8| Digest([b; 32]);
+        let entries = [
+            entry(EntryKind::Accepted, 1, d(1), None),
+            entry(EntryKind::Accepted, 3, d(3), None),
+            entry(EntryKind::Accepted, 2, d(2), None),
+            entry(EntryKind::Revoked, 3, d(3), Some(1)),
+            entry(EntryKind::Accepted, 3, d(4), Some(3)),
+        ];
+        let mut mem = MemoryLog::default();
+        let bytes: Vec<String> = entries
+            .iter()
+            .map(|e| String::from_utf8(e.to_bytes()).unwrap())
+            .collect();
+        for b in &bytes {
+            mem.append(b.as_bytes()).unwrap();
+        }
+        let note = sign_checkpoint(&log_key, mem.size(), mem.root().unwrap()).unwrap();
+        let text = note.split("\n\n").next().unwrap().to_owned() + "\n";
+        let cosig =
+            String::from_utf8(witness.cosign(text.as_bytes(), 5).unwrap().to_bytes()).unwrap();
+        let unit = |id: i64, digest: u8, idx: &[u64]| BundleUnit {
+            unit: id,
+            kernel: "ising2d".into(),
+            params: json!({"seed": id}),
+            state: UnitState::Canonical,
+            digest: Some(d(digest)),
+            entries: idx
+                .iter()
+                .map(|&i| BundleEntry {
+                    index: i,
+                    entry: bytes[i as usize].clone(),
+                    proof: mem
+                        .prove(mem.size(), i)
+                        .unwrap()
+                        .iter()
+                        .map(hash_to_b64)
+                        .collect(),
+                })
+                .collect(),
+        };
+        let bundle = ProofBundle {
+            format: BUNDLE_FORMAT.into(),
+            batch: 1,
+            log_key: log_key.verifier_key(),
+            checkpoint: add_cosignatures(&note, &[cosig]),
+            units: vec![unit(1, 1, &[0]), unit(2, 2, &[2]), unit(3, 4, &[1, 3, 4])],
+        };
+        Fixture {
+            log: log_key,
+            witness,
+            bundle,
+        }
+    }
+
+    fn opts(f: &Fixture) -> VerifyOptions {
+        VerifyOptions {
+            log_key: Some(f.log.verifier_key()),
+            witnesses: vec![f.witness.verifier_key()],
+            min_witnesses: 1,
+        }
+    }
+
+    fn problems(b: &ProofBundle, o: &VerifyOptions) -> Vec<String> {
+        verify_bundle(b, o)
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_honest_bundle_verifies() {
+        let f = fixture();
+        let r = verify_bundle(&f.bundle, &opts(&f));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.verified, vec![1, 2, 3]);
+        assert_eq!(r.checkpoint.unwrap().witnesses, vec!["w.example"]);
+        // Two witnesses needed, one cosigned.
+        let mut o = opts(&f);
+        o.min_witnesses = 2;
+        assert!(problems(&f.bundle, &o)[0].contains("1 valid witness cosignature(s), 2 needed"));
+    }
+
+    #[test]
+    fn an_edited_result_digest_is_caught() {
+        let mut f = fixture();
+        f.bundle.units[0].digest = Some(Digest([9; 32]));
+        let p = problems(&f.bundle, &opts(&f));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("unit 1: the result presented is"), "{p:?}");
+    }
+
+    #[test]
+    fn an_edited_or_removed_entry_is_caught() {
+        let mut f = fixture();
+        let e = &mut f.bundle.units[1].entries[0].entry;
+        *e = e.replace("0202", "0909");
+        let p = problems(&f.bundle, &opts(&f));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("unit 2: log entry #2 is not the one in the log"))
+        );
+
+        let mut f = fixture();
+        f.bundle.units[1].entries.clear();
+        let p = problems(&f.bundle, &opts(&f));
+        assert_eq!(
+            p,
+            vec!["unit 2: presented as canonical, but no log entry accepts it"]
+        );
+
+        // Dropping the revocation from unit 3's chain breaks it.
+        let mut f = fixture();
+        f.bundle.units[2].entries.remove(1);
+        let p = problems(&f.bundle, &opts(&f));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("#3, which #4 supersedes, is missing")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_superseded_result_presented_as_current_is_caught() {
+        let mut f = fixture();
+        // The coordinator shows unit 3's first result, and hides the later entries.
+        f.bundle.units[2].digest = Some(Digest([3; 32]));
+        let p = problems(&f.bundle, &opts(&f));
+        assert!(
+            p.iter().any(|p| p.contains("log entry #4 accepted")),
+            "{p:?}"
+        );
+        f.bundle.units[2].entries.truncate(2);
+        let p = problems(&f.bundle, &opts(&f));
+        assert!(
+            p.iter().any(|p| p.contains("log entry #3 revoked it")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_under_another_key_is_caught() {
+        let f = fixture();
+        let mut o = opts(&f);
+        o.log_key = Some(
+            NoteKey::from_seed("qg.example/log", ALG_ED25519, [7; 32])
+                .unwrap()
+                .verifier_key(),
+        );
+        let p = problems(&f.bundle, &o);
+        assert!(
+            p[0].starts_with("bundle: checkpoint: the checkpoint is not signed"),
+            "{p:?}"
+        );
+    }
+}
