@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod log;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -64,9 +66,68 @@ enum Cmd {
         /// Write to this file instead of standard output
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// A proof bundle instead: every unit with its log entries and inclusion proofs
+        /// against a cosigned checkpoint, for `qg verify`
+        #[arg(long)]
+        proofs: bool,
+        /// With --proofs: witness cosignatures the checkpoint must carry [default: all the
+        /// log's witnesses]
+        #[arg(long)]
+        witnesses: Option<usize>,
+        /// With --proofs: seconds to wait for the newest results to be in such a checkpoint
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
     },
     /// A unit's provenance: replicas, digests, spot-check, how to reproduce it
     Unit { unit: i64 },
+    /// Verify a proof bundle offline: the checkpoint's signature and witness cosignatures,
+    /// each result's inclusion in the log and that it is current; recompute a sample.
+    /// Exit status 0 when all holds, 1 with a line per problem
+    Verify {
+        /// A bundle from `qg results BATCH --proofs -o FILE`
+        file: PathBuf,
+        /// The log's public key, pinned (`GET /api/v1/log`, printed by the coordinator);
+        /// without it the bundle's own is trusted
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A witness's public key (repeat for several)
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Cosignatures needed from those witnesses [default: all of them]
+        #[arg(long)]
+        min_witnesses: Option<usize>,
+        /// Percent of the canonical units to recompute with the CPU reference
+        #[arg(long, default_value_t = 0.0)]
+        recompute: f64,
+        /// CPU threads for recomputation [default: all]
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Witness a transparency log: cosign each checkpoint that consistently extends the last
+    /// one cosigned; refuse (exit status 1) a fork or a rollback
+    Witness {
+        /// The coordinator whose log to follow [default: --server]
+        #[arg(long)]
+        log: Option<String>,
+        /// Directory for the witness's key and the last checkpoint it cosigned
+        #[arg(long)]
+        state: PathBuf,
+        /// The witness's name (its key's name; a new key only)
+        #[arg(long, default_value = "qg-witness")]
+        name: String,
+        /// The log's public key; without it the key the log names on first contact is pinned
+        #[arg(long)]
+        log_key: Option<String>,
+        /// Look once and exit
+        #[arg(long)]
+        once: bool,
+        /// Seconds between looks
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print the witness's public key (for the coordinator's `witnesses`) and exit
+        #[arg(long)]
+        print_key: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -314,9 +375,21 @@ fn run(cli: Cli) -> Result<()> {
             format,
             aggregate,
             output,
+            proofs,
+            witnesses,
+            wait,
         } => {
             let what = format!("batch {batch}");
             let body = match (format, aggregate) {
+                _ if proofs && (aggregate || matches!(format, Format::Csv)) => {
+                    bail!("--proofs writes a JSON bundle; drop --aggregate and --format csv")
+                }
+                _ if proofs => log::fetch_proofs(
+                    &|path| api.get::<Value>(path, &what),
+                    batch,
+                    witnesses,
+                    Duration::from_secs_f64(wait.clamp(0.0, 3600.0)),
+                )?,
                 (Format::Csv, true) => bail!("--aggregate gives JSON; drop --format csv"),
                 (Format::Csv, false) => api
                     .send(
@@ -394,12 +467,76 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("  reproduce: {}", p.reproduce);
         }
+        Cmd::Verify { .. } | Cmd::Witness { .. } => bail!("qg verify and qg witness run apart"),
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let Cli {
+        server,
+        key,
+        config,
+        command,
+    } = Cli::parse();
+    // The offline and log-following commands say pass or fail by their exit status.
+    let verdict = match command {
+        Cmd::Verify {
+            file,
+            log_key,
+            witnesses,
+            min_witnesses,
+            recompute,
+            threads,
+        } => Ok(log::verify(&log::VerifyArgs {
+            file,
+            log_key,
+            witnesses,
+            min_witnesses,
+            recompute,
+            threads: threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        })),
+        Cmd::Witness {
+            log,
+            state,
+            name,
+            log_key,
+            once,
+            interval,
+            print_key,
+        } => Ok(log::run_witness(&log::WitnessArgs {
+            log: log
+                .or(server.clone())
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            state,
+            name,
+            log_key,
+            once,
+            interval,
+            print_key,
+        })),
+        command => Err(Cli {
+            server,
+            key,
+            config,
+            command,
+        }),
+    };
+    let cli = match verdict {
+        Err(cli) => cli,
+        Ok(v) => {
+            return match v {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("qg: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qg: {e:#}");

@@ -262,3 +262,186 @@ async fn errors_are_helpful_and_change_nothing() {
     }
     assert_eq!(store.status().unwrap().batches, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnessed_results_verify_offline_and_tampering_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            qg("", "", &args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let argv = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Two witnesses make their keys; the coordinator is told them.
+    let mut witness_keys = Vec::new();
+    for w in ["w1", "w2"] {
+        let (code, out, err) = run(argv(&[
+            "witness",
+            "--state",
+            &path(w),
+            "--name",
+            &format!("{w}.test"),
+            "--print-key",
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with(&format!("{w}.test+")), "{out}");
+        witness_keys.push(out.trim().to_owned());
+    }
+    let mut cfg = Config::resolve(
+        FileConfig::default(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().into()),
+        None,
+        Some(dir.path().into()),
+    );
+    cfg.witnesses = witness_keys.clone();
+    let store = Arc::new(Coordinator::open(&cfg.db).unwrap());
+    let key = new_secret("qgk_");
+    store
+        .create_key("cli", &hash_secret(&key), false, now())
+        .unwrap();
+    let (addr, _server) = start(store.clone(), &cfg).await.unwrap();
+    let url = format!("http://{addr}");
+    let log_key = coordinator::server::load_log_key(&cfg.log_key, &cfg.log_origin)
+        .unwrap()
+        .verifier_key();
+
+    std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();
+    let qg_at = |args: Vec<String>| {
+        let (url, key) = (url.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            qg(
+                &url,
+                &key,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let (code, out, err) = qg_at(argv(&["submit", &path("spec.toml")])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let batch = out.trim().to_owned();
+    let vols: Vec<_> = (0..2)
+        .map(|i| NativeHost::new(&url, dir.path().join(format!("v{i}"))).unwrap())
+        .collect();
+    let opts = Options {
+        max_units: Some(6),
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(
+        volunteer::run(&vols[0], &Engine::Cpu, &opts),
+        volunteer::run(&vols[1], &Engine::Cpu, &opts)
+    );
+    assert_eq!(a + b, 12);
+    // The sequencer logs the six results within moments.
+    for _ in 0..100 {
+        if store.log_queue_len().unwrap() == 0 && store.log_checkpoint().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.log_queue_len().unwrap(), 0);
+
+    // Both witnesses cosign the checkpoint.
+    for w in ["w1", "w2"] {
+        let (code, _, err) = qg_at(argv(&[
+            "witness",
+            "--log",
+            &url,
+            "--state",
+            &path(w),
+            "--once",
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("cosigned"), "{err}");
+    }
+    let bundle = path("bundle.json");
+    let (code, _, err) = qg_at(argv(&["results", &batch, "--proofs", "-o", &bundle]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+
+    let verify = |file: &str, extra: &[&str]| {
+        let mut args = argv(&["verify", file, "--log-key", &log_key]);
+        for w in &witness_keys {
+            args.extend(["--witness".to_owned(), w.clone()]);
+        }
+        args.extend(argv(extra));
+        run(args)
+    };
+    let (code, out, err) = verify(&bundle, &["--recompute", "50"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("OK batch {batch}: 6 of 6 units")),
+        "{out}"
+    );
+    assert!(out.contains("cosigned by w1.test, w2.test"), "{out}");
+    assert!(out.contains("3 recomputed and reproduced"), "{out}");
+
+    // A result edited in the bundle fails, naming the unit.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let unit = v["units"][2]["unit"].as_i64().unwrap();
+    v["units"][2]["digest"] = serde_json::json!("ab".repeat(32));
+    let edited = path("edited.json");
+    std::fs::write(&edited, v.to_string()).unwrap();
+    let (code, out, _) = verify(&edited, &[]).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!("FAIL unit {unit}: the result presented is abab")),
+        "{out}"
+    );
+    assert!(out.contains("FAILED batch"), "{out}");
+    // A third witness that never cosigned: not enough cosignatures.
+    let (code, out, _) = verify(&bundle, &["--min-witnesses", "3"]).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("2 valid witness cosignature(s), 3 needed"),
+        "{out}"
+    );
+
+    // A witness whose last cosigned checkpoint the log contradicts refuses to cosign: a fork
+    // (same size, other root), then a rollback (the log is smaller than what it cosigned).
+    let state_file = dir.path().join("w1/witness-state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    st["last"]["root"] = serde_json::json!("A".repeat(43) + "=");
+    std::fs::write(&state_file, st.to_string()).unwrap();
+    let (code, _, err) = qg_at(argv(&[
+        "witness",
+        "--log",
+        &url,
+        "--state",
+        &path("w1"),
+        "--once",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("REFUSED: fork: two checkpoints of size 6"),
+        "{err}"
+    );
+    st["last"]["size"] = serde_json::json!(100);
+    std::fs::write(&state_file, st.to_string()).unwrap();
+    let (code, _, err) = qg_at(argv(&[
+        "witness",
+        "--log",
+        &url,
+        "--state",
+        &path("w1"),
+        "--once",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("REFUSED: rollback"), "{err}");
+    // The refused witness saved nothing new.
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(after["last"]["size"], 100);
+}

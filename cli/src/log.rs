@@ -1,0 +1,421 @@
+//! The transparency log from the scientist's side: `qg results --proofs` (fetch a batch's
+//! proof bundle), `qg verify` (check one offline, and recompute a sample of its units), and
+//! `qg witness` (follow a log, cosign what extends what it cosigned before, refuse forks).
+
+use anyhow::{Context, Result, anyhow, bail};
+use protocol::policy::UnitState;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shaders::{Comparison, Job};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use transparency::witness::{self, Verdict, WitnessState};
+use transparency::{
+    ALG_COSIGNATURE_V1, EntryKind, LogEntry, NoteKey, NoteVerifier, ProofBundle, VerifyOptions,
+    hash_from_b64, open_checkpoint, verify_bundle,
+};
+
+/// What `qg verify` was asked to check.
+pub struct VerifyArgs {
+    pub file: PathBuf,
+    pub log_key: Option<String>,
+    pub witnesses: Vec<String>,
+    pub min_witnesses: Option<usize>,
+    /// Percent of the canonical units to recompute with the CPU reference.
+    pub recompute: f64,
+    pub threads: usize,
+}
+
+/// Checks a bundle offline; prints one line per problem and a verdict. Ok(true) when all is
+/// well.
+pub fn verify(a: &VerifyArgs) -> Result<bool> {
+    if !(0.0..=100.0).contains(&a.recompute) {
+        bail!("--recompute: a percentage, 0 to 100, got {}", a.recompute);
+    }
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let bundle: ProofBundle = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a proof bundle (made by `qg results BATCH --proofs`)",
+            a.file.display()
+        )
+    })?;
+    let opts = VerifyOptions {
+        log_key: a.log_key.clone(),
+        witnesses: a.witnesses.clone(),
+        min_witnesses: a.min_witnesses.unwrap_or(a.witnesses.len()),
+    };
+    let report = verify_bundle(&bundle, &opts);
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+
+    // Recompute a sample of the proven units and compare with what the log accepted.
+    let mut recomputed = 0;
+    let mut skipped = Vec::new();
+    if a.recompute > 0.0 && report.checkpoint.is_some() {
+        let proven: Vec<_> = bundle
+            .units
+            .iter()
+            .filter(|u| report.verified.contains(&u.unit))
+            .collect();
+        let want = ((proven.len() as f64 * a.recompute / 100.0).ceil() as usize).min(proven.len());
+        // An even spread, starting where the checkpoint's root says: the coordinator cannot
+        // know in advance which units will be recomputed.
+        let start = report.checkpoint.as_ref().map_or(0, |c| {
+            u64::from_be_bytes(c.checkpoint.hash().0[..8].try_into().unwrap_or_default())
+        });
+        for k in 0..want {
+            let i = ((start as usize).wrapping_add(k * proven.len() / want.max(1))) % proven.len();
+            let u = proven[i];
+            let Some(accepted) = u.digest else { continue };
+            let info = shaders::kernels().into_iter().find(|k| k.name == u.kernel);
+            let latest = u
+                .entries
+                .last()
+                .and_then(|e| LogEntry::parse(e.entry.as_bytes()).ok());
+            match (info, latest) {
+                (Some(info), Some(e)) if e.kind == EntryKind::Accepted => {
+                    if e.kernel_version != info.version {
+                        skipped.push(format!(
+                            "unit {}: kernel {} version {} (this qg runs version {})",
+                            u.unit, u.kernel, e.kernel_version, info.version
+                        ));
+                        continue;
+                    }
+                    if matches!(info.comparison, Comparison::Tolerance { .. }) {
+                        skipped.push(format!(
+                            "unit {}: {} results agree within a tolerance, not bit for bit",
+                            u.unit, u.kernel
+                        ));
+                        continue;
+                    }
+                    let job = Job::new(&u.kernel, u.params.clone())
+                        .map_err(|e| anyhow!("unit {}: params: {e}", u.unit))?;
+                    let r = job
+                        .run_cpu(a.threads, &mut |_, _| {})
+                        .map_err(|e| anyhow!("unit {}: recomputing: {e}", u.unit))?;
+                    recomputed += 1;
+                    if r.digest != accepted {
+                        problems.push(format!(
+                            "unit {}: recomputed with the CPU reference, its digest is {}, not the accepted {}",
+                            u.unit, r.digest, accepted
+                        ));
+                    }
+                }
+                _ => skipped.push(format!("unit {}: no accepted entry", u.unit)),
+            }
+        }
+    }
+    for s in &skipped {
+        eprintln!("not recomputed: {s}");
+    }
+    for p in &problems {
+        println!("FAIL {p}");
+    }
+    let canonical = bundle
+        .units
+        .iter()
+        .filter(|u| u.state == UnitState::Canonical)
+        .count();
+    match &report.checkpoint {
+        Some(cp) if problems.is_empty() => {
+            println!(
+                "OK batch {}: {} of {} units canonical, each proven in the log at checkpoint {} ({}){}",
+                bundle.batch,
+                report.verified.len(),
+                bundle.units.len(),
+                cp.checkpoint.size(),
+                if cp.witnesses.is_empty() {
+                    "no witness cosignature checked".to_owned()
+                } else {
+                    format!("cosigned by {}", cp.witnesses.join(", "))
+                },
+                if recomputed > 0 {
+                    format!("; {recomputed} recomputed and reproduced")
+                } else {
+                    String::new()
+                }
+            );
+            debug_assert_eq!(report.verified.len(), canonical);
+            Ok(true)
+        }
+        _ => {
+            println!(
+                "FAILED batch {}: {} problem(s) in {}",
+                bundle.batch,
+                problems.len(),
+                a.file.display()
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Fetches a batch's bundle, waiting (up to `wait`) for its newest receipts to be in a
+/// checkpoint with the cosignatures asked for. Returns the bundle's JSON.
+pub fn fetch_proofs(
+    get: &dyn Fn(&str) -> Result<Value>,
+    batch: i64,
+    witnesses: Option<usize>,
+    wait: Duration,
+) -> Result<String> {
+    let path = match witnesses {
+        Some(n) => format!("/api/v1/batches/{batch}/proofs?witnesses={n}"),
+        None => format!("/api/v1/batches/{batch}/proofs"),
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let got = get(&path);
+        let ready = match &got {
+            Ok(v) => v["pending"].as_u64() == Some(0),
+            Err(_) => false,
+        };
+        if ready || std::time::Instant::now() >= deadline {
+            let mut v = match got {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(e.context(
+                        "no checkpoint with the cosignatures asked for yet (are the witnesses running?)",
+                    ));
+                }
+            };
+            let pending = v["pending"].as_u64().unwrap_or(0);
+            if pending > 0 {
+                eprintln!(
+                    "warning: {pending} receipt(s) of batch {batch} are not in a cosigned checkpoint yet; \
+                     their units will not verify until you fetch the proofs again"
+                );
+            }
+            if let Value::Object(m) = &mut v {
+                m.remove("pending");
+            }
+            return Ok(serde_json::to_string_pretty(&v)?);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+// ---- The witness ----
+
+pub struct WitnessArgs {
+    pub log: String,
+    pub state: PathBuf,
+    pub name: String,
+    pub log_key: Option<String>,
+    pub once: bool,
+    pub interval: f64,
+    pub print_key: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// The log's key, pinned on first contact (or given with --log-key).
+    log_key: String,
+    last: Option<WitnessState>,
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The witness's key in `dir` (created, owner-only, on first use).
+fn witness_key(dir: &Path, name: &str) -> Result<NoteKey> {
+    let path = dir.join("witness-key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return NoteKey::parse(&text).with_context(|| format!("reading {}", path.display()));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut seed = [0u8; 32];
+    getrandom(&mut seed)?;
+    let key = NoteKey::from_seed(name, ALG_COSIGNATURE_V1, seed)
+        .map_err(|e| anyhow!("--name {name:?}: {e}"))?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    use std::io::Write;
+    let mut f = open
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", key.to_private_text())?;
+    f.sync_all()?;
+    Ok(key)
+}
+
+/// 32 bytes from the operating system.
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .context("reading /dev/urandom")
+}
+
+/// Follows a log: each new checkpoint must extend the last one cosigned (a consistency proof),
+/// then it is cosigned and the cosignature handed back. A fork or a rollback is refused:
+/// reported, nothing cosigned, exit status 1.
+pub fn run_witness(a: &WitnessArgs) -> Result<bool> {
+    let key = witness_key(&a.state, &a.name)?;
+    if a.print_key {
+        println!("{}", key.verifier_key());
+        return Ok(true);
+    }
+    eprintln!("witness {} following {}", key.verifier_key(), a.log);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = a.log.trim_end_matches('/').to_owned();
+    let get = |path: &str| -> Result<reqwest::blocking::Response> {
+        let r = http
+            .get(format!("{base}{path}"))
+            .send()
+            .with_context(|| format!("cannot reach the log at {base}"))?;
+        if !r.status().is_success() {
+            bail!("{base}{path}: HTTP {}", r.status());
+        }
+        Ok(r)
+    };
+    let state_path = a.state.join("witness-state.json");
+    loop {
+        let saved: Option<Saved> = match std::fs::read_to_string(&state_path) {
+            Ok(t) => Some(serde_json::from_str(&t).context("the witness state file is corrupt")?),
+            Err(_) => None,
+        };
+        let served_key = get("/api/v1/log")?
+            .json::<Value>()?
+            .get("key")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("{base} does not say its log key"))?;
+        let pinned = match (&saved, &a.log_key) {
+            (Some(s), _) => s.log_key.clone(),
+            (None, Some(k)) => k.clone(),
+            (None, None) => served_key.clone(),
+        };
+        if served_key != pinned {
+            eprintln!(
+                "qg witness: REFUSED: the log now names key {served_key}, not {pinned} that this witness follows"
+            );
+            return Ok(false);
+        }
+        let log = NoteVerifier::parse(&pinned).map_err(|e| anyhow!("log key: {e}"))?;
+        let last = saved.as_ref().and_then(|s| s.last.as_ref());
+        if saved.is_none() {
+            // Pin the log's key on first contact.
+            let s = Saved {
+                log_key: pinned.clone(),
+                last: None,
+            };
+            write_atomically(&state_path, &serde_json::to_string_pretty(&s)?)?;
+        }
+        match step(a, &key, &log, last, &get, &http, &base) {
+            Ok(()) => {}
+            Err(Refused(msg)) => {
+                eprintln!("qg witness: REFUSED: {msg}");
+                return Ok(false);
+            }
+        }
+        if a.once {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_secs_f64(a.interval.clamp(0.05, 3600.0)));
+    }
+}
+
+struct Refused(String);
+
+impl<E: std::fmt::Display> From<E> for Refused {
+    fn from(e: E) -> Self {
+        Refused(e.to_string())
+    }
+}
+
+/// One look at the log: a new checkpoint that extends the last one cosigned is saved as the
+/// new state, then cosigned and handed back.
+fn step(
+    a: &WitnessArgs,
+    key: &NoteKey,
+    log: &NoteVerifier,
+    last: Option<&WitnessState>,
+    get: &dyn Fn(&str) -> Result<reqwest::blocking::Response>,
+    http: &reqwest::blocking::Client,
+    base: &str,
+) -> std::result::Result<(), Refused> {
+    let note = match get("/log/checkpoint") {
+        Ok(r) => r.bytes().map_err(|e| Refused(e.to_string()))?.to_vec(),
+        // No checkpoint yet: nothing to witness.
+        Err(e) if e.to_string().contains("HTTP 404") => return Ok(()),
+        Err(e) => {
+            eprintln!("qg witness: {e:#}");
+            return Ok(());
+        }
+    };
+    let trusted = open_checkpoint(&note, log, &[], 0)?;
+    let cp = &trusted.checkpoint;
+    let proof = match last {
+        Some(l) if l.size > 0 && cp.size() > l.size => {
+            let v: Value = get(&format!(
+                "/api/v1/log/consistency?from={}&to={}",
+                l.size,
+                cp.size()
+            ))
+            .map_err(|e| Refused(format!("{e:#}")))?
+            .json()
+            .map_err(|e| Refused(e.to_string()))?;
+            v["proof"]
+                .as_array()
+                .ok_or_else(|| Refused("no consistency proof".into()))?
+                .iter()
+                .map(|h| hash_from_b64(h.as_str().unwrap_or_default()))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        }
+        _ => Vec::new(),
+    };
+    let verdict = witness::check(last, cp, &proof)?;
+    let mine = format!("— {} ", key.name());
+    let already = String::from_utf8_lossy(&note)
+        .lines()
+        .any(|l| l.starts_with(&mine));
+    if verdict == Verdict::Same && already {
+        return Ok(());
+    }
+    // Save before handing the cosignature out: a witness never cosigns two trees of one size.
+    let next = WitnessState::of(cp);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let line = key.cosign(&trusted.text, now)?;
+    let line = String::from_utf8_lossy(&line.to_bytes()).into_owned();
+    if verdict == Verdict::Extends {
+        let s = Saved {
+            log_key: log.to_text(),
+            last: Some(next),
+        };
+        write_atomically(
+            &a.state.join("witness-state.json"),
+            &serde_json::to_string_pretty(&s).map_err(|e| Refused(e.to_string()))?,
+        )
+        .map_err(|e| Refused(format!("{e:#}")))?;
+    }
+    let r = http
+        .post(format!("{base}/api/v1/log/cosignatures"))
+        .json(&serde_json::json!({"size": cp.size(), "cosignature": line}))
+        .send();
+    match r {
+        Ok(r) if r.status().is_success() => {
+            eprintln!("cosigned {} at size {}", cp.origin(), cp.size())
+        }
+        Ok(r) => eprintln!(
+            "qg witness: the log did not take the cosignature of size {}: HTTP {} {}",
+            cp.size(),
+            r.status(),
+            r.text().unwrap_or_default()
+        ),
+        Err(e) => eprintln!("qg witness: handing back the cosignature: {e}"),
+    }
+    Ok(())
+}
