@@ -375,7 +375,10 @@ fn step(
         }
         _ => Vec::new(),
     };
-    let verdict = witness::check(last, cp, &proof)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (verdict, next, line) = witness::cosign(last, &trusted, &proof, key, now)?;
     let mine = format!("— {} ", key.name());
     let already = String::from_utf8_lossy(&note)
         .lines()
@@ -383,13 +386,7 @@ fn step(
     if verdict == Verdict::Same && already {
         return Ok(());
     }
-    // Save before handing the cosignature out: a witness never cosigns two trees of one size.
-    let next = WitnessState::of(cp);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let line = key.cosign(&trusted.text, now)?;
-    let line = String::from_utf8_lossy(&line.to_bytes()).into_owned();
+    // Saved before the cosignature is handed out: never two trees of one size.
     if verdict == Verdict::Extends {
         let s = Saved {
             log_key: log.to_text(),

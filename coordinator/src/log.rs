@@ -105,6 +105,27 @@ pub(crate) fn queue_receipt(
     lg::queue(s, row.id, row.batch_id, &entry.to_bytes())
 }
 
+/// A queued receipt (written by [`queue_receipt`], `"supersedes":null`) with the index of the
+/// entry it supersedes filled in. The field is spliced rather than the entry re-encoded: the
+/// receipt's bytes are ours, its fields in a fixed order with `time` last, and an unescaped
+/// `,"supersedes":null,"time":` cannot occur inside a JSON string.
+fn with_supersedes(body: &[u8], supersedes: Option<u64>) -> Result<Vec<u8>> {
+    const FIELD: &[u8] = b",\"supersedes\":null,\"time\":";
+    let Some(at) = body.windows(FIELD.len()).rposition(|w| w == FIELD) else {
+        return Err(StoreError::Db(
+            "a queued receipt without `supersedes`".into(),
+        ));
+    };
+    let Some(index) = supersedes else {
+        return Ok(body.to_vec());
+    };
+    let mut out = Vec::with_capacity(body.len() + 20);
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(format!(",\"supersedes\":{index},\"time\":").as_bytes());
+    out.extend_from_slice(&body[at + FIELD.len()..]);
+    Ok(out)
+}
+
 /// The tree's stored hashes as `tlog_tiles` reads them: from the database, and from the hashes
 /// this transaction has added but not yet read back.
 struct DbHashes<'a, 'b> {
@@ -192,13 +213,11 @@ impl Engine {
             let mut tree = DbHashes::new(s);
             let mut latest: HashMap<i64, u64> = HashMap::new();
             for item in &queued {
-                let mut entry = LogEntry::parse(&item.body)
-                    .map_err(|e| StoreError::Db(format!("a queued receipt: {e}")))?;
-                entry.supersedes = match latest.get(&item.unit) {
+                let supersedes = match latest.get(&item.unit) {
                     Some(i) => Some(*i),
                     None => lg::latest_for_unit(*tree.sql.get_mut(), item.unit)?,
                 };
-                let body = entry.to_bytes();
+                let body = with_supersedes(&item.body, supersedes)?;
                 let hashes = stored_hashes(n, &body, &tree).map_err(|e| tree.fail(e))?;
                 let first = stored_hash_index(0, n);
                 lg::append(*tree.sql.get_mut(), item, n, &body, first, &hashes, now)?;
@@ -213,6 +232,17 @@ impl Engine {
                 .map_err(|e| StoreError::Db(format!("signing a checkpoint: {e}")))?;
             lg::put_checkpoint(*tree.sql.get_mut(), n, &note, now)?;
             Ok(Some(n))
+        })
+    }
+
+    /// Queues ready-made receipts in one transaction (benchmarks and imports; the engine
+    /// queues a unit's receipt itself, in the transaction of its decision).
+    pub fn queue_receipts(&self, entries: &[LogEntry]) -> Result<()> {
+        self.write(|s| {
+            for e in entries {
+                lg::queue(s, e.unit, e.batch, &e.to_bytes())?;
+            }
+            Ok(())
         })
     }
 
@@ -384,5 +414,28 @@ impl Engine {
                 pending,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supersedes_is_spliced_into_the_receipt_as_if_encoded() {
+        let mut e: LogEntry = serde_json::from_value(serde_json::json!({
+            "kind": "revoked", "unit": 3, "batch": 1, "kernel": "ising2d", "kernel_version": 2,
+            "params_sha256": "00".repeat(32), "digest": "11".repeat(32), "checkpoints": [],
+            "replicas": [], "evidence": {"replication": "quorum", "min_quorum": 2,
+            "target_error": null, "spot_check": "none", "challenges_passed": 0,
+            "challenges_failed": 0}, "reason": ",\"supersedes\":null,\"time\":", "supersedes": null,
+            "time": 5
+        }))
+        .unwrap();
+        let queued = e.to_bytes();
+        assert_eq!(with_supersedes(&queued, None).unwrap(), queued);
+        e.supersedes = Some(41);
+        assert_eq!(with_supersedes(&queued, Some(41)).unwrap(), e.to_bytes());
+        assert!(with_supersedes(b"{}", Some(1)).is_err());
     }
 }

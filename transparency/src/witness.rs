@@ -96,3 +96,25 @@ pub fn check(
     }
     Ok(Verdict::Extends)
 }
+
+/// A witness's whole decision on a checkpoint whose log signature verified: check it against
+/// the last cosigned state ([`check`]) and, if it passes, cosign it at `time`. Returns the
+/// verdict, the state to save (before handing the line out, so a witness never cosigns two
+/// trees of one size) and the cosignature line.
+pub fn cosign(
+    last: Option<&WitnessState>,
+    trusted: &crate::TrustedCheckpoint,
+    proof: &[Hash],
+    key: &crate::NoteKey,
+    time: u64,
+) -> Result<(Verdict, WitnessState, String), WitnessError> {
+    let verdict = check(last, &trusted.checkpoint, proof)?;
+    let line = key
+        .cosign(&trusted.text, time)
+        .map_err(|e| WitnessError::State(format!("cosigning: {e}")))?;
+    Ok((
+        verdict,
+        WitnessState::of(&trusted.checkpoint),
+        String::from_utf8_lossy(&line.to_bytes()).into_owned(),
+    ))
+}

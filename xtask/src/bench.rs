@@ -11,8 +11,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("coordinator") => coordinator(&args[1..]),
         Some("browser") => browser(&args[1..]),
         Some("sabotage") => sabotage(&args[1..]),
+        Some("log") => log(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] (got {other:?})"
         ),
     }
 }
@@ -216,6 +217,59 @@ fn sabotage(args: &[&str]) -> Result<()> {
     let status = std::process::Command::new(bin).args(args).status()?;
     if !status.success() {
         bail!("qg-sabotage failed ({status})");
+    }
+    Ok(())
+}
+
+/// The transparency log (`coordinator/src/bin/qg-logbench.rs`): appends per second, the time
+/// from a unit's receipt to a checkpoint cosigned by two witnesses, and offline verification
+/// of inclusion proofs; one JSON line each, per database.
+fn log(args: &[&str]) -> Result<()> {
+    crate::run(
+        "cargo build --release -p coordinator --bin qg-logbench",
+        crate::cargo().args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "coordinator",
+            "--bin",
+            "qg-logbench",
+        ]),
+    )?;
+    let bin = crate::root()
+        .join("target")
+        .join("release")
+        .join("qg-logbench");
+    let dbs: Vec<&str> = match args.iter().position(|a| *a == "--db") {
+        Some(i) => args
+            .get(i + 1)
+            .map_or(vec!["sqlite"], |s| s.split(',').collect()),
+        None => vec!["sqlite"],
+    };
+    let rest: Vec<&str> = match args.iter().position(|a| *a == "--db") {
+        Some(i) => args[..i]
+            .iter()
+            .chain(args.iter().skip(i + 2))
+            .copied()
+            .collect(),
+        None => args.to_vec(),
+    };
+    for db in dbs {
+        let mut c = std::process::Command::new(&bin);
+        c.args(["--db", db]).args(&rest);
+        // Held until the run ends (a throwaway cluster goes when it is dropped).
+        let pg = match db {
+            "postgres" => Some(crate::pg::ensure()?),
+            _ => None,
+        };
+        if let Some(pg) = &pg {
+            c.env("QG_TEST_DATABASE_URL", &pg.url);
+        }
+        let status = c.status()?;
+        if !status.success() {
+            bail!("qg-logbench --db {db} failed ({status})");
+        }
     }
     Ok(())
 }
