@@ -37,6 +37,17 @@ enum Cmd {
         /// Do not create the demo batch in an empty database
         #[arg(long)]
         no_demo: bool,
+        /// The transparency log's name (its checkpoints' origin) [default: localhost/quorum-grid]
+        #[arg(long, env = "QG_LOG_ORIGIN")]
+        log_origin: Option<String>,
+        /// The log's private key file [default: DATA_DIR/log-key, created on first start];
+        /// coordinators sharing a database share it
+        #[arg(long, env = "QG_LOG_KEY")]
+        log_key: Option<PathBuf>,
+        /// A witness's public key whose cosignatures the log accepts (repeat for several;
+        /// `qg witness --print-key` shows one)
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
     },
     /// Manage scientist API keys
     Keys {
@@ -76,10 +87,22 @@ async fn main() -> Result<()> {
             bind,
             web_dir,
             no_demo,
+            log_origin,
+            log_key,
+            witnesses,
         } => {
             let mut cfg = Config::resolve(file, bind, cli.data_dir, cli.db, web_dir);
             if no_demo {
                 cfg.demo = false;
+            }
+            if let Some(o) = log_origin {
+                cfg.log_origin = o;
+            }
+            if let Some(k) = log_key {
+                cfg.log_key = k;
+            }
+            if !witnesses.is_empty() {
+                cfg.witnesses = witnesses;
             }
             coordinator::server::serve(cfg).await
         }

@@ -251,6 +251,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let (addr, server) = start(store, &cfg).await?;
     // Tests and scripts read this line to find the port.
     println!("coordinator listening on http://{addr}");
+    // Witnesses and scientists pin this key (also at GET /api/v1/log).
+    tracing::info!(
+        origin = %cfg.log_origin,
+        key = %load_log_key(&cfg.log_key, &cfg.log_origin)?.verifier_key(),
+        "transparency log"
+    );
     tracing::info!(db = %cfg.db, web = %cfg.web_dir.display(), "serving");
     tokio::select! {
         r = server => r??,
@@ -267,8 +273,6 @@ pub async fn start(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     store.set_blacklisting(cfg.blacklist_on_spot_failure)?;
     let state = state(store, cfg)?;
-    // Scripts, witnesses and scientists pin this key.
-    println!("transparency log key {}", state.log_key.verifier_key());
     spawn_background(&state, cfg);
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await

@@ -161,6 +161,13 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
     while sent.load(Ordering::SeqCst) < 30 && start_wait.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(1));
     }
+    // The log's checkpoint just before the crash (if the sequencer has signed one yet).
+    let before = c
+        .get(format!("{}/log/checkpoint", server.base))
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.bytes().ok());
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     streamer.join().unwrap();
@@ -204,6 +211,59 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
     for (row, want) in res["units"].as_array().unwrap().iter().zip(&want) {
         assert_eq!(row["state"], "canonical");
         assert_eq!(row["digest"], json!(want));
+    }
+    // Every result is in the log, receipts queued before the crash included, and the tree
+    // after the restart extends the one signed before it.
+    let t0 = Instant::now();
+    let bundle = loop {
+        let v = get(
+            &c,
+            &format!("{}/api/v1/batches/{batch}/proofs", server.base),
+            &key,
+        );
+        if v["pending"] == 0 {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "receipts not logged: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let bundle: transparency::ProofBundle = serde_json::from_value(bundle).unwrap();
+    let report = transparency::verify_bundle(&bundle, &Default::default());
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.verified.len(), 40);
+    let log = transparency::NoteVerifier::parse(&bundle.log_key).unwrap();
+    let after = report.checkpoint.unwrap().checkpoint;
+    if let Some(before) = before {
+        let before = transparency::open_checkpoint(&before, &log, &[], 0)
+            .unwrap()
+            .checkpoint;
+        let proof = get(
+            &c,
+            &format!(
+                "{}/api/v1/log/consistency?from={}&to={}",
+                server.base,
+                before.size(),
+                after.size()
+            ),
+            &key,
+        );
+        let proof: Vec<_> = proof["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| transparency::hash_from_b64(h.as_str().unwrap()).unwrap())
+            .collect();
+        transparency::tlog_tiles::check_tree(
+            &proof,
+            after.size(),
+            *after.hash(),
+            before.size(),
+            *before.hash(),
+        )
+        .unwrap();
     }
     let _ = server.child.kill();
     let _ = server.child.wait();

@@ -33,8 +33,10 @@ impl Drop for Fleet {
     }
 }
 
+/// One of the coordinators: all share the database and the data directory (so the log key).
 fn start(db: &str, dir: &std::path::Path) -> (Child, String) {
-    common::start(&["--db".to_owned(), db.to_owned()], dir)
+    let args = ["--db", db, "--data-dir", &dir.to_string_lossy()].map(str::to_owned);
+    common::start(&args, dir)
 }
 
 /// What the CPU reference reports for a unit.
@@ -317,5 +319,30 @@ fn three_coordinators_one_killed_lose_nothing_and_hand_out_nothing_twice() {
             assert!(rep["digest"].is_string(), "{rep}");
         }
     }
+
+    // Every canonical result is in the one log the coordinators sign together: its receipt
+    // proven against a checkpoint, whichever coordinator sequenced it.
+    let t0 = Instant::now();
+    let bundle = loop {
+        let v: Value = http
+            .get(format!("{}/api/v1/batches/{batch}/proofs", bases[1]))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if v["pending"] == 0 {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "receipts not logged: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let bundle: transparency::ProofBundle = serde_json::from_value(bundle).unwrap();
+    let report = transparency::verify_bundle(&bundle, &Default::default());
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.verified.len(), UNITS as usize);
     drop(fleet);
 }
