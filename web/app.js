@@ -44,6 +44,7 @@ function render(ev) {
       $('valid').textContent = ev.stats.valid; $('invalid').textContent = ev.stats.invalid;
       $('credit').textContent = Number(ev.stats.credit).toFixed(2); $('rank').textContent = ev.stats.rank;
       if (ev.stats.nickname && !$('nickname').value) $('nickname').value = ev.stats.nickname;
+      showResults(ev.stats);
       break;
     case 'idle': setStatus(`no work right now; asking again in ${ev.retry_after_s} s`); break;
     case 'paused': setStatus('paused'); break;
@@ -109,6 +110,16 @@ async function refresh() {
     const l = await (await fetch('/api/v1/leaderboard')).json();
     $('leaderboard').tBodies[0].replaceChildren(...l.leaders.map((x) => tr([x.rank, x.name, x.credit.toFixed(2), x.valid])));
   } catch (e) { /* the status line already says when the coordinator is unreachable */ }
+}
+// The volunteer's latest results, with the log entry of each one that counted.
+function showResults(stats) {
+  if (stats.anon_id) $('anon-id').textContent = stats.anon_id;
+  const recent = stats.recent ?? [];
+  if (!recent.length) return;
+  $('my-results').tBodies[0].replaceChildren(...recent.map((r) => tr([
+    r.unit_id, r.batch_id, r.kernel, r.state.replace('_', ' '),
+    r.log_index == null ? (r.state === 'valid' ? 'waiting for the log' : '—') : `#${r.log_index}`,
+  ])));
 }
 function tr(cells) {
   const row = document.createElement('tr');

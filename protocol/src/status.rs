@@ -106,6 +106,25 @@ pub struct VolunteerStats {
     pub credit: f64,
     /// 1 = most credit.
     pub rank: u64,
+    /// The volunteer's anonymised id: how provenance and log entries name it.
+    #[serde(default)]
+    pub anon_id: String,
+    /// Its latest reported results, newest first.
+    #[serde(default)]
+    pub recent: Vec<RecentResult>,
+}
+
+/// One of a volunteer's reported results, as its page lists them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecentResult {
+    pub unit_id: i64,
+    pub batch_id: i64,
+    pub kernel: String,
+    pub state: ReplicaState,
+    pub reported_at: Option<i64>,
+    /// For a result that counted in its unit's accepted answer: the index of that receipt in
+    /// the transparency log (it names this volunteer among the agreeing replicas).
+    pub log_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

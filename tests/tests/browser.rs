@@ -65,6 +65,15 @@ async fn two_browser_volunteers_produce_verified_results_on_webgpu() {
         .await;
         assert_eq!(credit, true);
         assert!(text(c, "units-done").await.parse::<u32>().unwrap() >= 1);
+        // The volunteer's own results, and the name the log knows it by.
+        let mine = wait_js(
+            c,
+            "const rows = [...document.querySelectorAll('#my-results tbody tr')].map((r) => r.cells.length); \
+             return rows.length >= 1 && rows.every((n) => n === 5) && document.getElementById('anon-id').textContent.startsWith('v-')",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(mine, true);
         screenshot(c, name).await;
     }
     let adapter_name = js(
@@ -346,6 +355,36 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
     assert_eq!(csv.lines().count(), 7, "{csv}");
     assert!(csv.starts_with("unit_id,state,digest,"));
     assert_eq!(csv.matches(",canonical,").count(), 6);
+    // Each result's receipt, checked in the page against the log's checkpoint.
+    wait_js(
+        &sci,
+        "return window.qgScience.state.detail?.res.units.every((u) => u.log_index != null) ?? false",
+        Duration::from_secs(15),
+    )
+    .await;
+    sci.find(Locator::Id("verify-log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &sci,
+        "return window.qgScience.state.logVerified === 6",
+        Duration::from_secs(15),
+    )
+    .await;
+    let marks = js(
+        &sci,
+        "return [...document.querySelectorAll('#units tbody tr')].filter((r) => r.textContent.includes('✓')).length",
+    )
+    .await;
+    assert_eq!(marks, 6);
+    assert!(
+        text(&sci, "log-result")
+            .await
+            .starts_with("6 of 6 canonical results")
+    );
     screenshot(&sci, "science").await;
 
     // The dashboard's counts moved as the volunteers worked.

@@ -95,11 +95,14 @@ async function detail(id) {
   const obs = PLOTS[st.kernel] ?? [];
   $('units').tHead.replaceChildren(Object.assign(document.createElement('tr'), { innerHTML: '' }));
   const head = $('units').tHead.rows[0];
-  for (const h of ['unit', ...axes, 'state', 'digest', ...obs]) head.append(Object.assign(document.createElement('th'), { textContent: h }));
+  for (const h of ['unit', ...axes, 'state', 'digest', 'log', ...obs]) head.append(Object.assign(document.createElement('th'), { textContent: h }));
+  const marks = state.logMarks?.batch === id ? state.logMarks.units : {};
   $('units').tBodies[0].replaceChildren(...res.units.slice(0, 500).map((u) => {
     const tr = document.createElement('tr');
+    const log = cell(u.log_index == null ? '' : `#${u.log_index} ${marks[u.unit_id]?.mark ?? ''}`);
+    if (marks[u.unit_id]) log.title = marks[u.unit_id].why;
     tr.append(cell(u.unit_id), ...axes.map((a) => cell(fmt(u.params[a]), 'num')), cell(u.state.replace('_', ' ')),
-      cell(u.digest ? u.digest.slice(0, 12) + '…' : ''), ...obs.map((o) => cell(fmt(u.summary?.[o]), 'num')));
+      cell(u.digest ? u.digest.slice(0, 12) + '…' : ''), log, ...obs.map((o) => cell(fmt(u.summary?.[o]), 'num')));
     return tr;
   }));
   plot(agg, obs);
@@ -140,6 +143,86 @@ async function download(format) {
   a.click();
   URL.revokeObjectURL(a.href);
 }
+// ---- The transparency log: each result's receipt, checked here against the checkpoint ----
+
+const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const sha256 = async (...parts) => {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { all.set(p, at); at += p.length; }
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', all));
+};
+const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+// RFC 9162 §2.1.3.2: is the leaf with hash `leaf` at `index` in the tree of `size` with `root`?
+async function included(index, size, leaf, proof, root) {
+  if (index >= size) return false;
+  let fn = index, sn = size - 1, r = leaf;
+  for (const p of proof) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      r = await sha256(Uint8Array.of(1), p, r);
+      while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      r = await sha256(Uint8Array.of(1), r, p);
+    }
+    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && same(r, root);
+}
+
+// Fetches the batch's proof bundle and checks each canonical result: its latest receipt is in
+// the checkpoint's tree and accepts exactly this digest. Signatures, witnesses and
+// recomputation are `qg verify`'s (the downloaded bundle is its input).
+async function verifyLog() {
+  const id = state.shown;
+  $('log-result').textContent = 'checking…';
+  try {
+    const bundle = await api.json(`/api/v1/batches/${id}/proofs?witnesses=0`);
+    const lines = bundle.checkpoint.split('\n');
+    const size = Number(lines[1]);
+    const root = b64(lines[2]);
+    const units = {};
+    let ok = 0, bad = 0, canonical = 0;
+    for (const u of bundle.units) {
+      if (u.state !== 'canonical') continue;
+      canonical += 1;
+      const last = u.entries[u.entries.length - 1];
+      let why = 'no receipt in the log';
+      let good = false;
+      if (last) {
+        const leaf = await sha256(Uint8Array.of(0), new TextEncoder().encode(last.entry));
+        const entry = JSON.parse(last.entry);
+        if (!(await included(last.index, size, leaf, last.proof.map(b64), root))) why = `receipt #${last.index} is not in checkpoint ${size}`;
+        else if (entry.kind !== 'accepted' || entry.digest !== u.digest) why = `receipt #${last.index} does not accept this result`;
+        else { good = true; why = `receipt #${last.index} accepts this result; included in checkpoint ${size} (checked in this browser)`; }
+      }
+      units[u.unit] = { mark: good ? '✓' : '✗', why };
+      if (good) ok += 1; else bad += 1;
+    }
+    delete bundle.pending;
+    state.bundle = bundle;
+    state.logMarks = { batch: id, units };
+    state.logVerified = ok;
+    $('log-result').className = bad ? 'err' : 'ok';
+    $('log-result').textContent = `${ok} of ${canonical} canonical results have a receipt included in checkpoint ${size} of ${lines[0]}${bad ? `; ${bad} do not` : ''}. For signatures, witnesses and recomputation: download the proofs and run qg verify.`;
+    $('dl-proofs').disabled = false;
+    await detail(id);
+  } catch (err) {
+    $('log-result').className = 'err';
+    $('log-result').textContent = `no receipts to check yet (${err.message})`;
+  }
+}
+$('verify-log').onclick = verifyLog;
+$('dl-proofs').onclick = () => {
+  const a = Object.assign(document.createElement('a'), {
+    href: URL.createObjectURL(new Blob([JSON.stringify(state.bundle, null, 1)], { type: 'application/json' })),
+    download: `batch-${state.shown}-proofs.json`,
+  });
+  a.click();
+  URL.revokeObjectURL(a.href);
+};
+
 $('dl-csv').onclick = () => download('csv');
 $('dl-json').onclick = () => download('json');
 

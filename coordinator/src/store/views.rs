@@ -352,6 +352,29 @@ pub fn volunteer_stats(s: &mut dyn Sql, volunteer: i64) -> Result<VolunteerStats
             p![credit],
         )?
         .count(0)?;
+    let recent = s
+        .query(
+            "SELECT r.unit_id, u.batch_id, u.kernel, r.state, r.reported_at,
+                    CASE WHEN r.state = 'valid' AND u.state = 'canonical'
+                         THEN (SELECT MAX(idx) FROM log_entries e WHERE e.unit_id = r.unit_id)
+                    END
+             FROM replicas r JOIN units u ON u.id = r.unit_id
+             WHERE r.volunteer_id = ?1 AND r.reported_at IS NOT NULL
+             ORDER BY r.id DESC LIMIT 10",
+            p![volunteer],
+        )?
+        .iter()
+        .map(|x| {
+            Ok(RecentResult {
+                unit_id: x.int(0)?,
+                batch_id: x.int(1)?,
+                kernel: x.text(2)?,
+                state: rstate_of(x.str(3)?)?,
+                reported_at: x.opt_int(4)?,
+                log_index: x.opt_int(5)?.map(|i| i.max(0) as u64),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(VolunteerStats {
         volunteer_id: volunteer,
         nickname: r.opt_text(0)?,
@@ -361,6 +384,8 @@ pub fn volunteer_stats(s: &mut dyn Sql, volunteer: i64) -> Result<VolunteerStats
         in_progress,
         credit,
         rank: ahead + 1,
+        anon_id: anon(&anon_salt(s)?, volunteer),
+        recent,
     })
 }
 
