@@ -131,6 +131,8 @@ fn with_supersedes(body: &[u8], supersedes: Option<u64>) -> Result<Vec<u8>> {
 struct DbHashes<'a, 'b> {
     sql: RefCell<&'a mut (dyn Sql + 'b)>,
     added: HashMap<u64, Hash>,
+    /// Hashes read so far (a batch's proofs share most of their upper nodes).
+    read: RefCell<HashMap<u64, Hash>>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -139,6 +141,7 @@ impl<'a, 'b> DbHashes<'a, 'b> {
         Self {
             sql: RefCell::new(s),
             added: HashMap::new(),
+            read: RefCell::new(HashMap::new()),
             error: RefCell::new(None),
         }
     }
@@ -160,12 +163,15 @@ impl HashReader for DbHashes<'_, '_> {
         let mut s = self.sql.borrow_mut();
         let mut out = Vec::with_capacity(indexes.len());
         for &i in indexes {
-            if let Some(h) = self.added.get(&i) {
+            if let Some(h) = self.added.get(&i).or(self.read.borrow().get(&i)) {
                 out.push(*h);
                 continue;
             }
             match lg::hash(*s, i) {
-                Ok(Some(h)) => out.push(h),
+                Ok(Some(h)) => {
+                    self.read.borrow_mut().insert(i, h);
+                    out.push(h)
+                }
                 Ok(None) => return Err(transparency::tlog_tiles::Error::IndexesNotInTree),
                 Err(e) => {
                     *self.error.borrow_mut() = Some(e);

@@ -39,6 +39,9 @@ struct Args {
     /// Seconds of the latency measurement
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Receipts the sequencer appends per transaction
+    #[arg(long, default_value_t = coordinator::log::SEQUENCE_BATCH)]
+    batch: usize,
     /// Inclusion proofs for the verify measurement
     #[arg(long, default_value_t = 1_000_000)]
     proofs: u64,
@@ -138,13 +141,14 @@ fn main() -> Result<()> {
         }
         let t = Instant::now();
         let mut size = 0;
-        while let Some(n) = engine.sequence_log(&key, coordinator::log::SEQUENCE_BATCH, 0)? {
+        while let Some(n) = engine.sequence_log(&key, args.batch, 0)? {
             size = n;
         }
         let s = t.elapsed().as_secs_f64();
         println!(
             "{}",
             json!({"bench": "log", "measure": "append", "db": args.db, "entries": size,
+                   "per_transaction": args.batch,
                    "entry_bytes": entries[0].to_bytes().len(), "wall_s": s,
                    "entries_per_s": size as f64 / s})
         );

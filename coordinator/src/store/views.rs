@@ -352,6 +352,8 @@ pub fn volunteer_stats(s: &mut dyn Sql, volunteer: i64) -> Result<VolunteerStats
             p![credit],
         )?
         .count(0)?;
+    // Newest units first: the (volunteer_id, unit_id) index read backwards, never a sort of
+    // all of a volunteer's replicas.
     let recent = s
         .query(
             "SELECT r.unit_id, u.batch_id, u.kernel, r.state, r.reported_at,
@@ -360,7 +362,7 @@ pub fn volunteer_stats(s: &mut dyn Sql, volunteer: i64) -> Result<VolunteerStats
                     END
              FROM replicas r JOIN units u ON u.id = r.unit_id
              WHERE r.volunteer_id = ?1 AND r.reported_at IS NOT NULL
-             ORDER BY r.id DESC LIMIT 10",
+             ORDER BY r.unit_id DESC LIMIT 10",
             p![volunteer],
         )?
         .iter()
