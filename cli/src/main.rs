@@ -96,8 +96,8 @@ enum Cmd {
         /// Cosignatures needed from those witnesses [default: all of them]
         #[arg(long)]
         min_witnesses: Option<usize>,
-        /// Percent of the canonical units to recompute with the CPU reference
-        #[arg(long, default_value_t = 0.0)]
+        /// Percent of the canonical units to recompute with the CPU reference (`5` or `5%`)
+        #[arg(long, default_value = "0", value_parser = percent)]
         recompute: f64,
         /// CPU threads for recomputation [default: all]
         #[arg(long)]
@@ -128,6 +128,20 @@ enum Cmd {
         #[arg(long)]
         print_key: bool,
     },
+}
+
+/// `5`, `5%` or `0.5`: a percentage from 0 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("a percentage, like 5 or 5%, got {s:?}"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("a percentage from 0 to 100, got {s:?}"))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -373,7 +373,7 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
         args.extend(argv(extra));
         run(args)
     };
-    let (code, out, err) = verify(&bundle, &["--recompute", "50"]).await.unwrap();
+    let (code, out, err) = verify(&bundle, &["--recompute", "50%"]).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.starts_with(&format!("OK batch {batch}: 6 of 6 units")),
@@ -396,6 +396,9 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
         "{out}"
     );
     assert!(out.contains("FAILED batch"), "{out}");
+    let (code, _, err) = verify(&bundle, &["--recompute", "150"]).await.unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--recompute"), "{err}");
     // A third witness that never cosigned: not enough cosignatures.
     let (code, out, _) = verify(&bundle, &["--min-witnesses", "3"]).await.unwrap();
     assert_eq!(code, 1, "{out}");
