@@ -251,6 +251,25 @@ pub fn after_caught(
     out
 }
 
+/// The probability that the result with digest `accepted` is wrong, by Sarmenta's voting
+/// formula ([`credibility::group_doubt`]) over the doubts of the replicas that reported a
+/// digest, grouped by digest: what a unit accepted by credibility reached.
+pub fn error_bound(replicas: &[(f64, Option<Digest>)], accepted: Digest) -> f64 {
+    let mut groups: Vec<(Digest, Vec<f64>)> = Vec::new();
+    for (doubt, digest) in replicas {
+        let Some(d) = digest else { continue };
+        match groups.iter_mut().find(|g| g.0 == *d) {
+            Some(g) => g.1.push(*doubt),
+            None => groups.push((*d, vec![*doubt])),
+        }
+    }
+    let Some(a) = groups.iter().position(|g| g.0 == accepted) else {
+        return 1.0;
+    };
+    let doubts: Vec<Vec<f64>> = groups.into_iter().map(|g| g.1).collect();
+    credibility::group_doubt(&doubts, a)
+}
+
 /// The receipt a transition calls for in the transparency log, if any: a unit that became
 /// canonical is accepted; a canonical result undone is revoked; a canonical result that a
 /// backtrack re-made from other agreeing replicas is accepted again (superseding the old
@@ -440,5 +459,16 @@ mod tests {
             Some(EntryKind::Accepted)
         );
         assert_eq!(receipt(&open, &open, false, false), None);
+    }
+
+    #[test]
+    fn the_error_bound_groups_replicas_by_digest() {
+        let (a, b) = (Digest([1; 32]), Digest([2; 32]));
+        // Two agreeing at doubt 0.1: 0.01 / (0.01 + 0.81).
+        let two = error_bound(&[(0.1, Some(a)), (0.1, Some(a)), (0.5, None)], a);
+        assert!((two - 0.01 / 0.82).abs() < 1e-12, "{two}");
+        // A dissenter makes the agreeing pair less sure.
+        assert!(error_bound(&[(0.1, Some(a)), (0.1, Some(a)), (0.1, Some(b))], a) > two);
+        assert_eq!(error_bound(&[(0.1, Some(b))], a), 1.0);
     }
 }

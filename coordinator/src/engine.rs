@@ -679,6 +679,7 @@ impl Engine {
                 ..r.replica
             })
             .collect();
+        let doubts: Vec<f64> = replicas.iter().map(|r| r.doubt).collect();
         let digests: HashMap<ReplicaId, Digest> = rows
             .iter()
             .filter_map(|r| r.digest.map(|d| (r.replica.id, d)))
@@ -757,7 +758,26 @@ impl Engine {
                     )),
                     _ => None,
                 };
-                crate::log::queue_receipt(s, &row, &after, kind, &replicas, reason, now)?;
+                // Acceptance by credibility (not by the coordinator's own answer): the bound
+                // the agreeing replicas reached.
+                let error_bound = match (credibility, after.unit.spot, after.canonical_digest) {
+                    (true, Spot::None, Some(c)) => Some(decide::error_bound(
+                        &doubts
+                            .iter()
+                            .zip(&rows)
+                            .map(|(d, r)| (*d, r.digest))
+                            .collect::<Vec<_>>(),
+                        c,
+                    )),
+                    _ => None,
+                };
+                let decision = crate::log::Decision {
+                    kind,
+                    replicas: &replicas,
+                    reason,
+                    error_bound,
+                };
+                crate::log::queue_receipt(s, &row, &after, decision, now)?;
             }
         }
         Ok((after, t.marks))

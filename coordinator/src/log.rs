@@ -25,16 +25,32 @@ use transparency::{
 /// Receipts the sequencer moves into the tree per transaction.
 pub const SEQUENCE_BATCH: usize = 4096;
 
-/// Builds the receipt for `kind` about the unit `before` → `after` and queues it.
+/// What the engine knows of a decision that calls for a receipt.
+pub(crate) struct Decision<'a> {
+    pub kind: EntryKind,
+    /// The unit's replicas after the decision: (id, volunteer, state, digest).
+    pub replicas: &'a [(i64, i64, ReplicaState, Option<Digest>)],
+    /// `revoked`: why.
+    pub reason: Option<String>,
+    /// Credibility mode: the probability that the accepted result is wrong, by Sarmenta's
+    /// formula over the replicas' doubts.
+    pub error_bound: Option<f64>,
+}
+
+/// Builds the receipt for a decision about the unit `before` → `after` and queues it.
 pub(crate) fn queue_receipt(
     s: &mut dyn Sql,
     before: &UnitRow,
     after: &UnitRow,
-    kind: EntryKind,
-    replicas: &[(i64, i64, ReplicaState, Option<Digest>)],
-    reason: Option<String>,
+    d: Decision<'_>,
     now: i64,
 ) -> Result<()> {
+    let Decision {
+        kind,
+        replicas,
+        reason,
+        error_bound,
+    } = d;
     // An accepted entry describes the result now canonical; a revocation the one withdrawn.
     let (row, digest) = match kind {
         EntryKind::Accepted => (after, after.canonical_digest),
@@ -93,6 +109,7 @@ pub(crate) fn queue_receipt(
             min_quorum: policy.min_quorum,
             target_error: (policy.replication == crate::lifecycle::Replication::Credibility)
                 .then_some(policy.target_error),
+            error_bound: error_bound.filter(|_| kind == EntryKind::Accepted),
             spot_check: spot_str(row.unit.spot).to_owned(),
             challenges_passed: passed,
             challenges_failed: failed,
@@ -433,7 +450,7 @@ mod tests {
             "kind": "revoked", "unit": 3, "batch": 1, "kernel": "ising2d", "kernel_version": 2,
             "params_sha256": "00".repeat(32), "digest": "11".repeat(32), "checkpoints": [],
             "replicas": [], "evidence": {"replication": "quorum", "min_quorum": 2,
-            "target_error": null, "spot_check": "none", "challenges_passed": 0,
+            "target_error": null, "error_bound": null, "spot_check": "none", "challenges_passed": 0,
             "challenges_failed": 0}, "reason": ",\"supersedes\":null,\"time\":", "supersedes": null,
             "time": 5
         }))

@@ -2367,3 +2367,38 @@ async fn the_log_resumes_the_same_tree_and_refuses_another_key() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_receipt_names_the_credibility_bound_its_result_reached() {
+    use transparency::{EntryKind, LogEntry};
+    let h = Harness::new();
+    let b = h
+        .batch(
+            "ising2d",
+            ising_units(2),
+            json!({"replication": "credibility", "target_error": 0.01, "spot_check_rate": 0.0}),
+        )
+        .await;
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &sims, false).await;
+    h.seal();
+    let (_, v) = h
+        .get(&format!("/api/v1/batches/{b}/proofs"), Some(&h.key))
+        .await;
+    let bundle = bundle_of(v);
+    assert!(problems(&h, &bundle).is_empty());
+    for u in &bundle.units {
+        let e = LogEntry::parse(u.entries.last().unwrap().entry.as_bytes()).unwrap();
+        assert_eq!(e.kind, EntryKind::Accepted);
+        assert_eq!(e.evidence.target_error, Some(0.01));
+        let bound = e.evidence.error_bound.unwrap();
+        // Reached, and no further than needed: new volunteers (doubt about f = 0.1 each,
+        // less as they are confirmed) agree until the bound is met.
+        assert!(bound > 0.0 && bound <= 0.01, "{bound}");
+        assert!(e.replicas.len() >= 2, "{e:?}");
+    }
+}

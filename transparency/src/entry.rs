@@ -29,8 +29,11 @@ pub struct Evidence {
     pub replication: Replication,
     /// Agreeing successes the policy asks for (quorum and adaptive modes).
     pub min_quorum: u32,
-    /// Credibility mode: the bound the agreeing replicas' probability of being wrong reached.
+    /// Credibility mode: the batch's bound on the probability that a result is wrong.
     pub target_error: Option<f64>,
+    /// Credibility mode, accepted by the volunteers' credibility: the probability that this
+    /// result is wrong that the agreeing replicas reached (at most `target_error`).
+    pub error_bound: Option<f64>,
     /// The coordinator's own recomputation: `none`, `pending`, `ready` (it matched, or the
     /// result would not be canonical).
     pub spot_check: String,
@@ -159,6 +162,7 @@ mod tests {
                 replication: Replication::Quorum,
                 min_quorum: 2,
                 target_error: None,
+                error_bound: None,
                 spot_check: "none".into(),
                 challenges_passed: 0,
                 challenges_failed: 0,

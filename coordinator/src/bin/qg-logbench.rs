@@ -74,6 +74,7 @@ fn receipt(unit: i64) -> LogEntry {
             replication: Replication::Quorum,
             min_quorum: 2,
             target_error: None,
+            error_bound: None,
             spot_check: "none".into(),
             challenges_passed: 0,
             challenges_failed: 0,
