@@ -80,6 +80,9 @@ enum Cmd {
     },
     /// A unit's provenance: replicas, digests, spot-check, how to reproduce it
     Unit { unit: i64 },
+    /// Cancel a batch: its unsettled units stop (they fail, saying so), queued checks are
+    /// dropped, results already verified stay
+    Cancel { batch: i64 },
     /// Verify a proof bundle offline: the checkpoint's signature and witness cosignatures,
     /// each result's inclusion in the log and that it is current; recompute a sample.
     /// Exit status 0 when all holds, 1 with a line per problem
@@ -338,7 +341,10 @@ fn run(cli: Cli) -> Result<()> {
                 s.units,
                 counts(&s)
             );
-            println!("  ETA: {}", eta(&s));
+            match s.cancelled_at {
+                Some(_) => println!("  cancelled"),
+                None => println!("  ETA: {}", eta(&s)),
+            }
         }
         Cmd::Status { batch: None } => {
             let list: BatchList = api.get("/api/v1/batches", "batches")?;
@@ -480,6 +486,21 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             println!("  reproduce: {}", p.reproduce);
+        }
+        Cmd::Cancel { batch } => {
+            let s: BatchStatus = api
+                .send(
+                    api.http
+                        .post(api.url(&format!("/api/v1/batches/{batch}/cancel"))),
+                    &format!("batch {batch}"),
+                )?
+                .json()
+                .context("the coordinator sent JSON this qg does not understand")?;
+            println!(
+                "batch {batch} cancelled: {} result(s) kept, {} unit(s) stopped",
+                count(&s, "canonical"),
+                count(&s, "failed")
+            );
         }
         Cmd::Verify { .. } | Cmd::Witness { .. } => bail!("qg verify and qg witness run apart"),
     }

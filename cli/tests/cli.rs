@@ -448,3 +448,36 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
         serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
     assert_eq!(after["last"]["size"], 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scientist_cancels_a_batch() {
+    let (dir, _store, key, url) = coordinator_with_key().await;
+    std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();
+    let run = |args: Vec<String>| {
+        let (url, key) = (url.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            qg(
+                &url,
+                &key,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let spec = dir.path().join("spec.toml").to_str().unwrap().to_owned();
+    let (code, out, err) = run(vec!["submit".into(), spec]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let batch = out.trim().to_owned();
+    let (code, out, err) = run(vec!["cancel".into(), batch.clone()]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("batch {batch} cancelled: 0 result(s) kept, 6 unit(s) stopped")
+    );
+    let (code, out, _) = run(vec!["status".into(), batch.clone()]).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains("6 of 6 units finished: failed 6"), "{out}");
+    assert!(out.contains("cancelled"), "{out}");
+    let (code, _, err) = run(vec!["cancel".into(), "999".into()]).await.unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("no batch 999"), "{err}");
+}

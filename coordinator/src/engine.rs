@@ -202,6 +202,21 @@ impl Engine {
         })
     }
 
+    /// Cancels a batch for its owner (`viewer`; None for an operator): its unsettled units
+    /// fail (the lifecycle's `Cancel`), its queued spot-checks and challenges are dropped, and
+    /// its settled results stand. Cancelling again changes nothing.
+    pub fn cancel_batch(&self, batch: i64, viewer: Option<i64>, now: i64) -> Result<BatchStatus> {
+        self.write(|s| {
+            views::check_viewer(s, batch, viewer)?;
+            q::cancel_batch(s, batch, now)?;
+            for unit in q::unsettled_units(s, batch)? {
+                self.step(s, unit, Event::Cancel, now)?;
+            }
+            q::drop_batch_checks(s, batch)?;
+            views::batch_status(s, batch)
+        })
+    }
+
     // ---- Dispatch ----
 
     /// Up to `max` replicas of units the volunteer holds no replica of (nor, where a unit's

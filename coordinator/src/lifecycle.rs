@@ -112,6 +112,9 @@ pub enum Event {
     /// A challenge of this replica was judged: a passed check for its volunteer, or a caught
     /// volunteer.
     ChallengeVerdict { replica: ReplicaId, passed: bool },
+    /// Its batch was cancelled: an unsettled unit fails and issues nothing more (replicas
+    /// out may still report; they change nothing); a settled one keeps its result.
+    Cancel,
 }
 
 /// Compares replicas' outputs (digest equality, or a float kernel's tolerance).
@@ -160,6 +163,9 @@ pub enum LifecycleError {
     AlreadyClosed(ReplicaId, ReplicaState),
 }
 
+/// The failure reason of a unit whose batch was cancelled.
+pub const CANCELLED: &str = "cancelled: its batch was cancelled by its owner";
+
 /// The lifecycle: applies `event` and returns the unit's new state and its effects.
 pub fn transition(
     unit: &Unit,
@@ -178,6 +184,12 @@ pub fn transition(
 
     match event {
         Event::Issued | Event::SpotReady => {}
+        Event::Cancel => {
+            if !u.state.is_terminal() {
+                u.state = UnitState::Failed;
+                u.fail_reason = Some(CANCELLED.to_owned());
+            }
+        }
         Event::Backtrack(bad) => backtrack(&mut u, &mut reps, &mut marks, bad),
         // The verdict changes the volunteer's record; what follows a failure (blacklisting
         // and backtracking) is [`crate::decide::after_caught`]'s.
@@ -1103,5 +1115,21 @@ mod tests {
         for s in ReplicaState::ALL {
             assert_eq!(ReplicaState::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn a_cancelled_unit_fails_unless_it_is_settled() {
+        let s = Sim::new(Policy::default());
+        assert_eq!(s.unit.state, UnitState::InProgress);
+        let t = transition(&s.unit, &s.reps, Event::Cancel, &s.answers).unwrap();
+        assert_eq!(t.unit.state, UnitState::Failed);
+        assert_eq!(t.unit.fail_reason.as_deref(), Some(CANCELLED));
+        assert_eq!(t.wanted, 0);
+        // A settled unit keeps its result.
+        let mut done = Sim::new(Policy::default());
+        done.unit.state = UnitState::Canonical;
+        done.unit.canonical = Some(1);
+        let t = transition(&done.unit, &done.reps, Event::Cancel, &done.answers).unwrap();
+        assert_eq!(t.unit.state, UnitState::Canonical);
     }
 }

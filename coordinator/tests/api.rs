@@ -950,6 +950,7 @@ async fn the_openapi_document_covers_every_route() {
         ("GET", "/api/v1/log/consistency"),
         ("POST", "/api/v1/log/cosignatures"),
         ("GET", "/api/v1/batches/{id}/proofs"),
+        ("POST", "/api/v1/batches/{id}/cancel"),
         ("GET", "/log/checkpoint"),
         ("GET", "/log/tile/{path}"),
     ]
@@ -2401,4 +2402,120 @@ async fn a_receipt_names_the_credibility_bound_its_result_reached() {
         assert!(bound > 0.0 && bound <= 0.01, "{bound}");
         assert!(e.replicas.len() >= 2, "{e:?}");
     }
+}
+
+#[tokio::test]
+async fn a_cancelled_batch_stops_and_keeps_what_was_settled() {
+    let h = Harness::new();
+    let units = ising_units(4);
+    let want = reference_digests(&units);
+    let b = h
+        .batch("ising2d", units, json!({"spot_check_rate": 1.0}))
+        .await;
+    h.run_spot_checks();
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    // One unit settled (both volunteers take the same first unit), the rest not yet.
+    for s in &sims {
+        let (_, w) = h
+            .post("/api/v1/work", Some(&s.token), json!({"max_units": 1}))
+            .await;
+        let a = &w["assignments"][0];
+        let (st, _) = h
+            .post("/api/v1/results", Some(&s.token), report_for(a, s.kind))
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+    }
+    // A volunteer holds a replica of another unit when the batch is cancelled.
+    let (_, held) = h
+        .post(
+            "/api/v1/work",
+            Some(&sims[0].token),
+            json!({"max_units": 1}),
+        )
+        .await;
+    let held = held["assignments"][0].clone();
+    // Another spot-check waits in the queue.
+    assert!(h.store.queued_spot_checks().unwrap() == 0);
+    let b2 = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 1.0}))
+        .await;
+    assert_eq!(h.store.queued_spot_checks().unwrap(), 2);
+
+    // Someone else's key cannot cancel it; the owner can, twice.
+    let other = new_secret("qgk_");
+    h.store
+        .create_key("other", &hash_secret(&other), false, now())
+        .unwrap();
+    let cancel = format!("/api/v1/batches/{b2}/cancel");
+    let (s, _) = h.post(&cancel, Some(&other), json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h
+        .post(&format!("/api/v1/batches/{b}/cancel"), None, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, st) = h.post(&cancel, Some(&h.key), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st["done"], true);
+    assert!(st["cancelled_at"].is_i64());
+    assert_eq!(
+        h.store.queued_spot_checks().unwrap(),
+        0,
+        "its queued checks went"
+    );
+    let (s, again) = h.post(&cancel, Some(&h.key), json!({})).await;
+    assert_eq!(
+        (s, &again["cancelled_at"]),
+        (StatusCode::OK, &st["cancelled_at"])
+    );
+
+    let (s, st) = h
+        .post(
+            &format!("/api/v1/batches/{b}/cancel"),
+            Some(&h.key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st["by_state"]["canonical"], 1, "{st}");
+    assert_eq!(st["by_state"]["failed"], 3, "{st}");
+    let rows = results(&h, b).await;
+    let settled: Vec<&Value> = rows.iter().filter(|r| r["state"] == "canonical").collect();
+    assert_eq!(settled.len(), 1);
+    let i = rows.iter().position(|r| r["state"] == "canonical").unwrap();
+    assert_eq!(rows[i]["digest"], json!(want[i]));
+    for r in rows.iter().filter(|r| r["state"] == "failed") {
+        assert!(
+            r["fail_reason"].as_str().unwrap().starts_with("cancelled"),
+            "{r}"
+        );
+    }
+    // Nothing of it is handed out any more; the held replica may still report.
+    let (s, w) = h
+        .post(
+            "/api/v1/work",
+            Some(&sims[1].token),
+            json!({"max_units": 4}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(w["assignments"].as_array().unwrap().len(), 0, "{w}");
+    let (s, ack) = h
+        .post(
+            "/api/v1/results",
+            Some(&sims[0].token),
+            report_for(&held, Kind::Honest),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+    assert_eq!(
+        results(&h, b)
+            .await
+            .iter()
+            .filter(|r| r["state"] == "failed")
+            .count(),
+        3
+    );
 }

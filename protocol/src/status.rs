@@ -26,6 +26,9 @@ pub struct BatchStatus {
     pub policy: Policy,
     pub spot_check_rate: f64,
     pub axes: Vec<String>,
+    /// When its owner cancelled it (its unsettled units failed; settled results stand).
+    #[serde(default)]
+    pub cancelled_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

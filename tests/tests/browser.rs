@@ -385,6 +385,11 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
             .await
             .starts_with("6 of 6 canonical results")
     );
+    // A finished batch offers no cancelling.
+    assert_eq!(
+        js(&sci, "return document.getElementById('cancel').hidden").await,
+        true
+    );
     screenshot(&sci, "science").await;
 
     // The dashboard's counts moved as the volunteers worked.

@@ -90,7 +90,8 @@ async function detail(id) {
   ]);
   state.detail = { st, res, agg };
   $('detail-title').textContent = `Batch ${id}: ${st.name}`;
-  $('detail-counts').textContent = Object.entries(st.by_state).filter(([, n]) => n).map(([k, n]) => `${k.replace('_', ' ')} ${n}`).join(' · ') + (st.done ? ' · done' : '');
+  $('detail-counts').textContent = Object.entries(st.by_state).filter(([, n]) => n).map(([k, n]) => `${k.replace('_', ' ')} ${n}`).join(' · ') + (st.cancelled_at ? ' · cancelled' : st.done ? ' · done' : '');
+  $('cancel').hidden = st.done;
   const axes = st.axes.length ? st.axes : [];
   const obs = PLOTS[st.kernel] ?? [];
   $('units').tHead.replaceChildren(Object.assign(document.createElement('tr'), { innerHTML: '' }));
@@ -214,6 +215,14 @@ async function verifyLog() {
   }
 }
 $('verify-log').onclick = verifyLog;
+$('cancel').onclick = async () => {
+  const id = state.shown;
+  if (!confirm(`Cancel batch ${id}? Units not yet verified stop; verified results stay.`)) return;
+  try {
+    await api.json(`/api/v1/batches/${id}/cancel`, { method: 'POST' });
+    await refresh();
+  } catch (err) { $('spec-result').className = 'err'; $('spec-result').textContent = err.message; }
+};
 $('dl-proofs').onclick = () => {
   const a = Object.assign(document.createElement('a'), {
     href: URL.createObjectURL(new Blob([JSON.stringify(state.bundle, null, 1)], { type: 'application/json' })),

@@ -146,3 +146,18 @@ pub(super) async fn validate_spec(_sci: Scientist, body: String) -> Result<Json<
         "count": e.units.len(), "units": e.units,
     })))
 }
+
+/// `POST /api/v1/batches/{id}/cancel`: the owner (or an operator) stops a batch. Its unsettled
+/// units fail with a reason that says so, its queued checks are dropped, settled results stand;
+/// the batch's status comes back. Cancelling again is harmless.
+pub(super) async fn cancel_batch(
+    State(s): State<Shared>,
+    sci: Scientist,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Json<crate::store::BatchStatus>, ApiError> {
+    let store = s.store.clone();
+    let viewer = sci.viewer();
+    let status = blocking(move || store.cancel_batch(id, viewer, now())).await?;
+    tracing::info!(batch = id, "batch cancelled");
+    Ok(Json(status))
+}

@@ -98,6 +98,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/log/consistency", get(log::consistency))
         .route("/api/v1/log/cosignatures", post(log::add_cosignature))
         .route("/api/v1/batches/{id}/proofs", get(log::batch_proofs))
+        .route("/api/v1/batches/{id}/cancel", post(cancel_batch))
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/tile/{*path}", get(log::tile))
         .layer(metrics_layer)

@@ -895,3 +895,43 @@ pub fn spot_ready(s: &mut dyn Sql, unit: i64, digest: &Digest) -> Result<bool> {
     )?;
     Ok(s.exec("DELETE FROM spot_queue WHERE unit_id = ?1", p![unit])? > 0)
 }
+
+// ---- Cancelling a batch ----
+
+/// Records that `batch` was cancelled (the first time only).
+pub fn cancel_batch(s: &mut dyn Sql, batch: i64, now: i64) -> Result<()> {
+    s.exec(
+        "UPDATE batches SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL",
+        p![batch, now],
+    )?;
+    Ok(())
+}
+
+/// The batch's units not yet settled, in id order (the order units are locked in).
+pub fn unsettled_units(s: &mut dyn Sql, batch: i64) -> Result<Vec<i64>> {
+    s.query(
+        "SELECT id FROM units WHERE batch_id = ?1 AND state <> 'canonical' AND state <> 'failed'
+         ORDER BY id",
+        p![batch],
+    )?
+    .iter()
+    .map(|r| r.int(0))
+    .collect()
+}
+
+/// Drops the batch's queued recomputation: spot-checks not yet computed, and challenges not
+/// yet judged (marked `cancelled`).
+pub fn drop_batch_checks(s: &mut dyn Sql, batch: i64) -> Result<()> {
+    s.exec(
+        "DELETE FROM spot_queue WHERE unit_id IN (SELECT id FROM units WHERE batch_id = ?1)",
+        p![batch],
+    )?;
+    s.exec(
+        "UPDATE challenges SET status = 'cancelled'
+         WHERE (status = 'open' OR status = 'ready') AND replica_id IN
+               (SELECT r.id FROM replicas r JOIN units u ON u.id = r.unit_id
+                WHERE u.batch_id = ?1)",
+        p![batch],
+    )?;
+    Ok(())
+}

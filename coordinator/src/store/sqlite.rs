@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/4_kernel_version.sql"),
     include_str!("migrations/sqlite/5_claims.sql"),
     include_str!("migrations/sqlite/6_log.sql"),
+    include_str!("migrations/sqlite/7_cancel.sql"),
 ];
 
 pub struct SqliteBackend {

@@ -67,7 +67,8 @@ pub fn check_viewer(s: &mut dyn Sql, batch: i64, viewer: Option<i64>) -> Result<
 pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
     let r = s
         .row(
-            "SELECT name, kernel, policy, spot_rate, units, created_at, axes, kernel_version
+            "SELECT name, kernel, policy, spot_rate, units, created_at, axes, kernel_version,
+                    cancelled_at
              FROM batches WHERE id = ?1",
             p![batch],
         )?
@@ -94,6 +95,7 @@ pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
         policy: from_json(r.str(2)?)?,
         spot_check_rate: r.real(3)?,
         axes: from_json(r.str(6)?)?,
+        cancelled_at: r.opt_int(8)?,
     })
 }
 
