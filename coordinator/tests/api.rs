@@ -2519,3 +2519,37 @@ async fn a_cancelled_batch_stops_and_keeps_what_was_settled() {
         3
     );
 }
+
+#[tokio::test]
+async fn errors_from_the_router_and_extractors_are_json_too() {
+    let h = Harness::new();
+    // A method the route does not take, with its Allow header kept.
+    let (s, v) = h.get("/api/v1/results", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    let req = Request::builder()
+        .method("DELETE")
+        .uri("/api/v1/batches")
+        .body(Body::empty())
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(resp.headers().contains_key("allow"));
+    // A path parameter that is not a number.
+    let (s, v) = h.get("/api/v1/batches/abc", Some(&h.key)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("abc"), "{v}");
+    // A spec that is not UTF-8.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/specs")
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", "text/plain")
+        .body(Body::from(vec![0xff, 0xfe, 0x00]))
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+}

@@ -74,8 +74,42 @@ pub(crate) fn decode_output(
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let retry = (self.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some([(axum::http::header::RETRY_AFTER, "60")]);
+        (self.status, retry, Json(self.body)).into_response()
     }
+}
+
+/// Every API error is JSON: errors that axum's own extractors and router produce (a method
+/// not allowed, a path parameter that is not a number, a body that is not UTF-8) come as
+/// plain text, and are rewritten here as an [`ErrorBody`] with the same status and headers.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let error = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, error).into_response();
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 impl From<StoreError> for ApiError {
@@ -88,6 +122,14 @@ impl From<StoreError> for ApiError {
             StoreError::Db(m) | StoreError::Retry(m) => {
                 tracing::error!("store: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
+            }
+            // Nothing was stored: a client may send the same request again later.
+            StoreError::Full(m) => {
+                tracing::error!("store: {m}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the coordinator's storage is full; try again later",
+                )
             }
         }
     }

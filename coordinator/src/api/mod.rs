@@ -101,6 +101,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/batches/{id}/cancel", post(cancel_batch))
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/tile/{*path}", get(log::tile))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(metrics_layer)
         .with_state(state)
 }

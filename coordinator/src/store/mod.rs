@@ -38,12 +38,16 @@ pub enum StoreError {
     /// serialisation failure): the backend runs the transaction again.
     #[error("database conflict: {0}")]
     Retry(String),
+    /// The database cannot take writes now (its disk is full): nothing was stored; the
+    /// caller may try again later.
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
     /// An error that spoils the whole transaction (not just one item of a batch).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Self::Db(_) | Self::Retry(_))
+        matches!(self, Self::Db(_) | Self::Retry(_) | Self::Full(_))
     }
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Invalid {

@@ -89,6 +89,9 @@ fn err(e: postgres::Error) -> StoreError {
         {
             StoreError::Retry(e.to_string())
         }
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
+            StoreError::Full(e.to_string())
+        }
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(
             e.as_db_error()
                 .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
