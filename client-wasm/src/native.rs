@@ -19,11 +19,35 @@ pub struct NativeHost {
     http: reqwest::Client,
     dir: PathBuf,
     pub controls: Arc<Mutex<Controls>>,
+    /// Held for the host's life: one process per data directory.
+    _lock: std::fs::File,
 }
 
 impl NativeHost {
+    /// A host keeping its state in `dir`, which it locks: a second process on the same
+    /// directory would register again and redo this one's work, so it is refused.
     pub fn new(server: &str, dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "another qg-volunteer is using {} (it holds {}); give each process its own --data-dir",
+                        dir.display(),
+                        lock_path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -33,6 +57,7 @@ impl NativeHost {
             http,
             dir,
             controls: Arc::default(),
+            _lock: lock,
         })
     }
 
@@ -116,5 +141,24 @@ impl Host for NativeHost {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_per_data_directory() {
+        let dir = std::env::temp_dir().join(format!("qg-lock-test-{}", std::process::id()));
+        let first = NativeHost::new("http://127.0.0.1:1", dir.clone()).unwrap();
+        let second = NativeHost::new("http://127.0.0.1:1", dir.clone());
+        let err = second.err().expect("the directory is taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(err.to_string().contains("another qg-volunteer"), "{err}");
+        drop(first);
+        // Free again once the first is gone.
+        NativeHost::new("http://127.0.0.1:1", dir.clone()).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
