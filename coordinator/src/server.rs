@@ -150,7 +150,14 @@ pub fn app(state: Shared, cfg: &Config) -> axum::Router {
     api::router(state)
         .fallback_service(ServeDir::new(&cfg.web_dir))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Spans name the path only: a query string may carry a stream ticket.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
 }
 
 /// The log's key at `path`, created there (readable by its owner only) if there is none; it
@@ -224,6 +231,7 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
         verifier_lease_s: cfg.verifier_lease_s,
         log_key,
         witnesses: Arc::new(witnesses),
+        tickets: Default::default(),
     }))
 }
 

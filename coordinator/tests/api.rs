@@ -942,6 +942,7 @@ async fn the_openapi_document_covers_every_route() {
         ("POST", "/api/v1/specs"),
         ("GET", "/api/v1/dashboard"),
         ("GET", "/api/v1/dashboard/events"),
+        ("POST", "/api/v1/dashboard/ticket"),
         ("GET", "/metrics"),
         ("POST", "/api/v1/challenges/{id}"),
         ("POST", "/api/v1/verifier/work"),
@@ -1123,9 +1124,27 @@ async fn operators_get_the_dashboard_metrics_and_a_live_stream() {
             .iter()
             .any(|x| x["invalid"].as_u64() > Some(0) && x["reliability"].as_f64() < Some(1.0))
     );
-    // The live stream: its first event is a snapshot.
+    // The key never goes in a URL: not for the stream, not for the snapshot.
+    for path in ["/api/v1/dashboard/events", "/api/v1/dashboard"] {
+        let (s, v) = h.get(&format!("{path}?key={op}"), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {v}");
+    }
+    let (s, _) = h
+        .post("/api/v1/dashboard/ticket", Some(&h.key), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a scientist gets no ticket");
+    let (s, t) = h
+        .post("/api/v1/dashboard/ticket", Some(&op), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let ticket = t["ticket"].as_str().unwrap();
+    let (s, _) = h
+        .get("/api/v1/dashboard/events?ticket=qgt_forged", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // The live stream, opened with the ticket: its first event is a snapshot.
     let req = Request::builder()
-        .uri(format!("/api/v1/dashboard/events?key={op}"))
+        .uri(format!("/api/v1/dashboard/events?ticket={ticket}"))
         .body(Body::empty())
         .unwrap();
     let resp = h.app.clone().oneshot(req).await.unwrap();

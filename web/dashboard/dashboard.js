@@ -64,17 +64,39 @@ function credibility(c) {
 }
 
 let source = null;
-function connect() {
+// The key goes in a header, never in a URL: it buys a short-lived ticket that opens the stream
+// (EventSource cannot send headers). A stream the coordinator closed gets a new ticket.
+async function connect() {
   const key = $('key').value.trim();
   localStorage.setItem('qg-operator-key', key);
   if (source) source.close();
+  source = null;
   if (!key) return;
-  source = new EventSource('/api/v1/dashboard/events?key=' + encodeURIComponent(key));
+  let ticket;
+  try {
+    const r = await fetch('/api/v1/dashboard/ticket', { method: 'POST', headers: { authorization: 'Bearer ' + key } });
+    if (!r.ok) {
+      $('conn').textContent = r.status === 401 || r.status === 403
+        ? 'refused: is this an operator key? (change it to retry)'
+        : `coordinator error (HTTP ${r.status}); retrying…`;
+      if (r.status >= 500) setTimeout(connect, 5000);
+      return;
+    }
+    ticket = (await r.json()).ticket;
+  } catch {
+    $('conn').textContent = 'coordinator unreachable; retrying…';
+    setTimeout(connect, 3000);
+    return;
+  }
+  source = new EventSource('/api/v1/dashboard/events?ticket=' + encodeURIComponent(ticket));
   source.addEventListener('snapshot', (e) => { $('conn').textContent = 'live'; render(JSON.parse(e.data)); });
   source.onerror = () => {
-    $('conn').textContent = source.readyState === EventSource.CLOSED
-      ? 'refused: is this an operator key? (change it to retry)'
-      : 'coordinator unreachable; reconnecting…';
+    if (source.readyState === EventSource.CLOSED) {
+      $('conn').textContent = 'reconnecting…';
+      setTimeout(connect, 1000);
+    } else {
+      $('conn').textContent = 'coordinator unreachable; reconnecting…';
+    }
   };
 }
 $('key').value = localStorage.getItem('qg-operator-key') ?? '';

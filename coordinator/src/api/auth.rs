@@ -90,22 +90,70 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// An operator: an API key created with `--operator`, from the `Authorization` header or, for
-/// EventSource (which cannot set headers), a `?key=` query parameter.
+/// An operator: an API key created with `--operator`, from the `Authorization` header only (a
+/// key never travels in a URL, where logs and histories keep it).
 pub struct Operator;
+
+/// Short-lived tickets for the dashboard's event stream: EventSource cannot send headers, so
+/// an operator trades its key (in a header) for a ticket that opens the stream for a minute.
+/// Stored hashed, in memory.
+#[derive(Default)]
+pub struct Tickets(std::sync::Mutex<std::collections::HashMap<Vec<u8>, i64>>);
+
+/// How long a stream ticket opens the stream (reconnects included).
+pub const TICKET_S: i64 = 60;
+
+impl Tickets {
+    /// A new ticket, valid until `now + TICKET_S`.
+    pub fn issue(&self, now: i64) -> String {
+        let ticket = new_secret("qgt_");
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, until| *until > now);
+        m.insert(hash_secret(&ticket), now + TICKET_S);
+        ticket
+    }
+    pub fn valid(&self, ticket: &str, now: i64) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&hash_secret(ticket))
+            .is_some_and(|until| *until > now)
+    }
+}
+
+/// The dashboard's stream: an operator key in the header, or a ticket (`?ticket=`) from
+/// `POST /api/v1/dashboard/ticket`.
+pub struct StreamViewer;
+
+impl FromRequestParts<Shared> for StreamViewer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        if bearer(&parts.headers).is_ok() {
+            return Operator::from_request_parts(parts, state)
+                .await
+                .map(|_| StreamViewer);
+        }
+        let ticket = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("ticket="))
+                .map(str::to_owned)
+        });
+        match ticket {
+            Some(t) if state.tickets.valid(&t, super::now()) => Ok(StreamViewer),
+            Some(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the stream ticket is unknown or expired: get a new one (POST /api/v1/dashboard/ticket)",
+            )),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "an operator key (Authorization: Bearer) or a stream ticket (?ticket=) is needed",
+            )),
+        }
+    }
+}
 
 impl FromRequestParts<Shared> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let from_query = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("key="))
-                .map(str::to_owned)
-        });
-        let key = match bearer(&parts.headers) {
-            Ok(k) => k.to_owned(),
-            Err(e) => from_query.ok_or(e)?,
-        };
+        let key = bearer(&parts.headers)?.to_owned();
         let hash = hash_secret(&key);
         let store = state.store.clone();
         match blocking(move || store.key_by_hash(&hash)).await? {

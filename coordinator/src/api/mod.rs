@@ -50,6 +50,8 @@ pub struct AppState {
     pub log_key: Arc<transparency::NoteKey>,
     /// Witnesses whose cosignatures the log accepts.
     pub witnesses: Arc<Vec<transparency::NoteVerifier>>,
+    /// Tickets that open the dashboard's event stream.
+    pub tickets: auth::Tickets,
 }
 
 pub type Shared = Arc<AppState>;
@@ -87,6 +89,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/specs", post(validate_spec))
         .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/dashboard/events", get(dashboard_events))
+        .route("/api/v1/dashboard/ticket", post(dashboard_ticket))
         .route("/metrics", get(metrics))
         .route("/api/v1/batches/{id}", get(batch_status))
         .route("/api/v1/batches/{id}/results", get(batch_results))

@@ -23,9 +23,17 @@ pub(super) async fn dashboard(
 }
 
 /// The dashboard as Server-Sent Events: a fresh snapshot every second.
+/// `POST /api/v1/dashboard/ticket`: a ticket that opens the event stream for a minute.
+pub(super) async fn dashboard_ticket(State(s): State<Shared>, _op: Operator) -> Json<Value> {
+    Json(json!({
+        "ticket": s.tickets.issue(now()),
+        "expires_in_s": super::auth::TICKET_S,
+    }))
+}
+
 pub(super) async fn dashboard_events(
     State(s): State<Shared>,
-    _op: Operator,
+    _op: super::auth::StreamViewer,
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
