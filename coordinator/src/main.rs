@@ -48,6 +48,10 @@ enum Cmd {
         /// `qg witness --print-key` shows one)
         #[arg(long = "witness")]
         witnesses: Vec<String>,
+        /// Volunteer registrations per minute from one network (/24, /48) [default: 10; 0:
+        /// unlimited]
+        #[arg(long, env = "QG_REGISTRATIONS_PER_MINUTE")]
+        registrations_per_minute: Option<f64>,
     },
     /// Manage scientist API keys
     Keys {
@@ -90,6 +94,7 @@ async fn main() -> Result<()> {
             log_origin,
             log_key,
             witnesses,
+            registrations_per_minute,
         } => {
             let mut cfg = Config::resolve(file, bind, cli.data_dir, cli.db, web_dir);
             if no_demo {
@@ -103,6 +108,9 @@ async fn main() -> Result<()> {
             }
             if !witnesses.is_empty() {
                 cfg.witnesses = witnesses;
+            }
+            if let Some(r) = registrations_per_minute {
+                cfg.registrations_per_minute = r.max(0.0);
             }
             coordinator::server::serve(cfg).await
         }

@@ -47,6 +47,9 @@ pub struct FileConfig {
     pub log_key: Option<PathBuf>,
     /// Witnesses whose cosignatures the log accepts and serves (verifier keys).
     pub witnesses: Option<Vec<String>>,
+    /// Volunteer registrations per minute from one network prefix (/24, /48), three times
+    /// that at once (default 10; 0: unlimited).
+    pub registrations_per_minute: Option<f64>,
 }
 
 impl FileConfig {
@@ -74,6 +77,7 @@ pub struct Config {
     pub log_origin: String,
     pub log_key: PathBuf,
     pub witnesses: Vec<String>,
+    pub registrations_per_minute: f64,
     /// How often the sequencer moves queued receipts into the log and signs a checkpoint.
     pub log_every: Duration,
 }
@@ -115,6 +119,7 @@ impl Config {
                 .unwrap_or_else(|| "localhost/quorum-grid".to_owned()),
             log_key: file.log_key.unwrap_or_else(|| data_dir.join("log-key")),
             witnesses: file.witnesses.unwrap_or_default(),
+            registrations_per_minute: file.registrations_per_minute.unwrap_or(10.0).max(0.0),
             log_every: Duration::from_millis(200),
             data_dir,
         }
@@ -232,6 +237,7 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
         log_key,
         witnesses: Arc::new(witnesses),
         tickets: Default::default(),
+        registrations: api::RegistrationLimit::new(cfg.registrations_per_minute),
     }))
 }
 

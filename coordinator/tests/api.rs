@@ -2572,3 +2572,42 @@ async fn errors_from_the_router_and_extractors_are_json_too() {
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert!(v["error"].is_string(), "{v}");
 }
+
+#[tokio::test]
+async fn registrations_are_rate_limited_per_network() {
+    let h = Harness::new();
+    let register = |ip: &str| {
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/volunteers")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        h.app.clone().oneshot(req)
+    };
+    // The default: 10 a minute, 30 at once, per /24.
+    for i in 0..30 {
+        let r = register(&format!("198.51.100.{}", i % 200)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = register("198.51.100.77").await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&wait), "{wait}");
+    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("198.51.100.0/24"),
+        "{v}"
+    );
+    // Another network registers as usual.
+    let r = register("203.0.113.5").await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(h.store.status().unwrap().volunteers, 31);
+}

@@ -187,3 +187,73 @@ impl FromRequestParts<Shared> for Scientist {
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key"))
     }
 }
+
+/// Registrations per network prefix (/24, /48), as a token bucket: `per_minute` on average, up
+/// to `3 × per_minute` at once; 0 leaves them unlimited. Anyone may register, but not a
+/// thousand tokens a second from one network.
+pub struct RegistrationLimit {
+    per_minute: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, f64)>>,
+}
+
+impl RegistrationLimit {
+    pub fn new(per_minute: f64) -> Self {
+        Self {
+            per_minute: per_minute.max(0.0),
+            buckets: Default::default(),
+        }
+    }
+
+    fn burst(&self) -> f64 {
+        (3.0 * self.per_minute).max(1.0)
+    }
+
+    /// Takes one registration for `prefix` at time `t` (seconds); Err(seconds to wait).
+    pub fn take(&self, prefix: &str, t: f64) -> Result<(), u64> {
+        if self.per_minute == 0.0 {
+            return Ok(());
+        }
+        let rate = self.per_minute / 60.0;
+        let burst = self.burst();
+        let mut m = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 100_000 {
+            // Forget prefixes whose bucket has refilled: they are as good as new.
+            m.retain(|_, (tokens, at)| *tokens + (t - *at) * rate < burst);
+        }
+        let (tokens, at) = m.entry(prefix.to_owned()).or_insert((burst, t));
+        *tokens = (*tokens + (t - *at).max(0.0) * rate).min(burst);
+        *at = t;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_limited_per_prefix_and_refill() {
+        let l = RegistrationLimit::new(10.0);
+        for _ in 0..30 {
+            assert_eq!(l.take("10.0.0.0/24", 0.0), Ok(()));
+        }
+        // The burst is spent: one more in 6 s (10 a minute).
+        assert_eq!(l.take("10.0.0.0/24", 0.0), Err(6));
+        assert_eq!(
+            l.take("10.0.1.0/24", 0.0),
+            Ok(()),
+            "another network is not affected"
+        );
+        assert_eq!(l.take("10.0.0.0/24", 6.0), Ok(()));
+        assert!(l.take("10.0.0.0/24", 6.5).is_err());
+        let open = RegistrationLimit::new(0.0);
+        for _ in 0..1000 {
+            assert_eq!(open.take("x", 0.0), Ok(()));
+        }
+    }
+}

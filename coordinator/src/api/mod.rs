@@ -12,7 +12,10 @@ mod verifier;
 mod volunteers;
 
 pub use admission::{new_batch, policy_from};
-pub use auth::{Operator, Prefix, Scientist, Volunteer, hash_secret, network_prefix, new_secret};
+pub use auth::{
+    Operator, Prefix, RegistrationLimit, Scientist, Volunteer, hash_secret, network_prefix,
+    new_secret,
+};
 pub(crate) use error::decode_output;
 pub use error::{ApiError, Body};
 pub use results::{aggregate, results_csv};
@@ -52,6 +55,8 @@ pub struct AppState {
     pub witnesses: Arc<Vec<transparency::NoteVerifier>>,
     /// Tickets that open the dashboard's event stream.
     pub tickets: auth::Tickets,
+    /// Registrations per network prefix.
+    pub registrations: auth::RegistrationLimit,
 }
 
 pub type Shared = Arc<AppState>;

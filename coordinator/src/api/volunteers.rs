@@ -61,8 +61,25 @@ pub(super) async fn leaderboard(State(s): State<Shared>) -> Result<Json<Value>, 
 /// The body is optional: an empty one registers without a nickname.
 pub(super) async fn register(
     State(s): State<Shared>,
+    Prefix(prefix): Prefix,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(p) = &prefix {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Err(wait) = s.registrations.take(p, t) {
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many registrations from {p}; try again in {wait} s"),
+            )
+            .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return Ok(r);
+        }
+    }
     let req: RegisterRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RegisterRequest::default()
     } else {
@@ -81,7 +98,8 @@ pub(super) async fn register(
             volunteer_id,
             token,
         }),
-    ))
+    )
+        .into_response())
 }
 
 pub(super) async fn work(

@@ -168,7 +168,9 @@ async fn main() -> Result<()> {
     for _ in 0..args.coordinators {
         let mut child = Command::new(&args.coordinator)
             .args(["--db", &db_arg])
-            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
+            // A thousand simulated volunteers register from one address.
+            .args(["serve", "--registrations-per-minute", "0"])
+            .args(["--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
             .arg(&dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
