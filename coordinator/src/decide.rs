@@ -251,6 +251,28 @@ pub fn after_caught(
     out
 }
 
+/// Whether a volunteer has a record its failures may count against a unit with: a valid
+/// result, and no more errors than valid results.
+pub fn has_record(valid: u64, errors: u64) -> bool {
+    valid > 0 && errors <= valid
+}
+
+/// A volunteer with this many errors and no valid result gets no more work.
+pub const REFUSE_AFTER_ERRORS: u64 = 8;
+
+/// Replicas a volunteer may hold at once (BOINC's `max_wus_in_progress`, with its daily
+/// quota's rule that errors shrink it): `base` for a new volunteer, one more per valid result,
+/// up to 64; halved for each error beyond its valid results (at least one); none for a
+/// volunteer with `REFUSE_AFTER_ERRORS` errors and no valid result (None: refused).
+pub fn work_allowance(base: u32, valid: u64, errors: u64) -> Option<u32> {
+    if valid == 0 && errors >= REFUSE_AFTER_ERRORS {
+        return None;
+    }
+    let full = (u64::from(base).saturating_add(valid)).min(64);
+    let halvings = errors.saturating_sub(valid).min(6);
+    Some(((full >> halvings).max(1)) as u32)
+}
+
 /// The probability that the result with digest `accepted` is wrong, by Sarmenta's voting
 /// formula ([`credibility::group_doubt`]) over the doubts of the replicas that reported a
 /// digest, grouped by digest: what a unit accepted by credibility reached.
@@ -470,5 +492,19 @@ mod tests {
         // A dissenter makes the agreeing pair less sure.
         assert!(error_bound(&[(0.1, Some(a)), (0.1, Some(a)), (0.1, Some(b))], a) > two);
         assert_eq!(error_bound(&[(0.1, Some(b))], a), 1.0);
+    }
+
+    #[test]
+    fn work_in_flight_grows_with_valid_results_and_shrinks_with_errors() {
+        assert_eq!(work_allowance(2, 0, 0), Some(2));
+        assert_eq!(work_allowance(2, 10, 0), Some(12));
+        assert_eq!(work_allowance(2, 1000, 0), Some(64));
+        // Errors beyond valid results halve it, down to one.
+        assert_eq!(work_allowance(2, 10, 12), Some(3));
+        assert_eq!(work_allowance(2, 0, 3), Some(1));
+        // Only errors: refused.
+        assert_eq!(work_allowance(2, 0, REFUSE_AFTER_ERRORS), None);
+        assert_eq!(work_allowance(2, 1, REFUSE_AFTER_ERRORS), Some(1));
+        assert!(has_record(3, 3) && !has_record(0, 0) && !has_record(3, 4));
     }
 }

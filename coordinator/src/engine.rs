@@ -71,6 +71,9 @@ pub struct Engine {
     rng: Mutex<StdRng>,
     /// Adapter classes known to be in the `classes` table.
     classes: Mutex<HashSet<String>>,
+    /// Replicas a new volunteer may hold at once ([`decide::work_allowance`]); `u32::MAX`
+    /// (the default of an engine not behind the API, as in simulations): no limit.
+    in_flight_base: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +88,7 @@ impl Engine {
             db,
             rng: Mutex::new(StdRng::from_os_rng()),
             classes: Mutex::default(),
+            in_flight_base: std::sync::atomic::AtomicU32::new(u32::MAX),
         })
     }
 
@@ -172,6 +176,13 @@ impl Engine {
         self.write(|s| q::set_blacklisting(s, on))
     }
 
+    /// Bounds the work a volunteer holds by its record: `base` replicas for a new one, more
+    /// as it earns valid results, fewer with errors, none when it only errs.
+    pub fn set_work_in_flight(&self, base: u32) {
+        self.in_flight_base
+            .store(base, std::sync::atomic::Ordering::Relaxed);
+    }
+
     // ---- Batches ----
 
     pub fn create_batch(&self, b: &NewBatch, now: i64) -> Result<i64> {
@@ -233,9 +244,30 @@ impl Engine {
         let adapter_json = q::to_json(adapter)?;
         let class = decide::adapter_class(adapter);
         let new_class = !lock(&self.classes).contains(&class);
+        let base = self
+            .in_flight_base
+            .load(std::sync::atomic::Ordering::Relaxed);
         let out = self.write(|s| {
             if new_class {
                 q::ensure_class(s, &class)?;
+            }
+            let mut max = max;
+            if base != u32::MAX {
+                let (valid, errors, in_flight) = q::volunteer_load(s, volunteer)?;
+                match decide::work_allowance(base, valid, errors) {
+                    None => {
+                        return Err(StoreError::Forbidden(format!(
+                            "this volunteer reported {errors} errors and no valid result: it gets no more work"
+                        )));
+                    }
+                    Some(allowed) => {
+                        let room = u64::from(allowed).saturating_sub(in_flight);
+                        max = max.min(room.min(u64::from(u32::MAX)) as u32);
+                    }
+                }
+                if max == 0 {
+                    return Ok(Vec::new());
+                }
             }
             let mut streak = None;
             let ids = q::candidates(s, volunteer, max, prefix)?;

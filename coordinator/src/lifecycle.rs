@@ -80,6 +80,10 @@ pub struct Replica {
     pub doubt: f64,
     /// Adaptive mode: dispatched as a single copy to a volunteer with a long valid streak.
     pub alone: bool,
+    /// Its volunteer has a record ([`crate::decide::has_record`]): only then do its errors and
+    /// missed deadlines count toward failing the unit (and toward `max_total_results`). Anyone
+    /// can register and report errors without computing; such replicas are simply reissued.
+    pub proven: bool,
 }
 
 impl Replica {
@@ -90,6 +94,7 @@ impl Replica {
             state,
             doubt: 1.0,
             alone: false,
+            proven: true,
         }
     }
 }
@@ -285,8 +290,16 @@ pub fn transition(
         |f: &dyn Fn(ReplicaState) -> bool| reps.iter().filter(|r| f(r.state)).count() as u32;
     let successes = count(&|s| s.is_success());
     let active = count(&|s| s == ReplicaState::InProgress);
-    let errors = count(&|s| s.is_error());
-    let issued = reps.len() as u32;
+    // Failures of volunteers without a record cost the unit nothing: not an error, not an
+    // issued replica.
+    let errors = reps
+        .iter()
+        .filter(|r| r.proven && r.state.is_error())
+        .count() as u32;
+    let issued = reps
+        .iter()
+        .filter(|r| r.proven || !r.state.is_error())
+        .count() as u32;
     let p = u.policy;
 
     if errors >= p.max_error_results {
@@ -1131,5 +1144,32 @@ mod tests {
         done.unit.canonical = Some(1);
         let t = transition(&done.unit, &done.reps, Event::Cancel, &done.answers).unwrap();
         assert_eq!(t.unit.state, UnitState::Canonical);
+    }
+
+    #[test]
+    fn failures_of_volunteers_without_a_record_do_not_count() {
+        let p = Policy {
+            max_error_results: 2,
+            max_total_results: 3,
+            ..Policy::default()
+        };
+        let mut s = Sim::new(p);
+        for r in &mut s.reps {
+            r.proven = false;
+        }
+        // Two errors and a timeout from unproven volunteers: reissued, not failed, and the
+        // replicas they wasted do not count toward max_total_results.
+        s.apply(Event::ClientError(1));
+        s.apply(Event::Timeout(2));
+        assert_ne!(s.unit.state, UnitState::Failed);
+        let t = transition(&s.unit, &s.reps, Event::Issued, &s.answers).unwrap();
+        assert_eq!(t.wanted, 0, "already reissued");
+        assert!(
+            s.reps
+                .iter()
+                .filter(|r| r.state == ReplicaState::InProgress)
+                .count()
+                >= 2
+        );
     }
 }

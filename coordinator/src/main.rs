@@ -52,6 +52,10 @@ enum Cmd {
         /// unlimited]
         #[arg(long, env = "QG_REGISTRATIONS_PER_MINUTE")]
         registrations_per_minute: Option<f64>,
+        /// Replicas a new volunteer may hold at once; one more per valid result, fewer with
+        /// errors [default: 2]
+        #[arg(long, env = "QG_WORK_IN_FLIGHT")]
+        work_in_flight: Option<u32>,
     },
     /// Manage scientist API keys
     Keys {
@@ -95,6 +99,7 @@ async fn main() -> Result<()> {
             log_key,
             witnesses,
             registrations_per_minute,
+            work_in_flight,
         } => {
             let mut cfg = Config::resolve(file, bind, cli.data_dir, cli.db, web_dir);
             if no_demo {
@@ -111,6 +116,9 @@ async fn main() -> Result<()> {
             }
             if let Some(r) = registrations_per_minute {
                 cfg.registrations_per_minute = r.max(0.0);
+            }
+            if let Some(w) = work_in_flight {
+                cfg.work_in_flight = w.clamp(1, 64);
             }
             coordinator::server::serve(cfg).await
         }

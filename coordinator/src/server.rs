@@ -50,6 +50,9 @@ pub struct FileConfig {
     /// Volunteer registrations per minute from one network prefix (/24, /48), three times
     /// that at once (default 10; 0: unlimited).
     pub registrations_per_minute: Option<f64>,
+    /// Replicas a new volunteer may hold at once; one more per valid result, fewer with
+    /// errors (default 2).
+    pub work_in_flight: Option<u32>,
 }
 
 impl FileConfig {
@@ -78,6 +81,7 @@ pub struct Config {
     pub log_key: PathBuf,
     pub witnesses: Vec<String>,
     pub registrations_per_minute: f64,
+    pub work_in_flight: u32,
     /// How often the sequencer moves queued receipts into the log and signs a checkpoint.
     pub log_every: Duration,
 }
@@ -120,6 +124,7 @@ impl Config {
             log_key: file.log_key.unwrap_or_else(|| data_dir.join("log-key")),
             witnesses: file.witnesses.unwrap_or_default(),
             registrations_per_minute: file.registrations_per_minute.unwrap_or(10.0).max(0.0),
+            work_in_flight: file.work_in_flight.unwrap_or(2).clamp(1, 64),
             log_every: Duration::from_millis(200),
             data_dir,
         }
@@ -214,6 +219,7 @@ pub fn load_log_key(path: &Path, origin: &str) -> Result<NoteKey> {
 
 /// The state every handler shares; loads (or creates) the log key.
 pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
+    store.set_work_in_flight(cfg.work_in_flight);
     let log_key = Arc::new(load_log_key(&cfg.log_key, &cfg.log_origin)?);
     let witnesses = cfg
         .witnesses

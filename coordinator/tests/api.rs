@@ -77,6 +77,15 @@ impl Harness {
 
     /// A coordinator whose log accepts cosignatures from these witnesses.
     fn with_witnesses(witnesses: Vec<String>) -> Self {
+        Self::build(witnesses, 64)
+    }
+
+    /// A coordinator with the default allowance of work in flight (2 for a new volunteer).
+    fn with_default_allowance() -> Self {
+        Self::build(Vec::new(), 2)
+    }
+
+    fn build(witnesses: Vec<String>, work_in_flight: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::resolve(
             FileConfig::default(),
@@ -86,6 +95,8 @@ impl Harness {
             Some(dir.path().to_path_buf()),
         );
         cfg.witnesses = witnesses;
+        // The conformance tests hand out work in batches; the default allowance has its own.
+        cfg.work_in_flight = work_in_flight;
         let (store, db) = open_engine(dir.path());
         let db_url = match &db {
             Some(d) => DbHandle::Postgres(d.url.clone()),
@@ -2610,4 +2621,80 @@ async fn registrations_are_rate_limited_per_network() {
     let r = register("203.0.113.5").await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(h.store.status().unwrap().volunteers, 31);
+}
+
+#[tokio::test]
+async fn volunteers_without_a_record_cannot_fail_or_hoard_a_batch() {
+    let h = Harness::with_default_allowance();
+    let units = ising_units(12);
+    let want = reference_digests(&units);
+    let b = h
+        .batch(
+            "ising2d",
+            units,
+            json!({"spot_check_rate": 0.0, "max_error_results": 2, "max_total_results": 4}),
+        )
+        .await;
+    // Three fresh tokens answer everything they get with an error.
+    let mut errors = 0;
+    for _ in 0..3 {
+        let sybil = h.volunteer(Kind::Honest).await;
+        let mut held = Vec::new();
+        loop {
+            let (s, w) = h
+                .post("/api/v1/work", Some(&sybil.token), json!({"max_units": 64}))
+                .await;
+            if s == StatusCode::FORBIDDEN {
+                assert!(
+                    w["error"].as_str().unwrap().contains("no valid result"),
+                    "{w}"
+                );
+                break;
+            }
+            assert_eq!(s, StatusCode::OK, "{w}");
+            let got = w["assignments"].as_array().unwrap().clone();
+            // A new volunteer holds two at most; each error shrinks that.
+            assert!(got.len() <= 2, "{w}");
+            held.push(got.len());
+            for a in got {
+                let (s, ack) = h
+                    .post(
+                        "/api/v1/results",
+                        Some(&sybil.token),
+                        json!({"assignment_id": a["assignment_id"], "error": "x",
+                               "kernel_version": a["kernel_version"]}),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+                errors += 1;
+            }
+            assert!(held.len() < 20, "never refused: {held:?}");
+        }
+        assert_eq!(held[0], 2, "{held:?}");
+        assert!(held[1..].iter().all(|n| *n == 1), "throttled: {held:?}");
+    }
+    assert_eq!(errors, 3 * 8);
+    // 24 errors on 12 units that fail at 2: none failed; the errors cost nothing.
+    let (_, st) = h.get(&format!("/api/v1/batches/{b}"), Some(&h.key)).await;
+    assert_eq!(st["by_state"]["failed"], 0, "{st}");
+    // Honest volunteers still get work, and finish the batch.
+    let honest = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &honest, false).await;
+    let rows = results(&h, b).await;
+    for (r, d) in rows.iter().zip(&want) {
+        assert_eq!(r["state"], "canonical", "{r}");
+        assert_eq!(r["digest"], json!(d));
+    }
+    // A volunteer with a record is allowed more at once.
+    let (s, w) = h
+        .post(
+            "/api/v1/work",
+            Some(&honest[0].token),
+            json!({"max_units": 64}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{w}");
 }

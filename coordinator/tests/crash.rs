@@ -36,7 +36,8 @@ fn database(dir: &Path) -> (Vec<String>, Option<ScratchDatabase>) {
 }
 
 fn start(dir: &Path, db: &[String]) -> Server {
-    let (child, base) = common::start(db, dir);
+    // Two volunteers take the whole batch at once.
+    let (child, base) = common::start(db, &["--work-in-flight", "64"], dir);
     Server { child, base }
 }
 

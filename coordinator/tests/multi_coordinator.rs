@@ -36,7 +36,7 @@ impl Drop for Fleet {
 /// One of the coordinators: all share the database and the data directory (so the log key).
 fn start(db: &str, dir: &std::path::Path) -> (Child, String) {
     let args = ["--db", db, "--data-dir", &dir.to_string_lossy()].map(str::to_owned);
-    common::start(&args, dir)
+    common::start(&args, &[], dir)
 }
 
 /// What the CPU reference reports for a unit.

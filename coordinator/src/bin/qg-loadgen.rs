@@ -169,7 +169,14 @@ async fn main() -> Result<()> {
         let mut child = Command::new(&args.coordinator)
             .args(["--db", &db_arg])
             // A thousand simulated volunteers register from one address.
-            .args(["serve", "--registrations-per-minute", "0"])
+            // and take work in batches from the start (what is measured is the coordinator).
+            .args([
+                "serve",
+                "--registrations-per-minute",
+                "0",
+                "--work-in-flight",
+                "64",
+            ])
             .args(["--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
             .arg(&dir)
             .env("RUST_LOG", "warn")

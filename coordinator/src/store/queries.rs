@@ -344,7 +344,7 @@ pub fn replicas(s: &mut dyn Sql, unit: i64, records: bool) -> Result<Vec<Replica
     let rows = if records {
         s.query(
             "SELECT r.id, r.volunteer_id, r.state, r.digest, r.alone, v.checks,
-                    coalesce(c.passed, 0), coalesce(c.failed, 0)
+                    coalesce(c.passed, 0), coalesce(c.failed, 0), v.valid, v.errors
              FROM replicas r JOIN volunteers v ON v.id = r.volunteer_id
              LEFT JOIN classes c ON c.name = r.class
              WHERE r.unit_id = ?1 ORDER BY r.id",
@@ -352,8 +352,9 @@ pub fn replicas(s: &mut dyn Sql, unit: i64, records: bool) -> Result<Vec<Replica
         )?
     } else {
         s.query(
-            "SELECT id, volunteer_id, state, digest, alone, 0, 0, 0
-             FROM replicas WHERE unit_id = ?1 ORDER BY id",
+            "SELECT r.id, r.volunteer_id, r.state, r.digest, r.alone, 0, 0, 0, v.valid, v.errors
+             FROM replicas r JOIN volunteers v ON v.id = r.volunteer_id
+             WHERE r.unit_id = ?1 ORDER BY r.id",
             p![unit],
         )?
     };
@@ -366,6 +367,7 @@ pub fn replicas(s: &mut dyn Sql, unit: i64, records: bool) -> Result<Vec<Replica
                     state: rstate_of(r.str(2)?)?,
                     doubt: 1.0,
                     alone: r.flag(4)?,
+                    proven: crate::decide::has_record(r.count(8)?, r.count(9)?),
                 },
                 digest: digest_of(r.opt_bytes(3)?),
                 checks: r.count(5)?,
@@ -934,4 +936,21 @@ pub fn drop_batch_checks(s: &mut dyn Sql, batch: i64) -> Result<()> {
         p![batch],
     )?;
     Ok(())
+}
+
+/// What a volunteer's work allowance is decided from: (valid, errors, replicas in flight).
+pub fn volunteer_load(s: &mut dyn Sql, volunteer: i64) -> Result<(u64, u64, u64)> {
+    let r = s
+        .row(
+            "SELECT valid, errors FROM volunteers WHERE id = ?1",
+            p![volunteer],
+        )?
+        .ok_or(StoreError::NotFound("volunteer"))?;
+    let in_flight = s
+        .one(
+            "SELECT count(*) FROM replicas WHERE volunteer_id = ?1 AND state = 'in_progress'",
+            p![volunteer],
+        )?
+        .count(0)?;
+    Ok((r.count(0)?, r.count(1)?, in_flight))
 }

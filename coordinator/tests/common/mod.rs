@@ -5,12 +5,14 @@ use std::process::{Child, Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coordinator");
 
-/// Starts `coordinator ARGS serve` on a free port with pages from `dir`; returns the process and
-/// its base URL.
-pub fn start(args: &[String], dir: &std::path::Path) -> (Child, String) {
+/// Starts `coordinator ARGS serve SERVE` on a free port with pages from `dir`; returns the
+/// process and its base URL.
+pub fn start(args: &[String], serve: &[&str], dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(args)
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
+        .arg("serve")
+        .args(serve)
+        .args(["--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
         .arg(dir)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
