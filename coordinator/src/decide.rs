@@ -273,6 +273,28 @@ pub fn work_allowance(base: u32, valid: u64, errors: u64) -> Option<u32> {
     Some(((full >> halvings).max(1)) as u32)
 }
 
+/// A replica's deadline, in seconds from dispatch: the batch's `deadline_s`, or sooner for a
+/// unit that should take far less, so a hoarded replica goes back out in minutes rather than at
+/// the batch's deadline: `DEADLINE_SLACK` times the unit's `work` at the volunteer's measured
+/// speed (work per second; a slow device's when unknown), never under `DEADLINE_FLOOR_S`.
+/// A report after its deadline is still accepted and judged.
+pub fn replica_deadline_s(policy_deadline_s: u64, work: f64, speed: Option<f64>) -> u64 {
+    let speed = speed
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(SLOW_DEVICE_WORK_PER_S)
+        .max(SLOW_DEVICE_WORK_PER_S);
+    let want = (DEADLINE_SLACK * work.max(0.0) / speed).max(DEADLINE_FLOOR_S);
+    policy_deadline_s.min(want.ceil().min(u64::MAX as f64) as u64)
+}
+
+/// See [`replica_deadline_s`].
+pub const DEADLINE_FLOOR_S: f64 = 600.0;
+/// See [`replica_deadline_s`].
+pub const DEADLINE_SLACK: f64 = 10.0;
+/// Work per second of a slow device (a throttled CPU fallback): the speed assumed for a
+/// volunteer not yet measured, and the slowest one is taken to be.
+pub const SLOW_DEVICE_WORK_PER_S: f64 = 1e6;
+
 /// The probability that the result with digest `accepted` is wrong, by Sarmenta's voting
 /// formula ([`credibility::group_doubt`]) over the doubts of the replicas that reported a
 /// digest, grouped by digest: what a unit accepted by credibility reached.
@@ -506,5 +528,19 @@ mod tests {
         assert_eq!(work_allowance(2, 0, REFUSE_AFTER_ERRORS), None);
         assert_eq!(work_allowance(2, 1, REFUSE_AFTER_ERRORS), Some(1));
         assert!(has_record(3, 3) && !has_record(0, 0) && !has_record(3, 4));
+    }
+
+    #[test]
+    fn replica_deadlines_follow_the_work_and_the_volunteers_speed() {
+        // A small unit: the floor, well before the batch's hour.
+        assert_eq!(replica_deadline_s(3600, 4e6, None), 600);
+        // The batch's deadline when it is shorter.
+        assert_eq!(replica_deadline_s(100, 4e6, None), 100);
+        // A big unit at the assumed slow speed: ten times its expected time.
+        assert_eq!(replica_deadline_s(86_400, 1e9, None), 10_000);
+        // A measured fast volunteer gets less; one slower than the floor speed no less.
+        assert_eq!(replica_deadline_s(86_400, 1e10, Some(1e8)), 1000);
+        assert_eq!(replica_deadline_s(86_400, 1e9, Some(1.0)), 10_000);
+        assert_eq!(replica_deadline_s(86_400, 1e9, Some(f64::NAN)), 10_000);
     }
 }

@@ -252,6 +252,12 @@ impl Engine {
                 q::ensure_class(s, &class)?;
             }
             let mut max = max;
+            // Behind the API: deadlines by the volunteer's speed as well.
+            let speed = if base != u32::MAX {
+                q::volunteer_speed(s, volunteer)?
+            } else {
+                None
+            };
             if base != u32::MAX {
                 let (valid, errors, in_flight) = q::volunteer_load(s, volunteer)?;
                 match decide::work_allowance(base, valid, errors) {
@@ -308,7 +314,12 @@ impl Engine {
                     streak = Some(st);
                     alone = decide::send_alone(&mut *lock(&self.rng), st);
                 }
-                let deadline = now + u.unit.policy.deadline_s as i64;
+                let deadline_s = if base != u32::MAX {
+                    decide::replica_deadline_s(u.unit.policy.deadline_s, u.work, speed)
+                } else {
+                    u.unit.policy.deadline_s
+                };
+                let deadline = now + deadline_s.min(i64::MAX as u64) as i64;
                 let assignment_id = q::insert_replica(
                     s,
                     &q::NewReplica {

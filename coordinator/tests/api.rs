@@ -2655,6 +2655,11 @@ async fn volunteers_without_a_record_cannot_fail_or_hoard_a_batch() {
             let got = w["assignments"].as_array().unwrap().clone();
             // A new volunteer holds two at most; each error shrinks that.
             assert!(got.len() <= 2, "{w}");
+            // What it holds comes back within ten minutes, not the batch's hour.
+            for a in &got {
+                let left = a["deadline"].as_i64().unwrap() - now();
+                assert!((590..=600).contains(&left), "{a}");
+            }
             held.push(got.len());
             for a in got {
                 let (s, ack) = h

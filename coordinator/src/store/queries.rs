@@ -954,3 +954,22 @@ pub fn volunteer_load(s: &mut dyn Sql, volunteer: i64) -> Result<(u64, u64, u64)
         .count(0)?;
     Ok((r.count(0)?, r.count(1)?, in_flight))
 }
+
+/// A volunteer's measured speed: work per second over its latest valid replicas (None before
+/// it has any with a measurable time).
+pub fn volunteer_speed(s: &mut dyn Sql, volunteer: i64) -> Result<Option<f64>> {
+    let r = s.one(
+        "SELECT CAST(SUM(w) AS DOUBLE PRECISION), CAST(SUM(t) AS BIGINT) FROM
+           (SELECT u.work AS w, r.reported_at - r.sent_at AS t
+            FROM replicas r JOIN units u ON u.id = r.unit_id
+            WHERE r.volunteer_id = ?1 AND r.state = 'valid' AND r.reported_at IS NOT NULL
+            ORDER BY r.unit_id DESC LIMIT 20) recent",
+        p![volunteer],
+    )?;
+    let work = match r.0.first() {
+        Some(super::sql::V::Null) | None => return Ok(None),
+        _ => r.real(0)?,
+    };
+    let secs = r.opt_int(1)?.unwrap_or(0);
+    Ok((secs > 0).then(|| work / secs as f64))
+}
