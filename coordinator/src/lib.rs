@@ -6,6 +6,7 @@
 //! * [`api`]: the HTTP API over the engine; [`server`]: configuration and background work.
 
 pub mod api;
+pub mod conn;
 pub mod credibility;
 pub mod decide;
 pub mod engine;

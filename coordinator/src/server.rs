@@ -5,7 +5,6 @@ use crate::api::{self, AppState, Shared};
 use crate::engine::{Database, Engine};
 use anyhow::{Context, Result};
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
 use protocol::api::{BatchRequest, PolicySpec};
 use serde::Deserialize;
 use serde_json::json;
@@ -53,6 +52,12 @@ pub struct FileConfig {
     /// Replicas a new volunteer may hold at once; one more per valid result, fewer with
     /// errors (default 2).
     pub work_in_flight: Option<u32>,
+    /// Connections open at once (default 4096); beyond it, 503 and `Retry-After`.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one address (default 256).
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a connection may move no byte before it is closed (default 30).
+    pub idle_timeout_s: Option<u64>,
 }
 
 impl FileConfig {
@@ -82,6 +87,7 @@ pub struct Config {
     pub witnesses: Vec<String>,
     pub registrations_per_minute: f64,
     pub work_in_flight: u32,
+    pub connections: crate::conn::Limits,
     /// How often the sequencer moves queued receipts into the log and signs a checkpoint.
     pub log_every: Duration,
 }
@@ -125,6 +131,11 @@ impl Config {
             witnesses: file.witnesses.unwrap_or_default(),
             registrations_per_minute: file.registrations_per_minute.unwrap_or(10.0).max(0.0),
             work_in_flight: file.work_in_flight.unwrap_or(2).clamp(1, 64),
+            connections: crate::conn::Limits {
+                max: file.max_connections.unwrap_or(4096).max(1),
+                per_ip: file.max_connections_per_ip.unwrap_or(256).max(1),
+                idle: Duration::from_secs(file.idle_timeout_s.unwrap_or(30).max(1)),
+            },
             log_every: Duration::from_millis(200),
             data_dir,
         }
@@ -298,15 +309,10 @@ pub async fn start(
         .await
         .with_context(|| format!("binding {}", cfg.bind))?;
     let addr = listener.local_addr()?;
-    // Small JSON requests and replies: send them at once rather than wait on Nagle's
-    // algorithm and delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("TCP_NODELAY: {e}");
-        }
-    });
+    // Bounded connections (small JSON requests and replies go out at once: TCP_NODELAY).
+    let listener = crate::conn::BoundedListener::new(listener, cfg.connections);
     let app = app(state, cfg);
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<crate::conn::PeerAddr>();
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((addr, task))
 }

@@ -65,8 +65,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Prefix {
         Ok(Prefix(
             parts
                 .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| network_prefix(c.0.ip())),
+                .get::<axum::extract::ConnectInfo<crate::conn::PeerAddr>>()
+                .map(|c| c.0.0)
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0)
+                })
+                .map(|a| network_prefix(a.ip())),
         ))
     }
 }

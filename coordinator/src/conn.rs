@@ -1,0 +1,241 @@
+//! Connections are bounded: at most `max` at once, `per_ip` from one address, and one that
+//! moves no byte either way for `idle` is closed (a half-sent request, an idle keep-alive, a
+//! body that never comes). Beyond a cap the connection is answered at once with 503 and
+//! `Retry-After` and closed, so a flood never runs the process out of file descriptors and
+//! every honest client hears a clear "later" instead of a timeout.
+
+use axum::serve::Listener;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// The caps.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max: usize,
+    pub per_ip: usize,
+    pub idle: Duration,
+}
+
+/// A TCP listener that applies [`Limits`].
+pub struct BoundedListener {
+    inner: TcpListener,
+    limits: Limits,
+    open: Arc<Semaphore>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl BoundedListener {
+    pub fn new(inner: TcpListener, limits: Limits) -> Self {
+        Self {
+            inner,
+            open: Arc::new(Semaphore::new(limits.max.max(1))),
+            per_ip: Arc::default(),
+            limits,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Answers a connection over a cap: 503, `Retry-After`, a JSON error, closed.
+fn refuse(mut stream: TcpStream, why: &'static str) {
+    tokio::spawn(async move {
+        let body = format!("{{\"error\":\"{why}; try again shortly\"}}");
+        let resp = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(resp.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+    });
+}
+
+impl Listener for BoundedListener {
+    type Io = Bounded;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            let Ok(permit) = self.open.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, "refused: too many connections");
+                refuse(stream, "too many connections");
+                continue;
+            };
+            let ip = addr.ip();
+            {
+                let mut m = lock(&self.per_ip);
+                let n = m.entry(ip).or_insert(0);
+                if *n >= self.limits.per_ip {
+                    drop(m);
+                    tracing::debug!(%addr, "refused: too many connections from this address");
+                    refuse(stream, "too many connections from this address");
+                    continue;
+                }
+                *n += 1;
+            }
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY: {e}");
+            }
+            let io = Bounded {
+                stream,
+                idle: self.limits.idle,
+                timer: Box::pin(tokio::time::sleep(self.limits.idle)),
+                _slot: Slot {
+                    _permit: permit,
+                    ip,
+                    per_ip: self.per_ip.clone(),
+                },
+            };
+            return (io, addr);
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection's place under the caps, given back when it closes.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = lock(&self.per_ip);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An accepted connection that closes itself after `idle` without a byte either way.
+pub struct Bounded {
+    stream: TcpStream,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    _slot: Slot,
+}
+
+impl Bounded {
+    fn progressed(&mut self) {
+        self.timer.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    /// Pending I/O: an error once the connection has been idle too long.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Bounded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.progressed();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.check_idle(cx),
+        }
+    }
+}
+
+impl AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.check_idle(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.check_idle(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The peer's address as handlers see it (`ConnectInfo<PeerAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
