@@ -251,29 +251,24 @@ impl Engine {
             if new_class {
                 q::ensure_class(s, &class)?;
             }
+            // Behind the API, what a volunteer may hold is bounded by its record, and its
+            // deadlines follow its measured speed.
+            let admitted = base != u32::MAX;
             let mut max = max;
-            // Behind the API: deadlines by the volunteer's speed as well.
-            let speed = if base != u32::MAX {
-                q::volunteer_speed(s, volunteer)?
-            } else {
-                None
-            };
-            if base != u32::MAX {
+            let mut speed = None;
+            if admitted {
                 let (valid, errors, in_flight) = q::volunteer_load(s, volunteer)?;
-                match decide::work_allowance(base, valid, errors) {
-                    None => {
-                        return Err(StoreError::Forbidden(format!(
-                            "this volunteer reported {errors} errors and no valid result: it gets no more work"
-                        )));
-                    }
-                    Some(allowed) => {
-                        let room = u64::from(allowed).saturating_sub(in_flight);
-                        max = max.min(room.min(u64::from(u32::MAX)) as u32);
-                    }
-                }
+                let Some(allowed) = decide::work_allowance(base, valid, errors) else {
+                    return Err(StoreError::Forbidden(format!(
+                        "this volunteer reported {errors} errors and no valid result: it gets no more work"
+                    )));
+                };
+                let room = u64::from(allowed).saturating_sub(in_flight);
+                max = max.min(room.min(u64::from(u32::MAX)) as u32);
                 if max == 0 {
                     return Ok(Vec::new());
                 }
+                speed = q::volunteer_speed(s, volunteer)?;
             }
             let mut streak = None;
             let ids = q::candidates(s, volunteer, max, prefix)?;
@@ -314,7 +309,7 @@ impl Engine {
                     streak = Some(st);
                     alone = decide::send_alone(&mut *lock(&self.rng), st);
                 }
-                let deadline_s = if base != u32::MAX {
+                let deadline_s = if admitted {
                     decide::replica_deadline_s(u.unit.policy.deadline_s, u.work, speed)
                 } else {
                     u.unit.policy.deadline_s
@@ -737,7 +732,6 @@ impl Engine {
                 ..r.replica
             })
             .collect();
-        let doubts: Vec<f64> = replicas.iter().map(|r| r.doubt).collect();
         let digests: HashMap<ReplicaId, Digest> = rows
             .iter()
             .filter_map(|r| r.digest.map(|d| (r.replica.id, d)))
@@ -787,9 +781,9 @@ impl Engine {
             &volunteers,
             &classes,
         )?;
-        let mut after = row.clone();
-        after.unit = t.unit;
-        after.canonical_digest = canonical_digest;
+        let mut after = row;
+        let before = std::mem::replace(&mut after.unit, t.unit);
+        let before_digest = std::mem::replace(&mut after.canonical_digest, canonical_digest);
         after.summary = summary;
         if t.settled {
             // The replicas as they are now, and whether the agreeing ones changed.
@@ -802,28 +796,25 @@ impl Engine {
             let agreeing_changed = rows.iter().any(|r| {
                 (r.replica.state == ReplicaState::Valid) != (now_state(r) == ReplicaState::Valid)
             });
-            let backtrack = matches!(event, Event::Backtrack(_));
-            if let Some(kind) = decide::receipt(&row.unit, &after.unit, backtrack, agreeing_changed)
+            let caught = match event {
+                Event::Backtrack(v) => Some(v),
+                _ => None,
+            };
+            if let Some(kind) =
+                decide::receipt(&before, &after.unit, caught.is_some(), agreeing_changed)
             {
-                let replicas: Vec<_> = rows
+                let after_replicas: Vec<_> = rows
                     .iter()
-                    .map(|r| (r.replica.id, r.replica.volunteer, now_state(r), r.digest))
+                    .map(|r| (r.replica.volunteer, now_state(r), r.digest))
                     .collect();
-                let reason = match event {
-                    Event::Backtrack(v) => Some(format!(
-                        "a volunteer who counted in it was caught failing a check ({})",
-                        q::anon(&q::anon_salt(s)?, v)
-                    )),
-                    _ => None,
-                };
                 // Acceptance by credibility (not by the coordinator's own answer): the bound
                 // the agreeing replicas reached.
                 let error_bound = match (credibility, after.unit.spot, after.canonical_digest) {
                     (true, Spot::None, Some(c)) => Some(decide::error_bound(
-                        &doubts
+                        &replicas
                             .iter()
                             .zip(&rows)
-                            .map(|(d, r)| (*d, r.digest))
+                            .map(|(r, row)| (r.doubt, row.digest))
                             .collect::<Vec<_>>(),
                         c,
                     )),
@@ -831,11 +822,13 @@ impl Engine {
                 };
                 let decision = crate::log::Decision {
                     kind,
-                    replicas: &replicas,
-                    reason,
+                    before: &before,
+                    before_digest,
+                    replicas: &after_replicas,
+                    caught,
                     error_bound,
                 };
-                crate::log::queue_receipt(s, &row, &after, decision, now)?;
+                crate::log::queue_receipt(s, &after, decision, now)?;
             }
         }
         Ok((after, t.marks))

@@ -5,12 +5,12 @@
 //! `transparency` crate's; the rows are `store::log`'s.
 
 use crate::engine::Engine;
-use crate::lifecycle::{ReplicaState, UnitState};
+use crate::lifecycle::{ReplicaState, Unit, UnitState, VolunteerId};
 use crate::store::log as lg;
 use crate::store::queries::{self as q, UnitRow, anon, anon_salt, spot_str};
-use crate::store::sql::{Sql, p};
+use crate::store::sql::Sql;
 use crate::store::{Result, StoreError};
-use protocol::{Checkpoint, Digest};
+use protocol::Digest;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use transparency::tlog_tiles::{
@@ -28,33 +28,38 @@ pub const SEQUENCE_BATCH: usize = 4096;
 /// What the engine knows of a decision that calls for a receipt.
 pub(crate) struct Decision<'a> {
     pub kind: EntryKind,
-    /// The unit's replicas after the decision: (id, volunteer, state, digest).
-    pub replicas: &'a [(i64, i64, ReplicaState, Option<Digest>)],
-    /// `revoked`: why.
-    pub reason: Option<String>,
+    /// The unit before the decision, and its canonical digest: what a revocation withdraws.
+    pub before: &'a Unit,
+    pub before_digest: Option<Digest>,
+    /// The unit's replicas after the decision: (volunteer, state, digest).
+    pub replicas: &'a [(VolunteerId, ReplicaState, Option<Digest>)],
+    /// A backtrack's decision: the volunteer caught (the receipt says why).
+    pub caught: Option<VolunteerId>,
     /// Credibility mode: the probability that the accepted result is wrong, by Sarmenta's
     /// formula over the replicas' doubts.
     pub error_bound: Option<f64>,
 }
 
-/// Builds the receipt for a decision about the unit `before` → `after` and queues it.
+/// Builds the receipt for a decision about the unit `row` (as it is after the decision) and
+/// queues it.
 pub(crate) fn queue_receipt(
     s: &mut dyn Sql,
-    before: &UnitRow,
-    after: &UnitRow,
+    row: &UnitRow,
     d: Decision<'_>,
     now: i64,
 ) -> Result<()> {
     let Decision {
         kind,
+        before,
+        before_digest,
         replicas,
-        reason,
+        caught,
         error_bound,
     } = d;
     // An accepted entry describes the result now canonical; a revocation the one withdrawn.
-    let (row, digest) = match kind {
-        EntryKind::Accepted => (after, after.canonical_digest),
-        EntryKind::Revoked => (before, before.canonical_digest),
+    let (unit, digest) = match kind {
+        EntryKind::Accepted => (&row.unit, row.canonical_digest),
+        EntryKind::Revoked => (before, before_digest),
     };
     let Some(digest) = digest else {
         return Err(StoreError::Db(format!(
@@ -63,36 +68,26 @@ pub(crate) fn queue_receipt(
         )));
     };
     let salt = anon_salt(s)?;
-    let checkpoints: Vec<Checkpoint> = match row.unit.canonical {
-        Some(c) => s
-            .row("SELECT checkpoints FROM replicas WHERE id = ?1", p![c])?
-            .and_then(|r| r.opt_text(0).ok().flatten())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default(),
+    let reason = caught.map(|v| {
+        format!(
+            "a volunteer who counted in it was caught failing a check ({})",
+            anon(&salt, v)
+        )
+    });
+    let checkpoints = match unit.canonical {
+        Some(c) => lg::replica_checkpoints(s, c)?,
         None => Vec::new(),
     };
     let agreeing = replicas
         .iter()
-        .filter(|(_, _, state, d)| *state == ReplicaState::Valid && *d == Some(digest))
-        .map(|(_, volunteer, _, d)| Agreeing {
+        .filter(|(_, state, d)| *state == ReplicaState::Valid && *d == Some(digest))
+        .map(|(volunteer, _, d)| Agreeing {
             volunteer: anon(&salt, *volunteer),
             digest: d.unwrap_or(digest),
         })
         .collect();
-    let mut passed = 0;
-    let mut failed = 0;
-    for r in s.query(
-        "SELECT c.status, count(*) FROM challenges c JOIN replicas r ON r.id = c.replica_id
-         WHERE r.unit_id = ?1 GROUP BY c.status",
-        p![row.id],
-    )? {
-        match r.str(0)? {
-            "passed" => passed = r.count(1)? as u32,
-            "failed" => failed = r.count(1)? as u32,
-            _ => {}
-        }
-    }
-    let policy = row.unit.policy;
+    let (passed, failed) = lg::challenge_outcomes(s, row.id)?;
+    let policy = unit.policy;
     let params: serde_json::Value = q::from_json(&row.params)?;
     let entry = LogEntry {
         kind,
@@ -110,7 +105,7 @@ pub(crate) fn queue_receipt(
             target_error: (policy.replication == crate::lifecycle::Replication::Credibility)
                 .then_some(policy.target_error),
             error_bound: error_bound.filter(|_| kind == EntryKind::Accepted),
-            spot_check: spot_str(row.unit.spot).to_owned(),
+            spot_check: spot_str(unit.spot).to_owned(),
             challenges_passed: passed,
             challenges_failed: failed,
         },
@@ -394,17 +389,10 @@ impl Engine {
             let (size, note) = found.ok_or(StoreError::NotFound("checkpoint"))?;
             let checkpoint = add_cosignatures(&note, &lg::cosignatures(s, size)?);
             let log_key = lg::public_key(s)?.unwrap_or_default();
-            let kernel = s
-                .one("SELECT kernel FROM batches WHERE id = ?1", p![batch])?
-                .text(0)?;
+            let kernel = lg::batch_kernel(s, batch)?;
             let results = crate::store::views::batch_results(s, batch)?;
             let entries = lg::batch_entries(s, batch, size)?;
-            let pending = lg::batch_queued(s, batch)?
-                + s.one(
-                    "SELECT count(*) FROM log_entries WHERE batch_id = ?1 AND idx >= ?2",
-                    p![batch, size],
-                )?
-                .count(0)?;
+            let pending = lg::batch_pending(s, batch, size)?;
             let mut by_unit: HashMap<i64, Vec<BundleEntry>> = HashMap::new();
             let tree = DbHashes::new(s);
             for (idx, unit, body) in entries {

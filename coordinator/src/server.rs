@@ -232,6 +232,8 @@ pub fn load_log_key(path: &Path, origin: &str) -> Result<NoteKey> {
 pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
     store.set_work_in_flight(cfg.work_in_flight);
     let log_key = Arc::new(load_log_key(&cfg.log_key, &cfg.log_origin)?);
+    // Witnesses and scientists pin this key (also at GET /api/v1/log).
+    tracing::info!(origin = %cfg.log_origin, key = %log_key.verifier_key(), "transparency log");
     let witnesses = cfg
         .witnesses
         .iter()
@@ -282,12 +284,6 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let (addr, server) = start(store, &cfg).await?;
     // Tests and scripts read this line to find the port.
     println!("coordinator listening on http://{addr}");
-    // Witnesses and scientists pin this key (also at GET /api/v1/log).
-    tracing::info!(
-        origin = %cfg.log_origin,
-        key = %load_log_key(&cfg.log_key, &cfg.log_origin)?.verifier_key(),
-        "transparency log"
-    );
     tracing::info!(db = %cfg.db, web = %cfg.web_dir.display(), "serving");
     tokio::select! {
         r = server => r??,
@@ -479,7 +475,7 @@ async fn sequence_log(state: Shared, every: Duration) {
             match done {
                 Ok(Ok(Some(size))) => {
                     tracing::debug!(size, "signed a log checkpoint");
-                    // A full batch: more may be waiting.
+                    // More may have been queued meanwhile: until the queue is empty.
                     continue;
                 }
                 Ok(Err(e)) => tracing::error!("sequencing the log: {e}"),

@@ -161,13 +161,56 @@ pub fn batch_entries(s: &mut dyn Sql, batch: i64, size: u64) -> Result<Vec<(u64,
     .collect()
 }
 
-/// Receipts of a batch still waiting for the sequencer.
-pub fn batch_queued(s: &mut dyn Sql, batch: i64) -> Result<u64> {
-    s.one(
-        "SELECT count(*) FROM log_queue WHERE batch_id = ?1",
-        p![batch],
+/// Receipts of a batch that the checkpoint of `size` does not cover: still waiting for the
+/// sequencer, or appended after it.
+pub fn batch_pending(s: &mut dyn Sql, batch: i64, size: u64) -> Result<u64> {
+    let queued = s
+        .one(
+            "SELECT count(*) FROM log_queue WHERE batch_id = ?1",
+            p![batch],
+        )?
+        .count(0)?;
+    let newer = s
+        .one(
+            "SELECT count(*) FROM log_entries WHERE batch_id = ?1 AND idx >= ?2",
+            p![batch, size],
+        )?
+        .count(0)?;
+    Ok(queued + newer)
+}
+
+/// A batch's kernel.
+pub fn batch_kernel(s: &mut dyn Sql, batch: i64) -> Result<String> {
+    s.one("SELECT kernel FROM batches WHERE id = ?1", p![batch])?
+        .text(0)
+}
+
+/// A replica's reported checkpoint digests (none if it reported none).
+pub fn replica_checkpoints(s: &mut dyn Sql, replica: i64) -> Result<Vec<protocol::Checkpoint>> {
+    Ok(s.row(
+        "SELECT checkpoints FROM replicas WHERE id = ?1",
+        p![replica],
     )?
-    .count(0)
+    .and_then(|r| r.opt_text(0).ok().flatten())
+    .and_then(|t| serde_json::from_str(&t).ok())
+    .unwrap_or_default())
+}
+
+/// Challenges of a unit's replicas: (passed, failed).
+pub fn challenge_outcomes(s: &mut dyn Sql, unit: i64) -> Result<(u32, u32)> {
+    let (mut passed, mut failed) = (0, 0);
+    for r in s.query(
+        "SELECT c.status, count(*) FROM challenges c JOIN replicas r ON r.id = c.replica_id
+         WHERE r.unit_id = ?1 GROUP BY c.status",
+        p![unit],
+    )? {
+        match r.str(0)? {
+            "passed" => passed = r.count(1)? as u32,
+            "failed" => failed = r.count(1)? as u32,
+            _ => {}
+        }
+    }
+    Ok((passed, failed))
 }
 
 pub fn put_checkpoint(s: &mut dyn Sql, size: u64, note: &str, now: i64) -> Result<()> {

@@ -246,7 +246,6 @@ pub fn insert_unit(
 // ---- Units and replicas, for the lifecycle ----
 
 /// A unit row with what the lifecycle and the API need.
-#[derive(Clone)]
 pub struct UnitRow {
     pub id: i64,
     pub batch_id: i64,
