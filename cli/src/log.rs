@@ -230,9 +230,7 @@ fn witness_key(dir: &Path, name: &str) -> Result<NoteKey> {
         return NoteKey::parse(&text).with_context(|| format!("reading {}", path.display()));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut seed = [0u8; 32];
-    getrandom(&mut seed)?;
-    let key = NoteKey::from_seed(name, ALG_COSIGNATURE_V1, seed)
+    let key = NoteKey::from_seed(name, ALG_COSIGNATURE_V1, rand::random())
         .map_err(|e| anyhow!("--name {name:?}: {e}"))?;
     let mut open = std::fs::OpenOptions::new();
     open.write(true).create_new(true);
@@ -245,14 +243,6 @@ fn witness_key(dir: &Path, name: &str) -> Result<NoteKey> {
     writeln!(f, "{}", key.to_private_text())?;
     f.sync_all()?;
     Ok(key)
-}
-
-/// 32 bytes from the operating system.
-fn getrandom(buf: &mut [u8]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .context("reading /dev/urandom")
 }
 
 /// Follows a log: each new checkpoint must extend the last one cosigned (a consistency proof),
@@ -280,11 +270,12 @@ pub fn run_witness(a: &WitnessArgs) -> Result<bool> {
         Ok(r)
     };
     let state_path = a.state.join("witness-state.json");
+    let mut saved: Option<Saved> = match std::fs::read_to_string(&state_path) {
+        Ok(t) => Some(serde_json::from_str(&t).context("the witness state file is corrupt")?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
+    };
     loop {
-        let saved: Option<Saved> = match std::fs::read_to_string(&state_path) {
-            Ok(t) => Some(serde_json::from_str(&t).context("the witness state file is corrupt")?),
-            Err(_) => None,
-        };
         let served_key = get("/api/v1/log")?
             .json::<Value>()?
             .get("key")
@@ -303,16 +294,19 @@ pub fn run_witness(a: &WitnessArgs) -> Result<bool> {
             return Ok(false);
         }
         let log = NoteVerifier::parse(&pinned).map_err(|e| anyhow!("log key: {e}"))?;
-        let last = saved.as_ref().and_then(|s| s.last.as_ref());
-        if saved.is_none() {
-            // Pin the log's key on first contact.
-            let s = Saved {
-                log_key: pinned.clone(),
-                last: None,
-            };
-            write_atomically(&state_path, &serde_json::to_string_pretty(&s)?)?;
-        }
-        match step(a, &key, &log, last, &get, &http, &base) {
+        let state = match &mut saved {
+            Some(s) => s,
+            None => {
+                // Pin the log's key on first contact.
+                let s = Saved {
+                    log_key: pinned,
+                    last: None,
+                };
+                write_atomically(&state_path, &serde_json::to_string_pretty(&s)?)?;
+                saved.insert(s)
+            }
+        };
+        match step(&key, &log, state, &state_path, &get, &http, &base) {
             Ok(()) => {}
             Err(Refused(msg)) => {
                 eprintln!("qg witness: REFUSED: {msg}");
@@ -334,13 +328,13 @@ impl<E: std::fmt::Display> From<E> for Refused {
     }
 }
 
-/// One look at the log: a new checkpoint that extends the last one cosigned is saved as the
-/// new state, then cosigned and handed back.
+/// One look at the log: a new checkpoint that extends the last one cosigned becomes the new
+/// `state` (saved at `state_path`), then it is cosigned and handed back.
 fn step(
-    a: &WitnessArgs,
     key: &NoteKey,
     log: &NoteVerifier,
-    last: Option<&WitnessState>,
+    state: &mut Saved,
+    state_path: &Path,
     get: &dyn Fn(&str) -> Result<reqwest::blocking::Response>,
     http: &reqwest::blocking::Client,
     base: &str,
@@ -356,6 +350,7 @@ fn step(
     };
     let trusted = open_checkpoint(&note, log, &[], 0)?;
     let cp = &trusted.checkpoint;
+    let last = state.last.as_ref();
     let proof = match last {
         Some(l) if l.size > 0 && cp.size() > l.size => {
             let v: Value = get(&format!(
@@ -388,13 +383,10 @@ fn step(
     }
     // Saved before the cosignature is handed out: never two trees of one size.
     if verdict == Verdict::Extends {
-        let s = Saved {
-            log_key: log.to_text(),
-            last: Some(next),
-        };
+        state.last = Some(next);
         write_atomically(
-            &a.state.join("witness-state.json"),
-            &serde_json::to_string_pretty(&s).map_err(|e| Refused(e.to_string()))?,
+            state_path,
+            &serde_json::to_string_pretty(state).map_err(|e| Refused(e.to_string()))?,
         )
         .map_err(|e| Refused(format!("{e:#}")))?;
     }
