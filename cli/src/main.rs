@@ -329,6 +329,9 @@ fn run(cli: Cli) -> Result<()> {
                 "submitted batch {} ({} units); watch it with `qg watch {}`",
                 created.batch_id, created.units, created.batch_id
             );
+            if !created.verification.is_empty() {
+                eprintln!("verification: {}", created.verification);
+            }
             println!("{}", created.batch_id);
         }
         Cmd::Status { batch: Some(id) } => {

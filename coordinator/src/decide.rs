@@ -10,6 +10,7 @@ use crate::lifecycle::{Mark, ReplicaId, Unit, UnitState, VolunteerId};
 use protocol::api::AdapterInfo;
 use protocol::{Checkpoint, Digest};
 use rand::Rng;
+use std::collections::HashMap;
 use transparency::EntryKind;
 
 /// Credit granted per elementary operation of a valid replica (one per million).
@@ -287,6 +288,32 @@ pub fn replica_deadline_s(policy_deadline_s: u64, work: f64, speed: Option<f64>)
     policy_deadline_s.min(want.ceil().min(u64::MAX as f64) as u64)
 }
 
+/// The spot-checks to start, from `candidates` (unit, batch) in round-robin order by batch:
+/// up to `free`, none for a batch that already has `per_batch` jobs `running` (by batch) or
+/// picked. With `per_batch` below the worker count, one batch's costly units never hold every
+/// worker, so another batch's checks start as soon as they are queued.
+pub fn pick_spot_checks(
+    candidates: &[(i64, i64)],
+    running: &HashMap<i64, usize>,
+    free: usize,
+    per_batch: usize,
+) -> Vec<i64> {
+    let mut taken: HashMap<i64, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for &(unit, batch) in candidates {
+        if out.len() >= free {
+            break;
+        }
+        let now = running.get(&batch).copied().unwrap_or(0) + taken.get(&batch).copied().unwrap_or(0);
+        if now >= per_batch {
+            continue;
+        }
+        *taken.entry(batch).or_default() += 1;
+        out.push(unit);
+    }
+    out
+}
+
 /// See [`replica_deadline_s`].
 pub const DEADLINE_FLOOR_S: f64 = 600.0;
 /// See [`replica_deadline_s`].
@@ -338,6 +365,19 @@ pub fn receipt(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spot_checks_are_picked_round_robin_within_each_batchs_share() {
+        // Candidates as the store gives them: round-robin by batch (1, 2, 1, 2, 1).
+        let c = [(10, 1), (20, 2), (11, 1), (21, 2), (12, 1)];
+        let none = HashMap::new();
+        assert_eq!(pick_spot_checks(&c, &none, 3, usize::MAX), vec![10, 20, 11]);
+        // One per batch: batch 1 already runs one, so only batch 2's first goes.
+        let running = HashMap::from([(1, 1)]);
+        assert_eq!(pick_spot_checks(&c, &running, 3, 1), vec![20]);
+        assert_eq!(pick_spot_checks(&c, &none, 5, 2), vec![10, 20, 11, 21]);
+        assert!(pick_spot_checks(&c, &none, 0, 2).is_empty());
+    }
+
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;

@@ -518,8 +518,18 @@ impl Engine {
 
     /// Claims up to `limit` units whose spot-check answer the coordinator must compute, for
     /// `hold_s` seconds: nobody else (another worker, another coordinator) gets them meanwhile.
-    pub fn claim_spot_checks(&self, limit: usize, now: i64, hold_s: i64) -> Result<Vec<SpotJob>> {
-        self.write(|s| q::claim_spot_checks(s, limit, now, now.saturating_add(hold_s)))
+    /// They are taken round-robin across batches, and a batch with `per_batch` jobs in
+    /// `running` (jobs being computed, by batch) gets none ([`decide::pick_spot_checks`]).
+    pub fn claim_spot_checks(
+        &self,
+        limit: usize,
+        now: i64,
+        hold_s: i64,
+        running: &HashMap<i64, usize>,
+        per_batch: usize,
+    ) -> Result<Vec<SpotJob>> {
+        let times = (now, now.saturating_add(hold_s));
+        self.write(|s| q::claim_spot_checks(s, limit, times, running, per_batch))
     }
 
     /// Extends, for `hold_s` more seconds, the claims on spot-checks still being computed:

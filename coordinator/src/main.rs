@@ -56,6 +56,14 @@ enum Cmd {
         /// errors [default: 2]
         #[arg(long, env = "QG_WORK_IN_FLIGHT")]
         work_in_flight: Option<u32>,
+        /// Built-in CPU recomputation workers (spot-checks); 0 leaves them to verifier
+        /// workers [default: 2]
+        #[arg(long, env = "QG_SPOT_WORKERS")]
+        spot_workers: Option<usize>,
+        /// The most work the coordinator recomputes for one unit; costlier units are verified
+        /// by quorum and challenges [default: 5e9]
+        #[arg(long, env = "QG_MAX_RECOMPUTE_WORK")]
+        max_recompute_work: Option<u64>,
     },
     /// Manage scientist API keys
     Keys {
@@ -100,6 +108,8 @@ async fn main() -> Result<()> {
             witnesses,
             registrations_per_minute,
             work_in_flight,
+            spot_workers,
+            max_recompute_work,
         } => {
             let mut cfg = Config::resolve(file, bind, cli.data_dir, cli.db, web_dir);
             if no_demo {
@@ -116,6 +126,12 @@ async fn main() -> Result<()> {
             }
             if let Some(r) = registrations_per_minute {
                 cfg.registrations_per_minute = r.max(0.0);
+            }
+            if let Some(w) = spot_workers {
+                cfg.spot_workers = w;
+            }
+            if let Some(w) = max_recompute_work {
+                cfg.max_recompute_work = w;
             }
             if let Some(w) = work_in_flight {
                 cfg.work_in_flight = w.clamp(1, 64);

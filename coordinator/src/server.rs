@@ -9,7 +9,7 @@ use protocol::api::{BatchRequest, PolicySpec};
 use serde::Deserialize;
 use serde_json::json;
 use shaders::Job;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +29,13 @@ pub struct FileConfig {
     pub db: Option<String>,
     pub web_dir: Option<PathBuf>,
     /// Built-in CPU recomputation (spot-checks, challenge segments): 0 leaves it all to
-    /// verifier workers (`qg-volunteer --verifier`).
+    /// verifier workers (`qg-volunteer --verifier`). Default 2; one batch holds at most all
+    /// but one of them, so another batch's checks never wait behind it.
     pub spot_workers: Option<usize>,
+    /// The most work (the kernel's estimate: spin updates, site visits, pair interactions)
+    /// the coordinator recomputes for one unit (default 5e9, about half a minute on one core);
+    /// units over it are verified by quorum and challenges, and submission says so.
+    pub max_recompute_work: Option<u64>,
     pub spot_check_rate: Option<f64>,
     /// Seconds a verifier worker holds a job before it may go to another (default 3600).
     pub verifier_lease_s: Option<i64>,
@@ -76,6 +81,7 @@ pub struct Config {
     pub web_dir: PathBuf,
     pub spot_workers: usize,
     pub spot_check_rate: f64,
+    pub max_recompute_work: u64,
     pub verifier_lease_s: i64,
     pub max_body_bytes: usize,
     pub max_units_per_batch: usize,
@@ -116,7 +122,10 @@ impl Config {
             web_dir: web_dir
                 .or(file.web_dir)
                 .unwrap_or_else(|| PathBuf::from("web")),
-            spot_workers: file.spot_workers.unwrap_or(1),
+            spot_workers: file.spot_workers.unwrap_or(2),
+            max_recompute_work: file
+                .max_recompute_work
+                .unwrap_or(api::DEFAULT_MAX_RECOMPUTE_WORK),
             spot_check_rate: file.spot_check_rate.unwrap_or(0.05),
             verifier_lease_s: file.verifier_lease_s.unwrap_or(3600).max(1),
             max_body_bytes: file.max_body_bytes.unwrap_or(32 << 20),
@@ -249,8 +258,11 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
         store,
         metrics: Default::default(),
         spot_wake: Arc::new(Notify::new()),
-        max_units_per_batch: cfg.max_units_per_batch,
-        default_spot_rate: cfg.spot_check_rate,
+        admission: api::Admission {
+            max_units: cfg.max_units_per_batch,
+            default_spot: cfg.spot_check_rate,
+            max_recompute_work: cfg.max_recompute_work,
+        },
         leases: Default::default(),
         verifier_lease_s: cfg.verifier_lease_s,
         log_key,
@@ -276,7 +288,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = Arc::new(Engine::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?);
     if cfg.demo && store.unit_count()? == 0 {
-        let batch = api::new_batch(demo_batch(), None, usize::MAX, cfg.spot_check_rate)
+        let terms = api::Admission {
+            default_spot: cfg.spot_check_rate,
+            max_recompute_work: cfg.max_recompute_work,
+            ..Default::default()
+        };
+        let batch = api::new_batch(demo_batch(), None, &terms)
             .map_err(|e| anyhow::anyhow!("demo batch: {}", e.body.error))?;
         let id = store.create_batch(&batch, api::now())?;
         tracing::info!("created demo batch {id} ({} units)", batch.units.len());
@@ -315,21 +332,31 @@ pub async fn start(
 
 /// The built-in spot-check pool: computes the CPU reference of sampled units, off the request
 /// path; the queue lives in the database, so it survives restarts, and jobs are claimed there,
-/// so verifier workers and other coordinators never take the same one.
+/// so verifier workers and other coordinators never take the same one. Jobs are taken
+/// round-robin across batches, and one batch holds at most all workers but one, so a batch of
+/// costly units never makes another batch's checks wait.
 async fn spot_checks(state: Shared, workers: usize) {
     let permits = Arc::new(Semaphore::new(workers));
+    let per_batch = workers.saturating_sub(1).max(1);
     let mut broken: HashSet<i64> = HashSet::new();
-    // Jobs being computed: their claims are renewed while they run.
-    let running: Arc<std::sync::Mutex<HashSet<i64>>> = Arc::default();
+    // Jobs being computed (unit → batch): their claims are renewed while they run.
+    let running: Running = Arc::default();
     tokio::spawn(renew_spot_claims(state.clone(), running.clone()));
     loop {
         let store = state.store.clone();
         let free = permits.available_permits();
+        let by_batch = {
+            let mut by_batch: HashMap<i64, usize> = HashMap::new();
+            for b in lock(&running).values() {
+                *by_batch.entry(*b).or_default() += 1;
+            }
+            by_batch
+        };
         let jobs = if free == 0 {
             Vec::new()
         } else {
             tokio::task::spawn_blocking(move || {
-                store.claim_spot_checks(free, api::now(), SPOT_CLAIM_S)
+                store.claim_spot_checks(free, api::now(), SPOT_CLAIM_S, &by_batch, per_batch)
             })
             .await
             .ok()
@@ -355,10 +382,7 @@ async fn spot_checks(state: Shared, workers: usize) {
             started += 1;
             let state = state.clone();
             let running = running.clone();
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(job.unit_id);
+            lock(&running).insert(job.unit_id, job.batch_id);
             tokio::task::spawn_blocking(move || {
                 let unit = job.unit_id;
                 match kernel_job.run_cpu(1, &mut |_, _| {}) {
@@ -375,10 +399,7 @@ async fn spot_checks(state: Shared, workers: usize) {
                     }
                     Err(e) => tracing::error!(unit, "spot-check run: {e}"),
                 }
-                running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&unit);
+                lock(&running).remove(&unit);
                 drop(permit);
                 state.spot_wake.notify_one();
             });
@@ -392,6 +413,13 @@ async fn spot_checks(state: Shared, workers: usize) {
     }
 }
 
+/// Spot-checks being computed by the built-in pool: unit → batch.
+type Running = Arc<std::sync::Mutex<HashMap<i64, i64>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How long the built-in pool holds a spot-check it claimed, renewed every third of that while
 /// it runs: if this coordinator dies, the job goes to another within a minute.
 const SPOT_CLAIM_S: i64 = 60;
@@ -399,16 +427,11 @@ const SPOT_CLAIM_S: i64 = 60;
 /// How long the built-in pool holds a challenge segment it claimed (one segment: seconds).
 const CHALLENGE_CLAIM_S: i64 = 120;
 
-async fn renew_spot_claims(state: Shared, running: Arc<std::sync::Mutex<HashSet<i64>>>) {
+async fn renew_spot_claims(state: Shared, running: Running) {
     let mut tick = tokio::time::interval(Duration::from_secs(SPOT_CLAIM_S as u64 / 3));
     loop {
         tick.tick().await;
-        let units: Vec<i64> = running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let units: Vec<i64> = lock(&running).keys().copied().collect();
         if units.is_empty() {
             continue;
         }

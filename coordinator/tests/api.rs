@@ -250,7 +250,12 @@ impl Harness {
 
     /// Runs pending spot-checks the way the background pool does.
     fn run_spot_checks(&self) {
-        for job in self.store.claim_spot_checks(1000, now(), 1).unwrap() {
+        let all = HashMap::new();
+        for job in self
+            .store
+            .claim_spot_checks(1000, now(), 1, &all, usize::MAX)
+            .unwrap()
+        {
             let r = Job::new(&job.kernel, job.params)
                 .unwrap()
                 .run_cpu(1, &mut |_, _| {})
@@ -432,6 +437,80 @@ async fn honest_liar_and_vanisher_every_unit_ends_with_the_reference_digest() {
         status["replicas"]["no_reply"].as_u64().unwrap() >= 1,
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn units_too_costly_to_recompute_are_not_spot_checked_and_submission_says_so() {
+    let h = Harness::new();
+    let mut units = ising_units(2);
+    // 4096² spins × 10⁸ sweeps: months of CPU, far over the default cap.
+    units.push(json!({"L": 4096, "beta": 0.4, "sweeps": 100_000_000, "seed": 9}));
+    let body = json!({"kernel": "ising2d", "units": units, "policy": {"spot_check_rate": 1.0}});
+    let (s, v) = h.post("/api/v1/batches", Some(&h.key), body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["units"], 3, "{v}");
+    assert_eq!(v["spot_checks"], 2, "{v}");
+    assert_eq!(v["too_costly_to_recompute"], 1, "{v}");
+    let note = v["verification"].as_str().unwrap();
+    assert!(note.contains("1 units exceed the recomputation cap"), "{note}");
+    assert!(note.contains("quorum alone"), "{note}");
+    // Only the two cheap units are queued for the coordinator.
+    let all = HashMap::new();
+    let jobs = h
+        .store
+        .claim_spot_checks(10, now(), 60, &all, usize::MAX)
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.params["L"] == 16));
+    // With challenges asked for, the note says those verify the costly unit.
+    let units = vec![json!({"L": 4096, "beta": 0.4, "sweeps": 100_000_000, "seed": 9})];
+    let body = json!({"kernel": "ising2d", "units": units,
+                      "policy": {"spot_check_rate": 1.0, "challenge_rate": 0.5}});
+    let (_, v) = h.post("/api/v1/batches", Some(&h.key), body).await;
+    assert_eq!(v["spot_checks"], 0, "{v}");
+    assert!(
+        v["verification"]
+            .as_str()
+            .unwrap()
+            .contains("quorum and challenges"),
+        "{v}"
+    );
+    // The spec dry run says it before anything is submitted.
+    let spec = "kernel = \"ising2d\"\nseeds = 2\n[params]\nL = 4096\nbeta = 0.4\nsweeps = 100000000\n";
+    let (s, v) = h.call("POST", "/api/v1/specs", Some(&h.key), Some(spec.into())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["too_costly_to_recompute"], 2, "{v}");
+}
+
+#[tokio::test]
+async fn spot_checks_are_taken_fairly_across_batches() {
+    let h = Harness::new();
+    let a = h
+        .batch("ising2d", ising_units(4), json!({"spot_check_rate": 1.0}))
+        .await;
+    let b = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 1.0}))
+        .await;
+    let all = HashMap::new();
+    // Round-robin: the first two jobs are one from each batch, though A's units come first.
+    let jobs = h
+        .store
+        .claim_spot_checks(2, now(), 60, &all, usize::MAX)
+        .unwrap();
+    let batches: Vec<i64> = jobs.iter().map(|j| j.batch_id).collect();
+    assert_eq!(batches, vec![a, b]);
+    // A batch already holding its share of workers gets none; the other batch gets its turn.
+    let running = HashMap::from([(a, 1usize)]);
+    let jobs = h.store.claim_spot_checks(2, now(), 60, &running, 1).unwrap();
+    let batches: Vec<i64> = jobs.iter().map(|j| j.batch_id).collect();
+    assert_eq!(batches, vec![b]);
+    // Claimed jobs are nobody else's until their claim runs out.
+    let rest = h
+        .store
+        .claim_spot_checks(10, now(), 60, &all, usize::MAX)
+        .unwrap();
+    assert_eq!(rest.len(), 3, "A's three other units");
+    assert!(rest.iter().all(|j| j.batch_id == a));
 }
 
 #[tokio::test]

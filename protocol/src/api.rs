@@ -190,6 +190,16 @@ pub struct BatchRequest {
 pub struct BatchCreated {
     pub batch_id: i64,
     pub units: u64,
+    /// Units the coordinator will recompute itself (spot-checks).
+    #[serde(default)]
+    pub spot_checks: u64,
+    /// Units whose work is over the coordinator's recomputation cap: never spot-checked,
+    /// verified by quorum (and challenges where the policy asks for them).
+    #[serde(default)]
+    pub too_costly_to_recompute: u64,
+    /// How the batch's units will be verified, in a sentence.
+    #[serde(default)]
+    pub verification: String,
 }
 
 /// A trusted verifier worker (`qg-volunteer --verifier`, an operator key) asks for

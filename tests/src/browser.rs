@@ -143,8 +143,10 @@ impl World {
                 axes: Vec::new(),
             },
             None,
-            usize::MAX,
-            0.0,
+            &coordinator::api::Admission {
+                default_spot: 0.0,
+                ..Default::default()
+            },
         )
         .unwrap_or_else(|e| panic!("{:?}", e.body));
         self.store.create_batch(&b, now()).unwrap()

@@ -39,8 +39,10 @@ fn batch(store: &Coordinator, n: u64, policy: PolicySpec) -> i64 {
             axes: Vec::new(),
         },
         None,
-        usize::MAX,
-        0.0,
+        &coordinator::api::Admission {
+            default_spot: 0.0,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("{:?}", e.body));
     store.create_batch(&b, now()).unwrap()
@@ -245,5 +247,8 @@ async fn a_gpu_verifier_worker_does_the_coordinators_recomputation() {
     assert_reference(&store, id);
     let counts = store.challenge_counts().unwrap();
     assert_eq!(counts.get("passed"), Some(&units), "{counts:?}");
-    assert!(store.claim_spot_checks(10, 0, 0).unwrap().is_empty());
+    assert!(store
+        .claim_spot_checks(10, 0, 0, &Default::default(), usize::MAX)
+        .unwrap()
+        .is_empty());
 }

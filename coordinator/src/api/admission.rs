@@ -56,13 +56,62 @@ pub fn policy_from(spec: &PolicySpec, default_spot: f64) -> Result<(Policy, f64)
     Ok((p, rate))
 }
 
-/// Validates every unit's params (naming `units[i].field`) and samples spot-checks.
+/// What admission allows: the coordinator's side of a batch's terms.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub max_units: usize,
+    /// The spot-check rate of a batch that names none.
+    pub default_spot: f64,
+    /// The most work (the kernel's estimate) the coordinator recomputes for one unit; a unit
+    /// above it is verified by quorum (and challenges, where the batch asks for them) instead.
+    pub max_recompute_work: u64,
+}
+
+/// See [`Admission::max_recompute_work`]: about half a minute of the CPU reference on one core.
+pub const DEFAULT_MAX_RECOMPUTE_WORK: u64 = 5_000_000_000;
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            max_units: usize::MAX,
+            default_spot: 0.05,
+            max_recompute_work: DEFAULT_MAX_RECOMPUTE_WORK,
+        }
+    }
+}
+
+/// How a batch's units will be verified, said when it is submitted.
+pub fn verification_note(
+    units: u64,
+    spot_checks: u64,
+    too_costly: u64,
+    policy: &Policy,
+    rate: f64,
+) -> String {
+    let mut s = format!(
+        "{spot_checks} of {units} units sampled for recomputation by the coordinator (rate {rate})"
+    );
+    if too_costly > 0 {
+        s.push_str(&format!(
+            "; {too_costly} units exceed the recomputation cap and are verified by {}",
+            if policy.challenge_rate > 0.0 {
+                "quorum and challenges"
+            } else {
+                "quorum alone"
+            }
+        ));
+    }
+    s
+}
+
+/// Validates every unit's params (naming `units[i].field`) and samples spot-checks among the
+/// units cheap enough to recompute.
 pub fn new_batch(
     req: BatchRequest,
     key_id: Option<i64>,
-    max_units: usize,
-    default_spot: f64,
+    terms: &Admission,
 ) -> Result<NewBatch, ApiError> {
+    let (max_units, default_spot) = (terms.max_units, terms.default_spot);
     if req.units.is_empty() {
         return Err(ApiError::field("units", "at least one unit"));
     }
@@ -95,10 +144,11 @@ pub fn new_batch(
             (_, Some(f)) => ApiError::field(&format!("units[{i}].{f}"), e.to_string()),
             (_, None) => ApiError::field(&format!("units[{i}]"), e.to_string()),
         })?;
+        let work = job.work();
         units.push(NewUnit {
             params: job.params_json(),
-            work: job.work(),
-            spot_check: rate > 0.0 && rng.random_bool(rate),
+            work,
+            spot_check: work <= terms.max_recompute_work && rate > 0.0 && rng.random_bool(rate),
         });
     }
     let name = req
@@ -122,28 +172,49 @@ pub(super) async fn create_batch(
     sci: Scientist,
     Body(req): Body<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
-    let batch = new_batch(
-        req,
-        Some(sci.0.id),
-        s.max_units_per_batch,
-        s.default_spot_rate,
-    )?;
-    let units = batch.units.len() as u64;
+    let batch = new_batch(req, Some(sci.0.id), &s.admission)?;
+    let (units, spot_checks, too_costly) = batch.verification(s.admission.max_recompute_work);
+    let verification =
+        verification_note(units, spot_checks, too_costly, &batch.policy, batch.spot_check_rate);
     let store = s.store.clone();
     let batch_id = blocking(move || store.create_batch(&batch, now())).await?;
     s.spot_wake.notify_waiters();
-    Ok((StatusCode::CREATED, Json(BatchCreated { batch_id, units })))
+    Ok((
+        StatusCode::CREATED,
+        Json(BatchCreated {
+            batch_id,
+            units,
+            spot_checks,
+            too_costly_to_recompute: too_costly,
+            verification,
+        }),
+    ))
 }
 
 /// Validates and expands a batch spec (TOML or JSON text), changing nothing: the units it
 /// would create, or the field at fault.
-pub(super) async fn validate_spec(_sci: Scientist, body: String) -> Result<Json<Value>, ApiError> {
+pub(super) async fn validate_spec(
+    State(s): State<Shared>,
+    _sci: Scientist,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
     let e =
         shaders::spec::expand_text(&body).map_err(|e| ApiError::field(&e.field, e.to_string()))?;
-    policy_from(&e.policy, 0.05)?;
+    let (policy, rate) = policy_from(&e.policy, s.admission.default_spot)?;
+    let too_costly = e
+        .units
+        .iter()
+        .filter_map(|u| Job::new(&e.kernel, u.clone()).ok())
+        .filter(|j| j.work() > s.admission.max_recompute_work)
+        .count() as u64;
+    let n = e.units.len() as u64;
+    let expected = ((n - too_costly) as f64 * rate).round() as u64;
     Ok(Json(json!({
         "name": e.name, "kernel": e.kernel, "axes": e.axes, "policy": e.policy,
         "count": e.units.len(), "units": e.units,
+        "too_costly_to_recompute": too_costly,
+        "verification": verification_note(n, expected, too_costly, &policy, rate)
+            .replacen(" sampled", " (expected) sampled", 1),
     })))
 }
 

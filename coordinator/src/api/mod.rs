@@ -11,7 +11,9 @@ mod results;
 mod verifier;
 mod volunteers;
 
-pub use admission::{new_batch, policy_from};
+pub use admission::{
+    Admission, DEFAULT_MAX_RECOMPUTE_WORK, new_batch, policy_from, verification_note,
+};
 pub use auth::{
     Operator, Prefix, RegistrationLimit, Scientist, Volunteer, hash_secret, network_prefix,
     new_secret,
@@ -42,8 +44,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Wakes the spot-check workers when a batch brings new work for them.
     pub spot_wake: Arc<Notify>,
-    pub max_units_per_batch: usize,
-    pub default_spot_rate: f64,
+    /// What a batch may ask for: its size, its spot-check rate, the recomputation cap.
+    pub admission: Admission,
     /// Recomputation jobs (spot-checks, challenge segments) being done, by the built-in pool
     /// or a verifier worker, so no two take the same one.
     pub leases: verifier::Leases,

@@ -97,7 +97,7 @@ pub async fn work(
         let challenges = store.claim_challenges(want, t, hold)?;
         let spots = match want - challenges.len() {
             0 => Vec::new(),
-            n => store.claim_spot_checks(n, t, hold)?,
+            n => store.claim_spot_checks(n, t, hold, &Default::default(), usize::MAX)?,
         };
         Ok((challenges, spots))
     })
@@ -229,6 +229,7 @@ mod tests {
     fn job(unit: i64) -> Leased {
         Leased::Spot(SpotJob {
             unit_id: unit,
+            batch_id: 1,
             kernel: "ising2d".into(),
             params: serde_json::json!({}),
         })

@@ -92,6 +92,18 @@ pub struct NewBatch {
     pub axes: Vec<String>,
 }
 
+impl NewBatch {
+    /// Units, units sampled for a spot-check, and units over `max_recompute_work`.
+    pub fn verification(&self, max_recompute_work: u64) -> (u64, u64, u64) {
+        let n = |f: &dyn Fn(&NewUnit) -> bool| self.units.iter().filter(|u| f(u)).count() as u64;
+        (
+            self.units.len() as u64,
+            n(&|u| u.spot_check),
+            n(&|u| u.work > max_recompute_work),
+        )
+    }
+}
+
 /// What a report carries once the API checked it: output bytes whose digest was recomputed.
 #[derive(Debug, Clone)]
 pub enum ReportBody {
@@ -169,6 +181,7 @@ impl ChallengeJob {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpotJob {
     pub unit_id: i64,
+    pub batch_id: i64,
     pub kernel: String,
     pub params: Value,
 }

@@ -3,6 +3,7 @@
 //! decision produced; none of them decides anything.
 
 use super::sql::{Row, Sql, p};
+use std::collections::HashMap;
 use super::*;
 use crate::decide::{ChallengePlan, ClassDelta, VolunteerDelta};
 use crate::lifecycle::{Policy, ReplicaState, UnitState};
@@ -238,7 +239,10 @@ pub fn insert_unit(
         ],
     )?;
     if u.spot == Spot::Pending {
-        s.exec("INSERT INTO spot_queue(unit_id) VALUES (?1)", p![id])?;
+        s.exec(
+            "INSERT INTO spot_queue(unit_id, batch_id) VALUES (?1, ?2)",
+            p![id, batch],
+        )?;
     }
     Ok(id)
 }
@@ -854,23 +858,45 @@ pub fn replica_unit(s: &mut dyn Sql, replica: i64) -> Result<(i64, i64)> {
 pub fn claim_spot_checks(
     s: &mut dyn Sql,
     limit: usize,
-    now: i64,
-    until: i64,
+    (now, until): (i64, i64),
+    running: &HashMap<i64, usize>,
+    per_batch: usize,
 ) -> Result<Vec<SpotJob>> {
-    let ids = claim(
-        s,
-        "SELECT unit_id FROM spot_queue WHERE claimed_until <= ?2
-         ORDER BY unit_id LIMIT ?1 /*SKIP LOCKED*/",
-        "UPDATE spot_queue SET claimed_until = ?2 WHERE unit_id = ?1",
-        (limit, now, until),
-    )?;
-    let mut out = Vec::with_capacity(ids.len());
-    for unit in ids {
-        let u = s.one("SELECT kernel, params FROM units WHERE id = ?1", p![unit])?;
+    // Candidates round-robin by batch, each batch's oldest first; the choice is decide's.
+    let candidates = s
+        .query(
+            "SELECT unit_id, batch_id FROM (
+                 SELECT unit_id, batch_id,
+                        ROW_NUMBER() OVER (PARTITION BY batch_id ORDER BY unit_id) AS k
+                 FROM spot_queue WHERE claimed_until <= ?2) t
+             WHERE k <= ?1 ORDER BY k, unit_id",
+            p![limit, now],
+        )?
+        .iter()
+        .map(|r| Ok((r.int(0)?, r.int(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut picked = crate::decide::pick_spot_checks(&candidates, running, limit, per_batch);
+    // Claimed only if still unclaimed (another coordinator may have taken it since), in id
+    // order so two coordinators' claims never wait on each other in a cycle.
+    picked.sort_unstable();
+    let mut out = Vec::with_capacity(picked.len());
+    for unit in picked {
+        let claimed = s.exec(
+            "UPDATE spot_queue SET claimed_until = ?2 WHERE unit_id = ?1 AND claimed_until <= ?3",
+            p![unit, until, now],
+        )?;
+        if claimed == 0 {
+            continue;
+        }
+        let u = s.one(
+            "SELECT kernel, params, batch_id FROM units WHERE id = ?1",
+            p![unit],
+        )?;
         out.push(SpotJob {
             unit_id: unit,
             kernel: u.text(0)?,
             params: from_json(u.str(1)?)?,
+            batch_id: u.int(2)?,
         });
     }
     Ok(out)

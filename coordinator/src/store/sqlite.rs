@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/5_claims.sql"),
     include_str!("migrations/sqlite/6_log.sql"),
     include_str!("migrations/sqlite/7_cancel.sql"),
+    include_str!("migrations/sqlite/8_spot_batch.sql"),
 ];
 
 pub struct SqliteBackend {
