@@ -881,6 +881,11 @@ impl Engine {
         })
     }
 
+    /// The dashboard around counters already read (a shared status snapshot).
+    pub fn dashboard_with(&self, status: Status, now: i64) -> Result<Dashboard> {
+        self.read(|s| views::dashboard(s, status.clone(), now))
+    }
+
     pub fn volunteer_stats(&self, volunteer: i64) -> Result<VolunteerStats> {
         self.read(|s| views::volunteer_stats(s, volunteer))
     }

@@ -50,8 +50,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The text exposition format, with the store's counts as gauges and counters.
-    pub fn render(&self, status: &Status) -> String {
+    /// The text exposition format, with the store's counts (a shared snapshot) as gauges and
+    /// counters, and how many snapshots were computed.
+    pub fn render(&self, status: &Status, snapshots: u64) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         let mut out = String::from_utf8(buf).unwrap_or_default();
@@ -69,6 +70,9 @@ impl Metrics {
         for (state, n) in &status.challenges {
             out.push_str(&format!("qg_challenges{{status=\"{state}\"}} {n}\n"));
         }
+        out.push_str(&format!(
+            "# HELP qg_snapshots_total Status and dashboard snapshots computed (shared by all readers).\n# TYPE qg_snapshots_total counter\nqg_snapshots_total {snapshots}\n"
+        ));
         out.push_str(&format!(
             "# HELP qg_ringers_total Ringer replicas issued.\n# TYPE qg_ringers_total counter\nqg_ringers_total {}\n\
              # HELP qg_volunteers_blacklisted Volunteers caught and blacklisted.\n# TYPE qg_volunteers_blacklisted gauge\nqg_volunteers_blacklisted {}\n\

@@ -96,6 +96,8 @@ pub struct Config {
     pub connections: crate::conn::Limits,
     /// How often the sequencer moves queued receipts into the log and signs a checkpoint.
     pub log_every: Duration,
+    /// How old the shared status and dashboard snapshot may get (one per tick).
+    pub snapshot_max_age: Duration,
 }
 
 impl Config {
@@ -146,6 +148,7 @@ impl Config {
                 idle: Duration::from_secs(file.idle_timeout_s.unwrap_or(30).max(1)),
             },
             log_every: Duration::from_millis(200),
+            snapshot_max_age: Duration::from_secs(1),
             data_dir,
         }
     }
@@ -269,6 +272,7 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
         witnesses: Arc::new(witnesses),
         tickets: Default::default(),
         registrations: api::RegistrationLimit::new(cfg.registrations_per_minute),
+        snapshots: api::Snapshots::new(cfg.snapshot_max_age),
     }))
 }
 

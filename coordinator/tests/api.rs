@@ -86,6 +86,15 @@ impl Harness {
     }
 
     fn build(witnesses: Vec<String>, work_in_flight: u32) -> Self {
+        // The conformance tests read counters right after changing them: no shared snapshot.
+        Self::build_with(witnesses, work_in_flight, std::time::Duration::ZERO)
+    }
+
+    fn build_with(
+        witnesses: Vec<String>,
+        work_in_flight: u32,
+        snapshot_max_age: std::time::Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::resolve(
             FileConfig::default(),
@@ -97,6 +106,7 @@ impl Harness {
         cfg.witnesses = witnesses;
         // The conformance tests hand out work in batches; the default allowance has its own.
         cfg.work_in_flight = work_in_flight;
+        cfg.snapshot_max_age = snapshot_max_age;
         let (store, db) = open_engine(dir.path());
         let db_url = match &db {
             Some(d) => DbHandle::Postgres(d.url.clone()),
@@ -511,6 +521,33 @@ async fn spot_checks_are_taken_fairly_across_batches() {
         .unwrap();
     assert_eq!(rest.len(), 3, "A's three other units");
     assert!(rest.iter().all(|j| j.batch_id == a));
+}
+
+#[tokio::test]
+async fn public_reads_share_one_snapshot_per_tick() {
+    let h = Harness::build_with(Vec::new(), 64, std::time::Duration::from_secs(1));
+    let computed = |m: &Value| -> u64 {
+        let m = m.as_str().unwrap();
+        let line = m.lines().find(|l| l.starts_with("qg_snapshots_total ")).unwrap();
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    let (_, before) = h.get("/metrics", None).await;
+    let base = computed(&before);
+    // Fifty readers at once within a tick: one snapshot between them.
+    let reads = (0..50).map(|_| h.get("/api/v1/status", None));
+    let all = futures_util::future::join_all(reads).await;
+    assert!(all.iter().all(|(s, v)| *s == StatusCode::OK && *v == all[0].1));
+    let (_, m) = h.get("/metrics", None).await;
+    assert_eq!(computed(&m), base, "the status read by /metrics was reused");
+    // A change shows once the tick has passed.
+    h.batch("ising2d", ising_units(3), json!({"spot_check_rate": 0.0}))
+        .await;
+    let (_, st) = h.get("/api/v1/status", None).await;
+    assert_eq!(st["batches"], 0, "still the tick's snapshot: {st}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, st) = h.get("/api/v1/status", None).await;
+    assert_eq!(st["batches"], 1, "{st}");
+    assert_eq!(st["units"]["unsent"], 3, "{st}");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod error;
 mod log;
 mod operator;
 mod results;
+mod snapshot;
 mod verifier;
 mod volunteers;
 
@@ -21,6 +22,7 @@ pub use auth::{
 pub(crate) use error::decode_output;
 pub use error::{ApiError, Body};
 pub use results::{aggregate, results_csv};
+pub use snapshot::Snapshots;
 
 use crate::engine::Engine;
 use crate::store::StoreError;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub tickets: auth::Tickets,
     /// Registrations per network prefix.
     pub registrations: auth::RegistrationLimit,
+    /// The status and dashboard snapshot all public readers share.
+    pub snapshots: Snapshots,
 }
 
 pub type Shared = Arc<AppState>;

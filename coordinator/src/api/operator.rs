@@ -7,22 +7,16 @@ use axum::response::{IntoResponse, Response};
 
 use super::*;
 
-pub(super) async fn status(
-    State(s): State<Shared>,
-) -> Result<Json<crate::store::Status>, ApiError> {
-    let store = s.store.clone();
-    Ok(Json(blocking(move || store.status()).await?))
+pub(super) async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let status = s.snapshots.status(&s.store).await?;
+    Ok(Json(&*status).into_response())
 }
 
-pub(super) async fn dashboard(
-    State(s): State<Shared>,
-    _op: Operator,
-) -> Result<Json<crate::store::Dashboard>, ApiError> {
-    let store = s.store.clone();
-    Ok(Json(blocking(move || store.dashboard(now())).await?))
+pub(super) async fn dashboard(State(s): State<Shared>, _op: Operator) -> Result<Response, ApiError> {
+    let d = s.snapshots.dashboard(&s.store).await?;
+    Ok(Json(&*d).into_response())
 }
 
-/// The dashboard as Server-Sent Events: a fresh snapshot every second.
 /// `POST /api/v1/dashboard/ticket`: a ticket that opens the event stream for a minute.
 pub(super) async fn dashboard_ticket(State(s): State<Shared>, _op: Operator) -> Json<Value> {
     Json(json!({
@@ -31,6 +25,7 @@ pub(super) async fn dashboard_ticket(State(s): State<Shared>, _op: Operator) -> 
     }))
 }
 
+/// The dashboard as Server-Sent Events: the shared snapshot every second.
 pub(super) async fn dashboard_events(
     State(s): State<Shared>,
     _op: super::auth::StreamViewer,
@@ -42,11 +37,10 @@ pub(super) async fn dashboard_events(
         if !first {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        let store = s.store.clone();
-        let event = match blocking(move || store.dashboard(now())).await {
+        let event = match s.snapshots.dashboard(&s.store).await {
             Ok(d) => Event::default()
                 .event("snapshot")
-                .json_data(&d)
+                .json_data(&*d)
                 .unwrap_or_default(),
             Err(e) => Event::default().event("error").data(e.body.error),
         };
@@ -56,8 +50,7 @@ pub(super) async fn dashboard_events(
 }
 
 pub(super) async fn metrics(State(s): State<Shared>) -> Result<Response, ApiError> {
-    let store = s.store.clone();
-    let status = blocking(move || store.status()).await?;
-    let text = s.metrics.render(&status);
+    let status = s.snapshots.status(&s.store).await?;
+    let text = s.metrics.render(&status, s.snapshots.computed());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

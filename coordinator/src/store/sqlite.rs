@@ -1,6 +1,9 @@
 //! The embedded backend: SQLite in WAL mode with `synchronous = NORMAL`, so a committed
-//! transaction survives the coordinator being killed (`kill -9`). One connection; writes are
-//! `IMMEDIATE` transactions, so they are serialised and never conflict.
+//! transaction survives the coordinator being killed (`kill -9`). One writing connection;
+//! writes are `IMMEDIATE` transactions, so they are serialised and never conflict. Reads of a
+//! file database run on their own connections (WAL lets them read a consistent snapshot while
+//! the writer writes), so a status page or a dashboard never waits behind the write lock and
+//! never makes a volunteer's work request wait.
 
 use super::sql::{Backend, Row, Sql, V};
 use super::{Result, StoreError};
@@ -23,7 +26,12 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct SqliteBackend {
     conn: Mutex<Connection>,
+    /// Read-only connections (none for an in-memory database, which only `conn` sees).
+    readers: Vec<Mutex<Connection>>,
 }
+
+/// Read connections of a file database.
+const READERS: usize = 2;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -37,7 +45,15 @@ impl From<rusqlite::Error> for StoreError {
 impl SqliteBackend {
     /// Opens (creating if needed) the database at `path` and runs pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::init(Connection::open(path)?)
+        let mut db = Self::init(Connection::open(path)?)?;
+        for _ in 0..READERS {
+            let c = Connection::open(path)?;
+            c.pragma_update(None, "query_only", "ON")?;
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.set_prepared_statement_cache_capacity(128);
+            db.readers.push(Mutex::new(c));
+        }
+        Ok(db)
     }
 
     pub fn open_in_memory() -> Result<Self> {
@@ -61,6 +77,7 @@ impl SqliteBackend {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
         })
     }
 
@@ -71,11 +88,11 @@ impl SqliteBackend {
     }
 
     fn run(
-        &self,
+        conn: &Mutex<Connection>,
         behavior: TransactionBehavior,
         f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send),
     ) -> Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction_with_behavior(behavior)?;
         f(&mut Tx(&tx))?;
         tx.commit()?;
@@ -85,10 +102,17 @@ impl SqliteBackend {
 
 impl Backend for SqliteBackend {
     fn write(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
-        self.run(TransactionBehavior::Immediate, f)
+        Self::run(&self.conn, TransactionBehavior::Immediate, f)
     }
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
-        self.run(TransactionBehavior::Deferred, f)
+        // A free reader if there is one, else the first (never the writer's connection).
+        let conn = self
+            .readers
+            .iter()
+            .find(|r| !r.is_poisoned() && r.try_lock().is_ok())
+            .or(self.readers.first())
+            .unwrap_or(&self.conn);
+        Self::run(conn, TransactionBehavior::Deferred, f)
     }
     fn concurrent_writers(&self) -> bool {
         false
