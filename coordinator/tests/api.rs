@@ -1014,6 +1014,16 @@ async fn scientists_see_only_their_own_batches_and_csv_has_every_unit() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = h.get(&format!("/api/v1/batches/{batch}"), Some(&op)).await;
     assert_eq!(s, StatusCode::OK);
+    // Another tenant's unit answers exactly as a unit that does not exist: ids cannot be probed.
+    let (_, st) = h.get(&format!("/api/v1/batches/{batch}"), Some(&h.key)).await;
+    let (_, res) = h
+        .get(&format!("/api/v1/batches/{batch}/results"), Some(&h.key))
+        .await;
+    let unit = res["units"][0]["unit_id"].as_i64().unwrap_or_else(|| panic!("{st} {res}"));
+    let foreign = h.get(&format!("/api/v1/units/{unit}"), Some(&other)).await;
+    let missing = h.get("/api/v1/units/987654321", Some(&other)).await;
+    assert_eq!(foreign.0, StatusCode::NOT_FOUND);
+    assert_eq!(foreign, missing);
     let sims = vec![
         h.volunteer(Kind::Honest).await,
         h.volunteer(Kind::Honest).await,

@@ -13,19 +13,30 @@ use shaders::Job;
 
 use super::*;
 
-/// A nickname as shown on the leaderboard: trimmed, 1..=40 characters, no control characters;
-/// empty means none.
+/// A nickname as shown on the leaderboard: NFKC-normalised, runs of white space made one
+/// space, trimmed, 1..=40 characters; control, format (zero-width, bidi overrides), private-use
+/// and unassigned characters refused; empty means none.
 pub(super) fn clean_nickname(n: Option<&str>) -> Result<Option<String>, ApiError> {
-    match n.map(str::trim) {
-        Some(n) if n.chars().count() > 40 => {
-            Err(ApiError::field("nickname", "at most 40 characters"))
-        }
-        Some(n) if n.chars().any(char::is_control) => {
-            Err(ApiError::field("nickname", "no control characters"))
-        }
-        Some("") | None => Ok(None),
-        Some(n) => Ok(Some(n.to_owned())),
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    let Some(n) = n else { return Ok(None) };
+    if let Some(c) = n.chars().find(|c| {
+        c.general_category_group() == GeneralCategoryGroup::Other && !c.is_whitespace()
+    }) {
+        return Err(ApiError::field(
+            "nickname",
+            format!(
+                "no invisible, control or direction-changing characters (U+{:04X})",
+                c as u32
+            ),
+        ));
     }
+    let n: String = n.nfkc().collect();
+    let n = n.split_whitespace().collect::<Vec<_>>().join(" ");
+    if n.chars().count() > 40 {
+        return Err(ApiError::field("nickname", "at most 40 characters"));
+    }
+    Ok((!n.is_empty()).then_some(n))
 }
 
 pub(super) async fn me(
@@ -323,4 +334,33 @@ pub(super) async fn answer_challenge(
         StatusCode::ACCEPTED,
         Json(json!({"assignment_id": id, "received": true})),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_nickname;
+
+    #[test]
+    fn nicknames_are_normalised_and_invisible_characters_refused() {
+        let ok = |n: &str| clean_nickname(Some(n)).unwrap();
+        assert_eq!(ok("  ada   lovelace "), Some("ada lovelace".into()));
+        // Compatibility forms fold to what they look like: fullwidth letters, ligatures.
+        assert_eq!(ok("\u{FF21}da"), Some("Ada".into()));
+        assert_eq!(ok("\u{FB01}sh"), Some("fish".into()));
+        assert_eq!(ok("Zoë"), Some("Zoë".into()));
+        assert_eq!(ok("   "), None);
+        assert_eq!(clean_nickname(None).unwrap(), None);
+        for bad in [
+            "evil\u{202E}gnp.exe", // right-to-left override
+            "a\u{200B}b",          // zero-width space
+            "a\u{2066}b",          // left-to-right isolate
+            "a\u{FEFF}",           // zero-width no-break space
+            "a\u{E000}",           // private use
+            "tab\u{0007}",         // control
+        ] {
+            let e = clean_nickname(Some(bad)).unwrap_err();
+            assert_eq!(e.body.field.as_deref(), Some("nickname"), "{bad:?}");
+        }
+        assert!(clean_nickname(Some(&"x".repeat(41))).is_err());
+    }
 }

@@ -133,7 +133,11 @@ pub fn batch_results(s: &mut dyn Sql, batch: i64) -> Result<Vec<UnitResult>> {
 
 pub fn unit_provenance(s: &mut dyn Sql, id: i64, viewer: Option<i64>) -> Result<UnitProvenance> {
     let row = unit(s, id)?;
-    check_viewer(s, row.batch_id, viewer)?;
+    // Another tenant's unit looks exactly like one that does not exist.
+    check_viewer(s, row.batch_id, viewer).map_err(|e| match e {
+        StoreError::NotFound(_) => StoreError::NotFound("unit"),
+        e => e,
+    })?;
     let salt = anon_salt(s)?;
     let rows = s.query(
         "SELECT r.id, r.volunteer_id, r.state, r.digest, r.checkpoints, r.adapter, r.sent_at,
