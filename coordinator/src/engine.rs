@@ -186,6 +186,17 @@ impl Engine {
     // ---- Batches ----
 
     pub fn create_batch(&self, b: &NewBatch, now: i64) -> Result<i64> {
+        self.create_batch_within(b, now, None)
+    }
+
+    /// [`Engine::create_batch`], refused ([`StoreError::Quota`]) if the batch's key would then
+    /// have more than `max_open_units` units not yet settled; checked in the same transaction.
+    pub fn create_batch_within(
+        &self,
+        b: &NewBatch,
+        now: i64,
+        max_open_units: Option<u64>,
+    ) -> Result<i64> {
         // Everything derived from the params before the transaction: a bad unit changes nothing.
         let mut units = Vec::with_capacity(b.units.len());
         for u in &b.units {
@@ -205,6 +216,16 @@ impl Engine {
         }
         let version = shaders::kernel_version(&b.kernel);
         self.write(|s| {
+            if let (Some(max), Some(key)) = (max_open_units, b.key_id) {
+                let open = q::open_units_of_key(s, key)?;
+                let new = units.len() as u64;
+                if open + new > max {
+                    return Err(StoreError::Quota(format!(
+                        "this key may have at most {max} units not yet finished; it has {open}, \
+                         and this batch adds {new}: wait for some to finish or cancel a batch"
+                    )));
+                }
+            }
             let batch = q::insert_batch(s, b, version, now)?;
             for u in &units {
                 q::insert_unit(s, batch, &b.kernel, &b.policy, u, now)?;

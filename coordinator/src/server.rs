@@ -54,6 +54,11 @@ pub struct FileConfig {
     /// Volunteer registrations per minute from one network prefix (/24, /48), three times
     /// that at once (default 10; 0: unlimited).
     pub registrations_per_minute: Option<f64>,
+    /// Batches one API key may submit per minute, three times that at once (default 30; 0:
+    /// unlimited).
+    pub batches_per_minute_per_key: Option<f64>,
+    /// Units not yet finished one API key may have, its batches' together (default 1,000,000).
+    pub key_open_units: Option<u64>,
     /// Replicas a new volunteer may hold at once; one more per valid result, fewer with
     /// errors (default 2).
     pub work_in_flight: Option<u32>,
@@ -92,6 +97,8 @@ pub struct Config {
     pub log_key: PathBuf,
     pub witnesses: Vec<String>,
     pub registrations_per_minute: f64,
+    pub batches_per_minute_per_key: f64,
+    pub key_open_units: u64,
     pub work_in_flight: u32,
     pub connections: crate::conn::Limits,
     /// How often the sequencer moves queued receipts into the log and signs a checkpoint.
@@ -141,6 +148,8 @@ impl Config {
             log_key: file.log_key.unwrap_or_else(|| data_dir.join("log-key")),
             witnesses: file.witnesses.unwrap_or_default(),
             registrations_per_minute: file.registrations_per_minute.unwrap_or(10.0).max(0.0),
+            batches_per_minute_per_key: file.batches_per_minute_per_key.unwrap_or(30.0).max(0.0),
+            key_open_units: file.key_open_units.unwrap_or(1_000_000),
             work_in_flight: file.work_in_flight.unwrap_or(2).clamp(1, 64),
             connections: crate::conn::Limits {
                 max: file.max_connections.unwrap_or(4096).max(1),
@@ -271,7 +280,9 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
         log_key,
         witnesses: Arc::new(witnesses),
         tickets: Default::default(),
-        registrations: api::RegistrationLimit::new(cfg.registrations_per_minute),
+        registrations: api::RateLimit::new(cfg.registrations_per_minute),
+        submissions: api::RateLimit::new(cfg.batches_per_minute_per_key),
+        key_open_units: cfg.key_open_units,
         snapshots: api::Snapshots::new(cfg.snapshot_max_age),
     }))
 }

@@ -87,14 +87,16 @@ impl Harness {
 
     fn build(witnesses: Vec<String>, work_in_flight: u32) -> Self {
         // The conformance tests read counters right after changing them: no shared snapshot.
-        Self::build_with(witnesses, work_in_flight, std::time::Duration::ZERO)
+        Self::build_with(|cfg| {
+            cfg.witnesses = witnesses;
+            // The conformance tests hand out work in batches; the default allowance has its own.
+            cfg.work_in_flight = work_in_flight;
+            cfg.snapshot_max_age = std::time::Duration::ZERO;
+        })
     }
 
-    fn build_with(
-        witnesses: Vec<String>,
-        work_in_flight: u32,
-        snapshot_max_age: std::time::Duration,
-    ) -> Self {
+    /// A coordinator with the defaults but what `tune` changes.
+    fn build_with(tune: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::resolve(
             FileConfig::default(),
@@ -103,10 +105,7 @@ impl Harness {
             None,
             Some(dir.path().to_path_buf()),
         );
-        cfg.witnesses = witnesses;
-        // The conformance tests hand out work in batches; the default allowance has its own.
-        cfg.work_in_flight = work_in_flight;
-        cfg.snapshot_max_age = snapshot_max_age;
+        tune(&mut cfg);
         let (store, db) = open_engine(dir.path());
         let db_url = match &db {
             Some(d) => DbHandle::Postgres(d.url.clone()),
@@ -525,7 +524,7 @@ async fn spot_checks_are_taken_fairly_across_batches() {
 
 #[tokio::test]
 async fn public_reads_share_one_snapshot_per_tick() {
-    let h = Harness::build_with(Vec::new(), 64, std::time::Duration::from_secs(1));
+    let h = Harness::build_with(|cfg| cfg.work_in_flight = 64);
     let computed = |m: &Value| -> u64 {
         let m = m.as_str().unwrap();
         let line = m.lines().find(|l| l.starts_with("qg_snapshots_total ")).unwrap();
@@ -548,6 +547,46 @@ async fn public_reads_share_one_snapshot_per_tick() {
     let (_, st) = h.get("/api/v1/status", None).await;
     assert_eq!(st["batches"], 1, "{st}");
     assert_eq!(st["units"]["unsent"], 3, "{st}");
+}
+
+#[tokio::test]
+async fn each_key_has_a_quota_of_open_units_and_of_submissions() {
+    let h = Harness::build_with(|cfg| {
+        cfg.key_open_units = 5;
+        cfg.batches_per_minute_per_key = 1.0;
+        cfg.snapshot_max_age = std::time::Duration::ZERO;
+    });
+    h.batch("ising2d", ising_units(3), json!({})).await;
+    // Two more would make 5: allowed; then the key is at its quota.
+    h.batch("ising2d", ising_units(2), json!({})).await;
+    let (_, before) = h.get("/api/v1/status", None).await;
+    let body = json!({"kernel": "ising2d", "units": ising_units(1)});
+    let (s, v) = h.post("/api/v1/batches", Some(&h.key), body.clone()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["field"], "units", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("at most 5 units"), "{v}");
+    let (_, after) = h.get("/api/v1/status", None).await;
+    assert_eq!(before, after, "a refused batch stores nothing");
+    // Another key has its own quota; its fourth submission at once is over the rate (burst 3).
+    let other = new_secret("qgk_");
+    h.store
+        .create_key("other", &hash_secret(&other), false, now())
+        .unwrap();
+    for _ in 0..3 {
+        let (s, v) = h.post("/api/v1/batches", Some(&other), body.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/batches")
+        .header("authorization", format!("Bearer {other}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use crate::store::{NewBatch, NewUnit};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use protocol::api::*;
 use rand::Rng;
 use serde_json::{Value, json};
@@ -171,13 +172,21 @@ pub(super) async fn create_batch(
     State(s): State<Shared>,
     sci: Scientist,
     Body(req): Body<BatchRequest>,
-) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
-    let batch = new_batch(req, Some(sci.0.id), &s.admission)?;
+) -> Result<Response, ApiError> {
+    let key = sci.0.id;
+    if let Err(r) = s.submissions.admit(
+        &format!("key {key}"),
+        "too many batches submitted with this key",
+    ) {
+        return Ok(r);
+    }
+    let batch = new_batch(req, Some(key), &s.admission)?;
     let (units, spot_checks, too_costly) = batch.verification(s.admission.max_recompute_work);
     let verification =
         verification_note(units, spot_checks, too_costly, &batch.policy, batch.spot_check_rate);
     let store = s.store.clone();
-    let batch_id = blocking(move || store.create_batch(&batch, now())).await?;
+    let quota = Some(s.key_open_units);
+    let batch_id = blocking(move || store.create_batch_within(&batch, now(), quota)).await?;
     s.spot_wake.notify_waiters();
     Ok((
         StatusCode::CREATED,
@@ -188,7 +197,8 @@ pub(super) async fn create_batch(
             too_costly_to_recompute: too_costly,
             verification,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// Validates and expands a batch spec (TOML or JSON text), changing nothing: the units it

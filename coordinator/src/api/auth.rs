@@ -195,15 +195,15 @@ impl FromRequestParts<Shared> for Scientist {
     }
 }
 
-/// Registrations per network prefix (/24, /48), as a token bucket: `per_minute` on average, up
-/// to `3 × per_minute` at once; 0 leaves them unlimited. Anyone may register, but not a
-/// thousand tokens a second from one network.
-pub struct RegistrationLimit {
+/// A rate per key (a network prefix for registrations, an API key for batch submissions), as a
+/// token bucket: `per_minute` on average, up to `3 × per_minute` at once; 0 leaves it
+/// unlimited. Anyone may register, but not a thousand tokens a second from one network.
+pub struct RateLimit {
     per_minute: f64,
     buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, f64)>>,
 }
 
-impl RegistrationLimit {
+impl RateLimit {
     pub fn new(per_minute: f64) -> Self {
         Self {
             per_minute: per_minute.max(0.0),
@@ -215,7 +215,7 @@ impl RegistrationLimit {
         (3.0 * self.per_minute).max(1.0)
     }
 
-    /// Takes one registration for `prefix` at time `t` (seconds); Err(seconds to wait).
+    /// Takes one for `prefix` (the key) at time `t` (seconds); Err(seconds to wait).
     pub fn take(&self, prefix: &str, t: f64) -> Result<(), u64> {
         if self.per_minute == 0.0 {
             return Ok(());
@@ -237,6 +237,24 @@ impl RegistrationLimit {
             Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
         }
     }
+
+    /// Takes one for `key` now, or the 429 answer (with `Retry-After`) saying what was limited.
+    pub fn admit(&self, key: &str, what: &str) -> Result<(), Response> {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.take(key, t).map_err(|wait| {
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{what}; try again in {wait} s"),
+            )
+            .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            r
+        })
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +263,7 @@ mod tests {
 
     #[test]
     fn registrations_are_limited_per_prefix_and_refill() {
-        let l = RegistrationLimit::new(10.0);
+        let l = RateLimit::new(10.0);
         for _ in 0..30 {
             assert_eq!(l.take("10.0.0.0/24", 0.0), Ok(()));
         }
@@ -258,7 +276,7 @@ mod tests {
         );
         assert_eq!(l.take("10.0.0.0/24", 6.0), Ok(()));
         assert!(l.take("10.0.0.0/24", 6.5).is_err());
-        let open = RegistrationLimit::new(0.0);
+        let open = RateLimit::new(0.0);
         for _ in 0..1000 {
             assert_eq!(open.take("x", 0.0), Ok(()));
         }

@@ -118,6 +118,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Quota(m) => {
+                let mut e = ApiError::field("units", m);
+                e.status = StatusCode::TOO_MANY_REQUESTS;
+                e
+            }
             StoreError::Invalid { field, message } => ApiError::field(&field, message),
             StoreError::Db(m) | StoreError::Retry(m) => {
                 tracing::error!("store: {m}");

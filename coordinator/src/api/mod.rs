@@ -16,7 +16,7 @@ pub use admission::{
     Admission, DEFAULT_MAX_RECOMPUTE_WORK, new_batch, policy_from, verification_note,
 };
 pub use auth::{
-    Operator, Prefix, RegistrationLimit, Scientist, Volunteer, hash_secret, network_prefix,
+    Operator, Prefix, RateLimit, Scientist, Volunteer, hash_secret, network_prefix,
     new_secret,
 };
 pub(crate) use error::decode_output;
@@ -60,7 +60,11 @@ pub struct AppState {
     /// Tickets that open the dashboard's event stream.
     pub tickets: auth::Tickets,
     /// Registrations per network prefix.
-    pub registrations: auth::RegistrationLimit,
+    pub registrations: auth::RateLimit,
+    /// Batch submissions per API key.
+    pub submissions: auth::RateLimit,
+    /// Units not yet finished one API key may have (its batches' together).
+    pub key_open_units: u64,
     /// The status and dashboard snapshot all public readers share.
     pub snapshots: Snapshots,
 }

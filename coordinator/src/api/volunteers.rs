@@ -76,18 +76,10 @@ pub(super) async fn register(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     if let Some(p) = &prefix {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        if let Err(wait) = s.registrations.take(p, t) {
-            let mut r = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many registrations from {p}; try again in {wait} s"),
-            )
-            .into_response();
-            if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
-                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
+        if let Err(r) = s
+            .registrations
+            .admit(p, &format!("too many registrations from {p}"))
+        {
             return Ok(r);
         }
     }

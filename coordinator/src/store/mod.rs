@@ -42,6 +42,9 @@ pub enum StoreError {
     /// caller may try again later.
     #[error("storage full: {0}")]
     Full(String),
+    /// The caller's quota would be exceeded; nothing was stored.
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl StoreError {

@@ -200,6 +200,16 @@ pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Re
     )
 }
 
+/// Units of `key`'s batches not yet settled (neither canonical nor failed).
+pub fn open_units_of_key(s: &mut dyn Sql, key: i64) -> Result<u64> {
+    let r = s.one(
+        "SELECT count(*) FROM units u JOIN batches b ON b.id = u.batch_id
+         WHERE b.key_id = ?1 AND u.state <> 'canonical' AND u.state <> 'failed'",
+        p![key],
+    )?;
+    Ok(r.int(0)?.max(0) as u64)
+}
+
 pub fn insert_unit(
     s: &mut dyn Sql,
     batch: i64,
