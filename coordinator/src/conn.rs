@@ -1,8 +1,9 @@
 //! Connections are bounded: at most `max` at once, `per_ip` from one address, and one that
 //! moves no byte either way for `idle` is closed (a half-sent request, an idle keep-alive, a
-//! body that never comes). Beyond a cap the connection is answered at once with 503 and
-//! `Retry-After` and closed, so a flood never runs the process out of file descriptors and
-//! every honest client hears a clear "later" instead of a timeout.
+//! body that never comes). A request's head must arrive within `header` and its body within
+//! `body` of the request, however slowly it trickles in. Beyond a cap the connection is
+//! answered at once with 503 and `Retry-After` and closed, so a flood never runs the process
+//! out of file descriptors and every honest client hears a clear "later" instead of a timeout.
 
 use axum::serve::Listener;
 use std::collections::HashMap;
@@ -23,6 +24,10 @@ pub struct Limits {
     pub max: usize,
     pub per_ip: usize,
     pub idle: Duration,
+    /// The most a request's head may take to arrive.
+    pub header: Duration,
+    /// The most a request's body may take to arrive, from when its head did.
+    pub body: Duration,
 }
 
 /// A TCP listener that applies [`Limits`].
@@ -237,5 +242,83 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Boun
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> Self {
         PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// Serves `app` on `listener`: each connection on hyper's HTTP/1 or HTTP/2 with a timer, so a
+/// request head that has not arrived within `limits.header` ends the connection, and every
+/// request body gets `limits.body` to arrive ([`body_deadline`]).
+pub async fn serve(mut listener: BoundedListener, app: axum::Router) -> io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    let limits = listener.limits;
+    let app = app.layer(axum::middleware::from_fn(move |req, next| {
+        body_deadline(limits.body, req, next)
+    }));
+    loop {
+        let (io, addr) = Listener::accept(&mut listener).await;
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: axum::http::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(PeerAddr(addr)));
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+        tokio::spawn(async move {
+            let mut b = Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header);
+            b.http2().timer(TokioTimer::new());
+            if let Err(e) = b.serve_connection_with_upgrades(TokioIo::new(io), svc).await {
+                tracing::trace!(%addr, "connection: {e}");
+            }
+        });
+    }
+}
+
+/// Gives a request's body until `within` from now to arrive in full; after that, reading it
+/// fails (the handler answers 400 or 408) however slowly bytes were still coming.
+async fn body_deadline(
+    within: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(Deadline {
+        inner: body,
+        timer: Box::pin(tokio::time::sleep(within)),
+    });
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
+
+/// A body that errs once its deadline has passed.
+struct Deadline {
+    inner: axum::body::Body,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl http_body::Body for Deadline {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request body took too long to arrive",
+            )))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -68,6 +68,10 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     /// Seconds a connection may move no byte before it is closed (default 30).
     pub idle_timeout_s: Option<u64>,
+    /// Seconds a request's head may take to arrive, however it trickles (default 10).
+    pub header_timeout_s: Option<u64>,
+    /// Seconds a request's body may take to arrive after its head (default 60).
+    pub body_timeout_s: Option<u64>,
 }
 
 impl FileConfig {
@@ -155,6 +159,8 @@ impl Config {
                 max: file.max_connections.unwrap_or(4096).max(1),
                 per_ip: file.max_connections_per_ip.unwrap_or(256).max(1),
                 idle: Duration::from_secs(file.idle_timeout_s.unwrap_or(30).max(1)),
+                header: Duration::from_secs(file.header_timeout_s.unwrap_or(10).max(1)),
+                body: Duration::from_secs(file.body_timeout_s.unwrap_or(60).max(1)),
             },
             log_every: Duration::from_millis(200),
             snapshot_max_age: Duration::from_secs(1),
@@ -340,8 +346,7 @@ pub async fn start(
     // Bounded connections (small JSON requests and replies go out at once: TCP_NODELAY).
     let listener = crate::conn::BoundedListener::new(listener, cfg.connections);
     let app = app(state, cfg);
-    let app = app.into_make_service_with_connect_info::<crate::conn::PeerAddr>();
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(crate::conn::serve(listener, app));
     Ok((addr, task))
 }
 

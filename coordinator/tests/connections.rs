@@ -86,3 +86,79 @@ async fn floods_are_refused_with_503_and_idle_connections_closed() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(r.contains("\"units\""), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_trickled_in_slowly_is_cut_off_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileConfig {
+        // Idle never fires here (a byte every 300 ms); the deadlines do.
+        idle_timeout_s: Some(30),
+        header_timeout_s: Some(2),
+        body_timeout_s: Some(2),
+        ..Default::default()
+    };
+    let cfg = Config::resolve(
+        file,
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().into()),
+        None,
+        Some(dir.path().into()),
+    );
+    let store = Arc::new(Engine::open(&cfg.db).unwrap());
+    let (addr, _server) = start(store, &cfg).await.unwrap();
+    let started = std::time::Instant::now();
+
+    // A head sent a byte at a time, for ever: closed after about 2 s.
+    let mut slow = connect_from("127.0.0.1", addr).await;
+    let head = b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\nX-Pad: ";
+    slow.write_all(head).await.unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            // Either hyper's 408 or a plain close.
+            closed = n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408");
+            if closed {
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "the trickled head was never cut off");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+
+    // A body trickled in after a full head: the request fails at the body's deadline.
+    let mut slow = connect_from("127.0.0.1", addr).await;
+    let head = "POST /api/v1/volunteers HTTP/1.1\r\nHost: qg\r\nContent-Type: application/json\r\n\
+                Content-Length: 1000\r\nConnection: close\r\n\r\n{\"nickname\": \"";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = slow.write_all(b"a").await;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+    assert!(answer.contains("\"error\""), "a JSON error: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+
+    // Honest requests are unaffected.
+    let mut s = connect_from("127.0.0.1", addr).await;
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_all(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
