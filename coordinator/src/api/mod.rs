@@ -119,9 +119,19 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/batches/{id}/cancel", post(cancel_batch))
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/tile/{*path}", get(log::tile))
+        // Anything else under the API's prefixes is a JSON 404, not the page server's.
+        .route("/api/{*rest}", axum::routing::any(no_such_route))
+        .route("/log/{*rest}", axum::routing::any(no_such_route))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(metrics_layer)
         .with_state(state)
+}
+
+async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {} (see /api/v1/openapi.json)", uri.path()),
+    )
 }
 
 /// The OpenAPI document (kept in step with [`router`] by a test).
