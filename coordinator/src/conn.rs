@@ -269,7 +269,10 @@ pub async fn serve(mut listener: BoundedListener, app: axum::Router) -> io::Resu
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header);
             b.http2().timer(TokioTimer::new());
-            if let Err(e) = b.serve_connection_with_upgrades(TokioIo::new(io), svc).await {
+            if let Err(e) = b
+                .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                .await
+            {
                 tracing::trace!(%addr, "connection: {e}");
             }
         });
@@ -288,7 +291,8 @@ async fn body_deadline(
         inner: body,
         timer: Box::pin(tokio::time::sleep(within)),
     });
-    next.run(axum::extract::Request::from_parts(parts, body)).await
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// A body that errs once its deadline has passed.

@@ -304,7 +304,8 @@ pub fn pick_spot_checks(
         if out.len() >= free {
             break;
         }
-        let now = running.get(&batch).copied().unwrap_or(0) + taken.get(&batch).copied().unwrap_or(0);
+        let now =
+            running.get(&batch).copied().unwrap_or(0) + taken.get(&batch).copied().unwrap_or(0);
         if now >= per_batch {
             continue;
         }

@@ -344,7 +344,8 @@ pub fn run(
             // The coordinator's background work: deadlines and its own recomputations.
             while store.expire(now)? > 0 {}
             loop {
-                let jobs = store.claim_spot_checks(1000, now, 1, &Default::default(), usize::MAX)?;
+                let jobs =
+                    store.claim_spot_checks(1000, now, 1, &Default::default(), usize::MAX)?;
                 if jobs.is_empty() {
                     break;
                 }

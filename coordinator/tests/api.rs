@@ -461,7 +461,10 @@ async fn units_too_costly_to_recompute_are_not_spot_checked_and_submission_says_
     assert_eq!(v["spot_checks"], 2, "{v}");
     assert_eq!(v["too_costly_to_recompute"], 1, "{v}");
     let note = v["verification"].as_str().unwrap();
-    assert!(note.contains("1 units exceed the recomputation cap"), "{note}");
+    assert!(
+        note.contains("1 units exceed the recomputation cap"),
+        "{note}"
+    );
     assert!(note.contains("quorum alone"), "{note}");
     // Only the two cheap units are queued for the coordinator.
     let all = HashMap::new();
@@ -485,8 +488,11 @@ async fn units_too_costly_to_recompute_are_not_spot_checked_and_submission_says_
         "{v}"
     );
     // The spec dry run says it before anything is submitted.
-    let spec = "kernel = \"ising2d\"\nseeds = 2\n[params]\nL = 4096\nbeta = 0.4\nsweeps = 100000000\n";
-    let (s, v) = h.call("POST", "/api/v1/specs", Some(&h.key), Some(spec.into())).await;
+    let spec =
+        "kernel = \"ising2d\"\nseeds = 2\n[params]\nL = 4096\nbeta = 0.4\nsweeps = 100000000\n";
+    let (s, v) = h
+        .call("POST", "/api/v1/specs", Some(&h.key), Some(spec.into()))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["too_costly_to_recompute"], 2, "{v}");
 }
@@ -510,7 +516,10 @@ async fn spot_checks_are_taken_fairly_across_batches() {
     assert_eq!(batches, vec![a, b]);
     // A batch already holding its share of workers gets none; the other batch gets its turn.
     let running = HashMap::from([(a, 1usize)]);
-    let jobs = h.store.claim_spot_checks(2, now(), 60, &running, 1).unwrap();
+    let jobs = h
+        .store
+        .claim_spot_checks(2, now(), 60, &running, 1)
+        .unwrap();
     let batches: Vec<i64> = jobs.iter().map(|j| j.batch_id).collect();
     assert_eq!(batches, vec![b]);
     // Claimed jobs are nobody else's until their claim runs out.
@@ -527,7 +536,10 @@ async fn public_reads_share_one_snapshot_per_tick() {
     let h = Harness::build_with(|cfg| cfg.work_in_flight = 64);
     let computed = |m: &Value| -> u64 {
         let m = m.as_str().unwrap();
-        let line = m.lines().find(|l| l.starts_with("qg_snapshots_total ")).unwrap();
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("qg_snapshots_total "))
+            .unwrap();
         line.split(' ').nth(1).unwrap().parse().unwrap()
     };
     let (_, before) = h.get("/metrics", None).await;
@@ -535,7 +547,10 @@ async fn public_reads_share_one_snapshot_per_tick() {
     // Fifty readers at once within a tick: one snapshot between them.
     let reads = (0..50).map(|_| h.get("/api/v1/status", None));
     let all = futures_util::future::join_all(reads).await;
-    assert!(all.iter().all(|(s, v)| *s == StatusCode::OK && *v == all[0].1));
+    assert!(
+        all.iter()
+            .all(|(s, v)| *s == StatusCode::OK && *v == all[0].1)
+    );
     let (_, m) = h.get("/metrics", None).await;
     assert_eq!(computed(&m), base, "the status read by /metrics was reused");
     // A change shows once the tick has passed.
@@ -564,7 +579,10 @@ async fn each_key_has_a_quota_of_open_units_and_of_submissions() {
     let (s, v) = h.post("/api/v1/batches", Some(&h.key), body.clone()).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_eq!(v["field"], "units", "{v}");
-    assert!(v["error"].as_str().unwrap().contains("at most 5 units"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("at most 5 units"),
+        "{v}"
+    );
     let (_, after) = h.get("/api/v1/status", None).await;
     assert_eq!(before, after, "a refused batch stores nothing");
     // Another key has its own quota; its fourth submission at once is over the rate (burst 3).
@@ -585,7 +603,11 @@ async fn each_key_has_a_quota_of_open_units_and_of_submissions() {
         .unwrap();
     let resp = h.app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
 }
 
@@ -1054,11 +1076,15 @@ async fn scientists_see_only_their_own_batches_and_csv_has_every_unit() {
     let (s, _) = h.get(&format!("/api/v1/batches/{batch}"), Some(&op)).await;
     assert_eq!(s, StatusCode::OK);
     // Another tenant's unit answers exactly as a unit that does not exist: ids cannot be probed.
-    let (_, st) = h.get(&format!("/api/v1/batches/{batch}"), Some(&h.key)).await;
+    let (_, st) = h
+        .get(&format!("/api/v1/batches/{batch}"), Some(&h.key))
+        .await;
     let (_, res) = h
         .get(&format!("/api/v1/batches/{batch}/results"), Some(&h.key))
         .await;
-    let unit = res["units"][0]["unit_id"].as_i64().unwrap_or_else(|| panic!("{st} {res}"));
+    let unit = res["units"][0]["unit_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{st} {res}"));
     let foreign = h.get(&format!("/api/v1/units/{unit}"), Some(&other)).await;
     let missing = h.get("/api/v1/units/987654321", Some(&other)).await;
     assert_eq!(foreign.0, StatusCode::NOT_FOUND);

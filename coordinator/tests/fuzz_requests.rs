@@ -37,7 +37,9 @@ fn target() -> Target {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = Arc::new(Engine::sqlite(&dir.path().join("qg.sqlite")).unwrap());
     let key = new_secret("qgk_");
-    store.create_key("fuzz", &hash_secret(&key), true, now()).unwrap();
+    store
+        .create_key("fuzz", &hash_secret(&key), true, now())
+        .unwrap();
     let app = rt.block_on(async { app(state(store.clone(), &cfg).unwrap(), &cfg) });
     let mut t = Target {
         app,
@@ -61,7 +63,13 @@ fn target() -> Target {
 }
 
 impl Target {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Vec<u8>) {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -82,15 +90,68 @@ impl Target {
 /// Routes that decode input: method, path, who calls it, and field names to mix in.
 const ROUTES: &[(&str, &str, Who, &[&str])] = &[
     ("POST", "/api/v1/volunteers", Who::Nobody, &["nickname"]),
-    ("POST", "/api/v1/volunteers/me", Who::Volunteer, &["nickname"]),
-    ("POST", "/api/v1/work", Who::Volunteer, &["max_units", "adapter", "kernels", "backend"]),
-    ("POST", "/api/v1/results", Who::Volunteer, &["assignment_id", "digest", "output", "checkpoints", "error", "reports", "elapsed_s"]),
-    ("POST", "/api/v1/challenges/1", Who::Volunteer, &["step", "state"]),
-    ("POST", "/api/v1/batches", Who::Scientist, &["kernel", "units", "policy", "axes", "name"]),
-    ("POST", "/api/v1/specs", Who::Scientist, &["kernel", "params", "sweep", "seeds"]),
-    ("POST", "/api/v1/verifier/work", Who::Scientist, &["max_jobs", "kernels"]),
-    ("POST", "/api/v1/verifier/results", Who::Scientist, &["job_id", "digest", "output", "state_digest"]),
-    ("POST", "/api/v1/log/cosignatures", Who::Nobody, &["checkpoint", "cosignature"]),
+    (
+        "POST",
+        "/api/v1/volunteers/me",
+        Who::Volunteer,
+        &["nickname"],
+    ),
+    (
+        "POST",
+        "/api/v1/work",
+        Who::Volunteer,
+        &["max_units", "adapter", "kernels", "backend"],
+    ),
+    (
+        "POST",
+        "/api/v1/results",
+        Who::Volunteer,
+        &[
+            "assignment_id",
+            "digest",
+            "output",
+            "checkpoints",
+            "error",
+            "reports",
+            "elapsed_s",
+        ],
+    ),
+    (
+        "POST",
+        "/api/v1/challenges/1",
+        Who::Volunteer,
+        &["step", "state"],
+    ),
+    (
+        "POST",
+        "/api/v1/batches",
+        Who::Scientist,
+        &["kernel", "units", "policy", "axes", "name"],
+    ),
+    (
+        "POST",
+        "/api/v1/specs",
+        Who::Scientist,
+        &["kernel", "params", "sweep", "seeds"],
+    ),
+    (
+        "POST",
+        "/api/v1/verifier/work",
+        Who::Scientist,
+        &["max_jobs", "kernels"],
+    ),
+    (
+        "POST",
+        "/api/v1/verifier/results",
+        Who::Scientist,
+        &["job_id", "digest", "output", "state_digest"],
+    ),
+    (
+        "POST",
+        "/api/v1/log/cosignatures",
+        Who::Nobody,
+        &["checkpoint", "cosignature"],
+    ),
     ("POST", "/api/v1/batches/1/cancel", Who::Scientist, &[]),
 ];
 
@@ -107,7 +168,8 @@ fn json_tree() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,16}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
@@ -121,7 +183,14 @@ fn json_tree() -> impl Strategy<Value = Value> {
 
 fn body_for(fields: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
     let near_miss = prop::collection::vec(
-        (prop::sample::select(if fields.is_empty() { &["x"][..] } else { fields }), json_tree()),
+        (
+            prop::sample::select(if fields.is_empty() {
+                &["x"][..]
+            } else {
+                fields
+            }),
+            json_tree(),
+        ),
         0..5,
     )
     .prop_map(|kv| {
@@ -141,11 +210,22 @@ fn request() -> impl Strategy<Value = (usize, Vec<u8>)> {
 }
 
 fn assert_clean(what: &str, status: StatusCode, body: &[u8]) {
-    assert!(!status.is_server_error(), "{what}: {status} {}", String::from_utf8_lossy(body));
+    assert!(
+        !status.is_server_error(),
+        "{what}: {status} {}",
+        String::from_utf8_lossy(body)
+    );
     if status.is_client_error() {
-        let v: Value = serde_json::from_slice(body)
-            .unwrap_or_else(|_| panic!("{what}: {status} is not JSON: {}", String::from_utf8_lossy(body)));
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {v}");
+        let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+            panic!(
+                "{what}: {status} is not JSON: {}",
+                String::from_utf8_lossy(body)
+            )
+        });
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {v}"
+        );
     }
 }
 

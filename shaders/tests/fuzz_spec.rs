@@ -11,7 +11,8 @@ fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::from),
         (0u64..5000).prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         (-2.0f64..2.0).prop_map(Value::from),
         "\\PC{0,12}".prop_map(Value::from),
         any::<bool>().prop_map(Value::from),
@@ -22,7 +23,8 @@ fn scalar() -> impl Strategy<Value = Value> {
 fn sweep_value() -> impl Strategy<Value = Value> {
     prop_oneof![
         prop::collection::vec(scalar(), 0..4).prop_map(Value::from),
-        (scalar(), scalar(), scalar()).prop_map(|(f, t, s)| json!({"from": f, "to": t, "steps": s})),
+        (scalar(), scalar(), scalar())
+            .prop_map(|(f, t, s)| json!({"from": f, "to": t, "steps": s})),
         (-1.0f64..2.0, -1.0f64..2.0, 0u64..300_000)
             .prop_map(|(f, t, s)| json!({"from": f, "to": t, "steps": s})),
         scalar(),
@@ -32,8 +34,22 @@ fn sweep_value() -> impl Strategy<Value = Value> {
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "L", "beta", "h", "sweeps", "seed", "thermalize", "measure_every", "p", "samples",
-            "n", "steps", "dt", "density", "temperature", "checkpoint_every", "bogus",
+            "L",
+            "beta",
+            "h",
+            "sweeps",
+            "seed",
+            "thermalize",
+            "measure_every",
+            "p",
+            "samples",
+            "n",
+            "steps",
+            "dt",
+            "density",
+            "temperature",
+            "checkpoint_every",
+            "bogus",
         ])
         .prop_map(str::to_owned),
         "[a-z_]{1,8}",
@@ -48,8 +64,15 @@ fn spec() -> impl Strategy<Value = Value> {
         prop::option::of(scalar()),
         prop::option::of(prop::collection::btree_map(
             prop::sample::select(vec![
-                "min_quorum", "target_results", "spot_check_rate", "replication",
-                "target_error", "ringer_rate", "challenge_rate", "deadline_s", "other",
+                "min_quorum",
+                "target_results",
+                "spot_check_rate",
+                "replication",
+                "target_error",
+                "ringer_rate",
+                "challenge_rate",
+                "deadline_s",
+                "other",
             ])
             .prop_map(str::to_owned),
             scalar(),
@@ -73,8 +96,9 @@ fn check(result: Result<shaders::spec::Expanded, shaders::spec::SpecError>) {
         Ok(e) => {
             assert!(!e.units.is_empty() && e.units.len() <= MAX_UNITS);
             for u in e.units {
-                Job::new(&e.kernel, u.clone())
-                    .unwrap_or_else(|err| panic!("expanded a unit its kernel refuses: {u} ({err})"));
+                Job::new(&e.kernel, u.clone()).unwrap_or_else(|err| {
+                    panic!("expanded a unit its kernel refuses: {u} ({err})")
+                });
             }
         }
         Err(e) => assert!(!e.field.is_empty() && !e.message.is_empty(), "{e:?}"),

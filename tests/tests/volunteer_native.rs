@@ -247,8 +247,10 @@ async fn a_gpu_verifier_worker_does_the_coordinators_recomputation() {
     assert_reference(&store, id);
     let counts = store.challenge_counts().unwrap();
     assert_eq!(counts.get("passed"), Some(&units), "{counts:?}");
-    assert!(store
-        .claim_spot_checks(10, 0, 0, &Default::default(), usize::MAX)
-        .unwrap()
-        .is_empty());
+    assert!(
+        store
+            .claim_spot_checks(10, 0, 0, &Default::default(), usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 mod bench;
 mod deps;
 mod pg;
+mod schemathesis;
 mod web;
 
 fn main() -> Result<()> {
@@ -18,6 +19,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&rest),
         Some("serve") => serve(&rest),
         Some("build-web") => web::build(),
+        Some("schemathesis") => schemathesis::run(),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -32,7 +34,9 @@ cargo xtask <command>
   test                 everything CI runs: installs missing Debian packages (as root) and
                        Dawn for node (npm), then fmt, clippy (native and wasm32), builds the web
                        client, and runs unit, integration, GPU (lavapipe), browser (headless
-                       Chromium) and Dawn (node, SwiftShader) tests
+                       Chromium) and Dawn (node, SwiftShader) tests, the PostgreSQL suite, and
+                       schemathesis against the API's OpenAPI document
+  schemathesis         only that last step (no 5xx, no response contradicting the schema)
   bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
   build-web            compiles the browser client to wasm and its JS glue into web/pkg
   serve [ARGS]         starts the coordinator (SQLite in ./qg-data, demo batch, pages on
@@ -146,6 +150,8 @@ fn test(args: &[&str]) -> Result<()> {
         &mut t,
     )?;
     drop(pg);
+    eprintln!("==> schemathesis against /api/v1/openapi.json");
+    schemathesis::run()?;
     eprintln!(
         "==> all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -182,8 +182,13 @@ pub(super) async fn create_batch(
     }
     let batch = new_batch(req, Some(key), &s.admission)?;
     let (units, spot_checks, too_costly) = batch.verification(s.admission.max_recompute_work);
-    let verification =
-        verification_note(units, spot_checks, too_costly, &batch.policy, batch.spot_check_rate);
+    let verification = verification_note(
+        units,
+        spot_checks,
+        too_costly,
+        &batch.policy,
+        batch.spot_check_rate,
+    );
     let store = s.store.clone();
     let quota = Some(s.key_open_units);
     let batch_id = blocking(move || store.create_batch_within(&batch, now(), quota)).await?;

@@ -16,8 +16,7 @@ pub use admission::{
     Admission, DEFAULT_MAX_RECOMPUTE_WORK, new_batch, policy_from, verification_note,
 };
 pub use auth::{
-    Operator, Prefix, RateLimit, Scientist, Volunteer, hash_secret, network_prefix,
-    new_secret,
+    Operator, Prefix, RateLimit, Scientist, Volunteer, hash_secret, network_prefix, new_secret,
 };
 pub(crate) use error::decode_output;
 pub use error::{ApiError, Body};
@@ -130,7 +129,10 @@ pub fn router(state: Shared) -> Router {
 async fn no_such_route(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        format!("no such endpoint: {} (see /api/v1/openapi.json)", uri.path()),
+        format!(
+            "no such endpoint: {} (see /api/v1/openapi.json)",
+            uri.path()
+        ),
     )
 }
 

@@ -12,7 +12,10 @@ pub(super) async fn status(State(s): State<Shared>) -> Result<Response, ApiError
     Ok(Json(&*status).into_response())
 }
 
-pub(super) async fn dashboard(State(s): State<Shared>, _op: Operator) -> Result<Response, ApiError> {
+pub(super) async fn dashboard(
+    State(s): State<Shared>,
+    _op: Operator,
+) -> Result<Response, ApiError> {
     let d = s.snapshots.dashboard(&s.store).await?;
     Ok(Json(&*d).into_response())
 }

@@ -20,9 +20,10 @@ pub(super) fn clean_nickname(n: Option<&str>) -> Result<Option<String>, ApiError
     use unicode_normalization::UnicodeNormalization;
     use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
     let Some(n) = n else { return Ok(None) };
-    if let Some(c) = n.chars().find(|c| {
-        c.general_category_group() == GeneralCategoryGroup::Other && !c.is_whitespace()
-    }) {
+    if let Some(c) = n
+        .chars()
+        .find(|c| c.general_category_group() == GeneralCategoryGroup::Other && !c.is_whitespace())
+    {
         return Err(ApiError::field(
             "nickname",
             format!(

@@ -3,11 +3,11 @@
 //! decision produced; none of them decides anything.
 
 use super::sql::{Row, Sql, p};
-use std::collections::HashMap;
 use super::*;
 use crate::decide::{ChallengePlan, ClassDelta, VolunteerDelta};
 use crate::lifecycle::{Policy, ReplicaState, UnitState};
 use crate::lifecycle::{Replica, ReplicaId, Replication, Spot, Unit};
+use std::collections::HashMap;
 
 /// Decodes JSON the store itself wrote; a failure means a damaged database.
 pub fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
