@@ -174,7 +174,7 @@ pub(super) async fn create_batch(
     Body(req): Body<BatchRequest>,
 ) -> Result<Response, ApiError> {
     let key = sci.0.id;
-    if let Err(r) = s.submissions.admit(
+    if let Some(r) = s.submissions.refusal(
         &format!("key {key}"),
         "too many batches submitted with this key",
     ) {

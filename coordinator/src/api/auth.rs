@@ -238,12 +238,13 @@ impl RateLimit {
         }
     }
 
-    /// Takes one for `key` now, or the 429 answer (with `Retry-After`) saying what was limited.
-    pub fn admit(&self, key: &str, what: &str) -> Result<(), Response> {
+    /// Takes one for `key` now; None, or the 429 answer (with `Retry-After`) saying what was
+    /// limited.
+    pub fn refusal(&self, key: &str, what: &str) -> Option<Response> {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        self.take(key, t).map_err(|wait| {
+        self.take(key, t).err().map(|wait| {
             let mut r = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("{what}; try again in {wait} s"),

@@ -76,13 +76,12 @@ pub(super) async fn register(
     Prefix(prefix): Prefix,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if let Some(p) = &prefix {
-        if let Err(r) = s
+    if let Some(p) = &prefix
+        && let Some(r) = s
             .registrations
-            .admit(p, &format!("too many registrations from {p}"))
-        {
-            return Ok(r);
-        }
+            .refusal(p, &format!("too many registrations from {p}"))
+    {
+        return Ok(r);
     }
     let req: RegisterRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RegisterRequest::default()
