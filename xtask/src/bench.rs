@@ -12,8 +12,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("browser") => browser(&args[1..]),
         Some("sabotage") => sabotage(&args[1..]),
         Some("log") => log(&args[1..]),
+        Some("reliability") => reliability(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,flood,soak] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
         ),
     }
 }
@@ -373,5 +374,83 @@ fn dawn(args: &[&str]) -> Result<()> {
             "same_checkpoints": dawn["checkpoints"] == native["checkpoints"],
         })
     );
+    Ok(())
+}
+
+/// The attacks of issue #13 against release coordinators (qg-reliability: Sybil tokens that
+/// error or hoard, the spot-check hog, a flood of half-open connections), then the soak: 1,000
+/// simulated volunteers, one report per request, with the coordinator and the load generator
+/// pinned to separate cores (qg-loadgen). One JSON line each.
+fn reliability(args: &[&str]) -> Result<()> {
+    crate::run(
+        "cargo build --release -p coordinator",
+        crate::cargo().args(["build", "--release", "-q", "-p", "coordinator"]),
+    )?;
+    let bin = crate::root().join("target").join("release");
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| *a == f)
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.to_string())
+    };
+    let only = value("--only");
+    let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
+    let attacks: Vec<&str> = ["sybil_errors", "sybil_hoard", "spot_hog", "flood"]
+        .into_iter()
+        .filter(|s| want(s))
+        .collect();
+    if !attacks.is_empty() {
+        // The flood needs more file descriptors than a shell's default.
+        let mut cmd = format!(
+            "ulimit -n $(ulimit -Hn); exec '{}' --coordinator '{}' --only {}",
+            bin.join("qg-reliability").display(),
+            bin.join("coordinator").display(),
+            attacks.join(",")
+        );
+        if let Some(n) = value("--connections") {
+            cmd.push_str(&format!(" --connections {n}"));
+        }
+        let status = std::process::Command::new("bash")
+            .args(["-c", &cmd])
+            .status()?;
+        if !status.success() {
+            bail!("qg-reliability failed ({status})");
+        }
+    }
+    if want("soak") {
+        let seconds = value("--soak-seconds").unwrap_or_else(|| "60".into());
+        let volunteers = value("--volunteers").unwrap_or_else(|| "1000".into());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut c = if cores >= 2 {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", "1"]).arg(bin.join("qg-loadgen"));
+            c.args(["--coordinator-cpu", "0"]);
+            c
+        } else {
+            std::process::Command::new(bin.join("qg-loadgen"))
+        };
+        c.args([
+            "--units",
+            "10000",
+            "--batch",
+            "1",
+            "--volunteers",
+            &volunteers,
+        ])
+        .args(["--seconds", &seconds, "--coordinator"])
+        .arg(bin.join("coordinator"));
+        let out = c.output()?;
+        if !out.status.success() {
+            bail!(
+                "qg-loadgen failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut v: Value = serde_json::from_slice(&out.stdout)?;
+        v["scenario"] = json!("soak");
+        v["pinned"] = json!(cores >= 2);
+        v["goal"] = json!("work and report p99 < 50 ms, 0 errors");
+        println!("{v}");
+    }
     Ok(())
 }

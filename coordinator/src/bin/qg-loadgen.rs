@@ -47,6 +47,10 @@ struct Args {
     /// over them.
     #[arg(long, default_value_t = 1)]
     coordinators: usize,
+    /// Pin the coordinator to this CPU (with `taskset`), so the load generator, pinned
+    /// elsewhere, does not share its core.
+    #[arg(long)]
+    coordinator_cpu: Option<usize>,
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -166,7 +170,23 @@ async fn main() -> Result<()> {
     let mut children = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..args.coordinators {
-        let mut child = Command::new(&args.coordinator)
+        let mut cmd = match args.coordinator_cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(&args.coordinator);
+                c
+            }
+            None => Command::new(&args.coordinator),
+        };
+        // All simulated volunteers connect from one address: its connection cap fits them.
+        let config = dir.join("loadgen.toml");
+        std::fs::write(
+            &config,
+            format!("max_connections_per_ip = {}\n", args.volunteers + 64),
+        )?;
+        let mut child = cmd
+            .arg("--config")
+            .arg(&config)
             .args(["--db", &db_arg])
             // A thousand simulated volunteers register from one address.
             // and take work in batches from the start (what is measured is the coordinator).

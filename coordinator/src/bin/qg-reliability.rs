@@ -1,0 +1,481 @@
+//! `cargo xtask bench reliability`: the attacks of issue #13 against release coordinators on
+//! loopback, one JSON line each (the soak is qg-loadgen's, run by xtask alongside):
+//!
+//! * `sybil_errors`: N fresh tokens answer every assignment with an error; how many units
+//!   they fail, and how long an honest volunteer waits for work meanwhile.
+//! * `sybil_hoard`: N fresh tokens take all the work they are given and never report; how
+//!   many replicas they hold, until when, and the honest volunteer's wait.
+//! * `flood`: half-open connections from many loopback addresses; `/api/v1/status` latency
+//!   throughout, and the coordinator's RSS before, at the peak and after.
+//! * `spot_hog`: a batch of costly units with `spot_check_rate: 1.0`, then a small batch; how
+//!   long until the small batch's spot-checks are computed.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// The coordinator binary.
+    #[arg(long)]
+    coordinator: PathBuf,
+    /// Attacker tokens in the Sybil scenarios.
+    #[arg(long, default_value_t = 3)]
+    attackers: usize,
+    /// Units in the attacked batch.
+    #[arg(long, default_value_t = 10_000)]
+    units: usize,
+    /// Seconds each Sybil attack runs.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Half-open connections in the flood.
+    #[arg(long, default_value_t = 20_000)]
+    connections: usize,
+    /// Only these scenarios (comma-separated); all by default.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+struct Coordinator {
+    child: Child,
+    base: String,
+    key: String,
+    dir: PathBuf,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn scratch_dir() -> Result<PathBuf> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("qg-reliability-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+impl Coordinator {
+    fn start(bin: &Path, extra: &[&str]) -> Result<Self> {
+        let dir = scratch_dir()?;
+        let out = Command::new(bin)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["keys", "create", "--name", "bench"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let key = text
+            .split_whitespace()
+            .find(|w| w.starts_with("qgk_"))
+            .context("no key printed")?
+            .to_owned();
+        let mut child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
+            .arg(&dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let Some(base) = line.trim().strip_prefix("coordinator listening on ") else {
+            let _ = child.kill();
+            bail!("coordinator did not start: {line:?}");
+        };
+        Ok(Self {
+            base: base.to_owned(),
+            child,
+            key,
+            dir,
+        })
+    }
+
+    /// Its `/proc/PID/status`, opened now so it can be read while this process has no file
+    /// descriptor to spare.
+    fn status_file(&self) -> Result<std::fs::File> {
+        Ok(std::fs::File::open(format!(
+            "/proc/{}/status",
+            self.child.id()
+        ))?)
+    }
+
+    fn rss_mb(f: &mut std::fs::File) -> f64 {
+        use std::io::{Read, Seek};
+        let mut s = String::new();
+        if f.rewind().is_err() || f.read_to_string(&mut s).is_err() {
+            return f64::NAN;
+        }
+        Some(s)
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(base: &str) -> Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            base: base.to_owned(),
+        })
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Result<(u16, Value)> {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, Value)> {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn register(&self) -> Result<String> {
+        let (s, v) = self.post("/api/v1/volunteers", None, json!({})).await?;
+        if s != 201 {
+            bail!("registration: {s} {v}");
+        }
+        Ok(v["token"].as_str().context("token")?.to_owned())
+    }
+
+    async fn batch(&self, key: &str, units: Vec<Value>, policy: Value) -> Result<i64> {
+        let body = json!({"kernel": "ising2d", "units": units, "policy": policy});
+        let (s, v) = self.post("/api/v1/batches", Some(key), body).await?;
+        if s != 201 {
+            bail!("batch: {s} {v}");
+        }
+        v["batch_id"].as_i64().context("batch_id")
+    }
+}
+
+fn small_units(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"L": 16, "beta": 0.4, "sweeps": 10, "seed": i + 1}))
+        .collect()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The honest report of an assignment: the CPU reference's answer.
+fn honest_report(a: &Value) -> Result<Value> {
+    use base64::Engine as _;
+    let job = shaders::Job::new(a["kernel"].as_str().unwrap_or(""), a["params"].clone())?;
+    let r = job.run_cpu(1, &mut |_, _| {})?;
+    Ok(json!({
+        "assignment_id": a["assignment_id"],
+        "digest": r.digest,
+        "checkpoints": r.checkpoints,
+        "summary": r.summary,
+        "output": base64::engine::general_purpose::STANDARD.encode(&r.output),
+        "kernel_version": a["kernel_version"],
+    }))
+}
+
+/// An honest volunteer asking for one unit at a time, computing and reporting it: the
+/// longest it waited for work, in ms, while `until` has not passed, and units it reported.
+async fn honest_waits(c: &Client, token: &str, until: Instant) -> Result<(f64, u64)> {
+    let mut worst: f64 = 0.0;
+    let mut reported = 0;
+    let mut asked = Instant::now();
+    while Instant::now() < until {
+        let (s, v) = c
+            .post("/api/v1/work", Some(token), json!({"max_units": 1}))
+            .await?;
+        let a = v["assignments"].as_array().cloned().unwrap_or_default();
+        if s != 200 || a.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        worst = worst.max(asked.elapsed().as_secs_f64() * 1e3);
+        let reports = a.iter().map(honest_report).collect::<Result<Vec<_>>>()?;
+        let (s, v) = c
+            .post("/api/v1/results", Some(token), Value::from(reports))
+            .await?;
+        if s != 202 {
+            bail!("honest report refused: {s} {v}");
+        }
+        reported += a.len() as u64;
+        asked = Instant::now();
+    }
+    Ok((worst.max(asked.elapsed().as_secs_f64() * 1e3), reported))
+}
+
+async fn sybil(args: &Args, hoard: bool) -> Result<Value> {
+    let co = Coordinator::start(&args.coordinator, &[])?;
+    let c = Client::new(&co.base)?;
+    let batch = c
+        .batch(
+            &co.key,
+            small_units(args.units),
+            json!({"spot_check_rate": 0.0}),
+        )
+        .await?;
+    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let mut attackers = Vec::new();
+    for _ in 0..args.attackers {
+        attackers.push(c.register().await?);
+    }
+    let honest = c.register().await?;
+    let mut tasks = Vec::new();
+    for token in attackers {
+        let c = Client::new(&co.base)?;
+        tasks.push(tokio::spawn(async move {
+            let (mut requests, mut taken, mut refused) = (0u64, 0u64, 0u64);
+            while Instant::now() < until {
+                let (s, v) = c
+                    .post("/api/v1/work", Some(&token), json!({"max_units": 64}))
+                    .await?;
+                requests += 1;
+                let a = v["assignments"].as_array().cloned().unwrap_or_default();
+                if s != 200 || a.is_empty() {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                taken += a.len() as u64;
+                if !hoard {
+                    let reports: Vec<Value> = a
+                        .iter()
+                        .map(|x| json!({"assignment_id": x["assignment_id"], "error": "x"}))
+                        .collect();
+                    c.post("/api/v1/results", Some(&token), Value::from(reports))
+                        .await?;
+                    requests += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>((requests, taken, refused))
+        }));
+    }
+    let (honest_wait_ms, honest_reported) = {
+        let c = Client::new(&co.base)?;
+        honest_waits(&c, &honest, until).await?
+    };
+    let (mut requests, mut taken, mut refused) = (0, 0, 0);
+    for t in tasks {
+        let (r, k, f) = t.await??;
+        requests += r;
+        taken += k;
+        refused += f;
+    }
+    let (_, st) = c
+        .get(&format!("/api/v1/batches/{batch}"), Some(&co.key))
+        .await?;
+    let failed = st["by_state"]["failed"].as_u64().unwrap_or(0);
+    Ok(json!({
+        "scenario": if hoard { "sybil_hoard" } else { "sybil_errors" },
+        "attackers": args.attackers,
+        "units": args.units,
+        "seconds": args.seconds,
+        "attacker_requests": requests,
+        "replicas_taken_by_attackers": taken,
+        "attacker_requests_refused_or_empty": refused,
+        "units_failed": failed,
+        "units_by_state": st["by_state"],
+        "honest_longest_wait_for_work_ms": honest_wait_ms,
+        "honest_units_reported": honest_reported,
+        "goal": "no unit fails; honest volunteers get work within 1 s",
+    }))
+}
+
+async fn flood(args: &Args) -> Result<Value> {
+    let co = Coordinator::start(&args.coordinator, &[])?;
+    let c = Client::new(&co.base)?;
+    c.batch(&co.key, small_units(1000), json!({})).await?;
+    let addr: std::net::SocketAddr = co.base.trim_start_matches("http://").parse()?;
+    // Warm up, then the baseline.
+    for _ in 0..20 {
+        c.get("/api/v1/status", None).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut proc_status = co.status_file()?;
+    let rss_before = Coordinator::rss_mb(&mut proc_status);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let c = Client::new(&co.base)?;
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                match c.get("/api/v1/status", None).await {
+                    Ok((200, _)) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                    _ => errors += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (lat, errors)
+        })
+    };
+    // Half-open requests from 127.0.0.2.., 200 per address.
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let mut failed_to_open = 0usize;
+    for i in 0..args.connections {
+        let ip = std::net::Ipv4Addr::new(
+            127,
+            0,
+            (2 + i / 200 / 250) as u8,
+            (2 + (i / 200) % 250) as u8,
+        );
+        let Ok(s) = tokio::net::TcpSocket::new_v4() else {
+            // Out of file descriptors here (see `ulimit -n`): the rest are not opened.
+            failed_to_open += args.connections - i;
+            break;
+        };
+        if s.bind((ip, 0).into()).is_err() {
+            failed_to_open += 1;
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), s.connect(addr)).await {
+            Ok(Ok(mut stream)) => {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream
+                    .write_all(b"POST /api/v1/work HTTP/1.1\r\nHost: qg\r\nContent-Length: 100\r\n")
+                    .await;
+                held.push(stream);
+            }
+            _ => failed_to_open += 1,
+        }
+    }
+    let open_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_peak = Coordinator::rss_mb(&mut proc_status);
+    drop(held);
+    // The coordinator hands freed memory back to the system every few seconds.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut lat, errors) = prober.await?;
+    let rss_after = Coordinator::rss_mb(&mut proc_status);
+    Ok(json!({
+        "scenario": "flood",
+        "connections": args.connections,
+        "could_not_open": failed_to_open,
+        "open_s": open_s,
+        "status_requests": lat.len(),
+        "status_errors": errors,
+        "status_p50_ms": percentile(&mut lat, 0.5),
+        "status_p99_ms": percentile(&mut lat, 0.99),
+        "status_max_ms": lat.last().copied().unwrap_or(f64::NAN),
+        "rss_mb_before": rss_before,
+        "rss_mb_peak": rss_peak,
+        "rss_mb_after": rss_after,
+        "goal": "status within 100 ms throughout, RSS back within 10%",
+    }))
+}
+
+async fn spot_hog(args: &Args) -> Result<Value> {
+    let co = Coordinator::start(&args.coordinator, &[])?;
+    let c = Client::new(&co.base)?;
+    // Units of about a second or more of CPU each, all spot-checked.
+    let costly: Vec<Value> = (0..40)
+        .map(|i| json!({"L": 512, "beta": 0.4, "sweeps": 400, "seed": i + 1}))
+        .collect();
+    let hog = c
+        .batch(&co.key, costly, json!({"spot_check_rate": 1.0}))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    let small = c
+        .batch(&co.key, small_units(5), json!({"spot_check_rate": 1.0}))
+        .await?;
+    let (_, res) = c
+        .get(&format!("/api/v1/batches/{small}/results"), Some(&co.key))
+        .await?;
+    let ids: Vec<i64> = res["units"]
+        .as_array()
+        .map(|u| u.iter().filter_map(|x| x["unit_id"].as_i64()).collect())
+        .unwrap_or_default();
+    let mut ready_after = None;
+    while t.elapsed() < Duration::from_secs(120) {
+        let mut all = !ids.is_empty();
+        for id in &ids {
+            let (_, u) = c.get(&format!("/api/v1/units/{id}"), Some(&co.key)).await?;
+            all &= u["spot_check"]["state"] == "ready";
+        }
+        if all {
+            ready_after = Some(t.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut hog_ready = 0;
+    let (_, res) = c
+        .get(&format!("/api/v1/batches/{hog}/results"), Some(&co.key))
+        .await?;
+    for u in res["units"].as_array().cloned().unwrap_or_default() {
+        let (_, p) = c
+            .get(&format!("/api/v1/units/{}", u["unit_id"]), Some(&co.key))
+            .await?;
+        hog_ready += usize::from(p["spot_check"]["state"] == "ready");
+    }
+    Ok(json!({
+        "scenario": "spot_hog",
+        "hog_units": 40,
+        "hog_spot_checks_done_meanwhile": hog_ready,
+        "small_batch_spot_checks_ready_s": ready_after,
+        "goal": "other batches' checks within 5 s",
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let only: Option<Vec<String>> = args
+        .only
+        .as_ref()
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let want = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    if want("sybil_errors") {
+        println!("{}", sybil(&args, false).await?);
+    }
+    if want("sybil_hoard") {
+        println!("{}", sybil(&args, true).await?);
+    }
+    if want("spot_hog") {
+        println!("{}", spot_hog(&args).await?);
+    }
+    if want("flood") {
+        println!("{}", flood(&args).await?);
+    }
+    Ok(())
+}
