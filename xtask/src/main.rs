@@ -38,6 +38,7 @@ cargo xtask <command>
                        schemathesis against the API's OpenAPI document
   schemathesis         only that last step (no 5xx, no response contradicting the schema)
   bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
+  bench reliability    Sybil tokens, the spot-check hog, a connection flood, a pinned soak
   build-web            compiles the browser client to wasm and its JS glue into web/pkg
   serve [ARGS]         starts the coordinator (SQLite in ./qg-data, demo batch, pages on
                        http://127.0.0.1:8080); ARGS go to `coordinator serve`
