@@ -2292,6 +2292,11 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
         "/log/tile/entries/001",
         "/log/tile/0/0",
         "/log/tile/x",
+        // Levels and widths tlog_tiles asserts on (found by the request fuzzer).
+        "/log/tile/64/64",
+        "/log/tile/255/000",
+        "/log/tile/0/000.p/0",
+        "/log/tile/0/000.p/999",
     ] {
         let (s, v) = h.get(path, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");

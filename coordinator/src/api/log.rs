@@ -44,7 +44,20 @@ pub(super) async fn tile(
         Some(rest) => format!("tile/{TILE_HEIGHT}/data/{rest}"),
         None => format!("tile/{TILE_HEIGHT}/{path}"),
     };
-    let t = Tile::from_path(&go_path).map_err(|_| not_found())?;
+    // tlog_tiles asserts (panics) on a level of 64 or more: such paths are refused first, and
+    // any other assertion it makes is caught rather than taking the request down.
+    let level_ok = path.starts_with("entries/")
+        || path
+            .split('/')
+            .next()
+            .and_then(|l| l.parse::<u8>().ok())
+            .is_some_and(|l| l < 64);
+    if !level_ok {
+        return Err(not_found());
+    }
+    let t = std::panic::catch_unwind(|| Tile::from_path(&go_path))
+        .map_err(|_| not_found())?
+        .map_err(|_| not_found())?;
     let store = s.store.clone();
     let data = blocking(move || {
         if t.is_data() {
