@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct BoundedListener {
     inner: TcpListener,
     limits: Limits,
     open: Arc<Semaphore>,
+    /// The most connections open at once (accepted or refused) since the last memory trim.
+    peak: Arc<AtomicUsize>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -43,6 +46,7 @@ impl BoundedListener {
         Self {
             inner,
             open: Arc::new(Semaphore::new(limits.max.max(1))),
+            peak: Arc::default(),
             per_ip: Arc::default(),
             limits,
         }
@@ -77,6 +81,8 @@ impl Listener for BoundedListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
+            let open = self.limits.max.max(1) - self.open.available_permits();
+            self.peak.fetch_max(open + 1, Ordering::Relaxed);
             let Ok(permit) = self.open.clone().try_acquire_owned() else {
                 tracing::debug!(%addr, "refused: too many connections");
                 refuse(stream, "too many connections");
@@ -101,6 +107,7 @@ impl Listener for BoundedListener {
                 stream,
                 idle: self.limits.idle,
                 timer: Box::pin(tokio::time::sleep(self.limits.idle)),
+                head: Head::new(self.limits.header),
                 _slot: Slot {
                     _permit: permit,
                     ip,
@@ -135,12 +142,93 @@ impl Drop for Slot {
     }
 }
 
-/// An accepted connection that closes itself after `idle` without a byte either way.
+/// An accepted connection that closes itself after `idle` without a byte either way, or when
+/// a request's head takes longer than its deadline to arrive.
 pub struct Bounded {
     stream: TcpStream,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    head: Head,
     _slot: Slot,
+}
+
+/// The head deadline of an HTTP/1 connection: it starts with a request's first byte (not
+/// while a keep-alive connection waits for the next request) and ends with the blank line
+/// that ends the head; HTTP/2 connections (their preface) are left to the idle timeout.
+struct Head {
+    within: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// A response was written since the last head (or nothing was read yet): the next byte
+    /// read starts a request.
+    awaiting: bool,
+    /// Reading a head: its deadline runs.
+    reading: bool,
+    /// How much of "\r\n\r\n" the last bytes matched.
+    matched: u8,
+    /// Not HTTP/1: no head deadline.
+    off: bool,
+    fresh: bool,
+}
+
+impl Head {
+    fn new(within: Duration) -> Self {
+        Self {
+            within,
+            timer: Box::pin(tokio::time::sleep(within)),
+            awaiting: true,
+            reading: false,
+            matched: 0,
+            off: false,
+            fresh: true,
+        }
+    }
+
+    fn read(&mut self, bytes: &[u8]) {
+        if self.fresh {
+            self.fresh = false;
+            self.off = bytes.starts_with(b"PRI ");
+        }
+        if self.off || bytes.is_empty() {
+            return;
+        }
+        let mut bytes = bytes;
+        if self.awaiting {
+            self.awaiting = false;
+            self.reading = true;
+            self.matched = 0;
+            self.timer.as_mut().reset(Instant::now() + self.within);
+        }
+        while self.reading && !bytes.is_empty() {
+            let b = bytes[0];
+            bytes = &bytes[1..];
+            let want = if self.matched.is_multiple_of(2) { b'\r' } else { b'\n' };
+            self.matched = if b == want {
+                self.matched + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if self.matched == 4 {
+                self.reading = false;
+            }
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.awaiting = true;
+    }
+
+    /// Pending read: an error once a head has taken too long.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reading && self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head took too long",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl Bounded {
@@ -159,6 +247,7 @@ impl Bounded {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.progressed();
+                    self.head.wrote();
                 }
                 Poll::Ready(Ok(n))
             }
@@ -193,10 +282,14 @@ impl AsyncRead for Bounded {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     self.progressed();
+                    self.head.read(&buf.filled()[before..]);
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => self.check_idle(cx),
+            Poll::Pending => match self.head.check(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => self.check_idle(cx),
+            },
         }
     }
 }
@@ -245,13 +338,19 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Boun
     }
 }
 
-/// Serves `app` on `listener`: each connection on hyper's HTTP/1 or HTTP/2 with a timer, so a
-/// request head that has not arrived within `limits.header` ends the connection, and every
-/// request body gets `limits.body` to arrive ([`body_deadline`]).
+/// Serves `app` on `listener` (HTTP/1 or HTTP/2): the connections are [`Bounded`] (idle time,
+/// head deadline), and every request body gets `limits.body` to arrive ([`body_deadline`]).
+/// hyper's own header timeout is not used: it also runs while a keep-alive connection waits
+/// for its next request, which cut idle clients off mid-reuse.
 pub async fn serve(mut listener: BoundedListener, app: axum::Router) -> io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     let limits = listener.limits;
+    tokio::spawn(trim_after_floods(
+        listener.open.clone(),
+        listener.peak.clone(),
+        limits.max,
+    ));
     let app = app.layer(axum::middleware::from_fn(move |req, next| {
         body_deadline(limits.body, req, next)
     }));
@@ -264,11 +363,7 @@ pub async fn serve(mut listener: BoundedListener, app: axum::Router) -> io::Resu
             tower::ServiceExt::oneshot(app.clone(), req)
         });
         tokio::spawn(async move {
-            let mut b = Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header);
-            b.http2().timer(TokioTimer::new());
+            let b = Builder::new(TokioExecutor::new());
             if let Err(e) = b
                 .serve_connection_with_upgrades(TokioIo::new(io), svc)
                 .await
@@ -276,6 +371,29 @@ pub async fn serve(mut listener: BoundedListener, app: axum::Router) -> io::Resu
                 tracing::trace!(%addr, "connection: {e}");
             }
         });
+    }
+}
+
+/// Hands the memory a flood of connections left behind back to the system: glibc's allocator
+/// otherwise keeps it in its arenas for good, and the process stays at its peak. Checked every
+/// 5 s; it trims only once the connections open have fallen to half of a peak of at least 512
+/// since the last trim, so in normal running it never runs (trimming a large heap stalls
+/// every thread for a moment).
+async fn trim_after_floods(open: Arc<Semaphore>, peak: Arc<AtomicUsize>, max: usize) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let now = max.max(1).saturating_sub(open.available_permits());
+        let high = peak.load(Ordering::Relaxed);
+        if high >= 512 && now <= high / 2 {
+            peak.store(now, Ordering::Relaxed);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory; it takes the allocator's own locks.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            tracing::debug!("memory trimmed after a connection flood");
+        }
     }
 }
 

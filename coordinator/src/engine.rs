@@ -65,6 +65,9 @@ impl std::fmt::Display for Database {
     }
 }
 
+/// How fresh a volunteer's `last_seen` is kept, in seconds.
+pub const LAST_SEEN_GRAIN_S: i64 = 60;
+
 pub struct Engine {
     db: Box<dyn Backend>,
     /// Draws for ringers, adaptive replication and challenges; seedable so simulations repeat.
@@ -148,14 +151,17 @@ impl Engine {
         self.write(|s| q::register_volunteer(s, token_hash, nickname, now))
     }
 
+    /// The volunteer a token belongs to, read without the write lock (every volunteer request
+    /// starts here); its `last_seen` is written only when a minute old, so most requests cost
+    /// one read, not a write transaction of their own.
     pub fn volunteer_by_token(&self, token_hash: &[u8], now: i64) -> Result<Option<VolunteerAuth>> {
-        self.write(|s| {
-            let v = q::volunteer_by_token(s, token_hash)?;
-            if let Some(v) = &v {
-                q::touch_volunteer(s, v.id, now)?;
-            }
-            Ok(v)
-        })
+        let v = self.read(|s| q::volunteer_by_token(s, token_hash))?;
+        if let Some(v) = &v
+            && now - v.last_seen >= LAST_SEEN_GRAIN_S
+        {
+            self.write(|s| q::touch_volunteer(s, v.id, now))?;
+        }
+        Ok(v)
     }
 
     pub fn create_key(&self, name: &str, key_hash: &[u8], operator: bool, now: i64) -> Result<i64> {

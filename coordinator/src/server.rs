@@ -301,7 +301,6 @@ pub fn spawn_background(state: &Shared, cfg: &Config) {
         tokio::spawn(challenges(state.clone()));
     }
     tokio::spawn(expire_deadlines(state.store.clone(), cfg.expire_every));
-    tokio::spawn(trim_memory());
     tokio::spawn(sequence_log(state.clone(), cfg.log_every));
 }
 
@@ -439,21 +438,6 @@ type Running = Arc<std::sync::Mutex<HashMap<i64, i64>>>;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Hands memory freed after a burst (a connection flood, a large submission) back to the
-/// system every 5 s: glibc's allocator otherwise keeps it in its arenas for good, and the
-/// process stays at its peak.
-async fn trim_memory() {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free memory; it takes the allocator's own locks.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
 }
 
 /// How long the built-in pool holds a spot-check it claimed, renewed every third of that while

@@ -154,6 +154,24 @@ async fn a_request_trickled_in_slowly_is_cut_off_at_its_deadline() {
     assert!(answer.contains("\"error\""), "a JSON error: {answer}");
     assert!(started.elapsed() < Duration::from_secs(6));
 
+    // A keep-alive connection waiting for its next request is not held to the head deadline
+    // (only to the idle timeout): it is reused after longer than the deadline.
+    let mut kept = connect_from("127.0.0.1", addr).await;
+    let req = b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\n\r\n";
+    for round in 0..2 {
+        kept.write_all(req).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(3), kept.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]);
+        assert!(r.starts_with("HTTP/1.1 200"), "round {round}: {r}");
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+    }
+
     // Honest requests are unaffected.
     let mut s = connect_from("127.0.0.1", addr).await;
     s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\nConnection: close\r\n\r\n")

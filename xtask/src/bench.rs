@@ -14,7 +14,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("log") => log(&args[1..]),
         Some("reliability") => reliability(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,flood,soak] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,flood,soak,soak_closed_loop] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
         ),
     }
 }
@@ -417,8 +417,16 @@ fn reliability(args: &[&str]) -> Result<()> {
             bail!("qg-reliability failed ({status})");
         }
     }
-    if want("soak") {
-        let seconds = value("--soak-seconds").unwrap_or_else(|| "60".into());
+    // The soak: volunteers that compute about a second per unit (jittered), and the closed
+    // loop (they report at once and ask again: the coordinator's ceiling, not volunteers).
+    for (scenario, think, default_s) in [("soak", "1000", "60"), ("soak_closed_loop", "0", "10")] {
+        if !want(scenario) {
+            continue;
+        }
+        let seconds = match scenario {
+            "soak" => value("--soak-seconds").unwrap_or_else(|| default_s.into()),
+            _ => default_s.to_owned(),
+        };
         let volunteers = value("--volunteers").unwrap_or_else(|| "1000".into());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut c = if cores >= 2 {
@@ -437,7 +445,7 @@ fn reliability(args: &[&str]) -> Result<()> {
             "--volunteers",
             &volunteers,
         ])
-        .args(["--seconds", &seconds, "--coordinator"])
+        .args(["--think-ms", think, "--seconds", &seconds, "--coordinator"])
         .arg(bin.join("coordinator"));
         let out = c.output()?;
         if !out.status.success() {
@@ -447,7 +455,8 @@ fn reliability(args: &[&str]) -> Result<()> {
             );
         }
         let mut v: Value = serde_json::from_slice(&out.stdout)?;
-        v["scenario"] = json!("soak");
+        v["scenario"] = json!(scenario);
+        v["think_ms_mean"] = json!(think.parse::<u64>().unwrap_or(0));
         v["pinned"] = json!(cores >= 2);
         v["goal"] = json!("work and report p99 < 50 ms, 0 errors");
         println!("{v}");

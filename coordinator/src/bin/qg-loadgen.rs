@@ -51,6 +51,11 @@ struct Args {
     /// elsewhere, does not share its core.
     #[arg(long)]
     coordinator_cpu: Option<usize>,
+    /// Mean milliseconds each simulated volunteer spends computing its assignments before it
+    /// reports them, uniformly 0.5 to 1.5 times this (0: it reports at once, a closed loop that measures the coordinator's
+    /// ceiling rather than volunteers).
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -182,7 +187,11 @@ async fn main() -> Result<()> {
         let config = dir.join("loadgen.toml");
         std::fs::write(
             &config,
-            format!("max_connections_per_ip = {}\n", args.volunteers + 64),
+            format!(
+                "max_connections_per_ip = {}\nmax_connections = {}\n",
+                args.volunteers * 4 + 64,
+                args.volunteers * 4 + 64
+            ),
         )?;
         let mut child = cmd
             .arg("--config")
@@ -244,6 +253,7 @@ async fn main() -> Result<()> {
         let errors = errors.clone();
         let (measuring, stop, reported) = (measuring.clone(), stop.clone(), reported.clone());
         let empty = empty.clone();
+        let think_ms = args.think_ms;
         let batch = args.batch;
         tasks.push(tokio::spawn(async move {
             let reg: Value = http
@@ -255,6 +265,7 @@ async fn main() -> Result<()> {
             let token = reg["token"].as_str().context("token")?.to_owned();
             let mut work_lat = Vec::new();
             let mut report_lat = Vec::new();
+            let think = think_ms;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let w: Value = http
@@ -272,6 +283,12 @@ async fn main() -> Result<()> {
                     empty.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
+                }
+                if think > 0 {
+                    // Volunteers' devices differ: 0.5 to 1.5 times the mean, so they do not
+                    // all come back in one wave.
+                    let ms = think as f64 * (0.5 + rand::random::<f64>());
+                    tokio::time::sleep(Duration::from_secs_f64(ms / 1e3)).await;
                 }
                 let body: Vec<String> = assignments
                     .iter()

@@ -66,6 +66,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct VolunteerAuth {
     pub id: i64,
     pub blacklisted: bool,
+    /// When it was last seen (kept to the minute: see [`crate::engine::Engine::volunteer_by_token`]).
+    pub last_seen: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -111,13 +111,14 @@ pub fn register_volunteer(
 
 pub fn volunteer_by_token(s: &mut dyn Sql, token_hash: &[u8]) -> Result<Option<VolunteerAuth>> {
     s.row(
-        "SELECT id, blacklisted FROM volunteers WHERE token_hash = ?1",
+        "SELECT id, blacklisted, last_seen FROM volunteers WHERE token_hash = ?1",
         p![token_hash],
     )?
     .map(|r| {
         Ok(VolunteerAuth {
             id: r.int(0)?,
             blacklisted: r.flag(1)?,
+            last_seen: r.int(2)?,
         })
     })
     .transpose()
