@@ -201,7 +201,11 @@ impl Head {
         while self.reading && !bytes.is_empty() {
             let b = bytes[0];
             bytes = &bytes[1..];
-            let want = if self.matched.is_multiple_of(2) { b'\r' } else { b'\n' };
+            let want = if self.matched.is_multiple_of(2) {
+                b'\r'
+            } else {
+                b'\n'
+            };
             self.matched = if b == want {
                 self.matched + 1
             } else if b == b'\r' {

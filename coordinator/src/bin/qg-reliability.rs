@@ -9,6 +9,9 @@
 //!   throughout, and the coordinator's RSS before, at the peak and after.
 //! * `spot_hog`: a batch of costly units with `spot_check_rate: 1.0`, then a small batch; how
 //!   long until the small batch's spot-checks are computed.
+//! * `kill9`: honest volunteers report while the coordinator is killed with SIGKILL at 10
+//!   random moments and restarted on the same database; every acknowledged report must still
+//!   be there and every canonical digest must be the CPU reference's.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -66,7 +69,14 @@ fn scratch_dir() -> Result<PathBuf> {
 
 impl Coordinator {
     fn start(bin: &Path, extra: &[&str]) -> Result<Self> {
-        let dir = scratch_dir()?;
+        Self::start_in(bin, scratch_dir()?, "127.0.0.1:0", extra, true)
+    }
+
+    /// A coordinator on `dir` (a key created first if `new`), listening on `bind`.
+    fn start_in(bin: &Path, dir: PathBuf, bind: &str, extra: &[&str], new: bool) -> Result<Self> {
+        if !new {
+            return Self::serve(bin, dir, bind, extra, String::new());
+        }
         let out = Command::new(bin)
             .arg("--data-dir")
             .arg(&dir)
@@ -79,10 +89,14 @@ impl Coordinator {
             .find(|w| w.starts_with("qgk_"))
             .context("no key printed")?
             .to_owned();
+        Self::serve(bin, dir, bind, extra, key)
+    }
+
+    fn serve(bin: &Path, dir: PathBuf, bind: &str, extra: &[&str], key: String) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg("--data-dir")
             .arg(&dir)
-            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
+            .args(["serve", "--bind", bind, "--no-demo", "--web-dir"])
             .arg(&dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -457,6 +471,161 @@ async fn spot_hog(args: &Args) -> Result<Value> {
     }))
 }
 
+/// SIGKILL at 10 random moments while honest volunteers report; see the module docs.
+async fn kill9(args: &Args) -> Result<Value> {
+    const UNITS: usize = 4000;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let first = Coordinator::start_in(&args.coordinator, scratch_dir()?, &bind, &[], true)?;
+    let (dir, key, base) = (first.dir.clone(), first.key.clone(), first.base.clone());
+    let c = Client::new(&base)?;
+    let units: Vec<Value> = (0..UNITS)
+        .map(|i| json!({"L": 32, "beta": 0.44, "sweeps": 20, "seed": i + 1}))
+        .collect();
+    let want: HashMap<String, String> = units
+        .iter()
+        .map(|u| {
+            let r = shaders::Job::new("ising2d", u.clone())?.run_cpu(1, &mut |_, _| {})?;
+            Ok((u["seed"].to_string(), r.digest.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let batch = c
+        .batch(&key, units, json!({"spot_check_rate": 0.0}))
+        .await?;
+    let mut tokens = Vec::new();
+    for _ in 0..16 {
+        tokens.push(c.register().await?);
+    }
+    // Acknowledged reports: assignment id → unit id.
+    let acked: Arc<Mutex<HashMap<i64, i64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let (c, acked, stop) = (Client::new(&base)?, acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((200, v)) = c
+                    .post("/api/v1/work", Some(&token), json!({"max_units": 2}))
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let a = v["assignments"].as_array().cloned().unwrap_or_default();
+                if a.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let Ok(reports) = a.iter().map(honest_report).collect::<Result<Vec<_>>>() else {
+                    continue;
+                };
+                if let Ok((202, _)) = c
+                    .post("/api/v1/results", Some(&token), Value::from(reports))
+                    .await
+                {
+                    let mut m = acked.lock().unwrap_or_else(|e| e.into_inner());
+                    for x in &a {
+                        if let (Some(id), Some(u)) =
+                            (x["assignment_id"].as_i64(), x["unit_id"].as_i64())
+                        {
+                            m.insert(id, u);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut co = first;
+    let mut kills = 0;
+    let mut downtime = Vec::new();
+    while kills < 10 {
+        let wait = 0.1 + rand::random::<f64>() * 0.4;
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        // SIGKILL: no chance to flush or finish anything.
+        co.child.kill()?;
+        co.child.wait()?;
+        kills += 1;
+        let t = Instant::now();
+        let next = Coordinator::start_in(&args.coordinator, dir.clone(), &bind, &[], false)?;
+        downtime.push(t.elapsed().as_secs_f64());
+        // The killed one's directory is the next one's: only the last drop removes it.
+        co.dir = std::env::temp_dir().join("qg-reliability-none");
+        drop(std::mem::replace(&mut co, next));
+    }
+    co.key = key.clone();
+    let acked_at_last_kill = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
+    // Until the batch is done or 5 s pass without progress: units whose assignment was
+    // committed but whose answer a kill cut off wait for that replica's deadline.
+    let (mut last, mut since) = (0, Instant::now());
+    loop {
+        let (_, st) = c
+            .get(&format!("/api/v1/batches/{batch}"), Some(&key))
+            .await?;
+        let done = st["by_state"]["canonical"].as_u64().unwrap_or(0)
+            + st["by_state"]["failed"].as_u64().unwrap_or(0);
+        if done != last {
+            (last, since) = (done, Instant::now());
+        }
+        if done == UNITS as u64 || since.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Every acknowledged report is there (reported, not in progress or lost).
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut by_unit: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (a, u) in &acked {
+        by_unit.entry(*u).or_default().push(*a);
+    }
+    let mut lost = 0;
+    for (u, ids) in &by_unit {
+        let (_, p) = c.get(&format!("/api/v1/units/{u}"), Some(&key)).await?;
+        let reps = p["replicas"].as_array().cloned().unwrap_or_default();
+        for id in ids {
+            let kept = reps
+                .iter()
+                .any(|r| r["replica_id"].as_i64() == Some(*id) && r["state"] != "in_progress");
+            lost += usize::from(!kept);
+        }
+    }
+    let (_, res) = c
+        .get(&format!("/api/v1/batches/{batch}/results"), Some(&key))
+        .await?;
+    let (mut canonical, mut wrong) = (0, 0);
+    for u in res["units"].as_array().cloned().unwrap_or_default() {
+        if let Some(d) = u["digest"].as_str() {
+            canonical += 1;
+            wrong += usize::from(
+                want.get(&u["params"]["seed"].to_string())
+                    .map(String::as_str)
+                    != Some(d),
+            );
+        }
+    }
+    downtime.sort_by(f64::total_cmp);
+    Ok(json!({
+        "scenario": "kill9",
+        "kills": kills,
+        "acknowledged_reports": acked.len(),
+        "acknowledged_reports_lost": lost,
+        "acknowledged_before_the_last_kill": acked_at_last_kill,
+        "units": UNITS,
+        "units_canonical": canonical,
+        "units_waiting_for_an_assignment_a_kill_cut_off": UNITS - canonical,
+        "canonical_digests_not_the_cpu_reference": wrong,
+        "restart_s_max": downtime.last().copied(),
+        "goal": "0 acknowledged reports lost; every canonical digest the CPU reference's",
+    }))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -476,6 +645,9 @@ async fn main() -> Result<()> {
     }
     if want("flood") {
         println!("{}", flood(&args).await?);
+    }
+    if want("kill9") {
+        println!("{}", kill9(&args).await?);
     }
     Ok(())
 }
