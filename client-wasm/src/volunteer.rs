@@ -400,7 +400,11 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
             }
         }
         let assignments = if held.is_empty() {
-            let body = json!({ "max_units": 1, "adapter": opts.adapter }).to_string();
+            // It holds nothing: any open assignment the coordinator has for it was lost on the
+            // way (a dropped connection, a cleared store) and comes back first.
+            let holding: [i64; 0] = [];
+            let body =
+                json!({ "max_units": 1, "adapter": opts.adapter, "holding": holding }).to_string();
             let work: WorkResponse =
                 match host.request("/api/v1/work", Some(&tok), Some(&body)).await {
                     Err(e) => {

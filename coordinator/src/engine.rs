@@ -268,6 +268,21 @@ impl Engine {
         prefix: Option<&str>,
         now: i64,
     ) -> Result<Vec<Assignment>> {
+        self.request_work_holding(volunteer, max, adapter, prefix, None, now)
+    }
+
+    /// [`Engine::request_work`] from a client that says which assignments it still holds:
+    /// its open assignments not in `holding` were lost on the way and are sent again first
+    /// (they count toward `max` and toward its allowance, as they did all along).
+    pub fn request_work_holding(
+        &self,
+        volunteer: i64,
+        max: u32,
+        adapter: &AdapterInfo,
+        prefix: Option<&str>,
+        holding: Option<&[i64]>,
+        now: i64,
+    ) -> Result<Vec<Assignment>> {
         let adapter_json = q::to_json(adapter)?;
         let class = decide::adapter_class(adapter);
         let new_class = !lock(&self.classes).contains(&class);
@@ -278,10 +293,18 @@ impl Engine {
             if new_class {
                 q::ensure_class(s, &class)?;
             }
+            let mut out = Vec::new();
+            if let Some(holding) = holding {
+                out = q::open_assignments(s, volunteer, max)?;
+                out.retain(|a| !holding.contains(&a.assignment_id));
+            }
             // Behind the API, what a volunteer may hold is bounded by its record, and its
             // deadlines follow its measured speed.
             let admitted = base != u32::MAX;
-            let mut max = max;
+            let mut max = max.saturating_sub(out.len() as u32);
+            if max == 0 {
+                return Ok(out);
+            }
             let mut speed = None;
             if admitted {
                 let (valid, errors, in_flight) = q::volunteer_load(s, volunteer)?;
@@ -293,13 +316,12 @@ impl Engine {
                 let room = u64::from(allowed).saturating_sub(in_flight);
                 max = max.min(room.min(u64::from(u32::MAX)) as u32);
                 if max == 0 {
-                    return Ok(Vec::new());
+                    return Ok(out);
                 }
                 speed = q::volunteer_speed(s, volunteer)?;
             }
             let mut streak = None;
             let ids = q::candidates(s, volunteer, max, prefix)?;
-            let mut out = Vec::with_capacity(ids.len());
             for picked in ids {
                 let mut u = q::lock_unit(s, picked)?;
                 // A unit of a kernel version this coordinator no longer runs cannot be

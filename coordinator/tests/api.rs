@@ -612,6 +612,75 @@ async fn each_key_has_a_quota_of_open_units_and_of_submissions() {
 }
 
 #[tokio::test]
+async fn assignments_lost_on_the_way_are_sent_again_to_a_client_that_holds_none() {
+    let h = Harness::with_default_allowance();
+    h.batch("ising2d", ising_units(4), json!({"spot_check_rate": 0.0}))
+        .await;
+    let v = h.volunteer(Kind::Honest).await;
+    // The answer to this request never reaches the client.
+    let (_, lost) = h
+        .post("/api/v1/work", Some(&v.token), json!({"max_units": 1}))
+        .await;
+    let lost = lost["assignments"][0].clone();
+    // Asking again saying it holds nothing: the lost one comes back, the same assignment.
+    let (s, w) = h
+        .post(
+            "/api/v1/work",
+            Some(&v.token),
+            json!({"max_units": 1, "holding": []}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{w}");
+    assert_eq!(w["assignments"], json!([lost]), "{w}");
+    // Saying it holds it: new work instead (its allowance of two has room for one more).
+    let id = lost["assignment_id"].as_i64().unwrap();
+    let (_, w) = h
+        .post(
+            "/api/v1/work",
+            Some(&v.token),
+            json!({"max_units": 2, "holding": [id]}),
+        )
+        .await;
+    let got = w["assignments"].as_array().unwrap();
+    assert_eq!(got.len(), 1, "{w}");
+    assert_ne!(got[0]["assignment_id"], lost["assignment_id"]);
+    // Reported, it is not resent; a client that does not say what it holds gets no resends.
+    let r = report_for(&lost, Kind::Honest);
+    let (s, _) = h.post("/api/v1/results", Some(&v.token), r).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, w) = h
+        .post(
+            "/api/v1/work",
+            Some(&v.token),
+            json!({"max_units": 1, "holding": []}),
+        )
+        .await;
+    assert_eq!(
+        w["assignments"][0]["assignment_id"], got[0]["assignment_id"],
+        "{w}"
+    );
+    let (_, w) = h
+        .post("/api/v1/work", Some(&v.token), json!({"max_units": 1}))
+        .await;
+    let ids: Vec<&Value> = w["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["assignment_id"])
+        .collect();
+    assert!(!ids.contains(&&got[0]["assignment_id"]), "{w}");
+    let (s, v2) = h
+        .post(
+            "/api/v1/work",
+            Some(&v.token),
+            json!({"max_units": 1, "holding": vec![1; 65]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v2["field"], "holding");
+}
+
+#[tokio::test]
 async fn a_lone_liar_is_caught_by_the_spot_check() {
     let h = Harness::new();
     let units = ising_units(3);

@@ -51,6 +51,12 @@ pub struct WorkRequest {
     pub max_units: u32,
     #[serde(default)]
     pub adapter: AdapterInfo,
+    /// The assignments the client still holds (BOINC's "resend lost results"): assignments
+    /// of this volunteer still open that are not listed were lost on the way (a dropped
+    /// connection, a restarted coordinator, a cleared browser) and come back first. Left out,
+    /// nothing is resent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

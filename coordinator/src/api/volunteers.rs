@@ -117,9 +117,23 @@ pub(super) async fn work(
             format!("must be 1..=64, got {}", req.max_units),
         ));
     }
+    if req.holding.as_ref().is_some_and(|h| h.len() > 64) {
+        return Err(ApiError::field(
+            "holding",
+            "at most 64 assignments (no volunteer holds more)",
+        ));
+    }
     let store = s.store.clone();
     let assignments = blocking(move || {
-        store.request_work(v, req.max_units, &req.adapter, prefix.as_deref(), now())
+        let holding = req.holding.as_deref();
+        store.request_work_holding(
+            v,
+            req.max_units,
+            &req.adapter,
+            prefix.as_deref(),
+            holding,
+            now(),
+        )
     })
     .await?;
     let retry_after_s = if assignments.is_empty() { 5 } else { 0 };

@@ -508,10 +508,9 @@ async fn kill9(args: &Args) -> Result<Value> {
         let (c, acked, stop) = (Client::new(&base)?, acked.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((200, v)) = c
-                    .post("/api/v1/work", Some(&token), json!({"max_units": 2}))
-                    .await
-                else {
+                // It holds nothing between requests: what a kill cut off comes back.
+                let body = json!({"max_units": 2, "holding": []});
+                let Ok((200, v)) = c.post("/api/v1/work", Some(&token), body).await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
@@ -596,6 +595,9 @@ async fn kill9(args: &Args) -> Result<Value> {
             lost += usize::from(!kept);
         }
     }
+    let (_, st) = c
+        .get(&format!("/api/v1/batches/{batch}"), Some(&key))
+        .await?;
     let (_, res) = c
         .get(&format!("/api/v1/batches/{batch}/results"), Some(&key))
         .await?;
@@ -619,7 +621,8 @@ async fn kill9(args: &Args) -> Result<Value> {
         "acknowledged_before_the_last_kill": acked_at_last_kill,
         "units": UNITS,
         "units_canonical": canonical,
-        "units_waiting_for_an_assignment_a_kill_cut_off": UNITS - canonical,
+        "units_not_finished": UNITS - canonical,
+        "units_by_state": st["by_state"],
         "canonical_digests_not_the_cpu_reference": wrong,
         "restart_s_max": downtime.last().copied(),
         "goal": "0 acknowledged reports lost; every canonical digest the CPU reference's",

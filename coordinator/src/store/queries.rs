@@ -201,6 +201,33 @@ pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Re
     )
 }
 
+/// `volunteer`'s open assignments (oldest first, at most `limit`), as they were handed out.
+pub fn open_assignments(
+    s: &mut dyn Sql,
+    volunteer: i64,
+    limit: u32,
+) -> Result<Vec<protocol::api::Assignment>> {
+    s.query(
+        "SELECT r.id, r.deadline_at, u.id, u.params, u.kernel, u.output_len, u.kernel_version
+         FROM replicas r JOIN units u ON u.id = r.unit_id
+         WHERE r.volunteer_id = ?1 AND r.state = 'in_progress' ORDER BY r.id LIMIT ?2",
+        p![volunteer, limit],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(protocol::api::Assignment {
+            assignment_id: r.int(0)?,
+            deadline: r.int(1)?,
+            unit_id: r.int(2)?,
+            params: from_json(r.str(3)?)?,
+            kernel: r.text(4)?,
+            output_len: r.count(5)?,
+            kernel_version: r.int(6)? as u32,
+        })
+    })
+    .collect()
+}
+
 /// Units of `key`'s batches not yet settled (neither canonical nor failed).
 pub fn open_units_of_key(s: &mut dyn Sql, key: i64) -> Result<u64> {
     let r = s.one(
