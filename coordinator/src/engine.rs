@@ -923,15 +923,8 @@ impl Engine {
         self.read(views::status)
     }
 
-    pub fn dashboard(&self, now: i64) -> Result<Dashboard> {
-        self.read(|s| {
-            let status = views::status(s)?;
-            views::dashboard(s, status, now)
-        })
-    }
-
-    /// The dashboard around counters already read (a shared status snapshot).
-    pub fn dashboard_with(&self, status: Status, now: i64) -> Result<Dashboard> {
+    /// The dashboard around counters already read (the shared status snapshot).
+    pub fn dashboard(&self, status: &Status, now: i64) -> Result<Dashboard> {
         self.read(|s| views::dashboard(s, status.clone(), now))
     }
 

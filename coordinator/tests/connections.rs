@@ -23,15 +23,10 @@ async fn read_all(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn floods_are_refused_with_503_and_idle_connections_closed() {
+/// The server on a free port with these settings, on a scratch directory (kept while the
+/// returned guard lives).
+async fn serve(file: FileConfig) -> (SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let file = FileConfig {
-        max_connections: Some(6),
-        max_connections_per_ip: Some(4),
-        idle_timeout_s: Some(1),
-        ..Default::default()
-    };
     let cfg = Config::resolve(
         file,
         Some("127.0.0.1:0".parse().unwrap()),
@@ -41,6 +36,18 @@ async fn floods_are_refused_with_503_and_idle_connections_closed() {
     );
     let store = Arc::new(Engine::open(&cfg.db).unwrap());
     let (addr, _server) = start(store, &cfg).await.unwrap();
+    (addr, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_are_refused_with_503_and_idle_connections_closed() {
+    let (addr, _dir) = serve(FileConfig {
+        max_connections: Some(6),
+        max_connections_per_ip: Some(4),
+        idle_timeout_s: Some(1),
+        ..Default::default()
+    })
+    .await;
     let half = b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\n";
     let full = b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\nConnection: close\r\n\r\n";
 
@@ -89,23 +96,14 @@ async fn floods_are_refused_with_503_and_idle_connections_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_trickled_in_slowly_is_cut_off_at_its_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = FileConfig {
+    let (addr, _dir) = serve(FileConfig {
         // Idle never fires here (a byte every 300 ms); the deadlines do.
         idle_timeout_s: Some(30),
         header_timeout_s: Some(2),
         body_timeout_s: Some(2),
         ..Default::default()
-    };
-    let cfg = Config::resolve(
-        file,
-        Some("127.0.0.1:0".parse().unwrap()),
-        Some(dir.path().into()),
-        None,
-        Some(dir.path().into()),
-    );
-    let store = Arc::new(Engine::open(&cfg.db).unwrap());
-    let (addr, _server) = start(store, &cfg).await.unwrap();
+    })
+    .await;
     let started = std::time::Instant::now();
 
     // A head sent a byte at a time, for ever: closed after about 2 s.

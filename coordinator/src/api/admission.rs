@@ -81,16 +81,23 @@ impl Default for Admission {
     }
 }
 
-/// How a batch's units will be verified, said when it is submitted.
+/// How a batch's units will be verified, said when it is submitted (or, `expected`, when its
+/// spec is checked and the sample is not drawn yet).
 pub fn verification_note(
     units: u64,
     spot_checks: u64,
     too_costly: u64,
     policy: &Policy,
     rate: f64,
+    expected: bool,
 ) -> String {
+    let sampled = if expected {
+        "(expected) sampled"
+    } else {
+        "sampled"
+    };
     let mut s = format!(
-        "{spot_checks} of {units} units sampled for recomputation by the coordinator (rate {rate})"
+        "{spot_checks} of {units} units {sampled} for recomputation by the coordinator (rate {rate})"
     );
     if too_costly > 0 {
         s.push_str(&format!(
@@ -188,6 +195,7 @@ pub(super) async fn create_batch(
         too_costly,
         &batch.policy,
         batch.spot_check_rate,
+        false,
     );
     let store = s.store.clone();
     let quota = Some(s.key_open_units);
@@ -228,8 +236,7 @@ pub(super) async fn validate_spec(
         "name": e.name, "kernel": e.kernel, "axes": e.axes, "policy": e.policy,
         "count": e.units.len(), "units": e.units,
         "too_costly_to_recompute": too_costly,
-        "verification": verification_note(n, expected, too_costly, &policy, rate)
-            .replacen(" sampled", " (expected) sampled", 1),
+        "verification": verification_note(n, expected, too_costly, &policy, rate, true),
     })))
 }
 

@@ -61,9 +61,9 @@ impl Snapshots {
         if let Some(d) = self.fresh(&slot) {
             return Ok(d);
         }
-        let status = (*self.status(store).await?).clone();
+        let status = self.status(store).await?;
         let store = store.clone();
-        let d = Arc::new(blocking(move || store.dashboard_with(status, now())).await?);
+        let d = Arc::new(blocking(move || store.dashboard(&status, now())).await?);
         self.computed.fetch_add(1, Ordering::Relaxed);
         *slot = Some((Instant::now(), d.clone()));
         Ok(d)

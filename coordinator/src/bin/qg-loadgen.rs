@@ -13,8 +13,7 @@ use coordinator::store::postgres::ScratchDatabase;
 use coordinator::store::{NewBatch, NewUnit};
 use serde_json::{Value, json};
 use shaders::Job;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,19 +51,15 @@ struct Args {
     #[arg(long)]
     coordinator_cpu: Option<usize>,
     /// Mean milliseconds each simulated volunteer spends computing its assignments before it
-    /// reports them, uniformly 0.5 to 1.5 times this (0: it reports at once, a closed loop that measures the coordinator's
-    /// ceiling rather than volunteers).
+    /// reports them, uniformly 0.5 to 1.5 times this (0: it reports at once, a closed loop
+    /// that measures the coordinator's ceiling rather than volunteers).
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::percentile;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -173,6 +168,13 @@ async fn main() -> Result<()> {
         Database::Postgres(url) => url.clone(),
     };
     let mut children = Vec::new();
+    // All simulated volunteers connect from one address: its connection caps fit them.
+    let config = dir.join("loadgen.toml");
+    let cap = args.volunteers * 4 + 64;
+    std::fs::write(
+        &config,
+        format!("max_connections_per_ip = {cap}\nmax_connections = {cap}\n"),
+    )?;
     let mut bases = Vec::new();
     for _ in 0..args.coordinators {
         let mut cmd = match args.coordinator_cpu {
@@ -183,22 +185,11 @@ async fn main() -> Result<()> {
             }
             None => Command::new(&args.coordinator),
         };
-        // All simulated volunteers connect from one address: its connection cap fits them.
-        let config = dir.join("loadgen.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "max_connections_per_ip = {}\nmax_connections = {}\n",
-                args.volunteers * 4 + 64,
-                args.volunteers * 4 + 64
-            ),
-        )?;
-        let mut child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&config)
             .args(["--db", &db_arg])
-            // A thousand simulated volunteers register from one address.
-            // and take work in batches from the start (what is measured is the coordinator).
+            // A thousand simulated volunteers register from one address and take work in
+            // batches from the start (what is measured is the coordinator).
             .args([
                 "serve",
                 "--registrations-per-minute",
@@ -207,22 +198,19 @@ async fn main() -> Result<()> {
                 "64",
             ])
             .args(["--bind", "127.0.0.1:0", "--no-demo", "--web-dir"])
-            .arg(&dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the coordinator")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        children.push(child);
-        let Some(base) = line.trim().strip_prefix("coordinator listening on ") else {
-            for c in &mut children {
-                let _ = c.kill();
+            .arg(&dir);
+        match common::serve(cmd) {
+            Ok((child, base)) => {
+                children.push(child);
+                bases.push(base);
             }
-            bail!("coordinator did not start: {line:?}");
-        };
-        bases.push(base.to_owned());
+            Err(e) => {
+                for c in &mut children {
+                    let _ = c.kill();
+                }
+                return Err(e);
+            }
+        }
     }
     let base = bases[0].clone();
     let http = reqwest::Client::builder()

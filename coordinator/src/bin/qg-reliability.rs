@@ -16,9 +16,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -43,43 +43,56 @@ struct Args {
     only: Option<String>,
 }
 
+#[path = "common/mod.rs"]
+mod common;
+use common::percentile;
+
 struct Coordinator {
     child: Child,
     base: String,
     key: String,
-    dir: PathBuf,
+    /// Its data directory, shared with the coordinators restarted on it.
+    dir: Arc<Scratch>,
 }
 
 impl Drop for Coordinator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn scratch_dir() -> Result<PathBuf> {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("qg-reliability-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A scratch directory, removed when the last coordinator on it is gone.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Arc<Self>> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("qg-reliability-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Arc::new(Self(dir)))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Coordinator {
+    /// A coordinator on a fresh scratch directory with a scientist key, on a free port.
     fn start(bin: &Path, extra: &[&str]) -> Result<Self> {
-        Self::start_in(bin, scratch_dir()?, "127.0.0.1:0", extra, true)
+        Self::start_on(bin, Scratch::new()?, "127.0.0.1:0", extra)
     }
 
-    /// A coordinator on `dir` (a key created first if `new`), listening on `bind`.
-    fn start_in(bin: &Path, dir: PathBuf, bind: &str, extra: &[&str], new: bool) -> Result<Self> {
-        if !new {
-            return Self::serve(bin, dir, bind, extra, String::new());
-        }
+    /// A coordinator on a fresh `dir` with a scientist key, listening on `bind`.
+    fn start_on(bin: &Path, dir: Arc<Scratch>, bind: &str, extra: &[&str]) -> Result<Self> {
         let out = Command::new(bin)
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&dir.0)
             .args(["keys", "create", "--name", "bench"])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
@@ -92,25 +105,23 @@ impl Coordinator {
         Self::serve(bin, dir, bind, extra, key)
     }
 
-    fn serve(bin: &Path, dir: PathBuf, bind: &str, extra: &[&str], key: String) -> Result<Self> {
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(&dir)
+    /// A coordinator on `dir` as it is (a restart), listening on `bind`.
+    fn serve(
+        bin: &Path,
+        dir: Arc<Scratch>,
+        bind: &str,
+        extra: &[&str],
+        key: String,
+    ) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--data-dir")
+            .arg(&dir.0)
             .args(["serve", "--bind", bind, "--no-demo", "--web-dir"])
-            .arg(&dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let Some(base) = line.trim().strip_prefix("coordinator listening on ") else {
-            let _ = child.kill();
-            bail!("coordinator did not start: {line:?}");
-        };
+            .arg(&dir.0)
+            .args(extra);
+        let (child, base) = common::serve(cmd)?;
         Ok(Self {
-            base: base.to_owned(),
+            base,
             child,
             key,
             dir,
@@ -199,14 +210,6 @@ fn small_units(n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| json!({"L": 16, "beta": 0.4, "sweeps": 10, "seed": i + 1}))
         .collect()
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 /// The honest report of an assignment: the CPU reference's answer.
@@ -480,7 +483,7 @@ async fn kill9(args: &Args) -> Result<Value> {
         .local_addr()?
         .port();
     let bind = format!("127.0.0.1:{port}");
-    let first = Coordinator::start_in(&args.coordinator, scratch_dir()?, &bind, &[], true)?;
+    let first = Coordinator::start_on(&args.coordinator, Scratch::new()?, &bind, &[])?;
     let (dir, key, base) = (first.dir.clone(), first.key.clone(), first.base.clone());
     let c = Client::new(&base)?;
     let units: Vec<Value> = (0..UNITS)
@@ -549,13 +552,9 @@ async fn kill9(args: &Args) -> Result<Value> {
         co.child.wait()?;
         kills += 1;
         let t = Instant::now();
-        let next = Coordinator::start_in(&args.coordinator, dir.clone(), &bind, &[], false)?;
+        co = Coordinator::serve(&args.coordinator, dir.clone(), &bind, &[], key.clone())?;
         downtime.push(t.elapsed().as_secs_f64());
-        // The killed one's directory is the next one's: only the last drop removes it.
-        co.dir = std::env::temp_dir().join("qg-reliability-none");
-        drop(std::mem::replace(&mut co, next));
     }
-    co.key = key.clone();
     let acked_at_last_kill = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
     // Until the batch is done or 5 s pass without progress: units whose assignment was
     // committed but whose answer a kill cut off wait for that replica's deadline.

@@ -235,7 +235,7 @@ pub fn open_units_of_key(s: &mut dyn Sql, key: i64) -> Result<u64> {
          WHERE b.key_id = ?1 AND u.state <> 'canonical' AND u.state <> 'failed'",
         p![key],
     )?;
-    Ok(r.int(0)?.max(0) as u64)
+    r.count(0)
 }
 
 pub fn insert_unit(

@@ -83,16 +83,15 @@ impl SqliteBackend {
 
     /// The schema version (number of migrations applied).
     pub fn schema_version(&self) -> Result<i64> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = lock(&self.conn);
         Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     fn run(
-        conn: &Mutex<Connection>,
+        conn: &mut Connection,
         behavior: TransactionBehavior,
         f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send),
     ) -> Result<()> {
-        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction_with_behavior(behavior)?;
         f(&mut Tx(&tx))?;
         tx.commit()?;
@@ -100,19 +99,24 @@ impl SqliteBackend {
     }
 }
 
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Backend for SqliteBackend {
     fn write(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
-        Self::run(&self.conn, TransactionBehavior::Immediate, f)
+        Self::run(&mut lock(&self.conn), TransactionBehavior::Immediate, f)
     }
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Sql) -> Result<()> + Send)) -> Result<()> {
-        // A free reader if there is one, else the first (never the writer's connection).
-        let conn = self
+        // A free reader if there is one, else wait for the first (never the writer's
+        // connection, which an in-memory database has alone).
+        let mut conn = self
             .readers
             .iter()
-            .find(|r| !r.is_poisoned() && r.try_lock().is_ok())
-            .or(self.readers.first())
-            .unwrap_or(&self.conn);
-        Self::run(conn, TransactionBehavior::Deferred, f)
+            .find_map(|r| r.try_lock().ok())
+            .or_else(|| self.readers.first().map(lock))
+            .unwrap_or_else(|| lock(&self.conn));
+        Self::run(&mut conn, TransactionBehavior::Deferred, f)
     }
     fn concurrent_writers(&self) -> bool {
         false
