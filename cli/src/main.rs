@@ -314,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let req = BatchRequest {
                 name: Some(e.name),
+                description: e.description,
                 kernel: e.kernel,
                 units: e.units,
                 policy: e.policy,

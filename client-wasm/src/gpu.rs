@@ -53,10 +53,17 @@ pub struct AdapterSummary {
 
 /// An opened device, reusable for many runs.
 pub struct Gpu {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    /// Kept to make surfaces (the live view's canvas) for this device.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) instance: wgpu::Instance,
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) adapter: wgpu::Adapter,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    /// The live view's render pipelines, by view WGSL and target format.
+    pub(crate) views: Mutex<HashMap<(usize, wgpu::TextureFormat), Arc<crate::view::ViewPipeline>>>,
     /// Compiled pipelines by program (its WGSL and buffer count): a volunteer computes many
     /// units of a kernel, and compiles its shaders once.
     compiled: Mutex<HashMap<(usize, usize, usize), Arc<Compiled>>>,
@@ -105,10 +112,13 @@ impl Gpu {
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
         Ok(Self {
+            instance,
+            adapter,
             device,
             queue,
             info,
             limits,
+            views: Mutex::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -370,7 +380,7 @@ impl Gpu {
         Ok(())
     }
 
-    async fn read(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+    pub(crate) async fn read(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
         let slice = buf.slice(..size);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -410,12 +420,12 @@ pub struct Step {
 
 /// A plan in progress on a device.
 pub struct Run<'a> {
-    gpu: &'a Gpu,
-    plan: &'a dyn Plan,
+    pub(crate) gpu: &'a Gpu,
+    pub(crate) plan: &'a dyn Plan,
     program: Program,
     stride: u64,
     field: &'static str,
-    buffers: Vec<wgpu::Buffer>,
+    pub(crate) buffers: Vec<wgpu::Buffer>,
     compiled: Arc<Compiled>,
     uniforms: Uniforms,
     state_idx: Vec<usize>,

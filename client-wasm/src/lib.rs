@@ -6,11 +6,12 @@ pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 pub mod verifier;
+pub mod view;
 pub mod volunteer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use gpu::{AdapterSummary, Gpu, GpuError, PlanOutput};
+pub use gpu::{AdapterSummary, Gpu, GpuError, PlanOutput, Run};
 use shaders::{Job, OutputError, RunResult};
 
 #[derive(Debug, thiserror::Error)]

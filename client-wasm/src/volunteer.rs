@@ -9,7 +9,7 @@
 //! state at every checkpoint (`checkpoint/<id>`): after the tab or process comes back, held
 //! assignments are finished first, from their last checkpoint.
 
-use crate::gpu::{Gpu, Resume};
+use crate::gpu::{Gpu, Resume, Run};
 use base64::Engine as _;
 use protocol::Checkpoint;
 use protocol::api::{
@@ -69,6 +69,9 @@ pub enum Event {
         params: Value,
         total: u64,
         resumed_at: u64,
+        /// The batch, as its scientist describes it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        batch: Option<protocol::api::BatchAbout>,
     },
     Progress {
         assignment_id: i64,
@@ -101,6 +104,12 @@ pub enum Event {
     Idle {
         retry_after_s: u64,
     },
+    /// The live view now shows the state after step `done` of the unit.
+    Frame {
+        assignment_id: i64,
+        done: u64,
+        total: u64,
+    },
     Paused,
     Offline {
         error: String,
@@ -130,6 +139,11 @@ pub trait Host {
     fn emit(&self, event: Event);
     fn controls(&self) -> Controls;
     fn now_ms(&self) -> f64;
+    /// Draws `run`'s state into the host's live view, if it has one that is on and due for a
+    /// frame (`force`: a unit's first or last segment). True when a frame was drawn.
+    fn draw(&self, _run: &Run<'_>, _force: bool) -> bool {
+        false
+    }
 }
 
 /// Where the work runs.
@@ -602,6 +616,7 @@ fn unit_event(a: &Assignment, total: u64, resumed_at: u64) -> Event {
         params: a.params.clone(),
         total,
         resumed_at,
+        batch: a.batch.clone(),
     }
 }
 
@@ -633,6 +648,7 @@ async fn gpu_run<H: Host>(
     let mut saved_at = host.now_ms();
     // What the last save took; the first is made at the first segment's end.
     let mut save_cost_ms = 0.0f64;
+    let mut drawn_any = false;
     loop {
         loop {
             let c = host.controls();
@@ -655,6 +671,15 @@ async fn gpu_run<H: Host>(
             done: step.done,
             total: step.total,
         });
+        let edge = step.next_segment >= segments || !drawn_any;
+        if host.draw(&run, edge) {
+            drawn_any = true;
+            host.emit(Event::Frame {
+                assignment_id: id,
+                done: step.done,
+                total: step.total,
+            });
+        }
         if step.next_segment < segments {
             let index = run.checkpoints_done().wrapping_sub(1);
             let keep = step.checkpoint.is_some() && index >= keep_from;

@@ -2,17 +2,26 @@
 //! Worker. `host` is a small JS object from `web/worker.js` (fetch, timers, an IndexedDB
 //! key-value store, `emit` to post events to the page, `controls` the page sets).
 
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Run};
+use crate::view::Screen;
 use crate::volunteer::{self, Controls, Engine, Event, Host, Options};
 use js_sys::{Array, Function, Promise, Reflect};
 use protocol::api::AdapterInfo;
 use serde::Deserialize;
+use std::cell::Cell;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 struct WebHost {
     js: JsValue,
+    /// The page's canvas, when it gave one and the adapter can draw into it.
+    screen: Option<Screen>,
+    /// When the last frame was drawn (ms).
+    drawn_at: Cell<f64>,
 }
+
+/// Frames of the live view are at least this far apart: a few a second.
+const FRAME_MS: f64 = 250.0;
 
 impl WebHost {
     fn call_sync(&self, name: &str, args: &[JsValue]) -> Result<JsValue, String> {
@@ -106,6 +115,25 @@ impl Host for WebHost {
     fn now_ms(&self) -> f64 {
         js_sys::Date::now()
     }
+
+    fn draw(&self, run: &Run<'_>, force: bool) -> bool {
+        let Some(screen) = &self.screen else {
+            return false;
+        };
+        // The page turns the view off when it is hidden or the volunteer says so.
+        let on = self
+            .call_sync("controls", &[])
+            .ok()
+            .and_then(|c| Reflect::get(&c, &JsValue::from_str("view")).ok())
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let now = self.now_ms();
+        if !on || (!force && now - self.drawn_at.get() < FRAME_MS) {
+            return false;
+        }
+        self.drawn_at.set(now);
+        screen.show(run)
+    }
 }
 
 /// The browser's own description of its adapter (`GPUAdapterInfo`), read by the worker.
@@ -132,13 +160,26 @@ struct WebOptions {
     max_units: Option<u64>,
 }
 
-/// Runs the volunteer loop until the page says stop.
+/// Runs the volunteer loop until the page says stop. `canvas`: an `OffscreenCanvas` the page
+/// transferred for the live view, or null.
 #[wasm_bindgen]
-pub async fn volunteer(host: JsValue, options: String) -> Result<(), JsValue> {
+pub async fn volunteer(host: JsValue, options: String, canvas: JsValue) -> Result<(), JsValue> {
     let o: WebOptions =
         serde_json::from_str(&options).map_err(|e| JsValue::from_str(&e.to_string()))?;
-    let host = WebHost { js: host };
+    let mut host = WebHost {
+        js: host,
+        screen: None,
+        drawn_at: Cell::new(f64::NEG_INFINITY),
+    };
     let gpu = Gpu::new().await;
+    if let (Ok(g), Ok(canvas)) = (&gpu, canvas.dyn_into::<wgpu::web_sys::OffscreenCanvas>()) {
+        match Screen::new(g, canvas) {
+            Ok(s) => host.screen = Some(s),
+            Err(e) => host.emit(Event::Error {
+                message: format!("the live view is off: {e}"),
+            }),
+        }
+    }
     let (adapter, gpu) = match gpu {
         Ok(g) => {
             let mut a = g.adapter();
@@ -212,11 +253,19 @@ pub async fn volunteer(host: JsValue, options: String) -> Result<(), JsValue> {
 }
 
 /// Runs one kernel invocation on this browser's GPU (or CPU) and returns a JSON report with
-/// its rate: the browser side of `cargo xtask bench browser`.
+/// its rate: the browser side of `cargo xtask bench browser`. With `canvas` (an
+/// `OffscreenCanvas`), the live view draws into it as the volunteer page's does, so the two
+/// rates say what the view costs.
 #[wasm_bindgen]
-pub async fn bench(kernel: String, params: String, backend: String) -> Result<String, JsValue> {
+pub async fn bench(
+    kernel: String,
+    params: String,
+    backend: String,
+    canvas: JsValue,
+) -> Result<String, JsValue> {
     let err = |e: String| JsValue::from_str(&e);
     let params = serde_json::from_str(&params).map_err(|e| err(e.to_string()))?;
+    let mut frames = 0u64;
     let job = shaders::Job::new(&kernel, params).map_err(|e| err(e.to_string()))?;
     let (result, adapter, ms) = if backend == "cpu" {
         let t0 = js_sys::Date::now();
@@ -227,18 +276,33 @@ pub async fn bench(kernel: String, params: String, backend: String) -> Result<St
     } else {
         let gpu = Gpu::new().await.map_err(|e| err(e.to_string()))?;
         let name = gpu.adapter().name;
+        let screen = match canvas.dyn_into::<wgpu::web_sys::OffscreenCanvas>() {
+            Ok(c) => Some(Screen::new(&gpu, c).map_err(|e| err(e.to_string()))?),
+            Err(_) => None,
+        };
         // Compilation is setup, as in qg-run: a volunteer compiles a kernel once.
         gpu.prepare(&job);
         let t0 = js_sys::Date::now();
-        let r = crate::run_gpu(&gpu, &job, &mut |_, _| {})
-            .await
+        let mut run = gpu.start(&job, None).map_err(|e| err(e.to_string()))?;
+        let mut drawn_at = f64::NEG_INFINITY;
+        while run.step().await.map_err(|e| err(e.to_string()))?.is_some() {
+            if let Some(s) = &screen
+                && js_sys::Date::now() - drawn_at >= FRAME_MS
+            {
+                drawn_at = js_sys::Date::now();
+                frames += u64::from(s.show(&run));
+            }
+        }
+        let out = run.finish().await.map_err(|e| err(e.to_string()))?;
+        let r = job
+            .finish(&out.state, out.checkpoints)
             .map_err(|e| err(e.to_string()))?;
         (r, name, js_sys::Date::now() - t0)
     };
     Ok(serde_json::json!({
         "kernel": kernel, "backend": backend, "adapter": adapter,
         "digest": result.digest, "checkpoints": result.checkpoints, "elapsed_s": ms / 1000.0,
-        "rate_per_s": job.work() as f64 / (ms / 1000.0).max(1e-9),
+        "rate_per_s": job.work() as f64 / (ms / 1000.0).max(1e-9), "frames": frames,
     })
     .to_string())
 }

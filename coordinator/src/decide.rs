@@ -25,6 +25,35 @@ pub const ALONE_AFTER_STREAK: i64 = 10;
 
 /// True with probability `p` (no draw at all when `p` is 0, so policies without ringers or
 /// challenges leave the generator's sequence alone).
+/// Seconds of settling a batch's pace is measured over (its latest units, not its history:
+/// volunteers come and go).
+pub const PACE_WINDOW_S: i64 = 600;
+
+/// A batch's pace from the units settled in its last [`PACE_WINDOW_S`] of settling: `count`
+/// units of `work` total, the window running from `from` (the submission, if later) to `last`,
+/// the newest settling. The finish is `left` units later at that pace. None before a unit
+/// settled.
+pub fn pace(
+    created_at: i64,
+    count: u64,
+    work: f64,
+    from: i64,
+    last: i64,
+    left: u64,
+) -> Option<protocol::status::Pace> {
+    if count == 0 {
+        return None;
+    }
+    let start = created_at.max(last - PACE_WINDOW_S).min(from);
+    let seconds = ((last - start) as f64).max(1.0);
+    let units_per_s = count as f64 / seconds;
+    Some(protocol::status::Pace {
+        units_per_s,
+        work_per_s: work / seconds,
+        eta_at: (left > 0).then(|| last + (left as f64 / units_per_s).ceil() as i64),
+    })
+}
+
 pub fn chance(rng: &mut impl Rng, p: f64) -> bool {
     p > 0.0 && rng.random_bool(p.min(1.0))
 }
@@ -380,6 +409,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_batch_pace_counts_its_latest_units_and_projects_the_rest() {
+        // 30 units settled over the 60 s since submission, 90 left: 0.5 units/s, done in 180 s.
+        let p = pace(1_000, 30, 3e9, 1_010, 1_060, 90).unwrap();
+        assert_eq!(p.units_per_s, 0.5);
+        assert_eq!(p.work_per_s, 5e7);
+        assert_eq!(p.eta_at, Some(1_060 + 180));
+        // An old batch: only the last window counts, not the hours before it.
+        let p = pace(0, 60, 60.0, 9_500, 10_000, 6).unwrap();
+        assert_eq!(p.units_per_s, 60.0 / PACE_WINDOW_S as f64);
+        assert_eq!(p.eta_at, Some(10_000 + 60));
+        // Everything settled in one second; all done: no finish to project.
+        let p = pace(5, 4, 4.0, 5, 5, 0).unwrap();
+        assert_eq!((p.units_per_s, p.eta_at), (4.0, None));
+        assert_eq!(pace(0, 0, 0.0, 0, 0, 10), None);
+    }
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

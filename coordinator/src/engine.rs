@@ -321,6 +321,8 @@ impl Engine {
                 speed = q::volunteer_speed(s, volunteer)?;
             }
             let mut streak = None;
+            // What volunteers are told of each batch dispatched from (read once per request).
+            let mut about: Vec<protocol::api::BatchAbout> = Vec::new();
             let ids = q::candidates(s, volunteer, max, prefix)?;
             for picked in ids {
                 let mut u = q::lock_unit(s, picked)?;
@@ -378,6 +380,14 @@ impl Engine {
                         ringer: ringer.is_some(),
                     },
                 )?;
+                let batch = match about.iter().find(|b| b.id == u.batch_id) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = q::batch_about(s, u.batch_id)?;
+                        about.push(b.clone());
+                        b
+                    }
+                };
                 let assignment = Assignment {
                     assignment_id,
                     unit_id: u.id,
@@ -386,6 +396,7 @@ impl Engine {
                     deadline,
                     output_len: u.output_len,
                     kernel_version: u.kernel_version,
+                    batch: Some(batch),
                 };
                 // The unit row read above (and locked) is the lifecycle's input.
                 self.step_loaded(s, u, Event::Issued, now)?;

@@ -183,6 +183,13 @@ pub fn demo_batch() -> BatchRequest {
     }
     BatchRequest {
         name: Some("demo: 2D Ising across the transition".into()),
+        description: Some(
+            "How does a magnet lose its order as it warms up? Each unit simulates a 64×64 \
+             lattice of atomic magnets at one temperature; together they trace the transition \
+             at β ≈ 0.4407 that Onsager solved exactly in 1944, a check that every volunteer's \
+             GPU computes the physics right."
+                .into(),
+        ),
         kernel: "ising2d".into(),
         units,
         policy: PolicySpec {

@@ -283,6 +283,7 @@ pub fn run(
             &NewBatch {
                 key_id: None,
                 name: format!("sim {made}"),
+                description: None,
                 kernel: "ising2d".into(),
                 policy: strategy.policy,
                 spot_check_rate: strategy.spot_check_rate,

@@ -612,6 +612,60 @@ async fn each_key_has_a_quota_of_open_units_and_of_submissions() {
 }
 
 #[tokio::test]
+async fn a_batch_says_what_it_is_for_to_its_volunteers() {
+    let h = Harness::new();
+    let about = "Where a magnet loses its order.\nFor Ada's thesis.";
+    // A description that is not plain text is refused, naming the field; nothing is created.
+    let (s, v) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"kernel": "ising2d", "units": ising_units(1), "description": "bell\u{7}"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("description")),
+        "{v}"
+    );
+    assert_eq!(h.store.status().unwrap().batches, 0);
+    // A spec's description is checked and returned by the dry run.
+    let spec = format!(
+        "name = \"magnet\"\ndescription = {about:?}\nkernel = \"ising2d\"\n[params]\nL = 16\nsweeps = 5\nbeta = 0.4\n"
+    );
+    let (s, v) = h
+        .call("POST", "/api/v1/specs", Some(&h.key), Some(spec))
+        .await;
+    assert_eq!(
+        (s, v["description"].as_str()),
+        (StatusCode::OK, Some(about)),
+        "{v}"
+    );
+    let (s, b) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"name": "magnet", "kernel": "ising2d", "units": ising_units(2),
+                   "description": format!("  {about}  ")}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["batch_id"].as_i64().unwrap();
+    let (_, st) = h.get(&format!("/api/v1/batches/{id}"), Some(&h.key)).await;
+    assert_eq!(st["description"], about, "{st}");
+    // The volunteer computing it is told its name and description with the work.
+    let v = h.volunteer(Kind::Honest).await;
+    let (_, w) = h
+        .post("/api/v1/work", Some(&v.token), json!({"max_units": 1}))
+        .await;
+    assert_eq!(
+        w["assignments"][0]["batch"],
+        json!({"id": id, "name": "magnet", "description": about}),
+        "{w}"
+    );
+}
+
+#[tokio::test]
 async fn assignments_lost_on_the_way_are_sent_again_to_a_client_that_holds_none() {
     let h = Harness::with_default_allowance();
     h.batch("ising2d", ising_units(4), json!({"spot_check_rate": 0.0}))
@@ -1745,6 +1799,7 @@ fn replicas_go_to_distinct_network_prefixes_when_asked() {
                 &NewBatch {
                     key_id: None,
                     name: "b".into(),
+                    description: None,
                     kernel: "ising2d".into(),
                     policy: Policy {
                         distinct_prefixes: distinct,
@@ -2023,6 +2078,7 @@ fn challenges_ask_only_for_states_a_client_keeps() {
             &NewBatch {
                 key_id: None,
                 name: "big".into(),
+                description: None,
                 kernel: "ising2d".into(),
                 policy: Policy {
                     replication: Replication::Credibility,
@@ -2114,6 +2170,7 @@ fn units_of_a_retired_kernel_version_are_not_dispatched() {
     let batch = |name: &str| NewBatch {
         key_id: None,
         name: name.into(),
+        description: None,
         kernel: "ising2d".into(),
         policy: coordinator::lifecycle::Policy::default(),
         spot_check_rate: 0.0,

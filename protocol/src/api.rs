@@ -73,6 +73,18 @@ pub struct Assignment {
     /// runs another version must not compute it.
     #[serde(default = "version_one")]
     pub kernel_version: u32,
+    /// The batch the unit belongs to, as its scientist describes it to volunteers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchAbout>,
+}
+
+/// What a volunteer is told of the batch it computes for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAbout {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// Clients and rows from before kernels were versioned ran version 1.
@@ -181,6 +193,10 @@ pub struct PolicySpec {
 pub struct BatchRequest {
     #[serde(default)]
     pub name: Option<String>,
+    /// A paragraph for the volunteers who compute it: what the batch is for and for whom
+    /// (plain text, at most 2000 characters). The name and description are shown to them.
+    #[serde(default)]
+    pub description: Option<String>,
     pub kernel: String,
     /// One parameter object per work unit.
     pub units: Vec<Value>,

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 pub struct BatchStatus {
     pub batch_id: i64,
     pub name: String,
+    /// The scientist's paragraph for volunteers.
+    #[serde(default)]
+    pub description: Option<String>,
     pub kernel: String,
     /// The kernel version the batch was submitted for.
     pub kernel_version: u32,
@@ -29,6 +32,19 @@ pub struct BatchStatus {
     /// When its owner cancelled it (its unsettled units failed; settled results stand).
     #[serde(default)]
     pub cancelled_at: Option<i64>,
+    /// How fast its units settle lately, and when the rest should be done at that pace.
+    #[serde(default)]
+    pub pace: Option<Pace>,
+}
+
+/// A batch's measured throughput (over its last ten minutes of settling units).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Pace {
+    pub units_per_s: f64,
+    /// The kernel's work units (spin updates, site visits, pair interactions) per second.
+    pub work_per_s: f64,
+    /// Unix seconds by which every unit should be settled at this pace (None: all are).
+    pub eta_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

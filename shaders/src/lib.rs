@@ -83,11 +83,31 @@ pub struct KernelInfo {
     /// version it was submitted for.
     pub version: u32,
     pub description: &'static str,
+    /// One line a volunteer understands: what it simulates and what for.
+    pub plain: &'static str,
+    /// The summary observables worth plotting (keys of a unit's summary), first the headline.
+    pub observables: &'static [Observable],
     /// What one step is (sweep, sample, MD step).
     pub step_unit: &'static str,
     /// What the cost model counts.
     pub work_unit: &'static str,
     pub comparison: Comparison,
+}
+
+/// An observable of a unit's summary, as a plot names it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Observable {
+    /// Its key in the summary.
+    pub key: &'static str,
+    /// Axis label.
+    pub label: &'static str,
+    /// The summary key of this unit's own error estimate of it (one unit, no seeds to
+    /// average over), if the kernel gives one.
+    pub error: Option<&'static str>,
+}
+
+const fn obs(key: &'static str, label: &'static str, error: Option<&'static str>) -> Observable {
+    Observable { key, label, error }
 }
 
 /// What every kernel provides.
@@ -139,6 +159,8 @@ pub trait Kernel {
     /// Summary observables, computed from canonical output alone (so a coordinator can
     /// recompute them instead of trusting a report).
     fn summarize(p: &Self::Params, output: &[u8]) -> Value;
+    /// How the live view draws the state buffers (see [`program::View`]).
+    fn view(p: &Self::Params) -> program::View;
     /// Elementary operations (spin updates, site visits, pair interactions) for credit and
     /// throughput.
     fn work(p: &Self::Params) -> u64;
@@ -359,6 +381,10 @@ impl Plan for Job {
             checkpoint: s.is_checkpoint(end),
         }
     }
+
+    fn view(&self) -> Option<program::View> {
+        Some(with_kernel!(self, p => K::view(p)))
+    }
 }
 
 /// Shared validation helpers: each names the field.
@@ -505,6 +531,78 @@ mod tests {
                 let tag = format!("@binding({})", i + 1);
                 assert!(prog.wgsl.contains(&tag), "missing {tag}");
             }
+        }
+    }
+
+    /// The observables a kernel lists (and their error keys) are in its units' summaries, so
+    /// the science page plots what `/api/v1/kernels` names.
+    #[test]
+    fn listed_observables_are_in_the_summary() {
+        let jobs = [
+            Job::new(
+                "ising2d",
+                json!({"L": 16, "beta": 0.4, "sweeps": 20, "seed": 1}),
+            ),
+            Job::new(
+                "percolation2d",
+                json!({"L": 16, "p": 0.5, "samples": 4, "seed": 1}),
+            ),
+            Job::new(
+                "lj_md",
+                json!({"n": 256, "density": 0.8, "temperature": 1.0, "dt": 0.005, "steps": 20, "seed": 1}),
+            ),
+        ];
+        for job in jobs {
+            let job = job.unwrap();
+            let info = job.info();
+            assert!(!info.plain.is_empty() && !info.observables.is_empty());
+            let summary = job.run_cpu(1, &mut |_, _| {}).unwrap().summary;
+            for o in info.observables {
+                for key in std::iter::once(o.key).chain(o.error) {
+                    assert!(
+                        summary[key].is_number(),
+                        "{}: {key} in {summary}",
+                        info.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every kernel's live view validates, with the entry points the runner draws with.
+    #[test]
+    fn view_wgsl_validates() {
+        let jobs = [
+            Job::new(
+                "ising2d",
+                json!({"L": 16, "beta": 0.4, "sweeps": 1, "seed": 1}),
+            ),
+            Job::new(
+                "percolation2d",
+                json!({"L": 16, "p": 0.5, "samples": 1, "seed": 1}),
+            ),
+            Job::new(
+                "lj_md",
+                json!({"n": 64, "density": 0.5, "temperature": 1.0, "dt": 0.005, "steps": 1, "seed": 1}),
+            ),
+        ];
+        for job in jobs {
+            let view = job.unwrap().view().expect("every kernel is drawn");
+            let module = naga::front::wgsl::parse_str(view.wgsl)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(view.wgsl)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            let names: Vec<_> = module
+                .entry_points
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            assert_eq!(names, ["view_vs", "view_fs"]);
+            assert_eq!(view.buffer, 0);
         }
     }
 

@@ -110,12 +110,35 @@ impl Program {
     }
 }
 
+/// How a kernel's state is drawn (the volunteer page's live view), by the same device from the
+/// same buffers, with nothing read back. The runner binds the words as a uniform at
+/// `@binding(0)` and program buffer `buffer` read-only at `@binding(1)`, and draws `vertices`
+/// vertices × `instances` instances (a triangle list) with the entry points `view_vs` and
+/// `view_fs` of `wgsl`, over a square target cleared to [`View::BACKGROUND`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub wgsl: &'static str,
+    pub buffer: usize,
+    pub words: [u32; WORDS],
+    pub vertices: u32,
+    pub instances: u32,
+}
+
+impl View {
+    /// The background, linear RGBA.
+    pub const BACKGROUND: [f64; 4] = [0.965, 0.969, 0.976, 1.0];
+}
+
 /// Something the runner can execute: a program and its segments, produced lazily so a
 /// million-step run is not materialised at once.
 pub trait Plan {
     fn program(&self) -> Program;
     fn segment_count(&self) -> usize;
     fn segment(&self, index: usize) -> Segment;
+    /// How the state is drawn; None: not drawn.
+    fn view(&self) -> Option<View> {
+        None
+    }
 }
 
 /// Segment boundaries shared by the CPU reference and the GPU plan: a segment ends at every

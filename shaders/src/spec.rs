@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! name = "2D Ising across the transition"
+//! description = "Where does the magnet lose its order? ..."   # optional, shown to volunteers
 //! kernel = "ising2d"
 //! seeds = 8                                   # independent seeds 1..=8 per point
 //!
@@ -48,11 +49,36 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expanded {
     pub name: String,
+    /// The scientist's paragraph for the volunteers who compute it.
+    pub description: Option<String>,
     pub kernel: String,
     /// The swept parameter names (with "seed" last when seeds > 1): what results group by.
     pub axes: Vec<String>,
     pub units: Vec<Value>,
     pub policy: PolicySpec,
+}
+
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION: usize = 2000;
+
+/// A batch's description as it is stored: trimmed plain text of at most [`MAX_DESCRIPTION`]
+/// characters, no control characters but line breaks and tabs (it is shown to volunteers);
+/// None when blank.
+pub fn check_description(text: &str) -> Result<Option<String>, SpecError> {
+    let t = text.trim();
+    if t.chars().count() > MAX_DESCRIPTION {
+        return Err(err(
+            "description",
+            format!("at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(err(
+            "description",
+            "plain text: no control characters but line breaks and tabs",
+        ));
+    }
+    Ok((!t.is_empty()).then(|| t.to_owned()))
 }
 
 /// Parses TOML or JSON text (JSON if it starts with `{`).
@@ -126,10 +152,20 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
         .as_object()
         .ok_or_else(|| err("spec", "must be a table/object"))?;
     for k in top.keys() {
-        if !["name", "kernel", "params", "sweep", "seeds", "policy"].contains(&k.as_str()) {
+        if ![
+            "name",
+            "description",
+            "kernel",
+            "params",
+            "sweep",
+            "seeds",
+            "policy",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(err(
                 k.clone(),
-                "unknown field (known: name, kernel, params, sweep, seeds, policy)",
+                "unknown field (known: name, description, kernel, params, sweep, seeds, policy)",
             ));
         }
     }
@@ -148,6 +184,11 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
         None => format!("{kernel} batch"),
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.trim().to_owned(),
         Some(_) => return Err(err("name", "a non-empty string of at most 200 characters")),
+    };
+    let description = match top.get("description") {
+        None => None,
+        Some(Value::String(s)) => check_description(s)?,
+        Some(_) => return Err(err("description", "a string")),
     };
     let empty = Map::new();
     let params = match top.get("params") {
@@ -241,6 +282,7 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
     }
     Ok(Expanded {
         name,
+        description,
         kernel,
         axes: axis_names,
         units,
@@ -251,6 +293,29 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_description_is_plain_text_shown_to_volunteers() {
+        let spec = |d: &str| {
+            serde_json::json!({"kernel": "ising2d", "description": d,
+                "params": {"L": 16, "beta": 0.4, "sweeps": 10, "seed": 1}})
+        };
+        let e = expand(&spec(
+            "  Where the magnet loses its order.\nFor a thesis.  ",
+        ))
+        .unwrap();
+        assert_eq!(
+            e.description.as_deref(),
+            Some("Where the magnet loses its order.\nFor a thesis.")
+        );
+        assert_eq!(expand(&spec("   ")).unwrap().description, None);
+        assert_eq!(expand(&spec("a\u{7}b")).unwrap_err().field, "description");
+        let long = "x".repeat(MAX_DESCRIPTION + 1);
+        assert_eq!(expand(&spec(&long)).unwrap_err().field, "description");
+        let mut wrong = spec("");
+        wrong["description"] = serde_json::json!(3);
+        assert_eq!(expand(&wrong).unwrap_err().field, "description");
+    }
 
     const ISING: &str = r#"
 name = "Ising across the transition"

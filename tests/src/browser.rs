@@ -137,6 +137,7 @@ impl World {
         let b = new_batch(
             BatchRequest {
                 name: Some("e2e".into()),
+                description: Some("An end-to-end test batch.".into()),
                 kernel: "ising2d".into(),
                 units,
                 policy,

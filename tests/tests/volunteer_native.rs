@@ -33,6 +33,7 @@ fn batch(store: &Coordinator, n: u64, policy: PolicySpec) -> i64 {
     let b = new_batch(
         BatchRequest {
             name: None,
+            description: None,
             kernel: "ising2d".into(),
             units,
             policy,

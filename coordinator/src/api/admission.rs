@@ -159,6 +159,12 @@ pub fn new_batch(
             spot_check: work <= terms.max_recompute_work && rate > 0.0 && rng.random_bool(rate),
         });
     }
+    let description = match req.description.as_deref() {
+        Some(d) => {
+            shaders::spec::check_description(d).map_err(|e| ApiError::field(&e.field, e.message))?
+        }
+        None => None,
+    };
     let name = req
         .name
         .map(|n| n.trim().chars().take(200).collect::<String>())
@@ -167,6 +173,7 @@ pub fn new_batch(
     Ok(NewBatch {
         key_id,
         name,
+        description,
         kernel: req.kernel,
         policy,
         spot_check_rate: rate,
@@ -233,7 +240,8 @@ pub(super) async fn validate_spec(
     let n = e.units.len() as u64;
     let expected = ((n - too_costly) as f64 * rate).round() as u64;
     Ok(Json(json!({
-        "name": e.name, "kernel": e.kernel, "axes": e.axes, "policy": e.policy,
+        "name": e.name, "description": e.description, "kernel": e.kernel, "axes": e.axes,
+        "policy": e.policy,
         "count": e.units.len(), "units": e.units,
         "too_costly_to_recompute": too_costly,
         "verification": verification_note(n, expected, too_costly, &policy, rate, true),

@@ -131,8 +131,15 @@ pub(super) async fn list_batches(
 }
 
 /// Per swept point (every axis but `seed`): how many canonical units, and the mean and
-/// standard error across them of every numeric summary observable.
-pub fn aggregate(axes: &[String], rows: &[crate::store::UnitResult]) -> Value {
+/// standard error across them of every numeric summary observable. A point of one unit takes
+/// the unit's own error estimate where `kernel` gives one ([`shaders::Observable::error`]).
+pub fn aggregate(kernel: &str, axes: &[String], rows: &[crate::store::UnitResult]) -> Value {
+    let own_error: Vec<(&str, &str)> = shaders::kernels()
+        .into_iter()
+        .filter(|k| k.name == kernel)
+        .flat_map(|k| k.observables.iter())
+        .filter_map(|o| Some((o.key, o.error?)))
+        .collect();
     let group_axes: Vec<&String> = axes.iter().filter(|a| a.as_str() != "seed").collect();
     let mut order: Vec<String> = Vec::new();
     let mut groups: std::collections::HashMap<String, (Value, Vec<&Value>)> = Default::default();
@@ -172,13 +179,17 @@ pub fn aggregate(axes: &[String], rows: &[crate::store::UnitResult]) -> Value {
                     let n = xs.len() as f64;
                     let m = xs.iter().sum::<f64>() / n;
                     mean.insert(key.clone(), json!(m));
+                    let own = own_error
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, e)| sums[0].get(*e)?.as_f64());
                     let e = if xs.len() > 1 {
                         json!(
                             (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) / n)
                                 .sqrt()
                         )
                     } else {
-                        Value::Null
+                        own.map_or(Value::Null, |e| json!(e))
                     };
                     sem.insert(key.clone(), e);
                 }
@@ -203,8 +214,44 @@ pub(super) async fn batch_aggregate(
         ))
     })
     .await?;
-    let mut out = aggregate(&status.axes, &rows);
+    let mut out = aggregate(&status.kernel, &status.axes, &rows);
     out["batch_id"] = json!(id);
     out["kernel"] = json!(status.kernel);
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aggregate;
+    use crate::lifecycle::UnitState;
+    use crate::store::UnitResult;
+    use serde_json::{Value, json};
+
+    fn unit(beta: f64, seed: u64, abs_m: f64) -> UnitResult {
+        UnitResult {
+            unit_id: seed as i64,
+            params: json!({"beta": beta, "seed": seed}),
+            state: UnitState::Canonical,
+            digest: None,
+            summary: Some(json!({"abs_m": abs_m, "abs_m_err": 0.01, "binder": 0.5})),
+            fail_reason: None,
+            log_index: None,
+        }
+    }
+
+    #[test]
+    fn error_bars_are_the_spread_of_seeds_or_a_lone_units_own_estimate() {
+        let axes = ["beta".to_owned(), "seed".to_owned()];
+        let rows = [unit(0.3, 1, 0.2), unit(0.3, 2, 0.4), unit(0.5, 3, 0.9)];
+        let agg = aggregate("ising2d", &axes, &rows);
+        let p = &agg["points"];
+        assert_eq!(agg["axes"], json!(["beta"]));
+        assert_eq!((p[0]["n"].clone(), p[1]["n"].clone()), (json!(2), json!(1)));
+        // Two seeds: the standard error of their mean, 0.1.
+        assert!((p[0]["mean"]["abs_m"].as_f64().unwrap() - 0.3).abs() < 1e-12);
+        assert!((p[0]["sem"]["abs_m"].as_f64().unwrap() - 0.1).abs() < 1e-12);
+        // One unit: its own binned error where the kernel has one, none where it has not.
+        assert_eq!(p[1]["sem"]["abs_m"], 0.01);
+        assert_eq!(p[1]["sem"]["binder"], Value::Null);
+    }
 }

@@ -96,6 +96,7 @@ async fn main() -> Result<()> {
         let batch = |n: u64| NewBatch {
             key_id: None,
             name: "load".into(),
+            description: None,
             kernel: "ising2d".into(),
             policy: Policy::default(),
             spot_check_rate: 0.0,

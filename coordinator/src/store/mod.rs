@@ -90,6 +90,7 @@ pub struct NewUnit {
 pub struct NewBatch {
     pub key_id: Option<i64>,
     pub name: String,
+    pub description: Option<String>,
     pub kernel: String,
     pub policy: Policy,
     pub spot_check_rate: f64,

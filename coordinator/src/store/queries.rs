@@ -185,8 +185,8 @@ pub struct UnitInsert<'a> {
 pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Result<i64> {
     s.insert(
         "INSERT INTO batches(key_id, name, kernel, policy, spot_rate, units, created_at, axes,
-             kernel_version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             kernel_version, description)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         p![
             b.key_id,
             &b.name,
@@ -196,9 +196,25 @@ pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Re
             b.units.len(),
             now,
             to_json(&b.axes)?,
-            version
+            version,
+            b.description.as_deref()
         ],
     )
+}
+
+/// What volunteers are told of a batch.
+pub fn batch_about(s: &mut dyn Sql, batch: i64) -> Result<protocol::api::BatchAbout> {
+    let r = s
+        .row(
+            "SELECT name, description FROM batches WHERE id = ?1",
+            p![batch],
+        )?
+        .ok_or(StoreError::NotFound("batch"))?;
+    Ok(protocol::api::BatchAbout {
+        id: batch,
+        name: r.text(0)?,
+        description: r.opt_text(1)?,
+    })
 }
 
 /// `volunteer`'s open assignments (oldest first, at most `limit`), as they were handed out.
@@ -208,8 +224,9 @@ pub fn open_assignments(
     limit: u32,
 ) -> Result<Vec<protocol::api::Assignment>> {
     s.query(
-        "SELECT r.id, r.deadline_at, u.id, u.params, u.kernel, u.output_len, u.kernel_version
-         FROM replicas r JOIN units u ON u.id = r.unit_id
+        "SELECT r.id, r.deadline_at, u.id, u.params, u.kernel, u.output_len, u.kernel_version,
+                b.id, b.name, b.description
+         FROM replicas r JOIN units u ON u.id = r.unit_id JOIN batches b ON b.id = u.batch_id
          WHERE r.volunteer_id = ?1 AND r.state = 'in_progress' ORDER BY r.id LIMIT ?2",
         p![volunteer, limit],
     )?
@@ -223,6 +240,11 @@ pub fn open_assignments(
             kernel: r.text(4)?,
             output_len: r.count(5)?,
             kernel_version: r.int(6)? as u32,
+            batch: Some(protocol::api::BatchAbout {
+                id: r.int(7)?,
+                name: r.text(8)?,
+                description: r.opt_text(9)?,
+            }),
         })
     })
     .collect()

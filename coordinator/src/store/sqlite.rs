@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/6_log.sql"),
     include_str!("migrations/sqlite/7_cancel.sql"),
     include_str!("migrations/sqlite/8_spot_batch.sql"),
+    include_str!("migrations/sqlite/9_description.sql"),
 ];
 
 pub struct SqliteBackend {

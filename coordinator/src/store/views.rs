@@ -68,7 +68,7 @@ pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
     let r = s
         .row(
             "SELECT name, kernel, policy, spot_rate, units, created_at, axes, kernel_version,
-                    cancelled_at
+                    cancelled_at, description
              FROM batches WHERE id = ?1",
             p![batch],
         )?
@@ -80,11 +80,31 @@ pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
     let by_state = by_state(UnitState::ALL.iter().map(|s| s.as_str()), rows)?;
     let units = r.count(4)?;
     let terminal = by_state["canonical"] + by_state["failed"];
+    let w = s
+        .row(
+            "SELECT count(*), coalesce(sum(work), 0), min(done_at), max(done_at) FROM units
+             WHERE batch_id = ?1 AND done_at >= (SELECT max(done_at) FROM units
+                                                  WHERE batch_id = ?1) - ?2",
+            p![batch, crate::decide::PACE_WINDOW_S],
+        )?
+        .ok_or(StoreError::NotFound("batch"))?;
+    let pace = match (w.opt_int(2)?, w.opt_int(3)?) {
+        (Some(from), Some(last)) => crate::decide::pace(
+            r.int(5)?,
+            w.count(0)?,
+            w.real(1)?,
+            from,
+            last,
+            units.saturating_sub(terminal),
+        ),
+        _ => None,
+    };
     let kernel = r.text(1)?;
     let kernel_version = r.int(7)?.clamp(0, u32::MAX.into()) as u32;
     Ok(BatchStatus {
         batch_id: batch,
         name: r.text(0)?,
+        description: r.opt_text(9)?,
         retired: kernel_version != shaders::kernel_version(&kernel),
         kernel,
         kernel_version,
@@ -96,6 +116,7 @@ pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
         spot_check_rate: r.real(3)?,
         axes: from_json(r.str(6)?)?,
         cancelled_at: r.opt_int(8)?,
+        pace,
     })
 }
 

@@ -22,7 +22,7 @@
 
 use crate::philox::{self, accept, key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, i32s_from_le,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, View, i32s_from_le,
     le_bytes_i32, le_bytes_u32, words,
 };
 use crate::{
@@ -32,6 +32,8 @@ use crate::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// The live view (see [`crate::program::View`]).
+const VIEW_WGSL: &str = concat!(include_str!("../view.wgsl"), include_str!("view.wgsl"));
 pub const WGSL: &str = concat!(
     include_str!("../prelude.wgsl"),
     include_str!("ising2d.wgsl")
@@ -200,6 +202,12 @@ impl Kernel for Ising2d {
         name: "ising2d",
         version: 2,
         description: "2D Ising model, Metropolis checkerboard, periodic LxL; bit-exact",
+        plain: "2D Ising model: how a magnet loses its order as it heats",
+        observables: &[
+            crate::obs("binder", "Binder cumulant U₄", None),
+            crate::obs("abs_m", "|magnetization| per spin", Some("abs_m_err")),
+            crate::obs("e", "energy per spin", Some("e_err")),
+        ],
         step_unit: "sweep",
         work_unit: "spin updates",
         comparison: Comparison::Digest,
@@ -387,6 +395,17 @@ impl Kernel for Ising2d {
             "abs_m": am, "abs_m_err": finite_or_null(am_err),
             "m2": m2_mean, "m4": m4_mean, "binder": binder,
         })
+    }
+
+    fn view(p: &Params) -> View {
+        let s = p.shape();
+        View {
+            wgsl: VIEW_WGSL,
+            buffer: 0,
+            words: words(&[p.l, s.w as u32]),
+            vertices: 3,
+            instances: 1,
+        }
     }
 
     fn work(p: &Params) -> u64 {

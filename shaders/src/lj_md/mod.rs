@@ -20,7 +20,7 @@
 
 use crate::philox::{key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, f32s_from_le,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, View, f32s_from_le,
     le_bytes_f32, words,
 };
 use crate::{
@@ -30,6 +30,8 @@ use crate::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// The live view (see [`crate::program::View`]).
+const VIEW_WGSL: &str = concat!(include_str!("../view.wgsl"), include_str!("view.wgsl"));
 pub const WGSL: &str = concat!(include_str!("../prelude.wgsl"), include_str!("lj_md.wgsl"));
 const ENTRIES: &[Entry] = &[
     Entry {
@@ -225,6 +227,14 @@ impl Kernel for LjMd {
         name: "lj_md",
         version: 2,
         description: "Lennard-Jones fluid, velocity Verlet, periodic box, all pairs; tolerance comparison",
+        plain: "Lennard-Jones fluid: atoms of a simple liquid like argon jostling and pulling on each other",
+        observables: &[
+            crate::obs("e_total", "total energy per particle", None),
+            crate::obs("e_potential", "potential energy per particle", None),
+            crate::obs("e_kinetic", "kinetic energy per particle", None),
+            crate::obs("temperature", "temperature", None),
+            crate::obs("energy_drift", "energy drift per particle", None),
+        ],
         step_unit: "step",
         work_unit: "pair interactions",
         comparison: Comparison::Tolerance {
@@ -386,6 +396,16 @@ impl Kernel for LjMd {
             "temperature": 2.0 * mean(&ke) / 3.0,
             "energy_drift": drift,
         })
+    }
+
+    fn view(p: &Params) -> View {
+        View {
+            wgsl: VIEW_WGSL,
+            buffer: 0,
+            words: words(&[p.n, (p.box_side() as f32).to_bits()]),
+            vertices: 6,
+            instances: p.n,
+        }
     }
 
     fn work(p: &Params) -> u64 {

@@ -13,7 +13,7 @@
 
 use crate::philox::{self, accept, key_of, philox4x32_10};
 use crate::program::{
-    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, le_bytes_u32,
+    BufferSpec, CheckpointSink, Dispatch, Entry, Init, Program, Schedule, View, le_bytes_u32,
     u32s_from_le, words,
 };
 use crate::{
@@ -23,6 +23,8 @@ use crate::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// The live view (see [`crate::program::View`]).
+const VIEW_WGSL: &str = concat!(include_str!("../view.wgsl"), include_str!("view.wgsl"));
 pub const WGSL: &str = concat!(
     include_str!("../prelude.wgsl"),
     include_str!("percolation2d.wgsl")
@@ -84,6 +86,20 @@ impl Kernel for Percolation2d {
         name: "percolation2d",
         version: 2,
         description: "2D site percolation, open LxL, spanning/largest/cluster count per sample; bit-exact",
+        plain: "2D percolation: when scattered sites join into one path across, like water through coffee grounds",
+        observables: &[
+            crate::obs(
+                "spanning_fraction",
+                "fraction of samples spanning",
+                Some("spanning_fraction_err"),
+            ),
+            crate::obs(
+                "largest_fraction",
+                "largest cluster / sites",
+                Some("largest_fraction_err"),
+            ),
+            crate::obs("clusters_per_site", "clusters per site", None),
+        ],
         step_unit: "sample",
         work_unit: "site visits",
         comparison: Comparison::Digest,
@@ -233,6 +249,16 @@ impl Kernel for Percolation2d {
             "largest_fraction": mean(&largest), "largest_fraction_err": sem(&largest),
             "clusters_per_site": mean(&clusters),
         })
+    }
+
+    fn view(p: &Params) -> View {
+        View {
+            wgsl: VIEW_WGSL,
+            buffer: 0,
+            words: words(&[p.l]),
+            vertices: 3,
+            instances: 1,
+        }
     }
 
     fn work(p: &Params) -> u64 {
