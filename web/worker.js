@@ -5,8 +5,11 @@
 // the page.
 import init, { volunteer, bench } from './pkg/client_wasm.js';
 
-const controls = { paused: false, duty: 1, stop: false };
+// What the page controls: `view` is whether the live view draws (shown and the tab visible).
+const controls = { paused: false, duty: 1, stop: false, view: false };
 let running = false;
+// The page's canvas for the live view, transferred once and kept across restarts.
+let canvas = null;
 
 const db = new Promise((resolve, reject) => {
   const open = indexedDB.open('quorum-grid', 1);
@@ -30,7 +33,7 @@ async function kv(mode, op) {
 const host = {
   async request(path, token, body) {
     const headers = {};
-    if (token) headers.authorization = 'Bearer ' + token;
+    if (token) headers.authorization = `Bearer ${token}`;
     if (body !== null) headers['content-type'] = 'application/json';
     const r = await fetch(path, { method: body === null ? 'GET' : 'POST', headers, body: body ?? undefined });
     return [r.status, await r.text()];
@@ -39,7 +42,7 @@ const host = {
   kvGet: (k) => kv('readonly', (s) => s.get(k)).then((v) => v ?? null),
   kvSet: (k, v) => kv('readwrite', (s) => s.put(v, k)).then(() => null),
   kvDelete: (k) => kv('readwrite', (s) => s.delete(k)).then(() => null),
-  kvKeys: (prefix) => kv('readonly', (s) => s.getAllKeys(IDBKeyRange.bound(prefix, prefix + '\uffff'))),
+  kvKeys: (prefix) => kv('readonly', (s) => s.getAllKeys(IDBKeyRange.bound(prefix, `${prefix}\uffff`))),
   emit: (json) => postMessage(JSON.parse(json)),
   controls: () => controls,
 };
@@ -52,7 +55,7 @@ async function gpuInfo() {
     if (!a) return { available: true, adapter: false };
     const i = a.info ?? {};
     return { available: true, adapter: true, vendor: i.vendor ?? '', architecture: i.architecture ?? '', description: i.description ?? '' };
-  } catch (e) {
+  } catch {
     return { available: true, adapter: false };
   }
 }
@@ -64,11 +67,12 @@ async function setNickname(nickname) {
   postMessage(status === 200 ? { type: 'stats', stats: JSON.parse(text) } : { type: 'error', message: JSON.parse(text).error });
 }
 
-onmessage = async ({ data }) => {
+self.addEventListener('message', async ({ data }) => {
   switch (data.cmd) {
     case 'start':
       controls.paused = false;
       controls.stop = false;
+      canvas = data.canvas ?? canvas;
       if (running) return;
       running = true;
       try {
@@ -81,7 +85,7 @@ onmessage = async ({ data }) => {
           if (ev.type === 'no_gpu') { ev.detail = ev.reason; ev.reason = plain; }
           postMessage(ev);
         };
-        await volunteer(host, JSON.stringify({ ...(data.options ?? {}), gpu_info: gpu.adapter ? gpu : null }));
+        await volunteer(host, JSON.stringify({ ...(data.options ?? {}), gpu_info: gpu.adapter ? gpu : null }), canvas);
         postMessage({ type: 'stopped' });
       } catch (e) {
         postMessage({ type: 'error', message: String(e) });
@@ -91,12 +95,13 @@ onmessage = async ({ data }) => {
     case 'pause': controls.paused = true; break;
     case 'resume': controls.paused = false; break;
     case 'duty': controls.duty = Number(data.value) || 1; break;
+    case 'view': controls.view = Boolean(data.value); break;
     case 'stop': controls.stop = true; break;
     case 'nickname': setNickname(data.value); break;
     case 'bench':
       try {
         await init();
-        const result = JSON.parse(await bench(data.kernel, JSON.stringify(data.params), data.backend));
+        const result = JSON.parse(await bench(data.kernel, JSON.stringify(data.params), data.backend, data.canvas ?? null));
         const gpu = await gpuInfo();
         if (!result.adapter && gpu.adapter) result.adapter = gpu.description || `${gpu.vendor} ${gpu.architecture}`.trim();
         postMessage({ type: 'bench', result });
@@ -105,5 +110,5 @@ onmessage = async ({ data }) => {
       }
       break;
   }
-};
+});
 postMessage({ type: 'ready' });

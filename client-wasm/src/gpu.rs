@@ -9,7 +9,6 @@ use protocol::{Checkpoint, Digest};
 use serde::Serialize;
 use shaders::digest;
 use shaders::program::{Dispatch, Init, Plan, Program, WORDS};
-use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
@@ -51,22 +50,23 @@ pub struct AdapterSummary {
     pub driver: String,
 }
 
+/// Compiled pipelines by key: a few entries, so a list (smaller in the browser's download than
+/// a hash map).
+pub(crate) type Cache<K, V> = Mutex<Vec<(K, Arc<V>)>>;
+
 /// An opened device, reusable for many runs.
 pub struct Gpu {
-    /// Kept to make surfaces (the live view's canvas) for this device.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) instance: wgpu::Instance,
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) adapter: wgpu::Adapter,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    /// Set when the browser or driver has taken the device away.
+    lost: Arc<std::sync::atomic::AtomicBool>,
     /// The live view's render pipelines, by view WGSL and target format.
-    pub(crate) views: Mutex<HashMap<(usize, wgpu::TextureFormat), Arc<crate::view::ViewPipeline>>>,
+    pub(crate) views: Cache<(usize, wgpu::TextureFormat), crate::view::ViewPipeline>,
     /// Compiled pipelines by program (its WGSL and buffer count): a volunteer computes many
     /// units of a kernel, and compiles its shaders once.
-    compiled: Mutex<HashMap<(usize, usize, usize), Arc<Compiled>>>,
+    compiled: Cache<(usize, usize, usize), Compiled>,
 }
 
 /// A program's shaders, compiled: its bind group layout and one pipeline per entry point.
@@ -111,15 +111,19 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_, _| {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         Ok(Self {
-            instance,
-            adapter,
+            lost,
             device,
             queue,
             info,
             limits,
-            views: Mutex::new(HashMap::new()),
-            compiled: Mutex::new(HashMap::new()),
+            views: Mutex::new(Vec::new()),
+            compiled: Mutex::new(Vec::new()),
         })
     }
 
@@ -143,7 +147,7 @@ impl Gpu {
         // A program is known by its WGSL (address and length: a cache miss only recompiles).
         let key = (wgsl.as_ptr() as usize, wgsl.len(), buffers);
         let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cache.get(&key) {
+        if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
             return c.clone();
         }
         let dev = &self.device;
@@ -178,8 +182,13 @@ impl Gpu {
             })
             .collect();
         let c = Arc::new(Compiled { bgl, pipelines });
-        cache.insert(key, c.clone());
+        cache.push((key, c.clone()));
         c
+    }
+
+    /// Whether the device is gone (a driver reset, or a browser that lost it).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn adapter(&self) -> AdapterSummary {

@@ -2,6 +2,7 @@
 //! the browser, Vulkan/Metal/DX12 natively: one code path) or on the CPU reference, and turns
 //! the result into what a replica reports.
 
+pub mod b64;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
@@ -10,6 +11,11 @@ pub mod view;
 pub mod volunteer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+
+/// Talc in the browser (see Cargo.toml): the download is smaller than with dlmalloc.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 pub use gpu::{AdapterSummary, Gpu, GpuError, PlanOutput, Run};
 use shaders::{Job, OutputError, RunResult};

@@ -6,7 +6,6 @@
 
 use crate::gpu::{Gpu, Resume};
 use crate::volunteer::{Engine, Event, Host};
-use base64::Engine as _;
 use protocol::Digest;
 use protocol::api::{VerifierWork, VerifyJob, VerifyKind, VerifyResult};
 use serde_json::json;
@@ -88,9 +87,7 @@ pub async fn run<H: Host>(
             let result = VerifyResult {
                 job_id: job.job_id.clone(),
                 state_digest: computed.state_digest,
-                output: computed
-                    .output
-                    .map(|o| base64::engine::general_purpose::STANDARD.encode(o)),
+                output: computed.output.map(|o| crate::b64::encode(&o)),
                 kernel_version: shaders::kernel_version(&job.kernel),
                 adapter: Some(adapter.to_owned()),
             };
@@ -171,7 +168,7 @@ pub async fn compute(engine: &Engine<'_>, v: &VerifyJob) -> Result<Computed, Str
             let state = v
                 .state
                 .iter()
-                .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+                .map(|b| crate::b64::decode(b))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("state: {e}"))?;
             let end = match engine {

@@ -20,7 +20,7 @@ impl Gpu {
     fn view_pipeline(&self, view: &View, format: wgpu::TextureFormat) -> Arc<ViewPipeline> {
         let key = (view.wgsl.as_ptr() as usize, format);
         let mut cache = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(&key) {
+        if let Some((_, p)) = cache.iter().find(|(k, _)| *k == key) {
             return p.clone();
         }
         let dev = &self.device;
@@ -81,7 +81,7 @@ impl Gpu {
             cache: None,
         });
         let p = Arc::new(ViewPipeline { bgl, pipeline });
-        cache.insert(key, p.clone());
+        cache.push((key, p.clone()));
         p
     }
 }
@@ -148,6 +148,7 @@ impl Run<'_> {
 
     /// The view, `side` × `side` RGBA8 pixels row by row, read back: what a canvas of that size
     /// shows now (tests compare it with the CPU reference's state). None: no view.
+    #[cfg(not(target_arch = "wasm32"))]
     pub async fn snapshot(&self, side: u32) -> Result<Option<Vec<u8>>, GpuError> {
         let gpu = self.gpu;
         let format = wgpu::TextureFormat::Rgba8Unorm;
@@ -202,42 +203,125 @@ impl Run<'_> {
 }
 
 /// The volunteer page's canvas, in the worker: frames of the running unit are drawn into it.
+/// The canvas's WebGPU context is configured with this device and each frame's texture wrapped
+/// for wgpu (wgpu's own surfaces would add a tenth to the download for the same thing).
 #[cfg(target_arch = "wasm32")]
 pub struct Screen {
-    surface: wgpu::Surface<'static>,
-    format: wgpu::TextureFormat,
+    context: wasm_bindgen::JsValue,
+    size: wgpu::Extent3d,
+}
+
+#[cfg(target_arch = "wasm32")]
+const SCREEN_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8Unorm;
+
+#[cfg(target_arch = "wasm32")]
+fn js_call(
+    target: &wasm_bindgen::JsValue,
+    method: &str,
+    args: &[wasm_bindgen::JsValue],
+) -> Result<wasm_bindgen::JsValue, GpuError> {
+    use wasm_bindgen::JsCast;
+    let f: js_sys::Function = js_sys::Reflect::get(target, &method.into())
+        .ok()
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or_else(|| GpuError::Device(format!("the canvas has no {method}")))?;
+    f.apply(target, &args.iter().collect::<js_sys::Array>())
+        .map_err(|e| GpuError::Device(format!("{method}: {e:?}")))
 }
 
 #[cfg(target_arch = "wasm32")]
 impl Screen {
-    /// A screen on `canvas` (transferred from the page), for `gpu`'s device.
-    pub fn new(gpu: &Gpu, canvas: wgpu::web_sys::OffscreenCanvas) -> Result<Self, GpuError> {
-        let (width, height) = (canvas.width().max(1), canvas.height().max(1));
-        let surface = gpu
-            .instance
-            .create_surface(wgpu::SurfaceTarget::OffscreenCanvas(canvas))
-            .map_err(|e| GpuError::Device(e.to_string()))?;
-        let config = surface
-            .get_default_config(&gpu.adapter, width, height)
-            .ok_or_else(|| {
-                GpuError::Device("the canvas cannot show this adapter's output".into())
-            })?;
-        surface.configure(&gpu.device, &config);
-        Ok(Self {
-            surface,
-            format: config.format,
-        })
+    /// A screen on `canvas` (an `OffscreenCanvas` the page transferred), for `gpu`'s device.
+    pub fn new(gpu: &Gpu, canvas: &wasm_bindgen::JsValue) -> Result<Self, GpuError> {
+        let device = gpu
+            .device
+            .as_webgpu()
+            .ok_or_else(|| GpuError::Device("not a WebGPU device".into()))?;
+        let number = |k: &str| {
+            js_sys::Reflect::get(canvas, &k.into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .map_or(1, |v| (v as u32).max(1))
+        };
+        let size = wgpu::Extent3d {
+            width: number("width"),
+            height: number("height"),
+            depth_or_array_layers: 1,
+        };
+        let context = js_call(canvas, "getContext", &["webgpu".into()])?;
+        if context.is_null() || context.is_undefined() {
+            return Err(GpuError::Device(
+                "the canvas gives no WebGPU context".into(),
+            ));
+        }
+        let config = js_sys::Object::new();
+        let set = |k: &str, v: &wasm_bindgen::JsValue| js_sys::Reflect::set(&config, &k.into(), v);
+        let _ = set("device", device.as_ref());
+        let _ = set("format", &"rgba8unorm".into());
+        let _ = set("alphaMode", &"opaque".into());
+        js_call(&context, "configure", &[config.into()])?;
+        Ok(Self { context, size })
     }
 
-    /// Shows `run`'s state now; false if there was nothing to show or no frame to draw into.
-    pub fn show(&self, run: &Run<'_>) -> bool {
-        let frame = match self.surface.get_current_texture() {
-            wgpu::CurrentSurfaceTexture::Success(f)
-            | wgpu::CurrentSurfaceTexture::Suboptimal(f) => f,
-            _ => return false,
-        };
-        let drawn = run.draw(&frame.texture.create_view(&Default::default()), self.format);
-        run.gpu.queue.present(frame);
-        drawn
+    /// The canvas's texture for this frame, as wgpu's.
+    fn frame(&self, gpu: &Gpu) -> Result<wgpu::TextureView, String> {
+        use wasm_bindgen::JsCast;
+        let frame = js_call(&self.context, "getCurrentTexture", &[]).map_err(|e| e.to_string())?;
+        let texture = gpu.device.create_texture_from_webgpu_handle(
+            frame.unchecked_into(),
+            &wgpu::TextureDescriptor {
+                label: None,
+                size: self.size,
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: SCREEN_FORMAT,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+                view_formats: &[],
+            },
+            None,
+        );
+        Ok(texture.create_view(&Default::default()))
+    }
+
+    /// Shows an empty frame. Some browsers lose the device when a WebGPU canvas is shown
+    /// (headless Chromium without a GPU compositor, for one): the caller checks
+    /// [`Gpu::is_lost`] a moment later, so the computation does not go with the view.
+    pub async fn clear(&self, gpu: &Gpu) -> Result<(), String> {
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let view = self.frame(gpu)?;
+        let [r, g, b, a] = View::BACKGROUND;
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view: &view,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations {
+                    load: wgpu::LoadOp::Clear(wgpu::Color { r, g, b, a }),
+                    store: wgpu::StoreOp::Store,
+                },
+            })],
+            ..Default::default()
+        });
+        gpu.queue.submit([enc.finish()]);
+        match scope.pop().await {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Shows `run`'s state now: Ok(false) if there was nothing to show; Err if the device
+    /// refused the frame (the view should stop; the computation is unharmed).
+    pub async fn show(&self, run: &Run<'_>) -> Result<bool, String> {
+        let scope = run
+            .gpu
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let drawn = run.draw(&self.frame(run.gpu)?, SCREEN_FORMAT);
+        match scope.pop().await {
+            Some(e) => Err(e.to_string()),
+            None => Ok(drawn),
+        }
     }
 }

@@ -10,7 +10,6 @@
 //! assignments are finished first, from their last checkpoint.
 
 use crate::gpu::{Gpu, Resume, Run};
-use base64::Engine as _;
 use protocol::Checkpoint;
 use protocol::api::{
     AdapterInfo, Assignment, ChallengeAnswer, RegisterResponse, ReportAck, ResultReport,
@@ -141,7 +140,7 @@ pub trait Host {
     fn now_ms(&self) -> f64;
     /// Draws `run`'s state into the host's live view, if it has one that is on and due for a
     /// frame (`force`: a unit's first or last segment). True when a frame was drawn.
-    fn draw(&self, _run: &Run<'_>, _force: bool) -> bool {
+    async fn draw(&self, _run: &Run<'_>, _force: bool) -> bool {
         false
     }
 }
@@ -274,10 +273,7 @@ async fn answer<H: Host>(host: &H, token: &str, assignment: i64, step: u64, kept
     };
     let body = ChallengeAnswer {
         step,
-        state: state
-            .iter()
-            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-            .collect(),
+        state: state.iter().map(|b| crate::b64::encode(b)).collect(),
     };
     let Ok(body) = serde_json::to_string(&body) else {
         return;
@@ -558,11 +554,8 @@ async fn compute<H: Host>(
                 .and_then(|s| serde_json::from_str(&s).ok());
             let resumed_at = saved.as_ref().map_or(0, |s| s.done);
             let resume = saved.and_then(|s| {
-                let state: Result<Vec<Vec<u8>>, _> = s
-                    .state
-                    .iter()
-                    .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
-                    .collect();
+                let state: Result<Vec<Vec<u8>>, _> =
+                    s.state.iter().map(|b| crate::b64::decode(b)).collect();
                 Some(Resume {
                     segment: s.segment,
                     state: state.ok()?,
@@ -598,7 +591,7 @@ async fn compute<H: Host>(
                 digest: Some(r.digest),
                 checkpoints: r.checkpoints,
                 summary: r.summary,
-                output: Some(base64::engine::general_purpose::STANDARD.encode(&r.output)),
+                output: Some(crate::b64::encode(&r.output)),
                 error: None,
                 kernel_version: job.version(),
             }
@@ -672,7 +665,7 @@ async fn gpu_run<H: Host>(
             total: step.total,
         });
         let edge = step.next_segment >= segments || !drawn_any;
-        if host.draw(&run, edge) {
+        if host.draw(&run, edge).await {
             drawn_any = true;
             host.emit(Event::Frame {
                 assignment_id: id,
@@ -696,10 +689,7 @@ async fn gpu_run<H: Host>(
                     let saved = Saved {
                         segment: step.next_segment,
                         done: step.done,
-                        state: state
-                            .iter()
-                            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-                            .collect(),
+                        state: state.iter().map(|b| crate::b64::encode(b)).collect(),
                         checkpoints: run.checkpoints().to_vec(),
                     };
                     if let Ok(text) = serde_json::to_string(&saved)

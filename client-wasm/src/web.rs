@@ -18,7 +18,12 @@ struct WebHost {
     screen: Option<Screen>,
     /// When the last frame was drawn (ms).
     drawn_at: Cell<f64>,
+    /// The device refused a frame: no more are drawn.
+    screen_failed: Cell<bool>,
 }
+
+/// How long after showing its first frame a device that the canvas took away is known lost.
+const PROBE_MS: u64 = 500;
 
 /// Frames of the live view are at least this far apart: a few a second.
 const FRAME_MS: f64 = 250.0;
@@ -116,8 +121,8 @@ impl Host for WebHost {
         js_sys::Date::now()
     }
 
-    fn draw(&self, run: &Run<'_>, force: bool) -> bool {
-        let Some(screen) = &self.screen else {
+    async fn draw(&self, run: &Run<'_>, force: bool) -> bool {
+        let Some(screen) = self.screen.as_ref().filter(|_| !self.screen_failed.get()) else {
             return false;
         };
         // The page turns the view off when it is hidden or the volunteer says so.
@@ -132,7 +137,17 @@ impl Host for WebHost {
             return false;
         }
         self.drawn_at.set(now);
-        screen.show(run)
+        match screen.show(run).await {
+            Ok(drawn) => drawn,
+            Err(e) => {
+                // The view is a courtesy: it stops, the computation goes on.
+                self.screen_failed.set(true);
+                self.emit(Event::Error {
+                    message: format!("the live view is off: {e}"),
+                });
+                false
+            }
+        }
     }
 }
 
@@ -170,14 +185,43 @@ pub async fn volunteer(host: JsValue, options: String, canvas: JsValue) -> Resul
         js: host,
         screen: None,
         drawn_at: Cell::new(f64::NEG_INFINITY),
+        screen_failed: Cell::new(false),
     };
-    let gpu = Gpu::new().await;
-    if let (Ok(g), Ok(canvas)) = (&gpu, canvas.dyn_into::<wgpu::web_sys::OffscreenCanvas>()) {
-        match Screen::new(g, canvas) {
+    let mut gpu = Gpu::new().await;
+    if let (Ok(g), false) = (&gpu, canvas.is_null() || canvas.is_undefined()) {
+        let screen = match Screen::new(g, &canvas) {
+            Ok(s) => match s.clear(g).await {
+                Ok(()) => {
+                    host.sleep_ms(PROBE_MS).await;
+                    if g.is_lost() {
+                        Err("showing it took the GPU away".into())
+                    } else {
+                        Ok(s)
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match screen {
             Ok(s) => host.screen = Some(s),
-            Err(e) => host.emit(Event::Error {
-                message: format!("the live view is off: {e}"),
-            }),
+            Err(e) => {
+                host.emit(Event::Error {
+                    message: format!("the live view is off: {e}"),
+                });
+                // The device may have gone with the canvas (the browser's GPU process restarts):
+                // compute on a fresh one, once the browser has one to give.
+                if gpu.as_ref().is_ok_and(Gpu::is_lost) {
+                    for _ in 0..5 {
+                        host.sleep_ms(1500).await;
+                        gpu = Gpu::new().await;
+                        host.sleep_ms(PROBE_MS).await;
+                        if gpu.as_ref().is_ok_and(|g| !g.is_lost()) {
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
     let (adapter, gpu) = match gpu {
@@ -264,8 +308,9 @@ pub async fn bench(
     canvas: JsValue,
 ) -> Result<String, JsValue> {
     let err = |e: String| JsValue::from_str(&e);
-    let params = serde_json::from_str(&params).map_err(|e| err(e.to_string()))?;
+
     let mut frames = 0u64;
+    let params = serde_json::from_str(&params).map_err(|e| err(e.to_string()))?;
     let job = shaders::Job::new(&kernel, params).map_err(|e| err(e.to_string()))?;
     let (result, adapter, ms) = if backend == "cpu" {
         let t0 = js_sys::Date::now();
@@ -276,9 +321,10 @@ pub async fn bench(
     } else {
         let gpu = Gpu::new().await.map_err(|e| err(e.to_string()))?;
         let name = gpu.adapter().name;
-        let screen = match canvas.dyn_into::<wgpu::web_sys::OffscreenCanvas>() {
-            Ok(c) => Some(Screen::new(&gpu, c).map_err(|e| err(e.to_string()))?),
-            Err(_) => None,
+        let screen = if canvas.is_null() || canvas.is_undefined() {
+            None
+        } else {
+            Some(Screen::new(&gpu, &canvas).map_err(|e| err(e.to_string()))?)
         };
         // Compilation is setup, as in qg-run: a volunteer compiles a kernel once.
         gpu.prepare(&job);
@@ -290,7 +336,7 @@ pub async fn bench(
                 && js_sys::Date::now() - drawn_at >= FRAME_MS
             {
                 drawn_at = js_sys::Date::now();
-                frames += u64::from(s.show(&run));
+                frames += u64::from(s.show(&run).await.map_err(err)?);
             }
         }
         let out = run.finish().await.map_err(|e| err(e.to_string()))?;

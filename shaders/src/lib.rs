@@ -7,6 +7,15 @@
 //! the SHA-256 of their canonical output bytes. The float kernel (`lj_md`) declares a tolerance
 //! comparison instead.
 
+/// The WGSL file at this path under `src/`, as shipped: without comments (see `build.rs`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! wgsl {
+    ($path:literal) => {
+        include_str!(concat!(env!("OUT_DIR"), "/", $path))
+    };
+}
+
 pub mod digest;
 pub mod ising2d;
 pub mod lj_md;

@@ -7,7 +7,7 @@ use crate::program::{
     BufferSpec, Dispatch, Entry, Init, Plan, Program, Segment, le_bytes_u32, u32s_from_le, words,
 };
 
-pub const WGSL: &str = concat!(include_str!("prelude.wgsl"), include_str!("selftest.wgsl"));
+pub const WGSL: &str = concat!(crate::wgsl!("prelude.wgsl"), crate::wgsl!("selftest.wgsl"));
 const ENTRIES: &[Entry] = &[
     Entry {
         name: "philox_kat",

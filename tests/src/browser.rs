@@ -99,6 +99,27 @@ impl World {
     /// A browser session; `profile` is its user-data dir (reuse one to reopen "the same"
     /// browser), `webgpu` whether WebGPU is on.
     pub async fn browser(&self, profile: &Path, webgpu: bool) -> Client {
+        let mut args = Vec::new();
+        if webgpu {
+            args.push("--enable-unsafe-webgpu".into());
+            // Without a GPU, headless Chromium can show a WebGPU canvas only when its compositor
+            // runs on Vulkan (SwiftShader) too; otherwise presenting a frame loses the device.
+            args.extend(
+                [
+                    "--enable-features=Vulkan",
+                    "--use-vulkan=swiftshader",
+                    "--use-angle=vulkan",
+                ]
+                .map(String::from),
+            );
+        } else {
+            args.push("--disable-features=WebGPU".into());
+        }
+        self.browser_with(profile, args).await
+    }
+
+    /// A browser session with these Chromium flags besides the usual headless ones.
+    pub async fn browser_with(&self, profile: &Path, extra: Vec<String>) -> Client {
         let mut args = vec![
             "--headless=new".to_owned(),
             "--no-sandbox".into(),
@@ -110,14 +131,18 @@ impl World {
             "--disable-dev-shm-usage".into(),
             "--window-size=1100,1500".into(),
         ];
-        if webgpu {
-            args.push("--enable-unsafe-webgpu".into());
-        } else {
-            args.push("--disable-features=WebGPU".into());
-        }
+        args.extend(extra);
         let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": args,
+                // Downloads land in the profile's downloads/ (see `downloaded`).
+                "prefs": {
+                    "download.default_directory": profile.join("downloads"),
+                    "download.prompt_for_download": false,
+                },
+            },
         }))
         .unwrap();
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -221,6 +246,63 @@ pub async fn screenshot(c: &Client, name: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     let png = c.screenshot().await.unwrap();
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// The file `name` the page downloaded into `profile`'s downloads/, once complete.
+pub async fn downloaded(profile: &Path, name: &str, limit: Duration) -> Vec<u8> {
+    let path = profile.join("downloads").join(name);
+    let t0 = Instant::now();
+    loop {
+        if let Ok(bytes) = std::fs::read(&path)
+            && !bytes.is_empty()
+            && !profile
+                .join("downloads")
+                .join(format!("{name}.crdownload"))
+                .exists()
+        {
+            return bytes;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{name} was not downloaded in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An element's screenshot as RGBA8 pixels: (width, height, pixels).
+pub async fn element_pixels(c: &Client, css: &str) -> (u32, u32, Vec<u8>) {
+    let png = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    decode_png(&png)
+}
+
+/// RGBA8 pixels of a PNG: (width, height, pixels).
+pub fn decode_png(png: &[u8]) -> (u32, u32, Vec<u8>) {
+    let mut d = png::Decoder::new(std::io::Cursor::new(png));
+    d.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
+    let mut r = d.read_info().expect("a PNG");
+    let mut buf = vec![0; r.output_buffer_size().expect("a size")];
+    let info = r.next_frame(&mut buf).expect("a frame");
+    buf.truncate(info.buffer_size());
+    let rgba = match info.color_type {
+        png::ColorType::Rgba => buf,
+        png::ColorType::Rgb => buf
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect(),
+        png::ColorType::GrayscaleAlpha => buf
+            .chunks(2)
+            .flat_map(|p| [p[0], p[0], p[0], p[1]])
+            .collect(),
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    (info.width, info.height, rgba)
 }
 
 pub async fn text(c: &Client, id: &str) -> String {

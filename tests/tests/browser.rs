@@ -42,21 +42,37 @@ async fn two_browser_volunteers_produce_verified_results_on_webgpu() {
         }
     }
     for (c, name) in [(&a, "volunteer-a"), (&b, "volunteer-b")] {
-        // The adapter was WebGPU (SwiftShader here), progress was shown, credit granted.
-        let adapter = wait_js(
-            c,
-            "return window.qg.events.find(e => e.type === 'adapter') || null",
-            Duration::from_secs(5),
-        )
-        .await;
-        assert_eq!(adapter["gpu"], true, "{adapter}");
-        assert!(text(c, "adapter").await.contains("WebGPU"));
-        let progress = js(
-            c,
-            "return window.qg.events.filter(e => e.type === 'progress').length",
-        )
-        .await;
-        assert!(progress.as_u64().unwrap() >= 1);
+        // The adapter was WebGPU (SwiftShader here), named once; progress was shown, credit
+        // granted; what the unit is for was said.
+        let adapter = text(c, "adapter").await;
+        assert!(adapter.ends_with("(WebGPU)"), "{adapter}");
+        let words: Vec<String> = adapter
+            .trim_end_matches(" (WebGPU)")
+            .split([' ', '·'])
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let mut unique = words.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            words.len(),
+            "a word of the adapter repeats: {adapter}"
+        );
+        assert!(text(c, "progress-text").await.contains("steps"));
+        assert_eq!(text(c, "batch-name").await, "For “e2e”");
+        assert_eq!(
+            text(c, "batch-description").await,
+            "An end-to-end test batch."
+        );
+        assert!(
+            text(c, "kernel-plain")
+                .await
+                .contains("how a magnet loses its order"),
+            "{}",
+            text(c, "kernel-plain").await
+        );
         let credit = wait_js(
             c,
             "return Number(document.getElementById('credit').textContent) > 0",
@@ -76,16 +92,14 @@ async fn two_browser_volunteers_produce_verified_results_on_webgpu() {
         assert_eq!(mine, true);
         screenshot(c, name).await;
     }
-    let adapter_name = js(
-        &a,
-        "return window.qg.events.find(e => e.type === 'adapter').name",
-    )
-    .await;
+    let adapter_name = text(&a, "adapter").await;
     eprintln!("browser adapter: {adapter_name}");
     // Without a GPU device on this machine, Chromium's WebGPU runs on SwiftShader.
     if !Path::new("/dev/dri").exists() {
-        let name = adapter_name.as_str().unwrap_or("").to_lowercase();
-        assert!(name.contains("swiftshader"), "{adapter_name}");
+        assert!(
+            adapter_name.to_lowercase().contains("swiftshader"),
+            "{adapter_name}"
+        );
     }
     a.close().await.unwrap();
     b.close().await.unwrap();
@@ -110,7 +124,7 @@ async fn a_tab_closed_mid_unit_is_reissued_after_its_deadline() {
     click_start(&a).await;
     wait_js(
         &a,
-        "return window.qg.events.some(e => e.type === 'progress')",
+        "return document.getElementById('progress-text').textContent.includes('steps')",
         Duration::from_secs(60),
     )
     .await;
@@ -131,7 +145,8 @@ async fn a_tab_closed_mid_unit_is_reissued_after_its_deadline() {
 async fn reopening_the_browser_resumes_the_unit_from_its_checkpoint() {
     let _serial = SERIAL.lock().await;
     let w = world().await;
-    let mut unit = units(1, 64, 3000);
+    // Long enough for several resume points: saving takes at most 1% of the time.
+    let mut unit = units(1, 64, 20000);
     unit[0]["checkpoint_every"] = json!(200);
     let batch = w.batch(
         unit,
@@ -144,25 +159,28 @@ async fn reopening_the_browser_resumes_the_unit_from_its_checkpoint() {
     let profile = tempfile::tempdir().unwrap();
     let a = w.browser(profile.path(), true).await;
     click_start(&a).await;
-    // A resume point past the first checkpoint (step 200) is saved, then the browser goes away.
+    // A resume point past the first checkpoint (step 200) is saved, and the page says so; then
+    // the browser goes away.
     wait_js(
         &a,
-        "return window.qg.events.some(e => e.type === 'saved' && e.done >= 200)",
+        "const m = document.getElementById('saved').textContent.match(/saved at step (\\d+)/); \
+         return m !== null && Number(m[1]) >= 200",
         Duration::from_secs(120),
     )
     .await;
     a.close().await.unwrap();
     let a = w.browser(profile.path(), true).await;
     click_start(&a).await;
-    let unit_ev = wait_js(
+    let resumed = wait_js(
         &a,
-        "return window.qg.events.find(e => e.type === 'unit') || null",
+        "const m = document.getElementById('resumed').textContent.match(/^Resumed from step (\\d+)/); \
+         return m === null ? null : Number(m[1])",
         Duration::from_secs(60),
     )
     .await;
     assert!(
-        unit_ev["resumed_at"].as_u64().unwrap() >= 200,
-        "did not resume: {unit_ev}"
+        resumed.as_u64().unwrap() >= 200,
+        "did not resume: {resumed}"
     );
     w.wait_done(batch, Duration::from_secs(240)).await;
     let prov = w.assert_reference_digests(batch).remove(0);
@@ -249,11 +267,12 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .await
         .unwrap();
     }
-    let spec = "name = \"page test\"\nkernel = \"ising2d\"\nseeds = 2\n[params]\nL = 16\nsweeps = 40\n[sweep]\nbeta = { from = 0.3, to = 0.5, steps = 3 }\n[policy]\nspot_check_rate = 0.0\n";
+    // Two swept parameters: the plots draw one series per L, against beta.
+    let spec = "name = \"page test\"\ndescription = \"Binder crossings, for the test.\"\nkernel = \"ising2d\"\nseeds = 2\n[params]\nsweeps = 40\n[sweep]\nbeta = { from = 0.3, to = 0.5, steps = 3 }\nL = [16, 32]\n[policy]\nspot_check_rate = 0.0\n";
     // A bad spec first: the page names the field and nothing is created.
     sci.execute(
         "document.getElementById('spec').value = arguments[0]",
-        vec![json!(spec.replace("L = 16", "L = 15"))],
+        vec![json!(spec.replace("sweeps = 40", "sweeps = 0"))],
     )
     .await
     .unwrap();
@@ -265,7 +284,7 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .unwrap();
     wait_js(
         &sci,
-        "return document.getElementById('spec-result').textContent.includes('params.L')",
+        "return document.getElementById('spec-result').textContent.includes('sweeps')",
         Duration::from_secs(10),
     )
     .await;
@@ -273,6 +292,7 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         js(&sci, "return document.getElementById('submit').disabled").await,
         true
     );
+    assert_eq!(w.store.status().unwrap().batches, 0);
     sci.execute(
         "document.getElementById('spec').value = arguments[0]",
         vec![json!(spec)],
@@ -287,7 +307,7 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .unwrap();
     wait_js(
         &sci,
-        "return document.getElementById('spec-result').textContent.includes('6 units of ising2d')",
+        "return document.getElementById('spec-result').textContent.includes('12 units of ising2d')",
         Duration::from_secs(10),
     )
     .await;
@@ -299,15 +319,25 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .unwrap();
     let batch = wait_js(
         &sci,
-        "return window.qgScience.state.shown ?? null",
+        "const b = document.getElementById('detail').dataset.batch; return b ? Number(b) : null",
         Duration::from_secs(10),
     )
     .await;
     let batch = batch.as_i64().unwrap();
+    assert_eq!(
+        text(&sci, "detail-description").await,
+        "Binder crossings, for the test."
+    );
+    // Before any result: no pace yet, and the page says why.
+    assert!(
+        text(&sci, "detail-pace")
+            .await
+            .contains("first verified results")
+    );
     // The operator sees the new units waiting.
     wait_js(
         &dash,
-        "return document.getElementById('units-unsent').textContent === '6'",
+        "return document.getElementById('units-unsent').textContent === '12'",
         Duration::from_secs(15),
     )
     .await;
@@ -319,7 +349,7 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .map(|d| NativeHost::new(&url, d.path().into()).unwrap())
         .collect();
     let opts = Options {
-        max_units: Some(6),
+        max_units: Some(12),
         // As qg-volunteer describes its CPU engine.
         adapter: protocol::api::AdapterInfo {
             name: "cpu-reference".into(),
@@ -333,32 +363,92 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         volunteer::run(&hosts[0], &Engine::Cpu, &opts),
         volunteer::run(&hosts[1], &Engine::Cpu, &opts)
     );
-    assert_eq!(a + b, 12);
+    assert_eq!(a + b, 24);
     w.wait_done(batch, Duration::from_secs(60)).await;
     w.assert_reference_digests(batch);
 
-    // The science page shows the batch done, plots 3 points with error bars, downloads CSV.
-    wait_js(&sci, "return window.qgScience.state.detail?.st.done === true && window.qgScience.state.chartPoints === 3", Duration::from_secs(15)).await;
+    // The science page shows the batch done with its pace, and plots every observable the
+    // kernel lists: one series per L, each of 3 points with error bars (2 seeds each).
+    wait_js(
+        &sci,
+        "return document.getElementById('detail').dataset.done === 'true' \
+         && document.querySelectorAll('figure[data-observable]').length === 3",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(
+        text(&sci, "detail-pace")
+            .await
+            .starts_with("All 12 units settled")
+    );
+    let figures = js(
+        &sci,
+        "return [...document.querySelectorAll('figure[data-observable]')].map((f) => [f.dataset.observable, \
+           [...f.querySelectorAll('svg g.series')].map((g) => [g.dataset.series, g.querySelectorAll('circle').length, g.querySelectorAll('g.err').length])])",
+    )
+    .await;
+    let series = json!([["L = 16", 3, 3], ["L = 32", 3, 3]]);
+    assert_eq!(
+        figures,
+        json!([["binder", series], ["abs_m", series], ["e", series]]),
+        "{figures}"
+    );
+    // Each plot downloads as SVG and as PNG, beside the results as CSV.
+    let click = |css: &'static str| {
+        let sci = &sci;
+        async move {
+            sci.find(Locator::Css(css))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    click("figure[data-observable='binder'] figcaption button:nth-of-type(2)").await;
+    let svg = downloaded(
+        p1.path(),
+        &format!("batch-{batch}-binder.svg"),
+        Duration::from_secs(15),
+    )
+    .await;
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+    assert_eq!(svg.matches("class=\"series\"").count(), 2);
+    assert_eq!(svg.matches("class=\"err\"").count(), 6);
+    click("figure[data-observable='binder'] figcaption button:nth-of-type(1)").await;
+    let png = downloaded(
+        p1.path(),
+        &format!("batch-{batch}-binder.png"),
+        Duration::from_secs(15),
+    )
+    .await;
+    let (width, height, px) = decode_png(&png);
+    assert_eq!((width, height), (1280, 800));
+    // The series' colours are in it (Okabe-Ito blue and vermilion), not only white and grey.
+    let has = |rgb: [u8; 3]| px.chunks(4).any(|p| p[..3] == rgb);
+    assert!(has([0x00, 0x72, 0xB2]) && has([0xD5, 0x5E, 0x00]));
     sci.find(Locator::Id("dl-csv"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let csv = wait_js(
-        &sci,
-        "return window.qgScience.state.lastDownload ?? null",
+    let csv = downloaded(
+        p1.path(),
+        &format!("batch-{batch}.csv"),
         Duration::from_secs(10),
     )
     .await;
-    let csv = csv.as_str().unwrap();
-    assert_eq!(csv.lines().count(), 7, "{csv}");
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().count(), 13, "{csv}");
     assert!(csv.starts_with("unit_id,state,digest,"));
-    assert_eq!(csv.matches(",canonical,").count(), 6);
+    assert_eq!(csv.matches(",canonical,").count(), 12);
     // Each result's receipt, checked in the page against the log's checkpoint.
     wait_js(
         &sci,
-        "return window.qgScience.state.detail?.res.units.every((u) => u.log_index != null) ?? false",
+        "const rows = [...document.querySelectorAll('#units tbody tr')]; \
+         return rows.length === 12 && rows.every((r) => r.textContent.includes('#'))",
         Duration::from_secs(15),
     )
     .await;
@@ -370,21 +460,18 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         .unwrap();
     wait_js(
         &sci,
-        "return window.qgScience.state.logVerified === 6",
+        "return document.getElementById('log-result').textContent.startsWith('12 of 12 canonical results')",
         Duration::from_secs(15),
     )
     .await;
-    let marks = js(
+    let marks = wait_js(
         &sci,
-        "return [...document.querySelectorAll('#units tbody tr')].filter((r) => r.textContent.includes('✓')).length",
+        "const n = [...document.querySelectorAll('#units tbody tr')].filter((r) => r.textContent.includes('✓')).length; \
+         return n === 12 ? n : null",
+        Duration::from_secs(10),
     )
     .await;
-    assert_eq!(marks, 6);
-    assert!(
-        text(&sci, "log-result")
-            .await
-            .starts_with("6 of 6 canonical results")
-    );
+    assert_eq!(marks, 12);
     // A finished batch offers no cancelling.
     assert_eq!(
         js(&sci, "return document.getElementById('cancel').hidden").await,
@@ -395,7 +482,7 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
     // The dashboard's counts moved as the volunteers worked.
     wait_js(
         &dash,
-        "return document.getElementById('units-canonical').textContent === '6'",
+        "return document.getElementById('units-canonical').textContent === '12'",
         Duration::from_secs(15),
     )
     .await;
@@ -417,4 +504,236 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
     screenshot(&dash, "dashboard").await;
     sci.close().await.unwrap();
     dash.close().await.unwrap();
+}
+
+/// The reference's final Ising lattice of `unit` (params), up = true, row by row.
+fn reference_lattice(params: &Value) -> Vec<bool> {
+    let l = params["L"].as_u64().unwrap() as usize;
+    let out = shaders::Job::new("ising2d", params.clone())
+        .unwrap()
+        .run_cpu(1, &mut |_, _| {})
+        .unwrap()
+        .output;
+    let bits = &out[out.len() - l * l / 8..];
+    (0..l * l)
+        .map(|i| bits[i / 8] >> (i % 8) & 1 == 1)
+        .collect()
+}
+
+/// The canvas's cells (of an l×l lattice), dark = up, read from an element screenshot.
+fn canvas_cells(shot: &(u32, u32, Vec<u8>), l: usize) -> Vec<bool> {
+    let (w, h, px) = shot;
+    // The element's box includes its 1px border around the 256×256 drawing.
+    let side = 256usize;
+    let (ox, oy) = ((*w as usize - side) / 2, (*h as usize - side) / 2);
+    let cell = side / l;
+    (0..l * l)
+        .map(|i| {
+            let (r, c) = (i / l, i % l);
+            let (x, y) = (ox + c * cell + cell / 2, oy + r * cell + cell / 2);
+            let p = &px[4 * (y * *w as usize + x)..][..3];
+            p.iter().map(|&v| u32::from(v)).sum::<u32>() < 3 * 128
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_draws_the_lattice_the_gpu_computes() {
+    let _serial = SERIAL.lock().await;
+    let w = world().await;
+    // One unit from a hot (random) start: its frames change as it orders, and its last frame
+    // is the final lattice, which the CPU reference knows.
+    let params = json!({"L": 64, "beta": 0.45, "sweeps": 3000, "seed": 5, "start": "hot"});
+    let batch = w.batch(
+        vec![params.clone()],
+        PolicySpec {
+            min_quorum: Some(1),
+            target_results: Some(1),
+            ..Default::default()
+        },
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let c = w.browser(profile.path(), true).await;
+    click_start(&c).await;
+    // Two frames at different steps differ in their pixels.
+    let step = |c: &fantoccini::Client| {
+        let c = c.clone();
+        async move {
+            let v = js(
+                &c,
+                "return Number(document.getElementById('view').dataset.step ?? 0)",
+            )
+            .await;
+            v.as_u64().unwrap_or(0)
+        }
+    };
+    wait_js(
+        &c,
+        "return Number(document.getElementById('view').dataset.step ?? 0) > 0",
+        Duration::from_secs(60),
+    )
+    .await;
+    let first_step = step(&c).await;
+    let first = element_pixels(&c, "#view").await;
+    screenshot(&c, "live-view-early").await;
+    let t0 = std::time::Instant::now();
+    while step(&c).await == first_step {
+        if t0.elapsed() > Duration::from_secs(60) {
+            let why = js(
+                &c,
+                "return [...['progress-text', 'status-line', 'view-caption']].map((id) => document.getElementById(id).textContent)",
+            )
+            .await;
+            let prov = w.store.unit_provenance(1, None);
+            panic!("the view stayed at step {first_step}: {why} {prov:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = element_pixels(&c, "#view").await;
+    let changed = first
+        .2
+        .chunks(4)
+        .zip(second.2.chunks(4))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > 500,
+        "only {changed} pixels changed between frames"
+    );
+    // Done: the last frame is the final state, cell for cell the reference's lattice.
+    w.wait_done(batch, Duration::from_secs(240)).await;
+    wait_js(
+        &c,
+        "return document.getElementById('view').dataset.step === '3000'",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the frame reaches the screen
+    let shot = element_pixels(&c, "#view").await;
+    let want = reference_lattice(&params);
+    let got = canvas_cells(&shot, 64);
+    let wrong = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of 4096 cells differ from the reference's final lattice"
+    );
+    assert!(
+        want.iter().filter(|&&u| u).count() > 100 && want.iter().filter(|&&u| !u).count() > 100
+    );
+    let label = js(
+        &c,
+        "return document.getElementById('view').getAttribute('aria-label')",
+    )
+    .await;
+    assert_eq!(
+        label, "The simulation: ising2d unit 1 at step 3000 of 3000",
+        "{label}"
+    );
+    // The volunteer's result is listed as theirs.
+    wait_js(
+        &c,
+        "return [...document.querySelectorAll('#my-results tbody tr')].some((r) => r.cells[0].textContent === '1')",
+        Duration::from_secs(30),
+    )
+    .await;
+    screenshot(&c, "live-view-final").await;
+    // The volunteer can turn the view off.
+    c.find(Locator::Id("show-view"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        js(&c, "return document.getElementById('view').hidden").await,
+        true
+    );
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_volunteer_page_fits_a_narrow_screen_and_names_its_controls() {
+    let _serial = SERIAL.lock().await;
+    let w = world().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = w.browser(profile.path(), true).await;
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("http://{}/", w.addr)).await.unwrap();
+    // Nothing wider than the screen; every control has a name a screen reader reads.
+    let overflow = js(
+        &c,
+        "return document.documentElement.scrollWidth - window.innerWidth",
+    )
+    .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page is {overflow} px wider than the screen"
+    );
+    let unnamed = js(
+        &c,
+        "return [...document.querySelectorAll('button, input, select, canvas, progress')].filter((e) => \
+           !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim() || e.getAttribute('aria-labelledby'))).map((e) => e.id)",
+    )
+    .await;
+    assert_eq!(unnamed, json!([]), "controls without a name: {unnamed}");
+    let live = js(
+        &c,
+        "return document.getElementById('status-line').getAttribute('aria-live')",
+    )
+    .await;
+    assert_eq!(live, "polite");
+    // Start works from the keyboard.
+    c.execute("document.getElementById('start').focus()", vec![])
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "return !document.getElementById('start').disabled",
+        Duration::from_secs(20),
+    )
+    .await;
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap(); // Enter
+    wait_js(
+        &c,
+        "return document.getElementById('start').textContent === 'Pause'",
+        Duration::from_secs(10),
+    )
+    .await;
+    screenshot(&c, "volunteer-narrow").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_cannot_show_the_view_still_computes() {
+    let _serial = SERIAL.lock().await;
+    let w = world().await;
+    let batch = w.batch(
+        units(1, 32, 100),
+        PolicySpec {
+            min_quorum: Some(1),
+            target_results: Some(1),
+            ..Default::default()
+        },
+    );
+    // Headless Chromium's default compositor cannot show a WebGPU canvas: showing one loses
+    // the device. The view's probe finds that out before any unit, and the work goes on.
+    let profile = tempfile::tempdir().unwrap();
+    let c = w
+        .browser_with(profile.path(), vec!["--enable-unsafe-webgpu".into()])
+        .await;
+    click_start(&c).await;
+    w.wait_done(batch, Duration::from_secs(120)).await;
+    w.assert_reference_digests(batch);
+    let caption = text(&c, "view-caption").await;
+    assert!(
+        caption.starts_with("The live view is off in this browser"),
+        "{caption}"
+    );
+    screenshot(&c, "view-off").await;
+    c.close().await.unwrap();
 }

@@ -1,7 +1,7 @@
 // The operator dashboard: one Server-Sent Events stream of coordinator snapshots.
-const $ = (id) => document.getElementById(id);
-const state = { snapshots: 0, last: null };
-window.qgDashboard = state;
+import { $, row } from '/lib/qg.js';
+
+const state = { last: null };
 
 const chart = new Chart($('throughput'), {
   type: 'line',
@@ -12,13 +12,13 @@ const chart = new Chart($('throughput'), {
   options: { animation: false, scales: { y: { beginAtZero: true } } },
 });
 
-function cell(t, cls) { const td = document.createElement('td'); td.textContent = t; if (cls) td.className = cls; return td; }
+const num = (text) => ({ text, cls: 'num' });
 const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
 
 function render(d) {
-  for (const [k, v] of Object.entries(d.status.units)) { const el = $('units-' + k); if (el) el.textContent = v; }
+  for (const [k, v] of Object.entries(d.status.units)) { const el = $(`units-${k}`); if (el) el.textContent = v; }
   $('in-flight').textContent = d.status.replicas.in_progress;
-  $('agreement').textContent = d.agreement_rate == null ? '–' : (100 * d.agreement_rate).toFixed(1) + '%';
+  $('agreement').textContent = d.agreement_rate == null ? '–' : `${(100 * d.agreement_rate).toFixed(1)}%`;
   $('spot-failures').textContent = d.spot_check_failures;
   $('blacklisted').textContent = d.status.blacklisted;
   $('ringers').textContent = d.status.ringers;
@@ -32,29 +32,32 @@ function render(d) {
     chart.data.labels.push(new Date(d.at * 1000).toLocaleTimeString());
     chart.data.datasets[0].data.push((judged(d.status) - judged(state.last.status)) / dt);
     chart.data.datasets[1].data.push((sum(d.status.replicas) - sum(state.last.status.replicas)) / dt);
-    if (chart.data.labels.length > 300) { chart.data.labels.shift(); chart.data.datasets.forEach((s) => s.data.shift()); }
+    if (chart.data.labels.length > 300) { chart.data.labels.shift(); for (const s of chart.data.datasets) s.data.shift(); }
     chart.update();
   }
-  $('problems').tBodies[0].replaceChildren(...d.problems.map((p) => {
-    const tr = document.createElement('tr'); tr.append(cell(p.unit_id), cell(p.batch_id), cell(p.state), cell(p.reason ?? '')); return tr;
-  }));
-  $('hosts').tBodies[0].replaceChildren(...d.hosts.map((h) => {
-    const tr = document.createElement('tr');
-    tr.append(cell(h.volunteer), cell(h.nickname ?? ''), cell(h.valid, 'num'), cell(h.invalid, 'num'), cell(h.errors, 'num'),
-      cell(h.spot_failed, 'num'), cell(h.reliability == null ? '–' : (100 * h.reliability).toFixed(1) + '%', 'num'),
-      cell(h.checks, 'num'), cell(h.blacklisted ? 'blacklisted' : credibility(h.credibility), 'num'),
-      cell(new Date(h.last_seen * 1000).toLocaleTimeString()));
-    return tr;
-  }));
-  $('classes').tBodies[0].replaceChildren(...d.classes.map((c) => {
-    const tr = document.createElement('tr');
-    tr.append(cell(c.class), cell(c.passed, 'num'), cell(c.failed, 'num'),
-      cell(c.doubt > 0 ? `doubted: ${credibility(1 - c.doubt)}` : 'not doubted', 'num'));
-    if (c.doubt > 0) tr.className = 'bad';
-    return tr;
-  }));
+  $('problems').tBodies[0].replaceChildren(...d.problems.map((p) => row([p.unit_id, p.batch_id, p.state, p.reason ?? ''])));
+  $('hosts').tBodies[0].replaceChildren(
+    ...d.hosts.map((h) =>
+      row([
+        h.volunteer,
+        h.nickname ?? '',
+        num(h.valid),
+        num(h.invalid),
+        num(h.errors),
+        num(h.spot_failed),
+        num(h.reliability == null ? '–' : `${(100 * h.reliability).toFixed(1)}%`),
+        num(h.checks),
+        num(h.blacklisted ? 'blacklisted' : credibility(h.credibility)),
+        new Date(h.last_seen * 1000).toLocaleTimeString(),
+      ]),
+    ),
+  );
+  $('classes').tBodies[0].replaceChildren(
+    ...d.classes.map((c) =>
+      row([c.class, num(c.passed), num(c.failed), num(c.doubt > 0 ? `doubted: ${credibility(1 - c.doubt)}` : 'not doubted')], c.doubt > 0 ? 'bad' : undefined),
+    ),
+  );
   state.last = d;
-  state.snapshots += 1;
 }
 
 // Credibility as "1 − 4.1e-4": the doubt is what tells volunteers apart.
@@ -74,7 +77,7 @@ async function connect() {
   if (!key) return;
   let ticket;
   try {
-    const r = await fetch('/api/v1/dashboard/ticket', { method: 'POST', headers: { authorization: 'Bearer ' + key } });
+    const r = await fetch('/api/v1/dashboard/ticket', { method: 'POST', headers: { authorization: `Bearer ${key}` } });
     if (!r.ok) {
       $('conn').textContent = r.status === 401 || r.status === 403
         ? 'refused: is this an operator key? (change it to retry)'
@@ -88,7 +91,7 @@ async function connect() {
     setTimeout(connect, 3000);
     return;
   }
-  source = new EventSource('/api/v1/dashboard/events?ticket=' + encodeURIComponent(ticket));
+  source = new EventSource(`/api/v1/dashboard/events?ticket=${encodeURIComponent(ticket)}`);
   source.addEventListener('snapshot', (e) => { $('conn').textContent = 'live'; render(JSON.parse(e.data)); });
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) {

@@ -1,156 +1,219 @@
-// The scientist's page: validate and submit batch specs, follow batches, plot and download
-// verified results. Talks to /api/v1 with the API key from the field (kept in this browser).
-const $ = (id) => document.getElementById(id);
-const api = {
-  key: () => $('key').value.trim(),
-  async call(path, opts = {}) {
-    const r = await fetch(path, { ...opts, headers: { authorization: 'Bearer ' + api.key(), ...(opts.headers ?? {}) } });
-    const text = await r.text();
-    if (!r.ok) {
-      let msg = text;
-      try { const e = JSON.parse(text); msg = e.error; } catch {}
-      throw new Error(msg || `HTTP ${r.status}`);
-    }
-    return text;
-  },
-  json: async (path, opts) => JSON.parse(await api.call(path, opts)),
+// The scientist's page: validate and submit batch specs, follow batches (progress, pace,
+// finish), plot and download verified results, check their receipts, cancel.
+import { $, duration, el, fmt, getJson, kernelInfo, keyField, request, row, saveFile, si, words } from '/lib/qg.js';
+import { plot, pngBlob, svgBlob } from '/lib/plot.js';
+
+const key = keyField($('key'), 'qg-key', () => refresh());
+const call = (path, opts = {}) => request(path, { key: key(), ...opts });
+const json = (path, opts = {}) => getJson(path, { key: key(), ...opts });
+
+const page = { expanded: null, shown: null, bundle: null, logMarks: null, results: null, xChosen: false };
+
+function say(id, text, ok) {
+  $(id).className = ok === undefined ? 'muted' : ok ? 'ok' : 'err';
+  $(id).textContent = text;
+}
+
+$('spec-file').onchange = async (e) => {
+  const f = e.target.files[0];
+  if (f) $('spec').value = await f.text();
 };
-window.qgScience = { api, state: {} };
-const state = window.qgScience.state;
-
-$('key').value = localStorage.getItem('qg-key') ?? '';
-$('key').onchange = () => { localStorage.setItem('qg-key', api.key()); refresh(); };
-$('spec-file').onchange = async (e) => { const f = e.target.files[0]; if (f) $('spec').value = await f.text(); };
-
-// Which observables to plot, by kernel.
-const PLOTS = { ising2d: ['abs_m', 'binder'], percolation2d: ['spanning_fraction', 'largest_fraction'], lj_md: ['e_total', 'e_potential'] };
 
 $('validate').onclick = async () => {
   $('submit').disabled = true;
   try {
-    const e = await api.json('/api/v1/specs', { method: 'POST', body: $('spec').value, headers: { 'content-type': 'text/plain' } });
-    state.expanded = e;
-    $('spec-result').className = 'ok';
-    $('spec-result').textContent = `${e.count} units of ${e.kernel} (“${e.name}”), swept over ${e.axes.length ? e.axes.join(' × ') : 'nothing'}.`;
+    const e = await json('/api/v1/specs', { body: $('spec').value, type: 'text/plain' });
+    page.expanded = e;
+    say('spec-result', `${e.count} units of ${e.kernel} (“${e.name}”), swept over ${e.axes.length ? e.axes.join(' × ') : 'nothing'}. ${e.verification ?? ''}`, true);
     $('submit').disabled = false;
   } catch (err) {
-    state.expanded = null;
-    $('spec-result').className = 'err';
-    $('spec-result').textContent = err.message;
+    page.expanded = null;
+    say('spec-result', err.message, false);
   }
 };
 
 $('submit').onclick = async () => {
-  const e = state.expanded;
+  const e = page.expanded;
   if (!e) return;
   $('submit').disabled = true;
   try {
-    const b = await api.json('/api/v1/batches', { method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ name: e.name, kernel: e.kernel, units: e.units, policy: e.policy, axes: e.axes }) });
-    $('spec-result').className = 'ok';
-    $('spec-result').textContent = `Submitted batch ${b.batch_id} (${b.units} units).`;
-    state.expanded = null;
-    await refresh();
-    show(b.batch_id);
+    const b = await json('/api/v1/batches', {
+      body: { name: e.name, description: e.description, kernel: e.kernel, units: e.units, policy: e.policy, axes: e.axes },
+    });
+    say('spec-result', `Submitted batch ${b.batch_id} (${b.units} units). ${b.verification ?? ''}`, true);
+    page.expanded = null;
+    await show(b.batch_id);
   } catch (err) {
-    $('spec-result').className = 'err';
-    $('spec-result').textContent = err.message;
+    say('spec-result', err.message, false);
   }
 };
 
-function cell(text, cls) { const td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; return td; }
-const finished = (b) => b.by_state.canonical + b.by_state.failed;
+const settled = (b) => b.by_state.canonical + b.by_state.failed;
 
 async function refresh() {
-  if (!api.key()) return;
+  if (!key()) return;
   try {
-    const { batches } = await api.json('/api/v1/batches');
-    state.batches = batches;
-    $('batches').tBodies[0].replaceChildren(...batches.map((b) => {
-      const tr = document.createElement('tr');
-      if (b.batch_id === state.shown) tr.className = 'sel';
-      const prog = document.createElement('progress'); prog.max = b.units; prog.value = finished(b);
-      const td = document.createElement('td'); td.append(prog, ` ${finished(b)}/${b.units}${b.done ? ' done' : ''}`);
-      const open = document.createElement('button'); open.textContent = 'Open'; open.className = 'secondary'; open.onclick = () => show(b.batch_id);
-      const tdo = document.createElement('td'); tdo.append(open);
-      tr.append(cell(b.batch_id), cell(b.name), cell(b.kernel), td, tdo);
-      return tr;
-    }));
-    if (state.shown) await detail(state.shown);
-  } catch (err) { $('spec-result').textContent = err.message; }
+    const { batches } = await json('/api/v1/batches');
+    $('batches').tBodies[0].replaceChildren(
+      ...batches.map((b) => {
+        const bar = el('progress', { max: b.units, value: settled(b) });
+        bar.setAttribute('aria-label', `batch ${b.batch_id}: ${settled(b)} of ${b.units} units settled`);
+        const open = el('button', { type: 'button', className: 'secondary', textContent: 'Open' });
+        open.setAttribute('aria-label', `Open batch ${b.batch_id}`);
+        open.onclick = () => show(b.batch_id);
+        const progress = el('span', {}, bar, ` ${settled(b)}/${b.units}${b.cancelled_at ? ' cancelled' : b.done ? ' done' : ''}`);
+        return row([b.batch_id, b.name, b.kernel, progress, open], b.batch_id === page.shown ? 'sel' : undefined);
+      }),
+    );
+    if (page.shown) await detail(page.shown);
+  } catch (err) {
+    say('spec-result', err.message, false);
+  }
 }
 
-async function show(id) { state.shown = id; $('detail').hidden = false; await detail(id); }
+async function show(id) {
+  page.shown = id;
+  $('detail').hidden = false;
+  $('detail').dataset.batch = id;
+  await refresh();
+}
 
-const fmt = (x) => (typeof x === 'number' ? (Number.isInteger(x) ? String(x) : x.toPrecision(5)) : x ?? '');
+/** "3 of 84 settled · 1.2 units/min · 4.1e8 spin updates/s · about 20 min left (by 14:05)". */
+function paceText(st, info) {
+  const left = st.units - settled(st);
+  if (st.cancelled_at) return `Cancelled at ${new Date(st.cancelled_at * 1000).toLocaleString()}; results verified before then stand.`;
+  if (!st.pace) return left ? 'Waiting for the first verified results: the pace and finish are measured from them.' : '';
+  const p = st.pace;
+  const perMin = p.units_per_s * 60;
+  const rate = perMin >= 1 ? `${perMin.toPrecision(3)} units/min` : `${(perMin * 60).toPrecision(3)} units/h`;
+  const work = `${si(p.work_per_s)} ${info?.work_unit ?? 'work'}/s`;
+  if (!left) return `All ${st.units} units settled. Last pace: ${rate} (${work}).`;
+  const eta = p.eta_at - Date.now() / 1000;
+  const finish = eta > 0
+    ? `about ${duration(eta)} left (by ${new Date(p.eta_at * 1000).toLocaleString()})`
+    : 'behind its pace: no unit has settled lately; waiting for volunteers';
+  return `${settled(st)} of ${st.units} settled · ${rate} · ${work} · ${finish}.`;
+}
 
 async function detail(id) {
-  const [st, res, agg] = await Promise.all([
-    api.json(`/api/v1/batches/${id}`), api.json(`/api/v1/batches/${id}/results`), api.json(`/api/v1/batches/${id}/aggregate`),
+  const [st, res, agg, kernels] = await Promise.all([
+    json(`/api/v1/batches/${id}`),
+    json(`/api/v1/batches/${id}/results`),
+    json(`/api/v1/batches/${id}/aggregate`),
+    kernelInfo(),
   ]);
-  state.detail = { st, res, agg };
+  if (page.shown !== id) return;
+  page.results = res;
+  const info = kernels[st.kernel];
+  $('detail').dataset.done = st.done;
   $('detail-title').textContent = `Batch ${id}: ${st.name}`;
-  $('detail-counts').textContent = Object.entries(st.by_state).filter(([, n]) => n).map(([k, n]) => `${k.replace('_', ' ')} ${n}`).join(' · ') + (st.cancelled_at ? ' · cancelled' : st.done ? ' · done' : '');
+  $('detail-description').textContent = st.description ?? '';
+  $('detail-counts').textContent =
+    Object.entries(st.by_state)
+      .filter(([, n]) => n)
+      .map(([k, n]) => `${words(k)} ${n}`)
+      .join(' · ') + (st.cancelled_at ? ' · cancelled' : st.done ? ' · done' : '');
+  $('detail-pace').textContent = paceText(st, info);
   $('cancel').hidden = st.done;
-  const axes = st.axes.length ? st.axes : [];
-  const obs = PLOTS[st.kernel] ?? [];
-  $('units').tHead.replaceChildren(Object.assign(document.createElement('tr'), { innerHTML: '' }));
-  const head = $('units').tHead.rows[0];
-  for (const h of ['unit', ...axes, 'state', 'digest', 'log', ...obs]) head.append(Object.assign(document.createElement('th'), { textContent: h }));
-  const marks = state.logMarks?.batch === id ? state.logMarks.units : {};
-  $('units').tBodies[0].replaceChildren(...res.units.slice(0, 500).map((u) => {
-    const tr = document.createElement('tr');
-    const log = cell(u.log_index == null ? '' : `#${u.log_index} ${marks[u.unit_id]?.mark ?? ''}`);
-    if (marks[u.unit_id]) log.title = marks[u.unit_id].why;
-    tr.append(cell(u.unit_id), ...axes.map((a) => cell(fmt(u.params[a]), 'num')), cell(u.state.replace('_', ' ')),
-      cell(u.digest ? u.digest.slice(0, 12) + '…' : ''), log, ...obs.map((o) => cell(fmt(u.summary?.[o]), 'num')));
-    return tr;
-  }));
-  plot(agg, obs);
+  const axes = st.axes;
+  const obs = (info?.observables ?? []).filter((o) => agg.points.some((p) => p.mean[o.key] != null));
+  const heads = ['unit', ...axes, 'state', 'digest', 'log', ...obs.map((o) => o.key)];
+  $('units').tHead.replaceChildren(el('tr', {}, ...heads.map((h) => el('th', { scope: 'col', textContent: h }))));
+  const marks = page.logMarks?.batch === id ? page.logMarks.units : {};
+  $('units').tBodies[0].replaceChildren(
+    ...res.units.slice(0, 500).map((u) =>
+      row([
+        u.unit_id,
+        ...axes.map((a) => ({ text: fmt(u.params[a]), cls: 'num' })),
+        words(u.state),
+        u.digest ? `${u.digest.slice(0, 12)}…` : '',
+        { text: u.log_index == null ? '' : `#${u.log_index} ${marks[u.unit_id]?.mark ?? ''}`, title: marks[u.unit_id]?.why ?? '' },
+        ...obs.map((o) => ({ text: fmt(u.summary?.[o.key]), cls: 'num' })),
+      ]),
+    ),
+  );
+  plots(st, agg, obs);
 }
 
-let chart = null;
-function plot(agg, obs) {
-  const x = agg.axes[0];
-  if (!x || !window.Chart || !agg.points.length) { if (chart) { chart.destroy(); chart = null; } return; }
-  const colors = ['#2e63e0', '#d9480f', '#2b8a3e'];
-  const datasets = obs.map((o, i) => ({
-    label: o, borderColor: colors[i], backgroundColor: colors[i], showLine: true,
-    data: agg.points.map((p) => {
-      const y = p.mean[o] ?? NaN, e = p.sem[o] ?? 0;
-      return { x: p.values[x], y, yMin: y - e, yMax: y + e };
-    }),
-  }));
-  if (chart) chart.destroy();
-  chart = new Chart($('plot'), {
-    type: 'scatterWithErrorBars',
-    data: { datasets },
-    options: { animation: false, scales: { x: { type: 'linear', title: { display: true, text: x } }, y: { title: { display: true, text: 'mean ± s.e. across seeds' } } } },
-  });
-  state.chartPoints = datasets[0]?.data.length ?? 0;
+// The parameter to plot against: the volunteer's choice, else the one swept over the most values.
+function xAxis(agg, units) {
+  const values = (a) => new Set(units.map((u) => JSON.stringify(u.params[a]))).size;
+  const byCount = [...agg.axes].sort((a, b) => values(b) - values(a));
+  const select = $('x-axis');
+  if ([...select.options].map((o) => o.value).join() !== agg.axes.join()) {
+    select.replaceChildren(...agg.axes.map((a) => el('option', { value: a, textContent: a })));
+    page.xChosen = false;
+  }
+  if (!page.xChosen) select.value = byCount[0] ?? '';
+  select.closest('p').hidden = agg.axes.length < 2;
+  return select.value || byCount[0];
 }
-if (window.Chart && window.ChartErrorBars) {
-  Chart.register(ChartErrorBars.ScatterWithErrorBarsController, ChartErrorBars.PointWithErrorBar);
+$('x-axis').onchange = () => {
+  page.xChosen = true;
+  if (page.shown) detail(page.shown);
+};
+
+// One figure per observable: against the chosen swept parameter, one series per value of the
+// others, mean ± standard error across seeds.
+let drawn = '';
+function plots(st, agg, obs) {
+  const x = xAxis(agg, page.results.units);
+  const rest = agg.axes.filter((a) => a !== x);
+  const signature = JSON.stringify([st.batch_id, x, agg.points, obs.map((o) => o.key)]);
+  if (signature === drawn) return; // unchanged: keep the figures (and any focus on them)
+  drawn = signature;
+  if (!x) {
+    $('plots').replaceChildren(el('p', { className: 'muted', textContent: 'Nothing is swept: no plot (download the results instead).' }));
+    return;
+  }
+  const groups = new Map();
+  for (const p of agg.points) {
+    const name = rest.map((a) => `${a} = ${fmt(p.values[a])}`).join(', ');
+    if (!groups.has(name)) groups.set(name, []);
+    groups.get(name).push(p);
+  }
+  $('plots').replaceChildren(
+    ...obs.map((o) => {
+      const series = [...groups].map(([name, points]) => ({
+        name,
+        points: points.map((p) => ({ x: Number(p.values[x]), y: p.mean[o.key], err: p.sem[o.key] ?? null })),
+      }));
+      const svg = plot({ title: `${st.name}: ${o.label}`, xLabel: x, yLabel: o.label, series });
+      const base = `batch-${st.batch_id}-${o.key}`;
+      const png = el('button', { type: 'button', className: 'secondary', textContent: 'PNG' });
+      png.setAttribute('aria-label', `Download the ${o.label} plot as PNG`);
+      png.onclick = async () => saveFile(`${base}.png`, await pngBlob(svg));
+      const svgButton = el('button', { type: 'button', className: 'secondary', textContent: 'SVG' });
+      svgButton.setAttribute('aria-label', `Download the ${o.label} plot as SVG`);
+      svgButton.onclick = () => saveFile(`${base}.svg`, svgBlob(svg));
+      const caption = el('figcaption', {}, `${o.label} against ${x}: mean ± standard error over seeds (a lone unit: its own error estimate). `, png, ' ', svgButton);
+      const fig = el('figure', {}, svg, caption);
+      fig.dataset.observable = o.key;
+      return fig;
+    }),
+  );
 }
 
 async function download(format) {
-  const id = state.shown;
-  const text = await api.call(`/api/v1/batches/${id}/results${format === 'csv' ? '?format=csv' : ''}`);
-  state.lastDownload = text;
-  const a = Object.assign(document.createElement('a'), {
-    href: URL.createObjectURL(new Blob([text], { type: format === 'csv' ? 'text/csv' : 'application/json' })),
-    download: `batch-${id}.${format}`,
-  });
-  a.click();
-  URL.revokeObjectURL(a.href);
+  const id = page.shown;
+  try {
+    const text = await call(`/api/v1/batches/${id}/results${format === 'csv' ? '?format=csv' : ''}`);
+    saveFile(`batch-${id}.${format}`, new Blob([text], { type: format === 'csv' ? 'text/csv' : 'application/json' }));
+  } catch (err) {
+    say('log-result', `download failed: ${err.message}`, false);
+  }
 }
+
 // ---- The transparency log: each result's receipt, checked here against the checkpoint ----
 
 const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 const sha256 = async (...parts) => {
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
-  for (const p of parts) { all.set(p, at); at += p.length; }
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
   return new Uint8Array(await crypto.subtle.digest('SHA-256', all));
 };
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -158,16 +221,22 @@ const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 // RFC 9162 §2.1.3.2: is the leaf with hash `leaf` at `index` in the tree of `size` with `root`?
 async function included(index, size, leaf, proof, root) {
   if (index >= size) return false;
-  let fn = index, sn = size - 1, r = leaf;
+  let fn = index;
+  let sn = size - 1;
+  let r = leaf;
   for (const p of proof) {
     if (sn === 0) return false;
     if (fn % 2 === 1 || fn === sn) {
       r = await sha256(Uint8Array.of(1), p, r);
-      while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+      while (fn % 2 === 0 && fn !== 0) {
+        fn = Math.floor(fn / 2);
+        sn = Math.floor(sn / 2);
+      }
     } else {
       r = await sha256(Uint8Array.of(1), r, p);
     }
-    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
   }
   return sn === 0 && same(r, root);
 }
@@ -176,15 +245,17 @@ async function included(index, size, leaf, proof, root) {
 // the checkpoint's tree and accepts exactly this digest. Signatures, witnesses and
 // recomputation are `qg verify`'s (the downloaded bundle is its input).
 async function verifyLog() {
-  const id = state.shown;
-  $('log-result').textContent = 'checking…';
+  const id = page.shown;
+  say('log-result', 'checking…');
   try {
-    const bundle = await api.json(`/api/v1/batches/${id}/proofs?witnesses=0`);
+    const bundle = await json(`/api/v1/batches/${id}/proofs?witnesses=0`);
     const lines = bundle.checkpoint.split('\n');
     const size = Number(lines[1]);
     const root = b64(lines[2]);
     const units = {};
-    let ok = 0, bad = 0, canonical = 0;
+    let ok = 0;
+    let bad = 0;
+    let canonical = 0;
     for (const u of bundle.units) {
       if (u.state !== 'canonical') continue;
       canonical += 1;
@@ -196,42 +267,42 @@ async function verifyLog() {
         const entry = JSON.parse(last.entry);
         if (!(await included(last.index, size, leaf, last.proof.map(b64), root))) why = `receipt #${last.index} is not in checkpoint ${size}`;
         else if (entry.kind !== 'accepted' || entry.digest !== u.digest) why = `receipt #${last.index} does not accept this result`;
-        else { good = true; why = `receipt #${last.index} accepts this result; included in checkpoint ${size} (checked in this browser)`; }
+        else {
+          good = true;
+          why = `receipt #${last.index} accepts this result; included in checkpoint ${size} (checked in this browser)`;
+        }
       }
       units[u.unit] = { mark: good ? '✓' : '✗', why };
-      if (good) ok += 1; else bad += 1;
+      if (good) ok += 1;
+      else bad += 1;
     }
     delete bundle.pending;
-    state.bundle = bundle;
-    state.logMarks = { batch: id, units };
-    state.logVerified = ok;
-    $('log-result').className = bad ? 'err' : 'ok';
-    $('log-result').textContent = `${ok} of ${canonical} canonical results have a receipt included in checkpoint ${size} of ${lines[0]}${bad ? `; ${bad} do not` : ''}. For signatures, witnesses and recomputation: download the proofs and run qg verify.`;
+    page.bundle = bundle;
+    page.logMarks = { batch: id, units };
+    say(
+      'log-result',
+      `${ok} of ${canonical} canonical results have a receipt included in checkpoint ${size} of ${lines[0]}${bad ? `; ${bad} do not` : ''}. For signatures, witnesses and recomputation: download the proofs and run qg verify.`,
+      !bad,
+    );
     $('dl-proofs').disabled = false;
     await detail(id);
   } catch (err) {
-    $('log-result').className = 'err';
-    $('log-result').textContent = `no receipts to check yet (${err.message})`;
+    say('log-result', `no receipts to check yet (${err.message})`, false);
   }
 }
+
 $('verify-log').onclick = verifyLog;
 $('cancel').onclick = async () => {
-  const id = state.shown;
+  const id = page.shown;
   if (!confirm(`Cancel batch ${id}? Units not yet verified stop; verified results stay.`)) return;
   try {
-    await api.json(`/api/v1/batches/${id}/cancel`, { method: 'POST' });
+    await json(`/api/v1/batches/${id}/cancel`, { method: 'POST' });
     await refresh();
-  } catch (err) { $('spec-result').className = 'err'; $('spec-result').textContent = err.message; }
+  } catch (err) {
+    say('spec-result', err.message, false);
+  }
 };
-$('dl-proofs').onclick = () => {
-  const a = Object.assign(document.createElement('a'), {
-    href: URL.createObjectURL(new Blob([JSON.stringify(state.bundle, null, 1)], { type: 'application/json' })),
-    download: `batch-${state.shown}-proofs.json`,
-  });
-  a.click();
-  URL.revokeObjectURL(a.href);
-};
-
+$('dl-proofs').onclick = () => saveFile(`batch-${page.shown}-proofs.json`, new Blob([JSON.stringify(page.bundle, null, 1)], { type: 'application/json' }));
 $('dl-csv').onclick = () => download('csv');
 $('dl-json').onclick = () => download('json');
 

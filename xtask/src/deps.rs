@@ -82,6 +82,24 @@ pub fn ensure_dawn() -> Result<()> {
     )
 }
 
+/// Biome, the JavaScript linter, at the version `xtask/biome/package-lock.json` pins.
+pub fn ensure_biome() -> Result<std::path::PathBuf> {
+    let dir = crate::root().join("xtask/biome");
+    let bin = dir.join("node_modules/@biomejs/biome/bin/biome");
+    if !bin.exists() {
+        crate::run(
+            "npm ci (Biome, xtask/biome)",
+            Command::new("npm").current_dir(&dir).args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+            ]),
+        )?;
+    }
+    Ok(bin)
+}
+
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

@@ -121,6 +121,7 @@ fn test(args: &[&str]) -> Result<()> {
             "warnings",
         ]),
     )?;
+    lint_js()?;
     web::build()?;
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);
@@ -157,6 +158,30 @@ fn test(args: &[&str]) -> Result<()> {
         "==> all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Biome over the pages' JavaScript (biome.json says which files and rules): any diagnostic,
+/// even a hint, fails.
+fn lint_js() -> Result<()> {
+    deps::ensure(&deps::NODE)?;
+    let biome = deps::ensure_biome()?;
+    eprintln!("==> biome lint (web/*.js)");
+    let out = Command::new("node")
+        .arg(&biome)
+        .args(["lint", "--error-on-warnings", "--max-diagnostics=none"])
+        .current_dir(root())
+        .output()
+        .context("running biome")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || text.contains("Found ") {
+        eprintln!("{text}");
+        bail!("biome lint: fix the diagnostics above (zero are allowed)");
+    }
     Ok(())
 }
 

@@ -9,7 +9,10 @@
 use crate::program::{Entry, WORDS, words};
 use protocol::DATA_CHUNK;
 
-pub const WGSL: &str = concat!(include_str!("../prelude.wgsl"), include_str!("digest.wgsl"));
+pub const WGSL: &str = concat!(
+    crate::wgsl!("prelude.wgsl"),
+    crate::wgsl!("digest/digest.wgsl")
+);
 
 pub const ENTRY: Entry = Entry {
     name: "data_digest",

@@ -33,10 +33,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The live view (see [`crate::program::View`]).
-const VIEW_WGSL: &str = concat!(include_str!("../view.wgsl"), include_str!("view.wgsl"));
+const VIEW_WGSL: &str = concat!(crate::wgsl!("view.wgsl"), crate::wgsl!("ising2d/view.wgsl"));
 pub const WGSL: &str = concat!(
-    include_str!("../prelude.wgsl"),
-    include_str!("ising2d.wgsl")
+    crate::wgsl!("prelude.wgsl"),
+    crate::wgsl!("ising2d/ising2d.wgsl")
 );
 const ENTRIES: &[Entry] = &[
     Entry {
@@ -460,7 +460,8 @@ fn half_sweep(
             }
         }
     };
-    if threads <= 1 {
+    // The browser client has no threads (std's thread code would be 5% of its download).
+    if threads <= 1 || cfg!(target_arch = "wasm32") {
         do_rows(0, mine);
         return;
     }

@@ -31,8 +31,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The live view (see [`crate::program::View`]).
-const VIEW_WGSL: &str = concat!(include_str!("../view.wgsl"), include_str!("view.wgsl"));
-pub const WGSL: &str = concat!(include_str!("../prelude.wgsl"), include_str!("lj_md.wgsl"));
+const VIEW_WGSL: &str = concat!(crate::wgsl!("view.wgsl"), crate::wgsl!("lj_md/view.wgsl"));
+pub const WGSL: &str = concat!(
+    crate::wgsl!("prelude.wgsl"),
+    crate::wgsl!("lj_md/lj_md.wgsl")
+);
 const ENTRIES: &[Entry] = &[
     Entry {
         name: "md_forces",
@@ -469,7 +472,8 @@ fn forces(c: &Consts, pos: &[[f32; 4]], force: &mut [[f32; 4]], threads: usize) 
             *fo = [f[0], f[1], f[2], 0.5 * pe];
         }
     };
-    if threads <= 1 {
+    // The browser client has no threads (std's thread code would be 5% of its download).
+    if threads <= 1 || cfg!(target_arch = "wasm32") {
         body(0, force);
         return;
     }

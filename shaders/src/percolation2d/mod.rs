@@ -24,10 +24,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The live view (see [`crate::program::View`]).
-const VIEW_WGSL: &str = concat!(include_str!("../view.wgsl"), include_str!("view.wgsl"));
+const VIEW_WGSL: &str = concat!(
+    crate::wgsl!("view.wgsl"),
+    crate::wgsl!("percolation2d/view.wgsl")
+);
 pub const WGSL: &str = concat!(
-    include_str!("../prelude.wgsl"),
-    include_str!("percolation2d.wgsl")
+    crate::wgsl!("prelude.wgsl"),
+    crate::wgsl!("percolation2d/percolation2d.wgsl")
 );
 const fn entry(name: &'static str) -> Entry {
     Entry {
