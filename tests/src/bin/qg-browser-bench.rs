@@ -1,6 +1,6 @@
-//! `cargo xtask bench browser`: the same `ising2d` unit in headless Chromium (WebGPU), native
-//! wgpu and the CPU reference, measured in one run, and the time from opening the page to the
-//! first unit computing. One JSON line.
+//! `cargo xtask bench browser`: the same `ising2d` unit in headless Chromium (WebGPU, without
+//! and with the live view drawing), native wgpu and the CPU reference, measured in one run, and
+//! the time from opening the page to the first unit computing. One JSON line.
 //!
 //! On this machine the browser's WebGPU is SwiftShader and native wgpu is lavapipe: two
 //! different CPU devices, so their ratio says little; on a machine with a real GPU both run on
@@ -26,20 +26,31 @@ async fn main() {
     click_start(&page).await;
     let first_unit_ms = wait_js(
         &page,
-        "return window.qg.firstUnitAt ?? null",
+        "return document.getElementById('kernel').textContent ? Math.round(performance.now()) : null",
         Duration::from_secs(120),
     )
     .await;
     js(&page, "document.getElementById('start').click()").await; // pause: the bench needs the GPU
-    let browser: Value = page
-        .execute(
-            "return window.qgBench(arguments[0], arguments[1], 'gpu')",
-            vec![json!("ising2d"), params.clone()],
+    // The same unit on the bench page, without and with the live view drawing.
+    let mut runs = Vec::new();
+    for view in [0, 1] {
+        let url = format!(
+            "http://{}/bench/?kernel=ising2d&backend=gpu&view={view}&params={}",
+            w.addr,
+            urlencode(&params.to_string())
+        );
+        page.goto(&url).await.expect("the bench page");
+        let text = wait_js(
+            &page,
+            "const r = document.getElementById('result'); return r.dataset.done ? r.textContent : null",
+            Duration::from_secs(600),
         )
-        .await
-        .expect("browser bench ran");
+        .await;
+        let v: Value = serde_json::from_str(text.as_str().unwrap_or("{}")).expect("a JSON report");
+        runs.push(v);
+    }
     let _ = page.close().await;
-    let browser = &browser["result"];
+    let (browser, with_view) = (&runs[0], &runs[1]);
 
     let gpu = pollster::block_on(client_wasm::Gpu::new()).expect("a native GPU adapter");
     let t = Instant::now();
@@ -64,9 +75,25 @@ async fn main() {
             "cpu_1_thread_spin_updates_per_s": cpu_rate,
             "browser_vs_native": browser_rate / native_rate,
             "browser_vs_cpu": browser_rate / cpu_rate,
-            "same_digest": browser["digest"] == json!(native.digest) && native.digest == cpu.digest,
+            "same_digest": browser["digest"] == json!(native.digest) && native.digest == cpu.digest
+                && with_view["digest"] == browser["digest"],
+            "browser_webgpu_with_live_view_spin_updates_per_s": with_view["rate_per_s"],
+            "live_view_frames": with_view["frames"],
+            "live_view_cost": 1.0 - with_view["rate_per_s"].as_f64().unwrap_or(f64::NAN) / browser_rate,
             "page_open_to_first_unit_ms": first_unit_ms,
             "units_in_db": w.store.unit_count().unwrap_or(0),
         })
     );
+}
+
+/// `text` for a URL's query.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
