@@ -88,6 +88,27 @@ impl Gpu {
 
 const WORD_BYTES: u64 = (shaders::program::WORDS * 4) as u64;
 
+/// A render pass into `target` that starts by filling it with [`View::BACKGROUND`].
+fn background_pass<'e>(
+    enc: &'e mut wgpu::CommandEncoder,
+    target: &wgpu::TextureView,
+) -> wgpu::RenderPass<'e> {
+    let [r, g, b, a] = View::BACKGROUND;
+    enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+        label: Some("view"),
+        color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+            view: target,
+            depth_slice: None,
+            resolve_target: None,
+            ops: wgpu::Operations {
+                load: wgpu::LoadOp::Clear(wgpu::Color { r, g, b, a }),
+                store: wgpu::StoreOp::Store,
+            },
+        })],
+        ..Default::default()
+    })
+}
+
 impl Run<'_> {
     /// Draws the state as it is after the segments run so far into `target` (a square of
     /// `format`), queued behind them on the device. False when the plan has no view.
@@ -122,22 +143,9 @@ impl Run<'_> {
                 },
             ],
         });
-        let [r, g, b, a] = View::BACKGROUND;
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         {
-            let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
-                label: Some("view"),
-                color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                    view: target,
-                    depth_slice: None,
-                    resolve_target: None,
-                    ops: wgpu::Operations {
-                        load: wgpu::LoadOp::Clear(wgpu::Color { r, g, b, a }),
-                        store: wgpu::StoreOp::Store,
-                    },
-                })],
-                ..Default::default()
-            });
+            let mut pass = background_pass(&mut enc, target);
             pass.set_pipeline(&p.pipeline);
             pass.set_bind_group(0, &group, &[]);
             pass.draw(0..view.vertices, 0..view.instances);
@@ -288,40 +296,76 @@ impl Screen {
     /// (headless Chromium without a GPU compositor, for one): the caller checks
     /// [`Gpu::is_lost`] a moment later, so the computation does not go with the view.
     pub async fn clear(&self, gpu: &Gpu) -> Result<(), String> {
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let view = self.frame(gpu)?;
-        let [r, g, b, a] = View::BACKGROUND;
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.begin_render_pass(&wgpu::RenderPassDescriptor {
-            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                view: &view,
-                depth_slice: None,
-                resolve_target: None,
-                ops: wgpu::Operations {
-                    load: wgpu::LoadOp::Clear(wgpu::Color { r, g, b, a }),
-                    store: wgpu::StoreOp::Store,
-                },
-            })],
-            ..Default::default()
-        });
-        gpu.queue.submit([enc.finish()]);
-        match scope.pop().await {
-            Some(e) => Err(e.to_string()),
-            None => Ok(()),
-        }
+        validated(gpu, || {
+            let view = self.frame(gpu)?;
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            background_pass(&mut enc, &view);
+            gpu.queue.submit([enc.finish()]);
+            Ok(())
+        })
+        .await
     }
 
     /// Shows `run`'s state now: Ok(false) if there was nothing to show; Err if the device
     /// refused the frame (the view should stop; the computation is unharmed).
     pub async fn show(&self, run: &Run<'_>) -> Result<bool, String> {
-        let scope = run
-            .gpu
-            .device
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        let drawn = run.draw(&self.frame(run.gpu)?, SCREEN_FORMAT);
-        match scope.pop().await {
-            Some(e) => Err(e.to_string()),
-            None => Ok(drawn),
+        validated(run.gpu, || {
+            Ok(run.draw(&self.frame(run.gpu)?, SCREEN_FORMAT))
+        })
+        .await
+    }
+}
+
+/// The live view as the worker runs it: a [`Screen`] drawn at most every so often, until the
+/// device refuses a frame. The volunteer loop's host and `bench browser` both draw through it.
+#[cfg(target_arch = "wasm32")]
+pub struct LiveView {
+    screen: Screen,
+    /// Least time between frames (ms): a few a second on a GPU; on a software adapter
+    /// (SwiftShader) every frame is drawn by the CPU cores that compute, so one in two seconds
+    /// (`bench browser` measured 6–17% of the compute rate at four a second there).
+    every_ms: f64,
+    drawn_at: std::cell::Cell<f64>,
+    /// The device refused a frame: no more are drawn.
+    failed: std::cell::Cell<bool>,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl LiveView {
+    pub fn new(screen: Screen, gpu: &Gpu) -> Self {
+        Self {
+            screen,
+            every_ms: if gpu.adapter().device_type == "Cpu" {
+                2000.0
+            } else {
+                250.0
+            },
+            drawn_at: std::cell::Cell::new(f64::NEG_INFINITY),
+            failed: std::cell::Cell::new(false),
         }
+    }
+
+    /// Draws `run`'s state if a frame is due (`force`: draw now). Ok(true) when one was; Err
+    /// when the device refused it, after which nothing more is drawn.
+    pub async fn frame(&self, run: &Run<'_>, force: bool) -> Result<bool, String> {
+        let now = js_sys::Date::now();
+        if self.failed.get() || (!force && now - self.drawn_at.get() < self.every_ms) {
+            return Ok(false);
+        }
+        self.drawn_at.set(now);
+        let shown = self.screen.show(run).await;
+        self.failed.set(shown.is_err());
+        shown
+    }
+}
+
+/// `f`'s result, or the validation error the device reports for what `f` submitted.
+#[cfg(target_arch = "wasm32")]
+async fn validated<T>(gpu: &Gpu, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let out = f()?;
+    match scope.pop().await {
+        Some(e) => Err(e.to_string()),
+        None => Ok(out),
     }
 }

@@ -3,40 +3,22 @@
 //! key-value store, `emit` to post events to the page, `controls` the page sets).
 
 use crate::gpu::{Gpu, Run};
-use crate::view::Screen;
+use crate::view::{LiveView, Screen};
 use crate::volunteer::{self, Controls, Engine, Event, Host, Options};
 use js_sys::{Array, Function, Promise, Reflect};
 use protocol::api::AdapterInfo;
 use serde::Deserialize;
-use std::cell::Cell;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 struct WebHost {
     js: JsValue,
     /// The page's canvas, when it gave one and the adapter can draw into it.
-    screen: Option<Screen>,
-    /// When the last frame was drawn (ms).
-    drawn_at: Cell<f64>,
-    /// The device refused a frame: no more are drawn.
-    screen_failed: Cell<bool>,
-    /// Least time between frames ([`frame_ms`]).
-    frame_ms: f64,
+    view: Option<LiveView>,
 }
 
 /// How long after showing its first frame a device that the canvas took away is known lost.
 const PROBE_MS: u64 = 500;
-
-/// Frames of the live view are at least this far apart: a few a second on a GPU; on a software
-/// adapter (SwiftShader) every frame is drawn by the CPU cores that compute, so one in two
-/// seconds (`bench browser` measured 6–17% of the compute rate at four a second there).
-fn frame_ms(gpu: &Gpu) -> f64 {
-    if gpu.adapter().device_type == "Cpu" {
-        2000.0
-    } else {
-        250.0
-    }
-}
 
 impl WebHost {
     fn call_sync(&self, name: &str, args: &[JsValue]) -> Result<JsValue, String> {
@@ -46,6 +28,12 @@ impl WebHost {
             .ok_or_else(|| format!("host.{name} is missing"))?;
         f.apply(&self.js, &args.iter().collect::<Array>())
             .map_err(|e| format!("{e:?}"))
+    }
+
+    /// The controls the page sets, read once: `key` → `host.controls()[key]`.
+    fn control(&self) -> impl Fn(&str) -> Option<JsValue> {
+        let c = self.call_sync("controls", &[]).ok();
+        move |key| Reflect::get(c.as_ref()?, &JsValue::from_str(key)).ok()
     }
 
     async fn call(&self, name: &str, args: &[JsValue]) -> Result<JsValue, String> {
@@ -116,14 +104,11 @@ impl Host for WebHost {
     }
 
     fn controls(&self) -> Controls {
-        let Ok(c) = self.call_sync("controls", &[]) else {
-            return Controls::default();
-        };
-        let get = |k: &str| Reflect::get(&c, &JsValue::from_str(k)).ok();
+        let (d, get) = (Controls::default(), self.control());
         Controls {
-            paused: get("paused").and_then(|v| v.as_bool()).unwrap_or(false),
-            duty: get("duty").and_then(|v| v.as_f64()).unwrap_or(1.0),
-            stop: get("stop").and_then(|v| v.as_bool()).unwrap_or(false),
+            paused: get("paused").and_then(|v| v.as_bool()).unwrap_or(d.paused),
+            duty: get("duty").and_then(|v| v.as_f64()).unwrap_or(d.duty),
+            stop: get("stop").and_then(|v| v.as_bool()).unwrap_or(d.stop),
         }
     }
 
@@ -132,26 +117,20 @@ impl Host for WebHost {
     }
 
     async fn draw(&self, run: &Run<'_>, force: bool) -> bool {
-        let Some(screen) = self.screen.as_ref().filter(|_| !self.screen_failed.get()) else {
+        let Some(view) = &self.view else {
             return false;
         };
         // The page turns the view off when it is hidden or the volunteer says so.
-        let on = self
-            .call_sync("controls", &[])
-            .ok()
-            .and_then(|c| Reflect::get(&c, &JsValue::from_str("view")).ok())
+        if !self.control()("view")
             .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let now = self.now_ms();
-        if !on || (!force && now - self.drawn_at.get() < self.frame_ms) {
+            .unwrap_or(false)
+        {
             return false;
         }
-        self.drawn_at.set(now);
-        match screen.show(run).await {
+        match view.frame(run, force).await {
             Ok(drawn) => drawn,
             Err(e) => {
                 // The view is a courtesy: it stops, the computation goes on.
-                self.screen_failed.set(true);
                 self.emit(Event::Error {
                     message: format!("the live view is off: {e}"),
                 });
@@ -193,10 +172,7 @@ pub async fn volunteer(host: JsValue, options: String, canvas: JsValue) -> Resul
         serde_json::from_str(&options).map_err(|e| JsValue::from_str(&e.to_string()))?;
     let mut host = WebHost {
         js: host,
-        screen: None,
-        drawn_at: Cell::new(f64::NEG_INFINITY),
-        screen_failed: Cell::new(false),
-        frame_ms: 250.0,
+        view: None,
     };
     let mut gpu = Gpu::new().await;
     if let (Ok(g), false) = (&gpu, canvas.is_null() || canvas.is_undefined()) {
@@ -215,10 +191,7 @@ pub async fn volunteer(host: JsValue, options: String, canvas: JsValue) -> Resul
             Err(e) => Err(e.to_string()),
         };
         match screen {
-            Ok(s) => {
-                host.screen = Some(s);
-                host.frame_ms = frame_ms(g);
-            }
+            Ok(s) => host.view = Some(LiveView::new(s, g)),
             Err(e) => {
                 host.emit(Event::Error {
                     message: format!("the live view is off: {e}"),
@@ -341,23 +314,19 @@ pub async fn bench(
     } else {
         let gpu = Gpu::new().await.map_err(|e| err(e.to_string()))?;
         let name = gpu.adapter().name;
-        let screen = if canvas.is_null() || canvas.is_undefined() {
+        let view = if canvas.is_null() || canvas.is_undefined() {
             None
         } else {
-            Some(Screen::new(&gpu, &canvas).map_err(|e| err(e.to_string()))?)
+            let screen = Screen::new(&gpu, &canvas).map_err(|e| err(e.to_string()))?;
+            Some(LiveView::new(screen, &gpu))
         };
         // Compilation is setup, as in qg-run: a volunteer compiles a kernel once.
         gpu.prepare(&job);
         let t0 = js_sys::Date::now();
         let mut run = gpu.start(&job, None).map_err(|e| err(e.to_string()))?;
-        let mut drawn_at = f64::NEG_INFINITY;
-        let every_ms = frame_ms(&gpu);
         while run.step().await.map_err(|e| err(e.to_string()))?.is_some() {
-            if let Some(s) = &screen
-                && js_sys::Date::now() - drawn_at >= every_ms
-            {
-                drawn_at = js_sys::Date::now();
-                frames += u64::from(s.show(&run).await.map_err(err)?);
+            if let Some(v) = &view {
+                frames += u64::from(v.frame(&run, false).await.map_err(err)?);
             }
         }
         let out = run.finish().await.map_err(|e| err(e.to_string()))?;

@@ -33,7 +33,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The live view (see [`crate::program::View`]).
-const VIEW_WGSL: &str = concat!(crate::wgsl!("view.wgsl"), crate::wgsl!("ising2d/view.wgsl"));
+const VIEW_WGSL: &str = concat!(
+    crate::wgsl!("view.wgsl"),
+    crate::wgsl!("lattice_view.wgsl"),
+    crate::wgsl!("ising2d/view.wgsl")
+);
 pub const WGSL: &str = concat!(
     crate::wgsl!("prelude.wgsl"),
     crate::wgsl!("ising2d/ising2d.wgsl")

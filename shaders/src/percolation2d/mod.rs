@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 /// The live view (see [`crate::program::View`]).
 const VIEW_WGSL: &str = concat!(
     crate::wgsl!("view.wgsl"),
+    crate::wgsl!("lattice_view.wgsl"),
     crate::wgsl!("percolation2d/view.wgsl")
 );
 pub const WGSL: &str = concat!(

@@ -2,11 +2,6 @@
 // its label), empty sites the background. words: 0 L.
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 
-@vertex
-fn view_vs(@builtin(vertex_index) i: u32) -> Square {
-    return full_square(i);
-}
-
 @fragment
 fn view_fs(in: Square) -> @location(0) vec4<f32> {
     let l = vword(0u);
