@@ -21,13 +21,13 @@ pub enum GpuError {
     Device(String),
     #[error("{field}: needs a {bytes}-byte buffer, this adapter allows {limit}")]
     TooLarge {
-        field: &'static str,
+        field: String,
         bytes: u64,
         limit: u64,
     },
     #[error("{field}: needs {workgroups} workgroups, this adapter allows {limit}²")]
     TooManyWorkgroups {
-        field: &'static str,
+        field: String,
         workgroups: u64,
         limit: u32,
     },
@@ -37,6 +37,14 @@ pub enum GpuError {
     Resume(String),
     #[error("waiting for the GPU failed: {0}")]
     Poll(String),
+    /// An untrusted program's submission did not finish within the budget: the device may be
+    /// stuck in it (an endless loop), so it is given up.
+    #[error(
+        "a submission of {dispatches} dispatch(es) ran past its {budget_s} s budget: the GPU is given up (an endless loop?)"
+    )]
+    OverBudget { dispatches: usize, budget_s: f64 },
+    #[error("the GPU device was lost (a driver reset, or the browser took it away)")]
+    Lost,
 }
 
 /// What a volunteer (and a result's provenance) sees of the adapter.
@@ -63,10 +71,31 @@ pub struct Gpu {
     /// Set when the browser or driver has taken the device away.
     lost: Arc<std::sync::atomic::AtomicBool>,
     /// The live view's render pipelines, by view WGSL and target format.
-    pub(crate) views: Cache<(usize, wgpu::TextureFormat), crate::view::ViewPipeline>,
-    /// Compiled pipelines by program (its WGSL and buffer count): a volunteer computes many
-    /// units of a kernel, and compiles its shaders once.
-    compiled: Cache<(usize, usize, usize), Compiled>,
+    pub(crate) views: Cache<(Arc<str>, wgpu::TextureFormat), crate::view::ViewPipeline>,
+    /// Compiled pipelines by program (its WGSL, entry points and buffer count): a volunteer
+    /// computes many units of a kernel, and compiles its shaders once.
+    compiled: Cache<(Arc<str>, Vec<String>, usize), Compiled>,
+    /// How long an untrusted program's submission may take before the device is given up.
+    budget_s: Mutex<f64>,
+}
+
+/// What an untrusted program's submission should take (segments are split to it).
+const SUBMIT_TARGET_S: f64 = 0.1;
+
+/// Seconds on a monotonic-enough clock (the browser's, natively the process's).
+fn now_s() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+    }
 }
 
 /// A program's shaders, compiled: its bind group layout and one pipeline per entry point.
@@ -124,36 +153,56 @@ impl Gpu {
             limits,
             views: Mutex::new(Vec::new()),
             compiled: Mutex::new(Vec::new()),
+            budget_s: Mutex::new(10.0),
         })
+    }
+
+    /// How long one submission of an untrusted program (a scientist's package) may run before
+    /// the device is given up as stuck (default 10 s; browsers' own watchdogs are ~2 s).
+    pub fn set_budget(&self, seconds: f64) {
+        *self.budget_s.lock().unwrap_or_else(|e| e.into_inner()) = seconds.max(0.01);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn budget(&self) -> f64 {
+        *self.budget_s.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Compiles `plan`'s shaders (and the digest's) ahead of its first run, so the run's time
     /// is compute alone; runs compile on demand otherwise. Compiled once per device.
     pub fn prepare(&self, plan: &dyn Plan) {
         let program = plan.program();
-        self.compile(program.wgsl, program.entries, program.buffers.len(), false);
-        self.compile(digest::WGSL, &[digest::ENTRY], 2, true);
+        self.compile(
+            &program.wgsl,
+            &program.entries,
+            program.buffers.len(),
+            false,
+        );
+        self.compile(&digest::WGSL.into(), &[digest::ENTRY], 2, true);
     }
 
     /// The pipelines of the program with this WGSL, entry points and buffer count (binding 0
     /// is the dispatch words, `1..=buffers` storage, the first read-only if `read_only_first`).
     fn compile(
         &self,
-        wgsl: &'static str,
-        entries: &'static [shaders::program::Entry],
+        wgsl: &Arc<str>,
+        entries: &[shaders::program::Entry],
         buffers: usize,
         read_only_first: bool,
     ) -> Arc<Compiled> {
-        // A program is known by its WGSL (address and length: a cache miss only recompiles).
-        let key = (wgsl.as_ptr() as usize, wgsl.len(), buffers);
+        // A program is known by its text, entry points and buffer count.
+        let names: Vec<String> = entries.iter().map(|e| e.name.to_string()).collect();
         let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
+        if let Some((_, c)) = cache.iter().find(|(k, _)| {
+            (Arc::ptr_eq(&k.0, wgsl) || k.0 == *wgsl) && k.1 == names && k.2 == buffers
+        }) {
             return c.clone();
         }
         let dev = &self.device;
+        // Checked (bounds checks and loop bounding on): packages are code nobody here wrote.
         let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: entries.first().map(|e| e.name),
-            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+            label: entries.first().map(|e| e.name.as_ref()),
+            source: wgpu::ShaderSource::Wgsl(wgsl.as_ref().into()),
         });
         let mut layout_entries = vec![words_entry()];
         for i in 0..buffers {
@@ -172,17 +221,17 @@ impl Gpu {
             .iter()
             .map(|e| {
                 dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(e.name),
+                    label: Some(&e.name),
                     layout: Some(&pl),
                     module: &module,
-                    entry_point: Some(e.name),
+                    entry_point: Some(&e.name),
                     compilation_options: Default::default(),
                     cache: None,
                 })
             })
             .collect();
         let c = Arc::new(Compiled { bgl, pipelines });
-        cache.push((key, c.clone()));
+        cache.push(((wgsl.clone(), names, buffers), c.clone()));
         c
     }
 
@@ -212,14 +261,14 @@ impl Gpu {
         check_limits(program, &self.limits)
     }
 
-    fn grid(&self, threads: u32, size: u32, field: &'static str) -> Result<[u32; 3], GpuError> {
+    fn grid(&self, threads: u32, size: u32, field: &str) -> Result<[u32; 3], GpuError> {
         let wg = threads.div_ceil(size).max(1);
         let max = self.limits.max_compute_workgroups_per_dimension;
         let x = wg.min(max);
         let y = wg.div_ceil(x);
         if y > max {
             return Err(GpuError::TooManyWorkgroups {
-                field,
+                field: field.to_owned(),
                 workgroups: u64::from(wg),
                 limit: max,
             });
@@ -270,7 +319,10 @@ impl Gpu {
                 (r.segment, r.checkpoints, false)
             }
         };
-        let field = program.buffers.first().map_or("params", |b| b.size_field);
+        let field = program
+            .buffers
+            .first()
+            .map_or_else(|| "params".to_owned(), |b| b.size_field.to_string());
         let dev = &self.device;
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
@@ -283,21 +335,21 @@ impl Gpu {
                     let mut init = bytes.clone();
                     init.resize(init.len().max(4).next_multiple_of(4), 0);
                     dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(b.label),
+                        label: Some(&b.label),
                         contents: &init,
                         usage,
                     })
                 }
                 // WebGPU buffers start zeroed: nothing crosses from the host.
                 Init::Zeros(n) => dev.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(b.label),
+                    label: Some(&b.label),
                     size: (*n as u64).max(4).next_multiple_of(4),
                     usage,
                     mapped_at_creation: false,
                 }),
             })
             .collect();
-        let compiled = self.compile(program.wgsl, program.entries, buffers.len(), false);
+        let compiled = self.compile(&program.wgsl, &program.entries, buffers.len(), false);
         let state_lens: Vec<u64> = state_idx
             .iter()
             .map(|&i| program.buffers[i].init.len() as u64)
@@ -325,6 +377,7 @@ impl Gpu {
             hasher,
             next,
             checkpoints,
+            per_submit: 8,
             program,
         };
         if fresh && !run.program.init_ops.is_empty() {
@@ -347,7 +400,7 @@ impl Gpu {
         let limit = self.storage_limit();
         if bytes.len() as u64 > limit {
             return Err(GpuError::TooLarge {
-                field: "data",
+                field: "data".into(),
                 bytes: bytes.len() as u64,
                 limit,
             });
@@ -379,6 +432,33 @@ impl Gpu {
         });
         self.poll()?;
         rx.await.map_err(|e| GpuError::Map(e.to_string()))
+    }
+
+    /// Waits for submission `index` within the budget (natively; a browser has no way to
+    /// bound a wait and relies on its own watchdog, which loses the device). Past it the
+    /// device counts as lost: its queue is stuck behind that submission.
+    fn wait_within(&self, index: wgpu::SubmissionIndex, dispatches: usize) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let budget = self.budget();
+            match self.device.poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: Some(std::time::Duration::from_secs_f64(budget)),
+            }) {
+                Ok(_) => {}
+                Err(wgpu::PollError::Timeout) => {
+                    self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(GpuError::OverBudget {
+                        dispatches,
+                        budget_s: budget,
+                    });
+                }
+                Err(e) => return Err(GpuError::Poll(e.to_string())),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = (index, dispatches);
+        Ok(())
     }
 
     fn poll(&self) -> Result<(), GpuError> {
@@ -433,7 +513,7 @@ pub struct Run<'a> {
     pub(crate) plan: &'a dyn Plan,
     program: Program,
     stride: u64,
-    field: &'static str,
+    field: String,
     pub(crate) buffers: Vec<wgpu::Buffer>,
     compiled: Arc<Compiled>,
     uniforms: Uniforms,
@@ -446,6 +526,8 @@ pub struct Run<'a> {
     hasher: Option<Hasher>,
     next: usize,
     checkpoints: Vec<Checkpoint>,
+    /// Untrusted programs: dispatches per submission, adapted to [`SUBMIT_TARGET_S`].
+    per_submit: usize,
 }
 
 impl Run<'_> {
@@ -461,7 +543,7 @@ impl Run<'_> {
             slots.extend(d.words.iter().flat_map(|w| w.to_le_bytes()));
             slots.resize((offset + self.stride) as usize, 0);
             let size = self.program.entries[d.entry].workgroup_size;
-            grids.push((offset as u32, gpu.grid(d.threads, size, self.field)?));
+            grids.push((offset as u32, gpu.grid(d.threads, size, &self.field)?));
         }
         let group =
             self.uniforms
@@ -482,40 +564,74 @@ impl Run<'_> {
     }
 
     /// Runs the next segment; `None` when the plan is done. At a checkpoint the state is
-    /// hashed on the device and only its 32-byte digest is read back.
+    /// hashed on the device and only its 32-byte digest is read back. An untrusted program's
+    /// segment goes in submissions sized by their measured time, each waited for within the
+    /// device's budget.
     pub async fn step(&mut self) -> Result<Option<Step>, GpuError> {
         let count = self.plan.segment_count();
         if self.next >= count {
             return Ok(None);
         }
+        if self.gpu.is_lost() {
+            return Err(GpuError::Lost);
+        }
         let si = self.next;
         let seg = self.plan.segment(si);
         let gpu = self.gpu;
-        let mut enc = self.encode(&seg.ops)?;
+        let untrusted = self.program.untrusted;
+        let mut from = 0;
         let mut checkpoint = None;
-        match (&self.hasher, seg.checkpoint) {
-            (Some(hasher), true) => {
-                let mut off = 0;
-                for (&i, &len) in self.state_idx.iter().zip(&self.state_lens) {
-                    if len > 0 {
-                        enc.copy_buffer_to_buffer(&self.buffers[i], 0, &hasher.input, off, len);
+        loop {
+            let n = if untrusted {
+                self.per_submit.min(seg.ops.len() - from)
+            } else {
+                seg.ops.len() - from
+            };
+            let last = from + n >= seg.ops.len();
+            let mut enc = self.encode(&seg.ops[from..from + n])?;
+            let hash = match (&self.hasher, seg.checkpoint && last) {
+                (Some(hasher), true) => {
+                    let mut off = 0;
+                    for (&i, &len) in self.state_idx.iter().zip(&self.state_lens) {
+                        if len > 0 {
+                            enc.copy_buffer_to_buffer(&self.buffers[i], 0, &hasher.input, off, len);
+                        }
+                        off += len;
                     }
-                    off += len;
+                    hasher.encode(&mut enc);
+                    Some(hasher)
                 }
-                hasher.encode(&mut enc);
-                gpu.queue.submit([enc.finish()]);
-                let c = Checkpoint {
-                    step: seg.end_step,
-                    digest: hasher.read_digest(gpu).await?,
-                };
-                self.checkpoints.push(c);
-                checkpoint = Some(c);
+                _ => None,
+            };
+            let t0 = now_s();
+            let index = gpu.queue.submit([enc.finish()]);
+            if untrusted {
+                gpu.wait_within(index, n)?;
+                let took = now_s() - t0;
+                // Toward the target, at most doubling each time.
+                let scale = (SUBMIT_TARGET_S / took.max(1e-4)).min(2.0);
+                self.per_submit = ((self.per_submit as f64 * scale) as usize).clamp(1, 4096);
             }
-            _ => {
-                gpu.queue.submit([enc.finish()]);
+            match hash {
+                Some(hasher) => {
+                    let c = Checkpoint {
+                        step: seg.end_step,
+                        digest: hasher.read_digest(gpu).await?,
+                    };
+                    self.checkpoints.push(c);
+                    checkpoint = Some(c);
+                }
                 // Wait for the segment so progress reflects work done, not work queued.
-                gpu.wait().await?;
+                None if last && !untrusted => gpu.wait().await?,
+                None => {}
             }
+            from += n;
+            if last {
+                break;
+            }
+        }
+        if gpu.is_lost() {
+            return Err(GpuError::Lost);
         }
         self.next = si + 1;
         Ok(Some(Step {
@@ -602,7 +718,7 @@ impl Hasher {
     fn new(gpu: &Gpu, len: u64) -> Result<Self, GpuError> {
         let dev = &gpu.device;
         let levels = digest::levels(len);
-        let compiled = gpu.compile(digest::WGSL, &[digest::ENTRY], 2, true);
+        let compiled = gpu.compile(&digest::WGSL.into(), &[digest::ENTRY], 2, true);
         let storage = |label, size: u64, extra| {
             dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -732,7 +848,7 @@ pub fn check_limits(program: &Program, limits: &wgpu::Limits) -> Result<(), GpuE
     for b in &program.buffers {
         if b.init.len() as u64 > limit {
             return Err(GpuError::TooLarge {
-                field: b.size_field,
+                field: b.size_field.to_string(),
                 bytes: b.init.len() as u64,
                 limit,
             });
@@ -746,7 +862,7 @@ pub fn check_limits(program: &Program, limits: &wgpu::Limits) -> Result<(), GpuE
             .iter()
             .filter(|b| b.state)
             .max_by_key(|b| b.init.len())
-            .map_or("params", |b| b.size_field);
+            .map_or_else(|| "params".to_owned(), |b| b.size_field.to_string());
         return Err(GpuError::TooLarge {
             field: largest,
             bytes: state,

@@ -18,15 +18,17 @@ pub(crate) struct ViewPipeline {
 
 impl Gpu {
     fn view_pipeline(&self, view: &View, format: wgpu::TextureFormat) -> Arc<ViewPipeline> {
-        let key = (view.wgsl.as_ptr() as usize, format);
         let mut cache = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, p)) = cache.iter().find(|(k, _)| *k == key) {
+        if let Some((_, p)) = cache
+            .iter()
+            .find(|(k, _)| (Arc::ptr_eq(&k.0, &view.wgsl) || k.0 == view.wgsl) && k.1 == format)
+        {
             return p.clone();
         }
         let dev = &self.device;
         let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("view"),
-            source: wgpu::ShaderSource::Wgsl(view.wgsl.into()),
+            source: wgpu::ShaderSource::Wgsl(view.wgsl.as_ref().into()),
         });
         let stages = wgpu::ShaderStages::VERTEX | wgpu::ShaderStages::FRAGMENT;
         let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -81,7 +83,7 @@ impl Gpu {
             cache: None,
         });
         let p = Arc::new(ViewPipeline { bgl, pipeline });
-        cache.push((key, p.clone()));
+        cache.push(((view.wgsl.clone(), format), p.clone()));
         p
     }
 }

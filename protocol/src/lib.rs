@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 pub mod api;
+pub mod package;
 pub mod policy;
 pub mod status;
 

@@ -19,6 +19,7 @@ macro_rules! wgsl {
 pub mod digest;
 pub mod ising2d;
 pub mod lj_md;
+pub mod package;
 pub mod percolation2d;
 pub mod philox;
 pub mod program;
@@ -33,8 +34,13 @@ use serde_json::Value;
 /// A parameter set that cannot run. Always names the offending field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParamError {
-    #[error("unknown kernel `{0}` (known: ising2d, percolation2d, lj_md)")]
+    #[error(
+        "unknown kernel `{0}` (known: ising2d, percolation2d, lj_md, or a package as name@hash)"
+    )]
     UnknownKernel(String),
+    /// A package's `name@hash` that this side has not loaded (or nobody uploaded).
+    #[error("no kernel package `{0}` here (upload it first: `qg kernel push DIR`)")]
+    UnknownPackage(String),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     /// Malformed JSON or a missing/unknown field, in serde's words (which name the field).
@@ -54,10 +60,20 @@ impl ParamError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Invalid { field, .. } => Some(field),
-            Self::UnknownKernel(_) => Some("kernel"),
+            Self::UnknownKernel(_) | Self::UnknownPackage(_) => Some("kernel"),
             Self::Json(_) => None,
         }
     }
+}
+
+/// A run that cannot happen where it was asked for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// A package has no CPU reference: it runs through the GPU runner (lavapipe will do).
+    #[error("{0} has no CPU reference: it runs on a GPU (a software one such as lavapipe will do)")]
+    NoCpuReference(String),
 }
 
 /// Output bytes that do not fit the kernel's layout.
@@ -182,17 +198,19 @@ pub trait Kernel {
 /// The state buffers at a checkpoint step.
 pub type CheckpointState = (u64, Vec<Vec<u8>>);
 
-/// A validated kernel invocation.
+/// A validated kernel invocation: a built-in kernel's params, or a package's unit.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Job {
     Ising2d(<ising2d::Ising2d as Kernel>::Params),
     Percolation2d(<percolation2d::Percolation2d as Kernel>::Params),
     LjMd(<lj_md::LjMd as Kernel>::Params),
+    Package(Box<package::PackageJob>),
 }
 
-/// Runs `$body` with `K` bound to the job's kernel type and `$p` to its params.
+/// Runs `$body` with `K` bound to the job's kernel type and `$p` to its params, or `$pkg` with
+/// `$j` bound to a package job.
 macro_rules! with_kernel {
-    ($job:expr, $p:ident => $body:expr) => {
+    ($job:expr, $p:ident => $body:expr, $j:ident => $pkg:expr) => {
         match $job {
             Job::Ising2d($p) => {
                 #[allow(dead_code)]
@@ -209,6 +227,7 @@ macro_rules! with_kernel {
                 type K = lj_md::LjMd;
                 $body
             }
+            Job::Package($j) => $pkg,
         }
     };
 }
@@ -222,7 +241,7 @@ pub struct RunResult {
     pub summary: Value,
 }
 
-/// Metadata of every kernel.
+/// Metadata of every built-in kernel.
 pub fn kernels() -> Vec<KernelInfo> {
     vec![
         ising2d::Ising2d::INFO,
@@ -231,8 +250,12 @@ pub fn kernels() -> Vec<KernelInfo> {
     ]
 }
 
-/// The version of `kernel`'s bytes this build runs (0 for an unknown kernel).
+/// The version of `kernel`'s bytes this build runs: a built-in's, 1 for a package (its hash
+/// names its bytes), 0 for an unknown kernel.
 pub fn kernel_version(kernel: &str) -> u32 {
+    if package::package_hash(kernel).is_some() {
+        return 1;
+    }
     kernels()
         .iter()
         .find(|k| k.name == kernel)
@@ -246,50 +269,80 @@ fn parse<K: Kernel>(params: Value) -> Result<K::Params, ParamError> {
 }
 
 impl Job {
-    /// Parses and validates `params` for the kernel called `kernel`.
+    /// Parses and validates `params` for the built-in kernel called `kernel` (a package's
+    /// jobs come from [`Job::package`]).
     pub fn new(kernel: &str, params: Value) -> Result<Self, ParamError> {
         Ok(match kernel {
             "ising2d" => Job::Ising2d(parse::<ising2d::Ising2d>(params)?),
             "percolation2d" => Job::Percolation2d(parse::<percolation2d::Percolation2d>(params)?),
             "lj_md" => Job::LjMd(parse::<lj_md::LjMd>(params)?),
+            other if package::package_hash(other).is_some() => {
+                return Err(ParamError::UnknownPackage(other.to_owned()));
+            }
             other => return Err(ParamError::UnknownKernel(other.to_owned())),
         })
     }
 
-    pub fn info(&self) -> KernelInfo {
-        with_kernel!(self, _p => K::INFO)
+    /// A unit of `package` with `params` (validated, defaults explicit).
+    #[cfg(feature = "packages")]
+    pub fn package(
+        package: &std::sync::Arc<package::Package>,
+        params: &Value,
+    ) -> Result<Self, ParamError> {
+        Ok(Job::Package(Box::new(package.job(params)?)))
     }
 
-    pub fn kernel(&self) -> &'static str {
-        self.info().name
+    /// A built-in's metadata (None for a package: see [`package::Package::describe`]).
+    pub fn info(&self) -> Option<KernelInfo> {
+        with_kernel!(self, _p => Some(K::INFO), _j => None)
+    }
+
+    /// The kernel's name: a built-in's, or a package's `name@hash`.
+    pub fn kernel(&self) -> &str {
+        with_kernel!(self, _p => K::INFO.name, j => &j.kernel)
+    }
+
+    /// The package's job, for a package's unit.
+    pub fn as_package(&self) -> Option<&package::PackageJob> {
+        match self {
+            Job::Package(j) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// Whether results are compared by digest (else by the kernel's tolerance).
+    pub fn by_digest(&self) -> bool {
+        with_kernel!(self, _p => matches!(K::INFO.comparison, Comparison::Digest), j => j.by_digest())
     }
 
     /// The normalized parameters, every default explicit.
     pub fn params_json(&self) -> Value {
-        with_kernel!(self, p => serde_json::to_value(p).unwrap_or(Value::Null))
+        with_kernel!(self, p => serde_json::to_value(p).unwrap_or(Value::Null), j => j.params.clone())
     }
 
     pub fn schedule(&self) -> Schedule {
-        with_kernel!(self, p => K::schedule(p))
+        with_kernel!(self, p => K::schedule(p), j => j.schedule())
     }
 
     pub fn output_len(&self) -> u64 {
-        with_kernel!(self, p => K::output_len(p))
+        with_kernel!(self, p => K::output_len(p), j => j.output_len)
     }
 
     pub fn work(&self) -> u64 {
-        with_kernel!(self, p => K::work(p))
+        with_kernel!(self, p => K::work(p), j => j.work)
     }
 
     pub fn summarize(&self, output: &[u8]) -> Result<Value, OutputError> {
         self.check_len(output)?;
-        Ok(with_kernel!(self, p => K::summarize(p, output)))
+        Ok(with_kernel!(self, p => K::summarize(p, output), j => j.summarize(output)))
     }
 
     /// Whether two outputs of this job agree under the kernel's comparison mode.
     pub fn equivalent(&self, a: &[u8], b: &[u8]) -> bool {
         let want = self.output_len() as usize;
-        a.len() == want && b.len() == want && with_kernel!(self, p => K::equivalent(p, a, b))
+        a.len() == want
+            && b.len() == want
+            && with_kernel!(self, p => K::equivalent(p, a, b), j => j.equivalent(a, b))
     }
 
     fn check_len(&self, output: &[u8]) -> Result<(), OutputError> {
@@ -309,7 +362,8 @@ impl Job {
         state: &[Vec<u8>],
         checkpoints: Vec<Checkpoint>,
     ) -> Result<RunResult, OutputError> {
-        let output = with_kernel!(self, p => K::canonical_output(p, state));
+        let output =
+            with_kernel!(self, p => K::canonical_output(p, state), j => j.canonical_output(state));
         let summary = self.summarize(&output)?;
         Ok(RunResult {
             digest: Digest::of_data(&output),
@@ -319,29 +373,47 @@ impl Job {
         })
     }
 
-    /// The state buffers before step 0.
+    /// The state buffers before step 0 (for a package, as its buffers' `init` makes them: its
+    /// init dispatches run on the device).
     pub fn initial_state(&self) -> Vec<Vec<u8>> {
-        with_kernel!(self, p => K::initial_state(p))
+        with_kernel!(self, p => K::initial_state(p), j => j.initial_state())
     }
 
-    /// The version of the kernel's bytes (see [`KernelInfo::version`]).
+    /// The version of the kernel's bytes (see [`KernelInfo::version`]; 1 for a package).
     pub fn version(&self) -> u32 {
-        self.info().version
+        with_kernel!(self, _p => K::INFO.version, _j => 1)
+    }
+
+    /// Whether this job has a CPU reference (a package has none: it runs on a GPU).
+    pub fn has_cpu_reference(&self) -> bool {
+        !matches!(self, Job::Package(_))
     }
 
     /// Whether the coordinator can recompute one segment from a checkpoint's state.
     pub fn resumable_on_cpu(&self) -> bool {
-        with_kernel!(self, _p => K::resumable_on_cpu())
+        with_kernel!(self, _p => K::resumable_on_cpu(), _j => false)
     }
 
     /// Bytes in one checkpoint's state buffers.
     pub fn state_len(&self) -> u64 {
-        with_kernel!(self, p => K::state_len(p))
+        with_kernel!(self, p => K::state_len(p), j => j.state_len())
     }
 
     /// Steps `[start, end)` of the CPU reference from the state buffers at `start`.
     pub fn cpu_segment(&self, state: &[Vec<u8>], start: u64, end: u64) -> Option<Vec<Vec<u8>>> {
-        with_kernel!(self, p => K::cpu_segment(p, state, start, end))
+        with_kernel!(self, p => K::cpu_segment(p, state, start, end), _j => None)
+    }
+
+    fn cpu_state(
+        &self,
+        threads: usize,
+        sink: &mut CheckpointSink<'_>,
+    ) -> Result<Vec<Vec<u8>>, RunError> {
+        with_kernel!(
+            self,
+            p => Ok(K::cpu(p, threads.max(1), sink)),
+            j => Err(RunError::NoCpuReference(j.kernel.clone()))
+        )
     }
 
     /// The CPU reference, keeping the state buffers at every checkpoint (to answer a
@@ -350,10 +422,10 @@ impl Job {
         &self,
         threads: usize,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<(RunResult, Vec<CheckpointState>), OutputError> {
+    ) -> Result<(RunResult, Vec<CheckpointState>), RunError> {
         let mut sink = CheckpointSink::new(self.schedule(), progress);
         sink.keep_states = true;
-        let state = with_kernel!(self, p => K::cpu(p, threads.max(1), &mut sink));
+        let state = self.cpu_state(threads, &mut sink)?;
         let checkpoints = std::mem::take(&mut sink.checkpoints);
         let states = std::mem::take(&mut sink.states);
         Ok((self.finish(&state, checkpoints)?, states))
@@ -364,17 +436,17 @@ impl Job {
         &self,
         threads: usize,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<RunResult, OutputError> {
+    ) -> Result<RunResult, RunError> {
         let mut sink = CheckpointSink::new(self.schedule(), progress);
-        let state = with_kernel!(self, p => K::cpu(p, threads.max(1), &mut sink));
+        let state = self.cpu_state(threads, &mut sink)?;
         let checkpoints = std::mem::take(&mut sink.checkpoints);
-        self.finish(&state, checkpoints)
+        Ok(self.finish(&state, checkpoints)?)
     }
 }
 
 impl Plan for Job {
     fn program(&self) -> Program {
-        with_kernel!(self, p => K::program(p))
+        with_kernel!(self, p => K::program(p), j => j.program())
     }
 
     fn segment_count(&self) -> usize {
@@ -382,17 +454,20 @@ impl Plan for Job {
     }
 
     fn segment(&self, index: usize) -> Segment {
+        if let Job::Package(j) = self {
+            return j.segment(index);
+        }
         let s = self.schedule();
         let (start, end) = s.bounds(index);
         Segment {
-            ops: with_kernel!(self, p => K::ops(p, start, end)),
+            ops: with_kernel!(self, p => K::ops(p, start, end), _j => Vec::new()),
             end_step: end,
             checkpoint: s.is_checkpoint(end),
         }
     }
 
     fn view(&self) -> Option<program::View> {
-        Some(with_kernel!(self, p => K::view(p)))
+        with_kernel!(self, p => Some(K::view(p)), j => j.view())
     }
 }
 
@@ -514,15 +589,15 @@ mod tests {
         }
         .program();
         for prog in programs.iter().chain([&selftest]) {
-            let module = naga::front::wgsl::parse_str(prog.wgsl)
-                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(prog.wgsl)));
+            let module = naga::front::wgsl::parse_str(&prog.wgsl)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&prog.wgsl)));
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::empty(),
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{e:?}"));
-            for entry in prog.entries {
+            for entry in prog.entries.iter() {
                 let ep = module
                     .entry_points
                     .iter()
@@ -563,7 +638,7 @@ mod tests {
         ];
         for job in jobs {
             let job = job.unwrap();
-            let info = job.info();
+            let info = job.info().unwrap();
             assert!(!info.plain.is_empty() && !info.observables.is_empty());
             let summary = job.run_cpu(1, &mut |_, _| {}).unwrap().summary;
             for o in info.observables {
@@ -597,8 +672,8 @@ mod tests {
         ];
         for job in jobs {
             let view = job.unwrap().view().expect("every kernel is drawn");
-            let module = naga::front::wgsl::parse_str(view.wgsl)
-                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(view.wgsl)));
+            let module = naga::front::wgsl::parse_str(&view.wgsl)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&view.wgsl)));
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::empty(),

@@ -8,14 +8,16 @@
 //! `@binding(1 + i)` is `buffers[i]`, a read-write storage buffer.
 
 use protocol::{Checkpoint, Digest};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Per-dispatch parameter words.
 pub const WORDS: usize = 16;
 
 /// A compute entry point and its `@workgroup_size` (x only; kernels are one-dimensional).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub workgroup_size: u32,
 }
 
@@ -54,13 +56,13 @@ impl Init {
 /// buffers, so they can be copied and hashed on the device).
 #[derive(Clone, Debug)]
 pub struct BufferSpec {
-    pub label: &'static str,
+    pub label: Cow<'static, str>,
     pub init: Init,
     /// State buffers make up checkpoints and the final readback; the others are scratch that
     /// every segment re-derives.
     pub state: bool,
     /// The parameter whose value sets this buffer's size, named in "too large" errors.
-    pub size_field: &'static str,
+    pub size_field: Cow<'static, str>,
 }
 
 /// One dispatch: `threads` invocations of `entries[entry]` with the given words.
@@ -83,13 +85,17 @@ pub struct Segment {
 /// The whole program apart from its segments.
 #[derive(Clone, Debug)]
 pub struct Program {
-    pub wgsl: &'static str,
-    pub entries: &'static [Entry],
+    /// The source (shared: the runner knows a compiled program by its text).
+    pub wgsl: Arc<str>,
+    pub entries: Cow<'static, [Entry]>,
     pub buffers: Vec<BufferSpec>,
     /// Dispatches that build the initial state on the device, run once before step 0 (not on
     /// resume, which uploads a saved state instead): so they write state buffers only.
     pub init_ops: Vec<Dispatch>,
     pub total_steps: u64,
+    /// Code nobody here wrote (a scientist's package): the runner splits its segments into
+    /// submissions sized by their measured time and bounds how long it waits for one.
+    pub untrusted: bool,
 }
 
 impl Program {
@@ -115,9 +121,9 @@ impl Program {
 /// `@binding(0)` and program buffer `buffer` read-only at `@binding(1)`, and draws `vertices`
 /// vertices × `instances` instances (a triangle list) with the entry points `view_vs` and
 /// `view_fs` of `wgsl`, over a square target cleared to [`View::BACKGROUND`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct View {
-    pub wgsl: &'static str,
+    pub wgsl: Arc<str>,
     pub buffer: usize,
     pub words: [u32; WORDS],
     pub vertices: u32,

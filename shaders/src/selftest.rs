@@ -6,15 +6,16 @@
 use crate::program::{
     BufferSpec, Dispatch, Entry, Init, Plan, Program, Segment, le_bytes_u32, u32s_from_le, words,
 };
+use std::borrow::Cow;
 
 pub const WGSL: &str = concat!(crate::wgsl!("prelude.wgsl"), crate::wgsl!("selftest.wgsl"));
 const ENTRIES: &[Entry] = &[
     Entry {
-        name: "philox_kat",
+        name: Cow::Borrowed("philox_kat"),
         workgroup_size: 64,
     },
     Entry {
-        name: "mulhilo_check",
+        name: Cow::Borrowed("mulhilo_check"),
         workgroup_size: 64,
     },
 ];
@@ -47,15 +48,15 @@ impl Plan for SelfTest {
             .flat_map(|(c, k)| c.iter().chain(k.iter()).copied())
             .collect();
         let pairs: Vec<u32> = self.mul_pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
-        let buf = |label, init: Vec<u8>, state| BufferSpec {
-            label,
+        let buf = |label: &'static str, init: Vec<u8>, state| BufferSpec {
+            label: label.into(),
             init: Init::Bytes(init),
             state,
-            size_field: "cases",
+            size_field: "cases".into(),
         };
         Program {
-            wgsl: WGSL,
-            entries: ENTRIES,
+            wgsl: WGSL.into(),
+            entries: ENTRIES.into(),
             buffers: vec![
                 buf("cases", le_bytes_u32(&cases), false),
                 buf("pairs", le_bytes_u32(&pairs), false),
@@ -64,6 +65,7 @@ impl Plan for SelfTest {
             ],
             init_ops: Vec::new(),
             total_steps: 1,
+            untrusted: false,
         }
     }
 

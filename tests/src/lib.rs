@@ -22,3 +22,27 @@ pub fn gpu() -> &'static Gpu {
         })
     })
 }
+
+/// An example package of `examples/kernels/`, checked.
+pub fn example_package(name: &str) -> std::sync::Arc<shaders::package::Package> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/kernels")
+        .join(name);
+    let files = shaders::package::read_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::sync::Arc::new(
+        shaders::package::Package::from_files(files).unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
+}
+
+/// A package from its three texts, checked.
+pub fn package_from(
+    manifest: &str,
+    wgsl: &str,
+) -> Result<std::sync::Arc<shaders::package::Package>, shaders::package::PackageError> {
+    shaders::package::Package::from_files(shaders::package::PackageFiles {
+        manifest: manifest.to_owned(),
+        wgsl: wgsl.to_owned(),
+        view: None,
+    })
+    .map(std::sync::Arc::new)
+}

@@ -15,7 +15,7 @@ pub const WGSL: &str = concat!(
 );
 
 pub const ENTRY: Entry = Entry {
-    name: "data_digest",
+    name: std::borrow::Cow::Borrowed("data_digest"),
     workgroup_size: 64,
 };
 

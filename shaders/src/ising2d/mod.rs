@@ -31,6 +31,7 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// The live view (see [`crate::program::View`]).
 const VIEW_WGSL: &str = concat!(
@@ -44,15 +45,15 @@ pub const WGSL: &str = concat!(
 );
 const ENTRIES: &[Entry] = &[
     Entry {
-        name: "ising_sweep",
+        name: Cow::Borrowed("ising_sweep"),
         workgroup_size: 256,
     },
     Entry {
-        name: "ising_measure",
+        name: Cow::Borrowed("ising_measure"),
         workgroup_size: 256,
     },
     Entry {
-        name: "ising_init",
+        name: Cow::Borrowed("ising_init"),
         workgroup_size: 256,
     },
 ];
@@ -244,26 +245,26 @@ impl Kernel for Ising2d {
         let sh = p.shape();
         let [k0, k1] = key_of(p.seed);
         Program {
-            wgsl: WGSL,
-            entries: ENTRIES,
+            wgsl: WGSL.into(),
+            entries: ENTRIES.into(),
             buffers: vec![
                 BufferSpec {
-                    label: "spins",
+                    label: "spins".into(),
                     init: Init::Zeros(2 * sh.colour()),
                     state: true,
-                    size_field: "L",
+                    size_field: "L".into(),
                 },
                 BufferSpec {
-                    label: "series",
+                    label: "series".into(),
                     init: Init::Zeros(8 * p.measurements() as usize),
                     state: true,
-                    size_field: "sweeps",
+                    size_field: "sweeps".into(),
                 },
                 BufferSpec {
-                    label: "thresholds",
+                    label: "thresholds".into(),
                     init: Init::Bytes(le_bytes_u32(&thr)),
                     state: false,
-                    size_field: "beta",
+                    size_field: "beta".into(),
                 },
             ],
             init_ops: vec![Dispatch {
@@ -272,6 +273,7 @@ impl Kernel for Ising2d {
                 words: words(&[p.l, u32::from(p.start == Start::Hot), k0, k1]),
             }],
             total_steps: p.total_sweeps(),
+            untrusted: false,
         }
     }
 
@@ -404,7 +406,7 @@ impl Kernel for Ising2d {
     fn view(p: &Params) -> View {
         let s = p.shape();
         View {
-            wgsl: VIEW_WGSL,
+            wgsl: VIEW_WGSL.into(),
             buffer: 0,
             words: words(&[p.l, s.w as u32]),
             vertices: 3,

@@ -29,6 +29,7 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// The live view (see [`crate::program::View`]).
 const VIEW_WGSL: &str = concat!(crate::wgsl!("view.wgsl"), crate::wgsl!("lj_md/view.wgsl"));
@@ -38,23 +39,23 @@ pub const WGSL: &str = concat!(
 );
 const ENTRIES: &[Entry] = &[
     Entry {
-        name: "md_forces",
+        name: Cow::Borrowed("md_forces"),
         workgroup_size: 64,
     },
     Entry {
-        name: "md_kick_drift",
+        name: Cow::Borrowed("md_kick_drift"),
         workgroup_size: 64,
     },
     Entry {
-        name: "md_kick",
+        name: Cow::Borrowed("md_kick"),
         workgroup_size: 64,
     },
     Entry {
-        name: "md_measure",
+        name: Cow::Borrowed("md_measure"),
         workgroup_size: 256,
     },
     Entry {
-        name: "md_sum",
+        name: Cow::Borrowed("md_sum"),
         workgroup_size: 64,
     },
 ];
@@ -270,42 +271,43 @@ impl Kernel for LjMd {
         let (pos, vel) = p.initial();
         let n = p.n as usize;
         Program {
-            wgsl: WGSL,
-            entries: ENTRIES,
+            wgsl: WGSL.into(),
+            entries: ENTRIES.into(),
             buffers: vec![
                 BufferSpec {
-                    label: "positions",
+                    label: "positions".into(),
                     init: Init::Bytes(flat(&pos)),
                     state: true,
-                    size_field: "n",
+                    size_field: "n".into(),
                 },
                 BufferSpec {
-                    label: "velocities",
+                    label: "velocities".into(),
                     init: Init::Bytes(flat(&vel)),
                     state: true,
-                    size_field: "n",
+                    size_field: "n".into(),
                 },
                 BufferSpec {
-                    label: "forces",
+                    label: "forces".into(),
                     init: Init::Zeros(16 * n),
                     state: true,
-                    size_field: "n",
+                    size_field: "n".into(),
                 },
                 BufferSpec {
-                    label: "series",
+                    label: "series".into(),
                     init: Init::Zeros(8 * p.measurements() as usize),
                     state: true,
-                    size_field: "steps",
+                    size_field: "steps".into(),
                 },
                 BufferSpec {
-                    label: "partial forces",
+                    label: "partial forces".into(),
                     init: Init::Zeros(16 * n * p.slices().0 as usize),
                     state: false,
-                    size_field: "n",
+                    size_field: "n".into(),
                 },
             ],
             init_ops: Vec::new(),
             total_steps: p.steps,
+            untrusted: false,
         }
     }
 
@@ -403,7 +405,7 @@ impl Kernel for LjMd {
 
     fn view(p: &Params) -> View {
         View {
-            wgsl: VIEW_WGSL,
+            wgsl: VIEW_WGSL.into(),
             buffer: 0,
             words: words(&[p.n, (p.box_side() as f32).to_bits()]),
             vertices: 6,

@@ -22,6 +22,7 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// The live view (see [`crate::program::View`]).
 const VIEW_WGSL: &str = concat!(
@@ -35,7 +36,7 @@ pub const WGSL: &str = concat!(
 );
 const fn entry(name: &'static str) -> Entry {
     Entry {
-        name,
+        name: Cow::Borrowed(name),
         workgroup_size: 256,
     }
 }
@@ -124,36 +125,37 @@ impl Kernel for Percolation2d {
     fn program(p: &Params) -> Program {
         let n = p.sites();
         Program {
-            wgsl: WGSL,
-            entries: ENTRIES,
+            wgsl: WGSL.into(),
+            entries: ENTRIES.into(),
             buffers: vec![
                 BufferSpec {
-                    label: "labels",
+                    label: "labels".into(),
                     init: Init::Zeros(4 * n),
                     state: true,
-                    size_field: "L",
+                    size_field: "L".into(),
                 },
                 BufferSpec {
-                    label: "stats",
+                    label: "stats".into(),
                     init: Init::Zeros(12 * p.samples as usize),
                     state: true,
-                    size_field: "samples",
+                    size_field: "samples".into(),
                 },
                 BufferSpec {
-                    label: "sizes",
+                    label: "sizes".into(),
                     init: Init::Zeros(4 * n),
                     state: false,
-                    size_field: "L",
+                    size_field: "L".into(),
                 },
                 BufferSpec {
-                    label: "top",
+                    label: "top".into(),
                     init: Init::Zeros(4 * n),
                     state: false,
-                    size_field: "L",
+                    size_field: "L".into(),
                 },
             ],
             init_ops: Vec::new(),
             total_steps: p.samples,
+            untrusted: false,
         }
     }
 
@@ -257,7 +259,7 @@ impl Kernel for Percolation2d {
 
     fn view(p: &Params) -> View {
         View {
-            wgsl: VIEW_WGSL,
+            wgsl: VIEW_WGSL.into(),
             buffer: 0,
             words: words(&[p.l]),
             vertices: 3,
