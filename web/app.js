@@ -36,6 +36,15 @@ async function showUnit(ev) {
   $('progress-text').textContent = ev.resumed_at ? `resumed at ${ev.resumed_at} / ${ev.total}` : '';
   $('resumed').textContent = ev.resumed_at ? `Resumed from step ${ev.resumed_at}, saved before this tab closed.` : '';
   $('saved').textContent = '';
+  const pkg = ev.package;
+  $('package').hidden = !pkg;
+  if (pkg) {
+    $('package-author').textContent = pkg.author;
+    $('package-name').textContent = pkg.name;
+    $('package-hash').textContent = `${pkg.hash.slice(0, 12)}…`;
+    $('package-hash').title = pkg.hash;
+    $('package-approved').textContent = pkg.approved ? 'approved by this coordinator' : 'not approved';
+  }
   try {
     const k = (await kernelInfo())[ev.kernel];
     $('kernel-plain').textContent = k?.plain ?? '';
@@ -149,7 +158,10 @@ function start() {
   state.running = true;
   state.paused = false;
   updateButton();
-  const msg = { cmd: 'start', options: { nickname: $('nickname').value || null, allow_cpu: state.allowCpu } };
+  const msg = {
+    cmd: 'start',
+    options: { nickname: $('nickname').value || null, allow_cpu: state.allowCpu, builtin_only: $('builtin-only').checked },
+  };
   // The canvas goes to the worker once; the worker keeps it across restarts.
   const transfer = [];
   if (!state.canvasSent && 'transferControlToOffscreen' in $('view')) {
@@ -176,6 +188,9 @@ $('use-cpu').onclick = () => {
 $('duty').onchange = () => send({ cmd: 'duty', value: $('duty').value });
 $('save-nickname').onclick = () => send({ cmd: 'nickname', value: $('nickname').value });
 $('show-view').onchange = updateView;
+// The choice of kernels is kept on this device.
+$('builtin-only').checked = localStorage.getItem('qg-builtin-only') === '1';
+$('builtin-only').onchange = () => localStorage.setItem('qg-builtin-only', $('builtin-only').checked ? '1' : '0');
 
 // Automatic pauses (tab hidden, on battery) never override the volunteer's own Pause.
 let autoPaused = false;

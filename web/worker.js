@@ -1,9 +1,12 @@
-// The volunteer's compute worker: runs the Rust work loop (web/pkg, built by
+// The volunteer's compute worker: runs the Rust work loop (web/pkg/volunteer, built by
 // `cargo xtask build-web`) off the main thread, so the page never freezes. It gives the loop
-// fetch, timers and a small IndexedDB key-value store (token, pending results, checkpoints:
-// IndexedDB survives a browser crash where localStorage may not), and posts its events to
-// the page.
-import init, { volunteer, bench } from './pkg/client_wasm.js';
+// fetch, timers and a small IndexedDB key-value store (token, pending results, checkpoints,
+// kernel packages: IndexedDB survives a browser crash where localStorage may not), and posts
+// its events to the page. The benchmark's page starts it as `worker.js?bench`: that build
+// (web/pkg) has the benchmark's export too.
+const { default: init, volunteer, bench } = await import(
+  self.location.search === '?bench' ? './pkg/client_wasm.js' : './pkg/volunteer/client_wasm.js'
+);
 
 // What the page controls: `view` is whether the live view draws (shown and the tab visible).
 const controls = { paused: false, duty: 1, stop: false, view: false };

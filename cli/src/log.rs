@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use protocol::policy::UnitState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shaders::{Comparison, Job};
+use shaders::Job;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use transparency::witness::{self, Verdict, WitnessState};
@@ -24,6 +24,8 @@ pub struct VerifyArgs {
     /// Percent of the canonical units to recompute with the CPU reference.
     pub recompute: f64,
     pub threads: usize,
+    /// Kernel package folders to recompute with (beside those the bundle carries).
+    pub packages: Vec<PathBuf>,
 }
 
 /// Checks a bundle offline; prints one line per problem and a verdict. Ok(true) when all is
@@ -51,7 +53,19 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
     }
     let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
 
-    // Recompute a sample of the proven units and compare with what the log accepted.
+    // Recompute a sample of the proven units and compare with what the log accepted. A
+    // package's units are recomputed with the package (checked against the hash its receipts
+    // name) through the GPU runner, on any adapter: lavapipe will do.
+    let mut packages = Vec::new();
+    for f in &bundle.packages {
+        if let Ok(p) = shaders::package::Package::from_files(f.clone()) {
+            packages.push(std::sync::Arc::new(p));
+        }
+    }
+    for dir in &a.packages {
+        packages.push(crate::kernel::load(dir)?);
+    }
+    let mut gpu: Option<client_wasm::Gpu> = None;
     let mut recomputed = 0;
     let mut skipped = Vec::new();
     if a.recompute > 0.0 && report.checkpoint.is_some() {
@@ -70,41 +84,67 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
             let i = ((start as usize).wrapping_add(k * proven.len() / want.max(1))) % proven.len();
             let u = proven[i];
             let Some(accepted) = u.digest else { continue };
-            let info = shaders::kernels().into_iter().find(|k| k.name == u.kernel);
             let latest = u
                 .entries
                 .last()
                 .and_then(|e| LogEntry::parse(e.entry.as_bytes()).ok());
-            match (info, latest) {
-                (Some(info), Some(e)) if e.kind == EntryKind::Accepted => {
-                    if e.kernel_version != info.version {
-                        skipped.push(format!(
-                            "unit {}: kernel {} version {} (this qg runs version {})",
-                            u.unit, u.kernel, e.kernel_version, info.version
-                        ));
-                        continue;
-                    }
-                    if matches!(info.comparison, Comparison::Tolerance { .. }) {
-                        skipped.push(format!(
-                            "unit {}: {} results agree within a tolerance, not bit for bit",
-                            u.unit, u.kernel
-                        ));
-                        continue;
-                    }
-                    let job = Job::new(&u.kernel, u.params.clone())
-                        .map_err(|e| anyhow!("unit {}: params: {e}", u.unit))?;
-                    let r = job
-                        .run_cpu(a.threads, &mut |_, _| {})
-                        .map_err(|e| anyhow!("unit {}: recomputing: {e}", u.unit))?;
-                    recomputed += 1;
-                    if r.digest != accepted {
-                        problems.push(format!(
-                            "unit {}: recomputed with the CPU reference, its digest is {}, not the accepted {}",
-                            u.unit, r.digest, accepted
-                        ));
-                    }
+            let Some(e) = latest.filter(|e| e.kind == EntryKind::Accepted) else {
+                skipped.push(format!("unit {}: no accepted entry", u.unit));
+                continue;
+            };
+            let job = if protocol::package::package_hash(&u.kernel).is_some() {
+                let Some(p) = packages.iter().find(|p| p.kernel() == u.kernel) else {
+                    skipped.push(format!(
+                        "unit {}: kernel package {} is neither in the bundle nor given with --package",
+                        u.unit, u.kernel
+                    ));
+                    continue;
+                };
+                Job::package(p, &u.params).map_err(|e| anyhow!("unit {}: params: {e}", u.unit))?
+            } else {
+                let Some(info) = shaders::kernels().into_iter().find(|k| k.name == u.kernel) else {
+                    skipped.push(format!("unit {}: unknown kernel {}", u.unit, u.kernel));
+                    continue;
+                };
+                if e.kernel_version != info.version {
+                    skipped.push(format!(
+                        "unit {}: kernel {} version {} (this qg runs version {})",
+                        u.unit, u.kernel, e.kernel_version, info.version
+                    ));
+                    continue;
                 }
-                _ => skipped.push(format!("unit {}: no accepted entry", u.unit)),
+                Job::new(&u.kernel, u.params.clone())
+                    .map_err(|e| anyhow!("unit {}: params: {e}", u.unit))?
+            };
+            if !job.by_digest() {
+                skipped.push(format!(
+                    "unit {}: {} results agree within a tolerance, not bit for bit",
+                    u.unit, u.kernel
+                ));
+                continue;
+            }
+            let (r, how) = if job.has_cpu_reference() {
+                let r = job
+                    .run_cpu(a.threads, &mut |_, _| {})
+                    .map_err(|e| anyhow!("unit {}: recomputing: {e}", u.unit))?;
+                (r, "the CPU reference")
+            } else {
+                if gpu.is_none() {
+                    gpu = Some(pollster::block_on(client_wasm::Gpu::new()).context(
+                        "recomputing a kernel package needs a GPU adapter (lavapipe will do)",
+                    )?);
+                }
+                let g = gpu.as_ref().ok_or_else(|| anyhow!("no GPU"))?;
+                let r = pollster::block_on(client_wasm::run_gpu(g, &job, &mut |_, _| {}))
+                    .map_err(|e| anyhow!("unit {}: recomputing: {e}", u.unit))?;
+                (r, "its kernel package")
+            };
+            recomputed += 1;
+            if r.digest != accepted {
+                problems.push(format!(
+                    "unit {}: recomputed with {how}, its digest is {}, not the accepted {}",
+                    u.unit, r.digest, accepted
+                ));
             }
         }
     }

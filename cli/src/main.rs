@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod kernel;
 mod log;
 
 #[derive(Parser)]
@@ -105,6 +106,15 @@ enum Cmd {
         /// CPU threads for recomputation [default: all]
         #[arg(long)]
         threads: Option<usize>,
+        /// A kernel package folder to recompute its units with (the bundle carries its
+        /// batch's package already; repeat for several)
+        #[arg(long = "package")]
+        packages: Vec<PathBuf>,
+    },
+    /// Kernel packages: check one here, push it, list them, approve or suspend one (operator)
+    Kernel {
+        #[command(subcommand)]
+        cmd: kernel::KernelCmd,
     },
     /// Witness a transparency log: cosign each checkpoint that consistently extends the last
     /// one cosigned; refuse (exit status 1) a fork or a rollback
@@ -160,14 +170,14 @@ struct FileConfig {
     key: Option<String>,
 }
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     key: Option<String>,
-    http: reqwest::blocking::Client,
+    pub(crate) http: reqwest::blocking::Client,
 }
 
 impl Api {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -177,7 +187,7 @@ impl Api {
         })
     }
 
-    fn send(
+    pub(crate) fn send(
         &self,
         req: reqwest::blocking::RequestBuilder,
         what: &str,
@@ -205,7 +215,7 @@ impl Api {
         }
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+    pub(crate) fn get<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
         self.send(self.http.get(self.url(path)), what)?
             .json()
             .context("the coordinator sent JSON this qg does not understand")
@@ -289,7 +299,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Submit { file, dry_run } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let e = shaders::spec::expand_text(&text)
+            // A package's spec is checked against the package itself, fetched by its hash.
+            let package = match shaders::spec::kernel_of(&text) {
+                Some(k) => kernel::fetch(&api, &k)?,
+                None => None,
+            };
+            let e = shaders::spec::expand_text_with(&text, package.as_ref())
                 .map_err(|e| anyhow!("{}: {e}", file.display()))?;
             eprintln!(
                 "{}: {} units of {} ({}), swept over {}",
@@ -506,6 +521,7 @@ fn run(cli: Cli) -> Result<()> {
                 count(&s, "failed")
             );
         }
+        Cmd::Kernel { cmd } => kernel::run(&api, cmd)?,
         Cmd::Verify { .. } | Cmd::Witness { .. } => bail!("qg verify and qg witness run apart"),
     }
     Ok(())
@@ -527,12 +543,14 @@ fn main() -> ExitCode {
             min_witnesses,
             recompute,
             threads,
+            packages,
         } => Ok(log::verify(&log::VerifyArgs {
             file,
             log_key,
             witnesses,
             min_witnesses,
             recompute,
+            packages,
             threads: threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         })),
@@ -555,6 +573,9 @@ fn main() -> ExitCode {
             interval,
             print_key,
         })),
+        Cmd::Kernel {
+            cmd: kernel::KernelCmd::Check { dir, params },
+        } => Ok(kernel::check(&dir, &params)),
         command => Err(Cli {
             server,
             key,

@@ -40,9 +40,9 @@ pub enum GpuError {
     /// An untrusted program's submission did not finish within the budget: the device may be
     /// stuck in it (an endless loop), so it is given up.
     #[error(
-        "a submission of {dispatches} dispatch(es) ran past its {budget_s} s budget: the GPU is given up (an endless loop?)"
+        "a submission of {dispatches} dispatch(es) ran past its {budget_ms} ms budget: the GPU is given up (an endless loop?)"
     )]
-    OverBudget { dispatches: usize, budget_s: f64 },
+    OverBudget { dispatches: usize, budget_ms: u64 },
     #[error("the GPU device was lost (a driver reset, or the browser took it away)")]
     Lost,
 }
@@ -450,7 +450,7 @@ impl Gpu {
                     self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Err(GpuError::OverBudget {
                         dispatches,
-                        budget_s: budget,
+                        budget_ms: (budget * 1000.0) as u64,
                     });
                 }
                 Err(e) => return Err(GpuError::Poll(e.to_string())),
@@ -682,6 +682,11 @@ impl Run<'_> {
     /// Checkpoint digests so far.
     pub fn checkpoints(&self) -> &[Checkpoint] {
         &self.checkpoints
+    }
+
+    /// Segments run so far (the next one's index).
+    pub fn segments_done(&self) -> usize {
+        self.next
     }
 
     /// Checkpoints taken so far (the index of the next one).

@@ -37,3 +37,28 @@ pub async fn run_gpu(
     let out = gpu.run(job, progress).await?;
     Ok(job.finish(&out.state, out.checkpoints)?)
 }
+
+/// Runs `job` on `gpu` as a volunteer's reopened tab does: to the end of segment `at`, where
+/// its state is read back, then from that state on a fresh run. The result must be the
+/// uninterrupted run's, bit for bit (what `qg kernel check` and the tests hold).
+pub async fn run_gpu_resumed(gpu: &Gpu, job: &Job, at: usize) -> Result<RunResult, RunError> {
+    let mut run = gpu.start(job, None)?;
+    for _ in 0..at {
+        if run.step().await?.is_none() {
+            break;
+        }
+    }
+    let state = run.state().await?;
+    let checkpoints = run.checkpoints().to_vec();
+    let segment = run.segments_done();
+    drop(run);
+    let resume = gpu::Resume {
+        segment,
+        state,
+        checkpoints,
+    };
+    let mut run = gpu.start(job, Some(resume))?;
+    while run.step().await?.is_some() {}
+    let out = run.finish().await?;
+    Ok(job.finish(&out.state, out.checkpoints)?)
+}

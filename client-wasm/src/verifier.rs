@@ -74,7 +74,14 @@ pub async fn run<H: Host>(
         }
         for job in work.jobs {
             let started = host.now_ms();
-            let computed = match compute(engine, &job).await {
+            let prepared =
+                crate::volunteer::job_of(host, &job.kernel, &job.params, job.package.as_ref())
+                    .await;
+            let computed = match prepared {
+                Ok(j) => compute_job(engine, &j, &job).await,
+                Err(e) => Err(e),
+            };
+            let computed = match computed {
                 Ok(c) => c,
                 Err(e) => {
                     // Left to its lease: another worker (or the coordinator's pool) takes it.
@@ -132,9 +139,18 @@ async fn offline<H: Host>(host: &H, error: String, backoff: &mut u64) {
     *backoff = (*backoff * 2).min(60);
 }
 
-/// Recomputes one job on `engine`.
+/// Recomputes one job of a built-in kernel on `engine`.
 pub async fn compute(engine: &Engine<'_>, v: &VerifyJob) -> Result<Computed, String> {
     let job = Job::new(&v.kernel, v.params.clone()).map_err(|e| e.to_string())?;
+    compute_job(engine, &job, v).await
+}
+
+/// Recomputes `v` as `job` (a package's, prepared by [`crate::volunteer::job_of`]).
+pub async fn compute_job(
+    engine: &Engine<'_>,
+    job: &Job,
+    v: &VerifyJob,
+) -> Result<Computed, String> {
     if job.version() != v.kernel_version {
         return Err(format!(
             "this worker runs {} version {}, the job needs version {}",
@@ -146,7 +162,7 @@ pub async fn compute(engine: &Engine<'_>, v: &VerifyJob) -> Result<Computed, Str
     match v.kind {
         VerifyKind::Spot => {
             let r = match engine {
-                Engine::Gpu(gpu) => crate::run_gpu(gpu, &job, &mut |_, _| {})
+                Engine::Gpu(gpu) => crate::run_gpu(gpu, job, &mut |_, _| {})
                     .await
                     .map_err(|e| e.to_string())?,
                 Engine::Cpu => {
@@ -172,7 +188,7 @@ pub async fn compute(engine: &Engine<'_>, v: &VerifyJob) -> Result<Computed, Str
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("state: {e}"))?;
             let end = match engine {
-                Engine::Gpu(gpu) => segment_on_gpu(gpu, &job, v.from, v.to, state).await?,
+                Engine::Gpu(gpu) => segment_on_gpu(gpu, job, v.from, v.to, state).await?,
                 Engine::Cpu => {
                     let start = if v.from == 0 {
                         job.initial_state()

@@ -15,9 +15,11 @@ use protocol::api::{
     AdapterInfo, Assignment, ChallengeAnswer, RegisterResponse, ReportAck, ResultReport,
     WorkResponse,
 };
+use protocol::package::{PackageFiles, PackageRun};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shaders::Job;
+use shaders::package::PackageJob;
 use shaders::program::Plan;
 
 /// What the volunteer controls while the loop runs.
@@ -71,6 +73,9 @@ pub enum Event {
         /// The batch, as its scientist describes it.
         #[serde(skip_serializing_if = "Option::is_none")]
         batch: Option<protocol::api::BatchAbout>,
+        /// Whose code it is, when a scientist's package: name, author, hash, approval.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        package: Option<PackageAbout>,
     },
     Progress {
         assignment_id: i64,
@@ -119,6 +124,16 @@ pub enum Event {
     },
 }
 
+/// What a volunteer is told of a package it computes: whose code it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PackageAbout {
+    pub name: String,
+    pub author: String,
+    pub hash: String,
+    /// Approved by this coordinator's operator.
+    pub approved: bool,
+}
+
 /// The platform under the loop.
 #[allow(async_fn_in_trait)] // wasm futures are not Send; the loop runs on one thread.
 pub trait Host {
@@ -162,6 +177,8 @@ pub struct Options {
     /// period is 60 s), and more often only while saving takes at most 1% of the time: each
     /// save reads the whole state back from the device and writes it to the store.
     pub save_every_s: f64,
+    /// Built-in kernels only, no scientist's package.
+    pub builtin_only: bool,
 }
 
 impl Default for Options {
@@ -171,6 +188,7 @@ impl Default for Options {
             adapter: AdapterInfo::default(),
             max_units: None,
             save_every_s: 60.0,
+            builtin_only: false,
         }
     }
 }
@@ -234,7 +252,9 @@ async fn token<H: Host>(host: &H, opts: &Options) -> Result<String, String> {
 /// to answer a challenge (the coordinator recomputes the segment after one of them).
 #[derive(Default)]
 struct Kept {
-    states: std::collections::HashMap<i64, States>,
+    /// By assignment: a few at a time, so a list (a hash map's code is in no other part of
+    /// the browser's download).
+    states: Vec<(i64, States)>,
     bytes: usize,
 }
 
@@ -250,13 +270,17 @@ impl Kept {
             .flat_map(|(_, s)| s.iter().map(Vec::len))
             .sum();
         if self.bytes + size <= Self::MAX_BYTES {
+            self.take(assignment);
             self.bytes += size;
-            self.states.insert(assignment, states);
+            self.states.push((assignment, states));
         }
     }
 
     fn take(&mut self, assignment: i64) -> States {
-        let states = self.states.remove(&assignment).unwrap_or_default();
+        let states = match self.states.iter().position(|(a, _)| *a == assignment) {
+            Some(i) => self.states.swap_remove(i).1,
+            None => Vec::new(),
+        };
         self.bytes -= states
             .iter()
             .flat_map(|(_, s)| s.iter().map(Vec::len))
@@ -413,8 +437,11 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
             // It holds nothing: any open assignment the coordinator has for it was lost on the
             // way (a dropped connection, a cleared store) and comes back first.
             let holding: [i64; 0] = [];
-            let body =
-                json!({ "max_units": 1, "adapter": opts.adapter, "holding": holding }).to_string();
+            // Packages run on GPUs only.
+            let builtin_only = opts.builtin_only || matches!(engine, Engine::Cpu);
+            let body = json!({ "max_units": 1, "adapter": opts.adapter, "holding": holding,
+                               "builtin_only": builtin_only })
+            .to_string();
             let work: WorkResponse =
                 match host.request("/api/v1/work", Some(&tok), Some(&body)).await {
                     Err(e) => {
@@ -471,6 +498,17 @@ pub async fn run<H: Host>(host: &H, engine: &Engine<'_>, opts: &Options) -> u64 
             host.kv_delete(&format!("checkpoint/{}", a.assignment_id))
                 .await;
             done += 1;
+            if let Engine::Gpu(g) = engine
+                && g.is_lost()
+            {
+                // Nothing more can run on it: say what happened and stop, once the
+                // coordinator has the reports.
+                let _ = flush(host, &tok, &mut kept).await;
+                host.emit(Event::Error {
+                    message: "the GPU was lost or is stuck; computing stopped (reload or restart to go on)".into(),
+                });
+                return done;
+            }
         }
         if let Flush::Offline(e) = flush(host, &tok, &mut kept).await {
             offline(host, e, &mut backoff).await;
@@ -500,6 +538,51 @@ fn error_report(a: &Assignment, message: String) -> ResultReport {
     }
 }
 
+/// The job of an assignment (or a verification job): a built-in kernel's, or a package's plan
+/// with the package's files, fetched by hash (and checked against it) once and kept in the
+/// store (IndexedDB in the browser, the data directory natively).
+pub async fn job_of<H: Host>(
+    host: &H,
+    kernel: &str,
+    params: &Value,
+    package: Option<&PackageRun>,
+) -> Result<Job, String> {
+    let Some(run) = package else {
+        return Job::new(kernel, params.clone()).map_err(|e| e.to_string());
+    };
+    let key = format!("package/{}", run.hash);
+    let cached = host.kv_get(&key).await;
+    let files = match cached.and_then(|t| PackageFiles::from_canonical(t.as_bytes(), &run.hash)) {
+        Some(f) => f,
+        None => {
+            let (status, text) = host
+                .request(&format!("/api/v1/kernels/{}", run.hash), None, None)
+                .await?;
+            let f = (status == 200)
+                .then(|| PackageFiles::from_canonical(text.as_bytes(), &run.hash))
+                .flatten()
+                .ok_or(format!(
+                    "fetching its files: HTTP {status}, or they do not hash to its name"
+                ))?;
+            let _ = host.kv_set(&key, &text).await;
+            f
+        }
+    };
+    Ok(Job::Package(Box::new(PackageJob::from_run(
+        run,
+        &files,
+        params.clone(),
+    )?)))
+}
+
+/// An error with the package it happened in named (whose code failed).
+fn named(a: &Assignment, e: String) -> String {
+    match &a.package {
+        Some(p) => format!("kernel package {}@{} by {}: {e}", p.name, p.hash, p.author),
+        None => e,
+    }
+}
+
 /// The states at the latest checkpoints before the last that fit in
 /// `protocol::KEPT_STATE_BYTES`, kept to answer a challenge.
 type States = Vec<shaders::CheckpointState>;
@@ -511,7 +594,14 @@ async fn compute<H: Host>(
     opts: &Options,
     a: &Assignment,
 ) -> Option<(ResultReport, States)> {
-    let job = match Job::new(&a.kernel, a.params.clone()) {
+    if a.package.is_some() && matches!(engine, Engine::Cpu) {
+        let e = named(
+            a,
+            "packages run on a GPU; this client computes on the CPU".into(),
+        );
+        return Some((error_report(a, e), Vec::new()));
+    }
+    let job = match job_of(host, &a.kernel, &a.params, a.package.as_ref()).await {
         Ok(j) if j.version() == a.kernel_version => j,
         Ok(j) => {
             // A result of another version could never be compared: say so, compute nothing.
@@ -523,7 +613,10 @@ async fn compute<H: Host>(
             );
             return Some((error_report(a, e), Vec::new()));
         }
-        Err(e) => return Some((error_report(a, format!("cannot run: {e}")), Vec::new())),
+        Err(e) => {
+            let e = named(a, format!("cannot run: {e}"));
+            return Some((error_report(a, e), Vec::new()));
+        }
     };
     let mut states = Vec::new();
     let total = job.schedule().total;
@@ -596,7 +689,7 @@ async fn compute<H: Host>(
                 kernel_version: job.version(),
             }
         }
-        Err(e) => error_report(a, e),
+        Err(e) => error_report(a, named(a, e)),
     };
     Some((report, states))
 }
@@ -610,6 +703,12 @@ fn unit_event(a: &Assignment, total: u64, resumed_at: u64) -> Event {
         total,
         resumed_at,
         batch: a.batch.clone(),
+        package: a.package.as_ref().map(|p| PackageAbout {
+            name: p.name.clone(),
+            author: p.author.clone(),
+            hash: p.hash.to_hex(),
+            approved: p.approved,
+        }),
     }
 }
 
@@ -720,7 +819,7 @@ async fn gpu_run<H: Host>(
         Err(e) => return Some(Err(e.to_string())),
     };
     Some(
-        job.finish(&out.state, out.checkpoints)
+        job.output(&out.state, out.checkpoints)
             .map_err(|e| e.to_string()),
     )
 }

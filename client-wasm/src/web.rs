@@ -162,6 +162,9 @@ struct WebOptions {
     allow_cpu: bool,
     #[serde(default)]
     max_units: Option<u64>,
+    /// The volunteer computes built-in kernels only (no scientist's package).
+    #[serde(default)]
+    builtin_only: bool,
 }
 
 /// Runs the volunteer loop until the page says stop. `canvas`: an `OffscreenCanvas` the page
@@ -283,6 +286,7 @@ pub async fn volunteer(host: JsValue, options: String, canvas: JsValue) -> Resul
         nickname: o.nickname,
         adapter,
         max_units: o.max_units,
+        builtin_only: o.builtin_only,
         ..Options::default()
     };
     volunteer::run(&host, &engine, &opts).await;
@@ -292,7 +296,8 @@ pub async fn volunteer(host: JsValue, options: String, canvas: JsValue) -> Resul
 /// Runs one kernel invocation on this browser's GPU (or CPU) and returns a JSON report with
 /// its rate: the browser side of `cargo xtask bench browser`. With `canvas` (an
 /// `OffscreenCanvas`), the live view draws into it as the volunteer page's does, so the two
-/// rates say what the view costs.
+/// rates say what the view costs. Not in the volunteer's build (the `bench` feature).
+#[cfg(feature = "bench")]
 #[wasm_bindgen]
 pub async fn bench(
     kernel: String,
@@ -307,8 +312,8 @@ pub async fn bench(
     let job = shaders::Job::new(&kernel, params).map_err(|e| err(e.to_string()))?;
     let (result, adapter, ms) = if backend == "cpu" {
         let t0 = js_sys::Date::now();
-        let r = job
-            .run_cpu(1, &mut |_, _| {})
+        let (r, _) = job
+            .run_cpu_keeping_states(1, &mut |_, _| {})
             .map_err(|e| err(e.to_string()))?;
         (r, "cpu-reference-wasm".to_owned(), js_sys::Date::now() - t0)
     } else {
@@ -331,7 +336,7 @@ pub async fn bench(
         }
         let out = run.finish().await.map_err(|e| err(e.to_string()))?;
         let r = job
-            .finish(&out.state, out.checkpoints)
+            .output(&out.state, out.checkpoints)
             .map_err(|e| err(e.to_string()))?;
         (r, name, js_sys::Date::now() - t0)
     };

@@ -287,6 +287,51 @@ pub fn has_record(valid: u64, errors: u64) -> bool {
     valid > 0 && errors <= valid
 }
 
+/// Distinct volunteers, each with a record, whose errors with one kernel package suspend it
+/// (the default of `package_error_volunteers`).
+pub const PACKAGE_ERROR_VOLUNTEERS: u64 = 3;
+
+/// Whether errors from `volunteers` distinct volunteers suspend a package.
+pub fn suspend_for_errors(volunteers: u64, threshold: u64) -> bool {
+    volunteers >= threshold.max(1)
+}
+
+/// A reported replica as the nondeterminism check sees it: volunteer, adapter class, digest,
+/// whether its volunteer has a record ([`has_record`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported<'a> {
+    pub volunteer: i64,
+    pub class: &'a str,
+    pub digest: Digest,
+    pub proven: bool,
+}
+
+/// A new report of a digest package's unit against the unit's earlier ones: pairs from one
+/// adapter class (the same client, backend, vendor and device type, which must give the same
+/// bytes) of distinct volunteers with a record, and how many of them disagree.
+pub fn same_class_pairs(new: &Reported, earlier: &[Reported]) -> (u64, u64) {
+    if !new.proven || new.class.is_empty() {
+        return (0, 0);
+    }
+    let peers = earlier
+        .iter()
+        .filter(|r| r.proven && r.class == new.class && r.volunteer != new.volunteer);
+    let (mut pairs, mut disagree) = (0, 0);
+    for r in peers {
+        pairs += 1;
+        disagree += u64::from(r.digest != new.digest);
+    }
+    (pairs, disagree)
+}
+
+/// Whether a digest package's replicas disagree within adapter classes more than saboteurs
+/// could make them: a pair holds a saboteur's result with probability at most
+/// 1 − (1 − f)² < 2f, so more than 2f of the pairs disagreeing (and at least 3) says the
+/// kernel itself gives different bytes on one kind of device (a race, an out-of-bounds read).
+pub fn nondeterministic(pairs: u64, disagreements: u64, saboteur_fraction: f64) -> bool {
+    disagreements >= 3 && disagreements as f64 > 2.0 * saboteur_fraction * pairs as f64
+}
+
 /// A volunteer with this many errors and no valid result gets no more work.
 pub const REFUSE_AFTER_ERRORS: u64 = 8;
 

@@ -5,6 +5,7 @@
 
 use crate::decide;
 use crate::lifecycle::{self, Event, Oracle, Replica, ReplicaId, ReplicaState, Spot, UnitState};
+use crate::store::packages as pk;
 use crate::store::postgres::PostgresBackend;
 use crate::store::queries::{self as q, UnitRow};
 use crate::store::sql::{self, Backend, Sql};
@@ -14,14 +15,17 @@ use crate::store::*;
 use base64::Engine as _;
 use protocol::Digest;
 use protocol::api::{AdapterInfo, Assignment};
+use protocol::package::{PackageFiles, package_hash};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
-use shaders::{Comparison, Job};
+use shaders::package::Package;
+use shaders::{Job, ParamError};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A lifecycle mark: what happened to which volunteer's replica.
 type Mark = (lifecycle::VolunteerId, ReplicaId, lifecycle::Mark);
@@ -77,6 +81,23 @@ pub struct Engine {
     /// Replicas a new volunteer may hold at once ([`decide::work_allowance`]); `u32::MAX`
     /// (the default of an engine not behind the API, as in simulations): no limit.
     in_flight_base: std::sync::atomic::AtomicU32,
+    /// Kernel packages checked in this process, by hash (immutable, so never stale).
+    packages: Mutex<HashMap<Digest, Arc<Package>>>,
+    /// Distinct volunteers whose errors suspend a package.
+    package_error_volunteers: AtomicU64,
+    /// When this process last recorded a verifier worker's visit (written once a minute).
+    verifier_noted: AtomicI64,
+}
+
+/// How long after a verifier worker's last visit packages' units are still sampled for
+/// recomputation (only verifiers, on a GPU, recompute them).
+pub const VERIFIER_RECENT_S: i64 = 600;
+
+/// What an operator does to a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageAction {
+    Approve,
+    Suspend,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +113,9 @@ impl Engine {
             rng: Mutex::new(StdRng::from_os_rng()),
             classes: Mutex::default(),
             in_flight_base: std::sync::atomic::AtomicU32::new(u32::MAX),
+            packages: Mutex::default(),
+            package_error_volunteers: AtomicU64::new(decide::PACKAGE_ERROR_VOLUNTEERS),
+            verifier_noted: AtomicI64::new(0),
         })
     }
 
@@ -204,9 +228,11 @@ impl Engine {
         max_open_units: Option<u64>,
     ) -> Result<i64> {
         // Everything derived from the params before the transaction: a bad unit changes nothing.
+        let package = package_hash(&b.kernel);
         let mut units = Vec::with_capacity(b.units.len());
         for u in &b.units {
-            let job = Job::new(&b.kernel, u.params.clone())
+            let job = self
+                .job(&b.kernel, &u.params)?
                 .map_err(|e| StoreError::invalid("units", e.to_string()))?;
             units.push(q::UnitInsert {
                 params: &u.params,
@@ -218,10 +244,26 @@ impl Engine {
                     Spot::None
                 },
                 version: job.version(),
+                held: false,
+                package: package.is_some(),
             });
         }
         let version = shaders::kernel_version(&b.kernel);
         self.write(|s| {
+            // A package's units wait for its approval (read in this transaction).
+            if let Some(h) = &package {
+                let row = pk::get(s, h)?.ok_or(StoreError::NotFound("kernel package"))?;
+                if row.status == "suspended" {
+                    return Err(StoreError::Conflict(format!(
+                        "kernel package {} is suspended: {}",
+                        row.kernel(),
+                        row.reason.as_deref().unwrap_or("by an operator")
+                    )));
+                }
+                for u in &mut units {
+                    u.held = row.status != "approved";
+                }
+            }
             if let (Some(max), Some(key)) = (max_open_units, b.key_id) {
                 let open = q::open_units_of_key(s, key)?;
                 let new = units.len() as u64;
@@ -268,12 +310,14 @@ impl Engine {
         prefix: Option<&str>,
         now: i64,
     ) -> Result<Vec<Assignment>> {
-        self.request_work_holding(volunteer, max, adapter, prefix, None, now)
+        self.request_work_holding(volunteer, max, adapter, prefix, None, false, now)
     }
 
     /// [`Engine::request_work`] from a client that says which assignments it still holds:
     /// its open assignments not in `holding` were lost on the way and are sent again first
     /// (they count toward `max` and toward its allowance, as they did all along).
+    /// `builtin_only`: no unit of a kernel package.
+    #[allow(clippy::too_many_arguments)]
     pub fn request_work_holding(
         &self,
         volunteer: i64,
@@ -281,6 +325,7 @@ impl Engine {
         adapter: &AdapterInfo,
         prefix: Option<&str>,
         holding: Option<&[i64]>,
+        builtin_only: bool,
         now: i64,
     ) -> Result<Vec<Assignment>> {
         let adapter_json = q::to_json(adapter)?;
@@ -297,6 +342,9 @@ impl Engine {
             if let Some(holding) = holding {
                 out = q::open_assignments(s, volunteer, max)?;
                 out.retain(|a| !holding.contains(&a.assignment_id));
+                for a in &mut out {
+                    a.package = self.package_run(s, &a.kernel, &a.params)?;
+                }
             }
             // Behind the API, what a volunteer may hold is bounded by its record, and its
             // deadlines follow its measured speed.
@@ -323,7 +371,7 @@ impl Engine {
             let mut streak = None;
             // What volunteers are told of each batch dispatched from (read once per request).
             let mut about: Vec<protocol::api::BatchAbout> = Vec::new();
-            let ids = q::candidates(s, volunteer, max, prefix)?;
+            let ids = q::candidates(s, volunteer, max, prefix, builtin_only)?;
             for picked in ids {
                 let mut u = q::lock_unit(s, picked)?;
                 // A unit of a kernel version this coordinator no longer runs cannot be
@@ -388,10 +436,12 @@ impl Engine {
                         b
                     }
                 };
+                let params: Value = q::from_json(&u.params)?;
                 let assignment = Assignment {
                     assignment_id,
                     unit_id: u.id,
-                    params: q::from_json(&u.params)?,
+                    package: self.package_run(s, &u.kernel, &params)?,
+                    params,
                     kernel: u.kernel.clone(),
                     deadline,
                     output_len: u.output_len,
@@ -517,6 +567,9 @@ impl Engine {
         };
         // A conflict (second report) rolls all of this back.
         let after = self.step(s, unit_id, event, now)?;
+        if let Some(hash) = package_hash(&after.kernel) {
+            self.package_evidence(s, &hash, &after, volunteer, assignment, body, now)?;
+        }
         let replica_state = q::replica_state(s, assignment)?;
         let mut challenge = None;
         if let ReportBody::Output {
@@ -528,12 +581,22 @@ impl Engine {
             && after.unit.policy.challenge_rate > 0.0
             && !checkpoints.is_empty()
             && decide::chance(&mut *lock(&self.rng), after.unit.policy.challenge_rate)
-            && let Ok(job) = Job::new(&after.kernel, q::from_json(&after.params)?)
-            && job.resumable_on_cpu()
+            && let Ok(job) = self.job_in(s, &after.kernel, &q::from_json(&after.params)?)?
+            // A package's segment is recomputed by a verifier worker's GPU, if one comes.
+            && (job.resumable_on_cpu()
+                || (job.as_package().is_some() && self.verifiers_recent(s, now)?))
             && let Some(plan) =
                 decide::pick_challenge(&mut *lock(&self.rng), checkpoints, job.state_len())
         {
-            q::insert_challenge(s, assignment, &plan, plan.last.then_some(digest), now)?;
+            let package = job.as_package().is_some();
+            q::insert_challenge(
+                s,
+                assignment,
+                &plan,
+                plan.last.then_some(digest),
+                package,
+                now,
+            )?;
             challenge = (plan.from > 0).then_some(plan.from);
         }
         Ok(ReportOutcome {
@@ -588,8 +651,22 @@ impl Engine {
         running: &HashMap<i64, usize>,
         per_batch: usize,
     ) -> Result<Vec<SpotJob>> {
+        self.claim_spot_checks_for(limit, now, hold_s, running, per_batch, false)
+    }
+
+    /// [`Engine::claim_spot_checks`]; `gpu`: for a claimer that runs packages too (a verifier
+    /// worker; the built-in CPU pool does not).
+    pub fn claim_spot_checks_for(
+        &self,
+        limit: usize,
+        now: i64,
+        hold_s: i64,
+        running: &HashMap<i64, usize>,
+        per_batch: usize,
+        gpu: bool,
+    ) -> Result<Vec<SpotJob>> {
         let times = (now, now.saturating_add(hold_s));
-        self.write(|s| q::claim_spot_checks(s, limit, times, running, per_batch))
+        self.write(|s| q::claim_spot_checks(s, limit, times, running, per_batch, gpu))
     }
 
     /// Extends, for `hold_s` more seconds, the claims on spot-checks still being computed:
@@ -656,13 +733,15 @@ impl Engine {
 
     /// Claims up to `limit` challenges whose segment can now be recomputed, for `hold_s`
     /// seconds.
+    /// seconds; `gpu`: for a claimer that runs packages too.
     pub fn claim_challenges(
         &self,
         limit: usize,
         now: i64,
         hold_s: i64,
+        gpu: bool,
     ) -> Result<Vec<ChallengeJob>> {
-        self.write(|s| q::claim_challenges(s, limit, now, now.saturating_add(hold_s)))
+        self.write(|s| q::claim_challenges(s, limit, now, now.saturating_add(hold_s), gpu))
     }
 
     /// The verdict: a passed check, or a caught volunteer (blacklisted, its work backtracked).
@@ -780,11 +859,18 @@ impl Engine {
         let policy = row.unit.policy;
         let credibility = policy.replication == lifecycle::Replication::Credibility;
         let rows = q::replicas(s, unit_id, credibility)?;
-        let tolerance = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
-            Some(info) if matches!(info.comparison, Comparison::Tolerance { .. }) => {
-                Job::new(&row.kernel, q::from_json(&row.params)?).ok()
-            }
-            _ => None,
+        let by_digest = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
+            Some(info) => matches!(info.comparison, shaders::Comparison::Digest),
+            // A package's comparison is its manifest's.
+            None => self
+                .job_in(s, &row.kernel, &q::from_json(&row.params)?)?
+                .is_ok_and(|j| j.by_digest()),
+        };
+        let tolerance = if by_digest {
+            None
+        } else {
+            self.job_in(s, &row.kernel, &q::from_json(&row.params)?)?
+                .ok()
         };
         let replicas: Vec<Replica> = rows
             .iter()
@@ -832,7 +918,7 @@ impl Engine {
         if became_canonical {
             canonical_digest = t.unit.canonical.and_then(|c| digests.get(&c).copied());
             if let Some(d) = &canonical_digest {
-                summary = canonical_summary(s, &row, d)?;
+                summary = self.canonical_summary(s, &row, d)?;
             }
         }
         let (volunteers, classes) = decide::record_changes(&t.marks, row.work);
@@ -902,6 +988,297 @@ impl Engine {
             }
         }
         Ok((after, t.marks))
+    }
+
+    /// The canonical result's summary, recomputed from its output bytes by the coordinator.
+    fn canonical_summary(
+        &self,
+        s: &mut dyn Sql,
+        row: &UnitRow,
+        d: &Digest,
+    ) -> Result<Option<String>> {
+        let Some(bytes) = q::output(s, d)? else {
+            return Ok(None);
+        };
+        let Ok(job) = self.job_in(s, &row.kernel, &q::from_json(&row.params)?)? else {
+            return Ok(None);
+        };
+        Ok(job.summarize(&bytes).ok().map(|s| s.to_string()))
+    }
+
+    // ---- Kernel packages ----
+
+    /// The checked package with this hash: from memory, or from the database (checked again
+    /// once per process: what is stored was checked when it came, by whichever coordinator).
+    fn package_in(&self, s: &mut dyn Sql, hash: &Digest) -> Result<Option<Arc<Package>>> {
+        if let Some(p) = lock(&self.packages).get(hash) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(bytes) = pk::files(s, hash)? else {
+            return Ok(None);
+        };
+        let files = PackageFiles::from_canonical(&bytes, hash)
+            .ok_or_else(|| StoreError::Db(format!("stored package {hash} does not hash to it")))?;
+        let p = Arc::new(
+            Package::from_files(files)
+                .map_err(|e| StoreError::Db(format!("stored package {hash}: {e}")))?,
+        );
+        lock(&self.packages).insert(*hash, p.clone());
+        Ok(Some(p))
+    }
+
+    /// The job of a unit of `kernel` (a built-in, or a package's `name@hash`) with `params`:
+    /// the outer error is the store's, the inner one the params'.
+    pub(crate) fn job_in(
+        &self,
+        s: &mut dyn Sql,
+        kernel: &str,
+        params: &Value,
+    ) -> Result<std::result::Result<Job, ParamError>> {
+        let Some(hash) = package_hash(kernel) else {
+            return Ok(Job::new(kernel, params.clone()));
+        };
+        Ok(match self.package_in(s, &hash)? {
+            Some(p) if p.kernel() == kernel => Job::package(&p, params),
+            _ => Err(ParamError::UnknownPackage(kernel.to_owned())),
+        })
+    }
+
+    /// [`Engine::job_in`] outside a transaction (a read one only when a package is not in
+    /// memory yet).
+    pub fn job(
+        &self,
+        kernel: &str,
+        params: &Value,
+    ) -> Result<std::result::Result<Job, ParamError>> {
+        if let Some(hash) = package_hash(kernel)
+            && lock(&self.packages).get(&hash).is_none()
+        {
+            return self.read(|s| self.job_in(s, kernel, params));
+        }
+        self.read_free(kernel, params)
+    }
+
+    fn read_free(
+        &self,
+        kernel: &str,
+        params: &Value,
+    ) -> Result<std::result::Result<Job, ParamError>> {
+        let Some(hash) = package_hash(kernel) else {
+            return Ok(Job::new(kernel, params.clone()));
+        };
+        let p = lock(&self.packages).get(&hash).cloned();
+        Ok(match p {
+            Some(p) if p.kernel() == kernel => Job::package(&p, params),
+            _ => Err(ParamError::UnknownPackage(kernel.to_owned())),
+        })
+    }
+
+    /// What an assignment of a package's unit carries (None for a built-in).
+    fn package_run(
+        &self,
+        s: &mut dyn Sql,
+        kernel: &str,
+        params: &Value,
+    ) -> Result<Option<protocol::package::PackageRun>> {
+        if package_hash(kernel).is_none() {
+            return Ok(None);
+        }
+        let job = self
+            .job_in(s, kernel, params)?
+            .map_err(|e| StoreError::Db(format!("stored params: {e}")))?;
+        // Only approved packages' units are dispatched.
+        Ok(job.as_package().map(|j| j.run(true)))
+    }
+
+    /// What a job of `kernel` with `params` carries for a client, if it is a package's.
+    pub fn package_run_of(
+        &self,
+        kernel: &str,
+        params: &Value,
+    ) -> Result<Option<protocol::package::PackageRun>> {
+        if package_hash(kernel).is_none() {
+            return Ok(None);
+        }
+        self.read(|s| self.package_run(s, kernel, params))
+    }
+
+    /// Stores a package checked by the caller (pending until an operator approves it). Its
+    /// status, and whether it is new (the same files again change nothing).
+    pub fn put_package(
+        &self,
+        package: Package,
+        key_id: Option<i64>,
+        now: i64,
+    ) -> Result<(protocol::status::PackageStatus, bool)> {
+        let hash = package.hash;
+        let bytes = package.files.canonical_bytes();
+        let m = &package.manifest;
+        let (row, new) = self.write(|s| {
+            let new = pk::insert(s, &hash, &m.name, &m.author, &bytes, key_id, now)?;
+            let row = pk::get(s, &hash)?.ok_or(StoreError::NotFound("kernel package"))?;
+            Ok((row, new))
+        })?;
+        lock(&self.packages).insert(hash, Arc::new(package));
+        Ok((row.status(), new))
+    }
+
+    /// Every package with its checked contents (for `/api/v1/kernels`), newest first.
+    pub fn packages(&self) -> Result<Vec<(protocol::status::PackageStatus, Arc<Package>)>> {
+        self.read(|s| {
+            let mut out = Vec::new();
+            for row in pk::list(s)? {
+                if let Some(p) = self.package_in(s, &row.hash)? {
+                    out.push((row.status(), p));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The checked package with this hash, if it was uploaded here.
+    pub fn package(&self, hash: &Digest) -> Result<Option<Arc<Package>>> {
+        if let Some(p) = lock(&self.packages).get(hash) {
+            return Ok(Some(p.clone()));
+        }
+        self.read(|s| self.package_in(s, hash))
+    }
+
+    pub fn package_status(&self, hash: &Digest) -> Result<Option<protocol::status::PackageStatus>> {
+        Ok(self.read(|s| pk::get(s, hash))?.map(|r| r.status()))
+    }
+
+    /// A package's canonical bytes (what `GET /api/v1/kernels/{hash}` serves).
+    pub fn package_files(&self, hash: &Digest) -> Result<Option<Vec<u8>>> {
+        self.read(|s| pk::files(s, hash))
+    }
+
+    /// An operator approves a package (its units are dispatched from now on) or suspends it
+    /// (they are held), saying why.
+    pub fn set_package(
+        &self,
+        hash: &Digest,
+        action: PackageAction,
+        reason: &str,
+        now: i64,
+    ) -> Result<protocol::status::PackageStatus> {
+        self.write(|s| {
+            let row = pk::get(s, hash)?.ok_or(StoreError::NotFound("kernel package"))?;
+            match action {
+                PackageAction::Approve => {
+                    pk::set_status(s, hash, "approved", Some(reason), now)?;
+                    pk::hold_units(s, &row.kernel(), false)?;
+                }
+                PackageAction::Suspend => self.suspend(s, &row, reason, now)?,
+            }
+            pk::get(s, hash)?
+                .map(|r| r.status())
+                .ok_or(StoreError::NotFound("kernel package"))
+        })
+    }
+
+    fn suspend(&self, s: &mut dyn Sql, row: &pk::PackageRow, reason: &str, now: i64) -> Result<()> {
+        pk::set_status(s, &row.hash, "suspended", Some(reason), now)?;
+        let held = pk::hold_units(s, &row.kernel(), true)?;
+        tracing::warn!(package = %row.kernel(), held, reason, "kernel package suspended");
+        Ok(())
+    }
+
+    /// Distinct volunteers (each with a record) whose errors suspend a package.
+    pub fn set_package_error_volunteers(&self, n: u64) {
+        self.package_error_volunteers
+            .store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// What a report says of its package: an error from a volunteer with a record counts
+    /// toward suspending it; a digest package's result is compared with the unit's other
+    /// results from the same adapter class, whose disagreement beyond chance suspends it as
+    /// nondeterministic.
+    #[allow(clippy::too_many_arguments)]
+    fn package_evidence(
+        &self,
+        s: &mut dyn Sql,
+        hash: &Digest,
+        unit: &UnitRow,
+        volunteer: i64,
+        assignment: i64,
+        body: &ReportBody,
+        now: i64,
+    ) -> Result<()> {
+        let Some(row) = pk::get(s, hash)? else {
+            return Ok(());
+        };
+        if row.status == "suspended" {
+            return Ok(());
+        }
+        match body {
+            ReportBody::Error(msg) => {
+                let (valid, errors, _) = q::volunteer_load(s, volunteer)?;
+                if !decide::has_record(valid, errors) {
+                    return Ok(());
+                }
+                let n = pk::record_error(s, hash, volunteer, msg, now)?;
+                let threshold = self.package_error_volunteers.load(Ordering::Relaxed);
+                if decide::suspend_for_errors(n, threshold) {
+                    let reason = format!(
+                        "errors from {n} volunteers on their devices; the last said: {msg}"
+                    );
+                    self.suspend(s, &row, &reason, now)?;
+                }
+            }
+            ReportBody::Output { .. } => {
+                let by_digest = self
+                    .job_in(s, &unit.kernel, &q::from_json(&unit.params)?)?
+                    .is_ok_and(|j| j.by_digest());
+                if !by_digest {
+                    return Ok(());
+                }
+                let reported = pk::reported_replicas(s, unit.id)?;
+                let view = pk::reported;
+                let Some(new) = reported.iter().find(|r| r.0 == assignment) else {
+                    return Ok(());
+                };
+                let earlier: Vec<_> = reported
+                    .iter()
+                    .filter(|r| r.0 != assignment)
+                    .map(view)
+                    .collect();
+                let (pairs, disagree) = decide::same_class_pairs(&view(new), &earlier);
+                if pairs == 0 {
+                    return Ok(());
+                }
+                let (pairs, disagree) = pk::add_class_pairs(s, hash, pairs, disagree)?;
+                if decide::nondeterministic(pairs, disagree, unit.unit.policy.saboteur_fraction) {
+                    let reason = format!(
+                        "nondeterministic: {disagree} of {pairs} pairs of results from one kind of \
+                         device disagree (a race between invocations, or an out-of-bounds read, \
+                         whose value WebGPU leaves to the implementation)"
+                    );
+                    self.suspend(s, &row, &reason, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a verifier worker's visit (at most once a minute per process).
+    pub fn note_verifier(&self, now: i64) -> Result<()> {
+        if now - self.verifier_noted.load(Ordering::Relaxed) < 60 {
+            return Ok(());
+        }
+        self.write(|s| pk::set_verifier_seen(s, now))?;
+        self.verifier_noted.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether a verifier worker asked for work lately (so packages' units can be recomputed).
+    fn verifiers_recent(&self, s: &mut dyn Sql, now: i64) -> Result<bool> {
+        Ok(now - pk::verifier_seen(s)? <= VERIFIER_RECENT_S)
+    }
+
+    /// [`Engine::verifiers_recent`] in a transaction of its own.
+    pub fn verifiers_available(&self, now: i64) -> Result<bool> {
+        self.read(|s| self.verifiers_recent(s, now))
     }
 
     // ---- Read views ----
@@ -979,17 +1356,6 @@ impl Engine {
     pub fn blacklisted_volunteers(&self) -> Result<HashSet<i64>> {
         self.read(views::blacklisted_volunteers)
     }
-}
-
-/// The canonical result's summary, recomputed from its output bytes by the coordinator.
-fn canonical_summary(s: &mut dyn Sql, row: &UnitRow, d: &Digest) -> Result<Option<String>> {
-    let Some(bytes) = q::output(s, d)? else {
-        return Ok(None);
-    };
-    let Ok(job) = Job::new(&row.kernel, q::from_json(&row.params)?) else {
-        return Ok(None);
-    };
-    Ok(job.summarize(&bytes).ok().map(|s| s.to_string()))
 }
 
 /// Agreement by digest, or for float kernels by the kernel's tolerance on the stored outputs.

@@ -414,6 +414,14 @@ impl Engine {
                     entries: by_unit.remove(&r.unit_id).unwrap_or_default(),
                 })
                 .collect();
+            // A package's files travel with its results: a scientist recomputes offline.
+            let packages = match protocol::package::package_hash(&kernel) {
+                Some(h) => crate::store::packages::files(s, &h)?
+                    .and_then(|b| protocol::package::PackageFiles::from_canonical(&b, &h))
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            };
             Ok(Proofs {
                 bundle: ProofBundle {
                     format: BUNDLE_FORMAT.to_owned(),
@@ -421,6 +429,7 @@ impl Engine {
                     log_key,
                     checkpoint,
                     units,
+                    packages,
                 },
                 pending,
             })

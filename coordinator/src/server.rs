@@ -72,6 +72,9 @@ pub struct FileConfig {
     pub header_timeout_s: Option<u64>,
     /// Seconds a request's body may take to arrive after its head (default 60).
     pub body_timeout_s: Option<u64>,
+    /// Distinct volunteers, each with a record, whose errors with a kernel package suspend it
+    /// (default 3).
+    pub package_error_volunteers: Option<u64>,
 }
 
 impl FileConfig {
@@ -109,6 +112,7 @@ pub struct Config {
     pub log_every: Duration,
     /// How old the shared status and dashboard snapshot may get (one per tick).
     pub snapshot_max_age: Duration,
+    pub package_error_volunteers: u64,
 }
 
 impl Config {
@@ -164,6 +168,10 @@ impl Config {
             },
             log_every: Duration::from_millis(200),
             snapshot_max_age: Duration::from_secs(1),
+            package_error_volunteers: file
+                .package_error_volunteers
+                .unwrap_or(crate::decide::PACKAGE_ERROR_VOLUNTEERS)
+                .max(1),
             data_dir,
         }
     }
@@ -265,6 +273,7 @@ pub fn load_log_key(path: &Path, origin: &str) -> Result<NoteKey> {
 /// The state every handler shares; loads (or creates) the log key.
 pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
     store.set_work_in_flight(cfg.work_in_flight);
+    store.set_package_error_volunteers(cfg.package_error_volunteers);
     let log_key = Arc::new(load_log_key(&cfg.log_key, &cfg.log_origin)?);
     // Witnesses and scientists pin this key (also at GET /api/v1/log).
     tracing::info!(origin = %cfg.log_origin, key = %log_key.verifier_key(), "transparency log");
@@ -481,7 +490,7 @@ async fn challenges(state: Shared) {
         let done = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
             let jobs = s
                 .store
-                .claim_challenges(16, api::now(), CHALLENGE_CLAIM_S)?;
+                .claim_challenges(16, api::now(), CHALLENGE_CLAIM_S, false)?;
             for job in &jobs {
                 let passed = job.verify();
                 tracing::info!(

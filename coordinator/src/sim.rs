@@ -357,7 +357,7 @@ pub fn run(
                 }
             }
             loop {
-                let jobs = store.claim_challenges(1000, now, 1)?;
+                let jobs = store.claim_challenges(1000, now, 1, false)?;
                 if jobs.is_empty() {
                     break;
                 }

@@ -1258,6 +1258,10 @@ async fn the_openapi_document_covers_every_route() {
         ("GET", "/api/v1/units/{id}"),
         ("GET", "/api/v1/status"),
         ("GET", "/api/v1/kernels"),
+        ("POST", "/api/v1/kernels"),
+        ("GET", "/api/v1/kernels/{hash}"),
+        ("POST", "/api/v1/kernels/{hash}/approve"),
+        ("POST", "/api/v1/kernels/{hash}/suspend"),
         ("GET", "/api/v1/openapi.json"),
         ("GET", "/api/v1/volunteers/me"),
         ("POST", "/api/v1/volunteers/me"),
@@ -1287,7 +1291,14 @@ async fn the_openapi_document_covers_every_route() {
     assert_eq!(documented, expected);
     // Every documented route is served by the API (a JSON answer, not the static fallback).
     for (method, path) in &documented {
-        let (s, v) = h.call(method, &path.replace("{id}", "1"), None, None).await;
+        let (s, v) = h
+            .call(
+                method,
+                &path.replace("{id}", "1").replace("{hash}", "00"),
+                None,
+                None,
+            )
+            .await;
         if path == "/metrics" {
             assert!(v.as_str().is_some_and(|t| t.contains("qg_units")), "{s}");
             continue;
@@ -1300,7 +1311,7 @@ async fn the_openapi_document_covers_every_route() {
     for (m, _) in &documented {
         *counts.entry(m.as_str()).or_default() += 1;
     }
-    assert_eq!(counts["GET"], 18);
+    assert_eq!(counts["GET"], 19);
 }
 
 #[tokio::test]
@@ -1889,7 +1900,7 @@ async fn challenges_recompute_a_segment_from_the_volunteers_own_state() {
         }
     }
     assert!(answered > 0, "no challenge asked for a state");
-    let jobs = h.store.claim_challenges(100, now(), 1).unwrap();
+    let jobs = h.store.claim_challenges(100, now(), 1, false).unwrap();
     assert_eq!(jobs.len(), 3, "every report was challenged");
     for j in &jobs {
         assert!(j.verify(), "{j:?}");
@@ -2118,7 +2129,7 @@ fn challenges_ask_only_for_states_a_client_keeps() {
     }
     // Every report was challenged: from the initial state (nothing to send) or from the one
     // state the client kept, never from sweep 1.
-    let pending = store.claim_challenges(100, 0, 1).unwrap();
+    let pending = store.claim_challenges(100, 0, 1, false).unwrap();
     assert_eq!(pending.len() + asked.len(), n, "{asked:?}");
     assert!(
         pending.iter().all(|j| j.from == 0 && j.to == 1),
@@ -2137,6 +2148,10 @@ fn the_example_specs_policies_are_accepted() {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        // Specs; kernels/ holds kernel packages.
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         let spec = shaders::spec::expand_text(&text).unwrap();
         let r = coordinator::api::policy_from(&spec.policy, 0.05);
@@ -3024,4 +3039,469 @@ async fn volunteers_without_a_record_cannot_fail_or_hoard_a_batch() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{w}");
+}
+
+// ---- Kernel packages ----
+
+/// An example package's files (`examples/kernels/NAME`) as the upload's JSON.
+fn package_files(name: &str) -> protocol::package::PackageFiles {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/kernels")
+        .join(name);
+    shaders::package::read_dir(&dir).unwrap()
+}
+
+impl Harness {
+    fn operator_key(&self) -> String {
+        let k = new_secret("qgk_");
+        self.store
+            .create_key("operator", &hash_secret(&k), true, now())
+            .unwrap();
+        k
+    }
+
+    /// Uploads a package; its `name@hash`.
+    async fn push(&self, files: &protocol::package::PackageFiles) -> String {
+        let (s, v) = self
+            .post("/api/v1/kernels", Some(&self.key), json!(files))
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {v}");
+        v["kernel"].as_str().unwrap().to_owned()
+    }
+
+    /// Asks for work as `sim` from one adapter class; the assignments.
+    async fn work(&self, sim: &Sim, max: u32, builtin_only: bool) -> Vec<Value> {
+        let (s, w) = self
+            .post(
+                "/api/v1/work",
+                Some(&sim.token),
+                json!({"max_units": max, "builtin_only": builtin_only,
+                       "adapter": {"name": "llvmpipe", "backend": "vulkan", "client": "test/1"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{w}");
+        w["assignments"].as_array().unwrap().clone()
+    }
+
+    /// Reports `output` (any bytes of the right length: no GPU here) for a package's unit.
+    async fn report_bytes(&self, sim: &Sim, a: &Value, output: &[u8]) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/results",
+            Some(&sim.token),
+            json!({
+                "assignment_id": a["assignment_id"],
+                "digest": Digest::of_data(output),
+                "output": base64::engine::general_purpose::STANDARD.encode(output),
+                "kernel_version": a["kernel_version"],
+            }),
+        )
+        .await
+    }
+
+    /// Two volunteers with a record: each computed a built-in unit that quorum validated.
+    async fn proven_pair(&self) -> [Sim; 2] {
+        let sims = [
+            self.volunteer(Kind::Honest).await,
+            self.volunteer(Kind::Honest).await,
+        ];
+        let batch = self
+            .batch("ising2d", ising_units(1), json!({"spot_check_rate": 0.0}))
+            .await;
+        for sim in &sims {
+            for a in self.work(sim, 1, true).await {
+                let (s, ack) = self
+                    .post(
+                        "/api/v1/results",
+                        Some(&sim.token),
+                        report_for(&a, Kind::Honest),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+            }
+        }
+        let (_, st) = self
+            .get(&format!("/api/v1/batches/{batch}"), Some(&self.key))
+            .await;
+        assert_eq!(st["by_state"]["canonical"], 1, "{st}");
+        sims
+    }
+}
+
+#[tokio::test]
+async fn a_package_is_checked_before_it_is_stored_and_served_by_its_hash() {
+    let h = Harness::new();
+    let good = package_files("percolation2d");
+    // Refusals name the file and the field or line; nothing is stored.
+    let mut broken = good.clone();
+    broken.wgsl = format!("fn nope( {{\n{}", broken.wgsl);
+    let (s, v) = h.post("/api/v1/kernels", Some(&h.key), json!(broken)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["field"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .take(2)
+            .collect::<Vec<_>>(),
+        ["kernel.wgsl", "1"],
+        "{v}"
+    );
+    let mut bad_manifest = good.clone();
+    bad_manifest.manifest = bad_manifest
+        .manifest
+        .replace("length = \"3 * samples\"", "length = \"3 * sample\"");
+    let (s, v) = h
+        .post("/api/v1/kernels", Some(&h.key), json!(bad_manifest))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["field"], "kernel.toml: buffers[1].length", "{v}");
+    let mut huge = good.clone();
+    huge.wgsl.push_str(&"// padding\n".repeat(1 << 20));
+    let (s, v) = h.post("/api/v1/kernels", Some(&h.key), json!(huge)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "kernel.wgsl", "{v}");
+    let (s, _) = h.post("/api/v1/kernels", None, json!(good)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (_, list) = h.get("/api/v1/kernels", None).await;
+    assert_eq!(list["packages"], json!([]), "nothing stored: {list}");
+    // A good one: pending, the same again changes nothing.
+    let (s, v) = h.post("/api/v1/kernels", Some(&h.key), json!(good)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "pending");
+    let hash = good.hash();
+    assert_eq!(v["kernel"], format!("percolation2d@{hash}"));
+    let (s, _) = h.post("/api/v1/kernels", Some(&h.key), json!(good)).await;
+    assert_eq!(s, StatusCode::OK);
+    // Served by hash: the bytes hash to it.
+    let (s, bytes) = h
+        .call_raw("GET", &format!("/api/v1/kernels/{hash}"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        protocol::package::PackageFiles::from_canonical(&bytes, &hash),
+        Some(good.clone())
+    );
+    let (s, _) = h
+        .get(&format!("/api/v1/kernels/{}", Digest::of(b"none")), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.get("/api/v1/kernels/zz", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Listed beside the built-ins, with what the science page plots.
+    let (_, list) = h.get("/api/v1/kernels", None).await;
+    let k = list["kernels"].as_array().unwrap();
+    assert!(k.iter().any(|x| x["name"] == "ising2d"));
+    let p = k.iter().find(|x| x["hash"] == json!(hash)).expect("listed");
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["observables"][0]["key"], "spanning_fraction");
+    assert_eq!(list["packages"][0]["status"], "pending");
+}
+
+#[tokio::test]
+async fn an_unapproved_package_is_never_dispatched_and_an_approved_one_is_verified_by_quorum() {
+    let h = Harness::new();
+    let op = h.operator_key();
+    let kernel = h.push(&package_files("percolation2d")).await;
+    let hash = kernel.split_once('@').unwrap().1.to_owned();
+    let units: Vec<Value> = (0..3)
+        .map(|i| json!({"L": 8, "p": 0.6, "samples": 2, "seed": i}))
+        .collect();
+    let (s, created) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"kernel": kernel, "units": units, "policy": {}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let batch = created["batch_id"].as_i64().unwrap();
+    // No verifier worker here: no spot-check, and the scientist is told.
+    assert_eq!(created["spot_checks"], 0, "{created}");
+    assert!(
+        created["verification"]
+            .as_str()
+            .unwrap()
+            .contains("quorum only"),
+        "{created}"
+    );
+    let (_, st) = h
+        .get(&format!("/api/v1/batches/{batch}"), Some(&h.key))
+        .await;
+    assert_eq!(st["package"]["status"], "pending", "{st}");
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    // A built-in batch beside it goes out; the pending package's units never do.
+    h.batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    let got = h.work(&sims[0], 8, false).await;
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|a| a["kernel"] == "ising2d"), "{got:?}");
+    // Only an operator approves.
+    let (s, _) = h
+        .post(
+            &format!("/api/v1/kernels/{hash}/approve"),
+            Some(&h.key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h
+        .post(
+            &format!("/api/v1/kernels/{hash}/approve"),
+            Some(&op),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "approved");
+    // A volunteer that asks for built-in kernels only gets none of it.
+    assert!(
+        h.work(&sims[1], 8, true)
+            .await
+            .iter()
+            .all(|a| a["kernel"] == "ising2d")
+    );
+    // Now it goes out, with whose code it is and the plan for its params.
+    let a0 = h.work(&sims[0], 8, false).await;
+    assert_eq!(a0.len(), 3, "{a0:?}");
+    let a = &a0[0];
+    assert_eq!(a["kernel"], kernel);
+    assert_eq!(a["package"]["name"], "percolation2d");
+    assert_eq!(a["package"]["approved"], true);
+    let run: protocol::package::PackageRun = serde_json::from_value(a["package"].clone()).unwrap();
+    let plan = protocol::package::PackagePlan::try_from(run.plan).unwrap();
+    assert_eq!(plan.total_steps, 2);
+    let len = a["output_len"].as_u64().unwrap() as usize;
+    assert_eq!(len, 24);
+    // Wrong length, wrong version: refused as for built-ins.
+    let (s, _) = h.report_bytes(&sims[0], a, &[0; 12]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Two volunteers agree: canonical, with the package's summary, hash in the receipt.
+    let a1 = h.work(&sims[1], 8, false).await;
+    let out = [[1u8, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0]; 2].concat();
+    for (sim, list) in [(&sims[0], &a0), (&sims[1], &a1)] {
+        for a in list.iter().filter(|a| a["kernel"] == kernel) {
+            let (s, ack) = h.report_bytes(sim, a, &out).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+        }
+    }
+    let rows = results(&h, batch).await;
+    assert!(rows.iter().all(|r| r["state"] == "canonical"), "{rows:?}");
+    assert_eq!(rows[0]["summary"]["spanning_fraction"], 1.0);
+    assert!((rows[0]["summary"]["largest_fraction"].as_f64().unwrap() - 20.0 / 64.0).abs() < 1e-12);
+    let (_, prov) = h
+        .get(
+            &format!("/api/v1/units/{}", rows[0]["unit_id"]),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(prov["kernel"], kernel, "{prov}");
+    h.seal();
+    let (s, bundle) = h
+        .get(
+            &format!("/api/v1/batches/{batch}/proofs?witnesses=0"),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{bundle}");
+    let entry = bundle["units"][0]["entries"][0]["entry"].as_str().unwrap();
+    assert!(
+        entry.contains(&hash),
+        "the receipt names the package's hash: {entry}"
+    );
+    // Suspended: held again, and new batches are refused, saying why.
+    let (s, v) = h
+        .post(
+            &format!("/api/v1/kernels/{hash}/suspend"),
+            Some(&op),
+            json!({"reason": "reviewing"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("reviewing"));
+    let (s, v) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"kernel": kernel, "units": [{"L": 8, "p": 0.5, "samples": 1, "seed": 1}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("reviewing"), "{v}");
+    // An unknown package is named.
+    let (s, v) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"kernel": format!("x@{}", Digest::of(b"x")), "units": [{}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("kernel")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn errors_from_distinct_volunteers_suspend_a_package_and_its_scientist_is_told() {
+    let h = Harness::build_with(|cfg| {
+        cfg.work_in_flight = 64;
+        cfg.snapshot_max_age = std::time::Duration::ZERO;
+        cfg.package_error_volunteers = 2;
+    });
+    let op = h.operator_key();
+    let kernel = h.push(&package_files("potts3")).await;
+    let hash = kernel.split_once('@').unwrap().1.to_owned();
+    h.post(
+        &format!("/api/v1/kernels/{hash}/approve"),
+        Some(&op),
+        json!({}),
+    )
+    .await;
+    let units: Vec<Value> = (0..4)
+        .map(|i| json!({"L": 8, "beta": 1.0, "sweeps": 10, "seed": i}))
+        .collect();
+    let batch = h
+        .batch(
+            &kernel,
+            units,
+            json!({"max_error_results": 10, "max_total_results": 20}),
+        )
+        .await;
+    // A fresh token's errors do not count (no record: a Sybil could suspend anyone's code).
+    let fresh = h.volunteer(Kind::Honest).await;
+    for a in h.work(&fresh, 1, false).await {
+        let (s, _) = h.post("/api/v1/results", Some(&fresh.token), json!({"assignment_id": a["assignment_id"], "error": "lost the device", "kernel_version": 1})).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let (_, st) = h
+        .get(&format!("/api/v1/batches/{batch}"), Some(&h.key))
+        .await;
+    assert_eq!(st["package"]["status"], "approved", "{st}");
+    assert_eq!(st["package"]["error_volunteers"], 0);
+    let sims = h.proven_pair().await;
+    for (i, sim) in sims.iter().enumerate() {
+        let a = h.work(sim, 1, false).await;
+        assert_eq!(a.len(), 1, "volunteer {i} gets the package's work");
+        let (s, _) = h
+            .post("/api/v1/results", Some(&sim.token), json!({"assignment_id": a[0]["assignment_id"], "error": "a submission ran past its budget", "kernel_version": 1}))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let (_, st) = h
+        .get(&format!("/api/v1/batches/{batch}"), Some(&h.key))
+        .await;
+    assert_eq!(st["package"]["status"], "suspended", "{st}");
+    assert!(
+        st["package"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("past its budget"),
+        "{st}"
+    );
+    // Held: nobody gets its units any more; the coordinator goes on with other work.
+    let other = h
+        .batch("ising2d", ising_units(1), json!({"spot_check_rate": 0.0}))
+        .await;
+    let got = h.work(&sims[0], 8, false).await;
+    assert!(
+        got.iter().all(|a| a["kernel"] == "ising2d") && !got.is_empty(),
+        "{got:?}"
+    );
+    let _ = other;
+}
+
+#[tokio::test]
+async fn replicas_of_one_adapter_class_that_disagree_flag_a_package_as_nondeterministic() {
+    let h = Harness::new();
+    let op = h.operator_key();
+    let kernel = h.push(&package_files("percolation2d")).await;
+    let hash = kernel.split_once('@').unwrap().1.to_owned();
+    h.post(
+        &format!("/api/v1/kernels/{hash}/approve"),
+        Some(&op),
+        json!({}),
+    )
+    .await;
+    let units: Vec<Value> = (0..4)
+        .map(|i| json!({"L": 8, "p": 0.6, "samples": 1, "seed": i}))
+        .collect();
+    let batch = h.batch(&kernel, units, json!({})).await;
+    let sims = h.proven_pair().await;
+    // Same class (the same client, driver and device), different bytes: a race.
+    for round in 0..3u8 {
+        for (k, sim) in sims.iter().enumerate() {
+            let a = h.work(sim, 1, false).await;
+            assert_eq!(a.len(), 1, "round {round}, volunteer {k}");
+            let out = [round, k as u8, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0];
+            let (s, ack) = h.report_bytes(sim, &a[0], &out).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{ack}");
+        }
+    }
+    let (_, st) = h
+        .get(&format!("/api/v1/batches/{batch}"), Some(&h.key))
+        .await;
+    assert_eq!(st["package"]["status"], "suspended", "{st}");
+    assert!(
+        st["package"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nondeterministic"),
+        "{st}"
+    );
+    assert_eq!(st["package"]["class_disagreements"], 3);
+}
+
+#[tokio::test]
+async fn a_package_is_spot_checked_by_verifier_workers_only() {
+    let h = Harness::new();
+    let op = h.operator_key();
+    let kernel = h.push(&package_files("percolation2d")).await;
+    let hash = kernel.split_once('@').unwrap().1.to_owned();
+    h.post(
+        &format!("/api/v1/kernels/{hash}/approve"),
+        Some(&op),
+        json!({}),
+    )
+    .await;
+    // A verifier asks for work: from now on packages' units are sampled.
+    let (s, w) = h
+        .post("/api/v1/verifier/work", Some(&op), json!({"max_jobs": 1}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{w}");
+    let units: Vec<Value> = (0..2)
+        .map(|i| json!({"L": 8, "p": 0.6, "samples": 1, "seed": i}))
+        .collect();
+    let (s, created) = h
+        .post(
+            "/api/v1/batches",
+            Some(&h.key),
+            json!({"kernel": kernel, "units": units, "policy": {"spot_check_rate": 1.0}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spot_checks"], 2, "{created}");
+    // The built-in CPU pool leaves them alone; a verifier gets them with the plan.
+    assert!(
+        h.store
+            .claim_spot_checks(10, now(), 1, &HashMap::new(), usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
+    let (_, w) = h
+        .post("/api/v1/verifier/work", Some(&op), json!({"max_jobs": 4}))
+        .await;
+    let jobs = w["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{w}");
+    assert_eq!(jobs[0]["kernel"], kernel);
+    assert_eq!(jobs[0]["package"]["hash"], json!(hash));
+    // Its answer becomes the coordinator's.
+    let out = [1u8, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0];
+    let (s, v) = h
+        .post("/api/v1/verifier/results", Some(&op), json!({"job_id": jobs[0]["job_id"], "output": base64::engine::general_purpose::STANDARD.encode(out), "kernel_version": 1}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
 }

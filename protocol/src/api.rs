@@ -57,6 +57,14 @@ pub struct WorkRequest {
     /// nothing is resent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding: Option<Vec<i64>>,
+    /// Only the coordinator's built-in kernels, no scientist's package (the volunteer's
+    /// choice, or a client that computes on the CPU: packages run on GPUs only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub builtin_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +84,10 @@ pub struct Assignment {
     /// The batch the unit belongs to, as its scientist describes it to volunteers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchAbout>,
+    /// A scientist's kernel package (`kernel` is its `name@hash`): whose code it is, and the
+    /// program for these params; its files come from `GET /api/v1/kernels/{hash}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<crate::package::PackageRun>,
 }
 
 /// What a volunteer is told of the batch it computes for.
@@ -269,6 +281,9 @@ pub struct VerifyJob {
     pub state: Vec<String>,
     /// Unix seconds until which the job is this worker's; after it, it may go to another.
     pub lease_until: i64,
+    /// A package's unit: as in [`Assignment::package`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<crate::package::PackageRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

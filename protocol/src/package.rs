@@ -38,7 +38,14 @@ impl PackageFiles {
         if Digest::of(bytes) != *hash {
             return None;
         }
-        serde_json::from_slice(bytes).ok()
+        // As a JSON value (the reader the browser's client has already).
+        let v: serde_json::Value = serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        Some(Self {
+            manifest: text("kernel.toml")?,
+            wgsl: text("kernel.wgsl")?,
+            view: text("view.wgsl"),
+        })
     }
 }
 
@@ -49,8 +56,9 @@ pub fn package_hash(kernel: &str) -> Option<Digest> {
 }
 
 /// A package's unit, as a volunteer (or a verifier worker) gets it with its assignment: whose
-/// code it is, and the concrete program for the unit's params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// code it is, and the concrete program for the unit's params. Read through a JSON value (the
+/// browser's client has that reader already; a derived one would add its own).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PackageRun {
     /// The package's hash: `GET /api/v1/kernels/{hash}` serves its files.
     pub hash: Digest,
@@ -59,12 +67,15 @@ pub struct PackageRun {
     /// The package is approved by this coordinator's operator (it is never dispatched
     /// otherwise).
     pub approved: bool,
-    pub plan: PackagePlan,
+    /// The plan, as it travels ([`PackagePlan::try_from`] reads it).
+    pub plan: PlanWire,
 }
 
 /// The program of one unit of a package, every expression of its manifest evaluated for the
-/// unit's params. Expressions that depend on the step are compiled to [`Code`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// unit's params. Expressions that depend on the step are compiled to [`Code`]. On the wire it
+/// is two flat lists, its names and its numbers ([`PlanWire`]): the browser's client decodes
+/// them with a few lines instead of a parser per struct (its download budget).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PackagePlan {
     /// Entry points: name and `@workgroup_size` x.
     pub entries: Vec<(String, u32)>,
@@ -80,11 +91,222 @@ pub struct PackagePlan {
     pub chunk: u64,
     /// Indices (into `buffers`) of the state buffers the canonical output is made of, in order.
     pub output: Vec<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<PlanView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// [`PackagePlan`] on the wire: the entry points' and buffers' names, then every number in
+/// the order [`PackagePlan`] declares them (lists and options prefixed by their length).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanWire {
+    pub names: Vec<String>,
+    pub numbers: Vec<i64>,
+}
+
+impl PackageRun {
+    fn from_value(v: &serde_json::Value) -> Option<Self> {
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        let list = |k: &str| v["plan"][k].as_array();
+        Some(Self {
+            hash: v["hash"].as_str()?.parse().ok()?,
+            name: text("name")?,
+            author: text("author")?,
+            approved: v["approved"].as_bool()?,
+            plan: PlanWire {
+                names: list("names")?
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_owned))
+                    .collect::<Option<_>>()?,
+                numbers: list("numbers")?
+                    .iter()
+                    .map(serde_json::Value::as_i64)
+                    .collect::<Option<_>>()?,
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PackageRun {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Self::from_value(&v).ok_or_else(|| {
+            serde::de::Error::custom("a package run: hash, name, author, approved, plan")
+        })
+    }
+}
+
+/// The wire version of [`PlanWire`]'s layout.
+const WIRE_VERSION: i64 = 1;
+
+impl From<PackagePlan> for PlanWire {
+    fn from(p: PackagePlan) -> Self {
+        let mut n = vec![WIRE_VERSION, p.entries.len() as i64];
+        let mut names = Vec::new();
+        for (name, size) in &p.entries {
+            names.push(name.clone());
+            n.push(i64::from(*size));
+        }
+        n.push(p.buffers.len() as i64);
+        for b in &p.buffers {
+            names.push(b.name.clone());
+            n.extend([b.len as i64, i64::from(b.state)]);
+            match &b.words {
+                None => n.push(-1),
+                Some(w) => {
+                    n.push(w.len() as i64);
+                    n.extend(w.iter().map(|&x| i64::from(x)));
+                }
+            }
+        }
+        for list in [&p.init, &p.step] {
+            n.push(list.len() as i64);
+            for d in list {
+                n.extend([
+                    i64::from(d.entry),
+                    i64::from(d.threads),
+                    d.words.len() as i64,
+                ]);
+                for code in d.words.iter().chain(&d.when) {
+                    n.push(code.len() as i64);
+                    n.extend(code);
+                }
+                if d.when.is_none() {
+                    n.push(-1);
+                }
+            }
+        }
+        n.extend([
+            p.total_steps as i64,
+            p.checkpoint_every as i64,
+            p.chunk as i64,
+        ]);
+        n.push(p.output.len() as i64);
+        n.extend(p.output.iter().map(|&b| i64::from(b)));
+        match &p.view {
+            None => n.push(-1),
+            Some(v) => {
+                n.extend([i64::from(v.buffer), v.words.len() as i64]);
+                n.extend(v.words.iter().map(|&w| i64::from(w)));
+                n.extend([i64::from(v.vertices), i64::from(v.instances)]);
+            }
+        }
+        PlanWire { names, numbers: n }
+    }
+}
+
+/// Reads [`PlanWire`]'s numbers in order; past the end, or where a number does not fit, it
+/// notes the plan as malformed (and reads 0), so decoding is a straight walk.
+struct Cursor {
+    n: std::vec::IntoIter<i64>,
+    bad: bool,
+}
+
+impl Cursor {
+    fn next(&mut self) -> i64 {
+        self.n.next().unwrap_or_else(|| {
+            self.bad = true;
+            0
+        })
+    }
+    /// A count, an index or a word (0..=u32::MAX); -1 reads as None.
+    fn opt(&mut self) -> Option<u32> {
+        match self.next() {
+            -1 => None,
+            x => Some(u32::try_from(x).unwrap_or_else(|_| {
+                self.bad = true;
+                0
+            })),
+        }
+    }
+    fn word(&mut self) -> u32 {
+        let w = self.opt();
+        self.bad |= w.is_none();
+        w.unwrap_or(0)
+    }
+    /// A length or count (≥ 0).
+    fn len(&mut self) -> u64 {
+        let x = self.next();
+        self.bad |= x < 0;
+        x.max(0) as u64
+    }
+    fn words(&mut self, k: u32) -> Vec<u32> {
+        (0..k.min(1 << 24)).map(|_| self.word()).collect()
+    }
+    fn code(&mut self) -> Option<Code> {
+        let k = self.opt()?;
+        Some((0..k.min(1 << 24)).map(|_| self.next()).collect())
+    }
+}
+
+impl TryFrom<PlanWire> for PackagePlan {
+    type Error = String;
+    fn try_from(w: PlanWire) -> Result<Self, String> {
+        let mut names = w.names.into_iter();
+        let mut c = Cursor {
+            n: w.numbers.into_iter(),
+            bad: false,
+        };
+        if c.next() != WIRE_VERSION {
+            return Err("package plan: another wire version".into());
+        }
+        let mut name = || names.next().unwrap_or_default();
+        let k = c.word();
+        let entries = (0..k.min(64)).map(|_| (name(), c.word())).collect();
+        let k = c.word();
+        let buffers = (0..k.min(64))
+            .map(|_| PlanBuffer {
+                name: name(),
+                len: c.len(),
+                state: c.next() != 0,
+                words: c.opt().map(|k| c.words(k)),
+            })
+            .collect();
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in &mut lists {
+            let k = c.word();
+            for _ in 0..k.min(4096) {
+                let (entry, threads, k) = (c.word(), c.word(), c.word());
+                let words = (0..k.min(64))
+                    .map(|_| c.code().unwrap_or_default())
+                    .collect();
+                list.push(PlanDispatch {
+                    entry,
+                    threads,
+                    words,
+                    when: c.code(),
+                });
+            }
+        }
+        let [init, step] = lists;
+        let (total_steps, checkpoint_every, chunk) = (c.len(), c.len(), c.len());
+        let k = c.word();
+        let output = c.words(k);
+        let view = c.opt().map(|buffer| {
+            let k = c.word();
+            PlanView {
+                buffer,
+                words: c.words(k),
+                vertices: c.word(),
+                instances: c.word(),
+            }
+        });
+        if c.bad || c.n.next().is_some() || total_steps < 1 || checkpoint_every < 1 || chunk < 1 {
+            return Err("package plan: malformed".into());
+        }
+        Ok(PackagePlan {
+            entries,
+            buffers,
+            init,
+            step,
+            total_steps,
+            checkpoint_every,
+            chunk,
+            output,
+            view,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanBuffer {
     pub name: String,
     /// Bytes.
@@ -92,22 +314,20 @@ pub struct PlanBuffer {
     /// Part of the state (checkpoints, resume points, challenges); else scratch.
     pub state: bool,
     /// Initial words (small tables); None: zeros.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub words: Option<Vec<u32>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanDispatch {
     pub entry: u32,
     pub threads: u32,
     /// The per-dispatch words, each a program in `step` (at most 16).
     pub words: Vec<Code>,
     /// Runs at a step only where this is not 0 (None: always).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<Code>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanView {
     pub buffer: u32,
     pub words: Vec<u32>,
@@ -199,6 +419,84 @@ pub fn eval(code: &[i64], step: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_are_read_back() {
+        let run = PackageRun {
+            hash: Digest::of(b"x"),
+            name: "p".into(),
+            author: "a".into(),
+            approved: true,
+            plan: PlanWire {
+                names: vec!["e".into()],
+                numbers: vec![1, -1, i64::MAX],
+            },
+        };
+        let back: PackageRun = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert_eq!(back, run);
+        assert!(serde_json::from_str::<PackageRun>(r#"{"hash":"00"}"#).is_err());
+    }
+
+    #[test]
+    fn plans_cross_the_wire_unchanged() {
+        let d = |entry, when: Option<Code>| PlanDispatch {
+            entry,
+            threads: 1000,
+            words: vec![vec![op::CONST, 7], vec![op::STEP], vec![]],
+            when,
+        };
+        let plan = PackagePlan {
+            entries: vec![("a".into(), 64), ("b".into(), 256)],
+            buffers: vec![
+                PlanBuffer {
+                    name: "x".into(),
+                    len: 4096,
+                    state: true,
+                    words: None,
+                },
+                PlanBuffer {
+                    name: "t".into(),
+                    len: 8,
+                    state: false,
+                    words: Some(vec![1, u32::MAX]),
+                },
+            ],
+            init: vec![d(0, None)],
+            step: vec![
+                d(1, Some(vec![op::STEP, op::CONST, 2, op::REM])),
+                d(0, None),
+            ],
+            total_steps: 1 << 40,
+            checkpoint_every: 3,
+            chunk: 64,
+            output: vec![0],
+            view: Some(PlanView {
+                buffer: 0,
+                words: vec![5, 6],
+                vertices: 3,
+                instances: 1,
+            }),
+        };
+        let run = PackageRun {
+            hash: Digest::of(b""),
+            name: "n".into(),
+            author: "a".into(),
+            approved: true,
+            plan: plan.clone().into(),
+        };
+        let json = serde_json::to_string(&run).unwrap();
+        let back: PackageRun = serde_json::from_str(&json).unwrap();
+        assert_eq!(PackagePlan::try_from(back.plan).unwrap(), plan);
+        let no_view = PackagePlan { view: None, ..plan };
+        let back = PackagePlan::try_from(PlanWire::from(no_view.clone())).unwrap();
+        assert_eq!(back, no_view);
+        // Cut short or tampered, it is refused rather than misread.
+        let mut w: PlanWire = no_view.into();
+        w.numbers.pop();
+        assert!(PackagePlan::try_from(w.clone()).is_err());
+        w.numbers[0] = 9;
+        assert!(PackagePlan::try_from(w).is_err());
+    }
 
     #[test]
     fn canonical_bytes_are_fixed_and_hash_is_checked() {

@@ -35,6 +35,35 @@ pub struct BatchStatus {
     /// How fast its units settle lately, and when the rest should be done at that pace.
     #[serde(default)]
     pub pace: Option<Pace>,
+    /// The batch's kernel package, if it is one: its status says whether its units are
+    /// dispatched, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageStatus>,
+}
+
+/// A scientist's kernel package as this coordinator holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PackageStatus {
+    /// `name@hash`, as batches name it.
+    pub kernel: String,
+    pub hash: crate::Digest,
+    pub name: String,
+    pub author: String,
+    /// `pending` (until an operator approves it), `approved` (dispatched) or `suspended`.
+    pub status: String,
+    /// Why it is suspended (or who changed its status last).
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub changed_at: i64,
+    /// Distinct volunteers with a record that reported an error with it.
+    #[serde(default)]
+    pub error_volunteers: u64,
+    /// Pairs of replicas from one adapter class compared, and how many disagreed (a digest
+    /// package's nondeterminism).
+    #[serde(default)]
+    pub class_pairs: u64,
+    #[serde(default)]
+    pub class_disagreements: u64,
 }
 
 /// A batch's measured throughput (over its last ten minutes of settling units).

@@ -356,20 +356,33 @@ impl Job {
         Ok(())
     }
 
-    /// Turns the final state buffers and collected checkpoints into a result.
+    /// Turns the final state buffers and collected checkpoints into a result, with its summary.
     pub fn finish(
+        &self,
+        state: &[Vec<u8>],
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<RunResult, OutputError> {
+        let mut r = self.output(state, checkpoints)?;
+        r.summary = self.summarize(&r.output)?;
+        Ok(r)
+    }
+
+    /// [`Job::finish`] without the summary (null): what a volunteer reports, since the
+    /// coordinator computes every summary itself from the output (so the browser's download
+    /// carries no summary code).
+    pub fn output(
         &self,
         state: &[Vec<u8>],
         checkpoints: Vec<Checkpoint>,
     ) -> Result<RunResult, OutputError> {
         let output =
             with_kernel!(self, p => K::canonical_output(p, state), j => j.canonical_output(state));
-        let summary = self.summarize(&output)?;
+        self.check_len(&output)?;
         Ok(RunResult {
             digest: Digest::of_data(&output),
             output,
             checkpoints,
-            summary,
+            summary: Value::Null,
         })
     }
 
@@ -417,7 +430,8 @@ impl Job {
     }
 
     /// The CPU reference, keeping the state buffers at every checkpoint (to answer a
-    /// challenge): the result and `(step, state)` per checkpoint.
+    /// challenge): the result (without its summary, see [`Job::output`]) and `(step, state)`
+    /// per checkpoint.
     pub fn run_cpu_keeping_states(
         &self,
         threads: usize,
@@ -428,7 +442,7 @@ impl Job {
         let state = self.cpu_state(threads, &mut sink)?;
         let checkpoints = std::mem::take(&mut sink.checkpoints);
         let states = std::mem::take(&mut sink.states);
-        Ok((self.finish(&state, checkpoints)?, states))
+        Ok((self.output(&state, checkpoints)?, states))
     }
 
     /// The CPU reference on `threads` threads (results do not depend on the thread count).

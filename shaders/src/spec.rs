@@ -95,6 +95,20 @@ pub fn expand_text(text: &str) -> Result<Expanded, SpecError> {
     expand(&parse(text)?)
 }
 
+/// The kernel a spec names (to find its package before expanding it), if it parses.
+pub fn kernel_of(text: &str) -> Option<String> {
+    parse(text).ok()?.get("kernel")?.as_str().map(str::to_owned)
+}
+
+/// [`expand_text`] for a spec whose kernel may be `package` (`name@hash`).
+#[cfg(feature = "packages")]
+pub fn expand_text_with(
+    text: &str,
+    package: Option<&std::sync::Arc<crate::package::Package>>,
+) -> Result<Expanded, SpecError> {
+    expand_with(&parse(text)?, package)
+}
+
 fn axis_values(name: &str, v: &Value) -> Result<Vec<Value>, SpecError> {
     let field = format!("sweep.{name}");
     match v {
@@ -148,6 +162,34 @@ fn axis_values(name: &str, v: &Value) -> Result<Vec<Value>, SpecError> {
 
 /// Expands a parsed spec.
 pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
+    expand_inner(spec, &|kernel, params| Job::new(kernel, params), None)
+}
+
+/// [`expand`] for a spec whose kernel may be `package`.
+#[cfg(feature = "packages")]
+pub fn expand_with(
+    spec: &Value,
+    package: Option<&std::sync::Arc<crate::package::Package>>,
+) -> Result<Expanded, SpecError> {
+    let seed = package.map(|p| p.manifest.seed.as_str());
+    let job = |kernel: &str, params: Value| match package {
+        Some(p) if p.kernel() == kernel => Job::package(p, &params),
+        _ => Job::new(kernel, params),
+    };
+    expand_inner(
+        spec,
+        &job,
+        package.map(|p| (p.kernel(), seed.unwrap_or("seed").to_owned())),
+    )
+}
+
+/// Expansion with `job` making each unit's job; `package`: a package's kernel name and its
+/// seed param.
+fn expand_inner(
+    spec: &Value,
+    job: &dyn Fn(&str, Value) -> Result<Job, ParamError>,
+    package: Option<(String, String)>,
+) -> Result<Expanded, SpecError> {
     let top = spec
         .as_object()
         .ok_or_else(|| err("spec", "must be a table/object"))?;
@@ -174,12 +216,19 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
         .and_then(Value::as_str)
         .ok_or_else(|| err("kernel", "required: ising2d, percolation2d or lj_md"))?
         .to_owned();
-    if !crate::kernels().iter().any(|k| k.name == kernel) {
-        return Err(err(
-            "kernel",
-            format!("unknown kernel `{kernel}` (known: ising2d, percolation2d, lj_md)"),
-        ));
-    }
+    let seed_param = match &package {
+        Some((k, seed)) if *k == kernel => seed.clone(),
+        _ if crate::kernels().iter().any(|k| k.name == kernel) => "seed".to_owned(),
+        _ => {
+            return Err(err(
+                "kernel",
+                format!(
+                    "unknown kernel `{kernel}` (known: ising2d, percolation2d, lj_md, or a \
+                     package uploaded here as name@hash)"
+                ),
+            ));
+        }
+    };
     let name = match top.get("name") {
         None => format!("{kernel} batch"),
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.trim().to_owned(),
@@ -216,7 +265,7 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| err("seeds", "a whole number 1..=10000"))?,
     };
-    if seeds > 1 && (params.contains_key("seed") || sweep.contains_key("seed")) {
+    if seeds > 1 && (params.contains_key(&seed_param) || sweep.contains_key(&seed_param)) {
         return Err(err(
             "seeds",
             "give either `seeds` (independent seeds 1..=N) or a `seed` param, not both",
@@ -252,10 +301,10 @@ pub fn expand(spec: &Value) -> Result<Expanded, SpecError> {
         point.reverse();
         for s in 1..=seeds {
             let mut u = unit.clone();
-            if seeds > 1 || !u.contains_key("seed") {
-                u.insert("seed".into(), Value::from(s));
+            if seeds > 1 || !u.contains_key(&seed_param) {
+                u.insert(seed_param.clone(), Value::from(s));
             }
-            let job = Job::new(&kernel, Value::Object(u)).map_err(|e| {
+            let job = job(&kernel, Value::Object(u)).map_err(|e| {
                 let where_ = if point.is_empty() {
                     String::new()
                 } else {
@@ -448,6 +497,10 @@ beta = [0.3, -1.0]"#,
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
+            // Specs; kernels/ holds kernel packages.
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
             let text = std::fs::read_to_string(&path).unwrap();
             let e = expand_text(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!e.units.is_empty());

@@ -232,6 +232,7 @@ fn verifier_segments_on_the_gpu_match_the_reference() {
                     .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
                     .collect(),
                 lease_until: 0,
+                package: None,
             };
             let want = protocol::Digest::of_data_parts(state.iter().map(Vec::as_slice));
             for engine in [Engine::Gpu(gpu()), Engine::Cpu] {
@@ -252,6 +253,7 @@ fn verifier_segments_on_the_gpu_match_the_reference() {
             to: 0,
             state: Vec::new(),
             lease_until: 0,
+            package: None,
         };
         let got = pollster::block_on(compute(&Engine::Gpu(gpu()), &spot)).unwrap();
         assert_eq!(got.output, Some(r.output.clone()));

@@ -3,7 +3,6 @@
 //! agrees with itself within its tolerance, resumes are bit-exact, and hostile code is
 //! contained (out-of-bounds writes touch nothing else).
 
-use client_wasm::gpu::Resume;
 use client_wasm::run_gpu;
 use qg_tests::{example_package, gpu, package_from};
 use serde_json::{Value, json};
@@ -36,32 +35,6 @@ fn the_ported_percolation_gives_the_builtins_digests_on_gpu_and_cpu() {
     }
 }
 
-/// Runs `job` to its end from a resume point saved after segment `at` (as a volunteer's
-/// reopened tab does), returning the result.
-fn resumed(job: &Job, at: usize) -> shaders::RunResult {
-    let g = gpu();
-    let mut run = g.start(job, None).unwrap();
-    for _ in 0..at {
-        pollster::block_on(run.step()).unwrap().unwrap();
-    }
-    let state = pollster::block_on(run.state()).unwrap();
-    let checkpoints = run.checkpoints().to_vec();
-    drop(run);
-    let mut run = g
-        .start(
-            job,
-            Some(Resume {
-                segment: at,
-                state,
-                checkpoints,
-            }),
-        )
-        .unwrap();
-    while pollster::block_on(run.step()).unwrap().is_some() {}
-    let out = pollster::block_on(run.finish()).unwrap();
-    job.finish(&out.state, out.checkpoints).unwrap()
-}
-
 #[test]
 fn packages_resume_bit_exactly_and_repeat() {
     for (name, params) in [
@@ -79,7 +52,7 @@ fn packages_resume_bit_exactly_and_repeat() {
             "{name}: the same device repeats itself"
         );
         let half = job.segment_count() / 2;
-        let r = resumed(&job, half);
+        let r = pollster::block_on(client_wasm::run_gpu_resumed(gpu(), &job, half)).unwrap();
         assert_eq!(r.digest, first.digest, "{name}: resumed at segment {half}");
         assert_eq!(r.checkpoints, first.checkpoints, "{name}");
         assert!(job.equivalent(&first.output, &r.output));

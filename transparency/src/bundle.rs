@@ -24,6 +24,10 @@ pub struct ProofBundle {
     /// The checkpoint every proof is against: a signed note with witnesses' cosignatures.
     pub checkpoint: String,
     pub units: Vec<BundleUnit>,
+    /// The files of the kernel package the batch ran, if it is one: `qg verify --recompute`
+    /// recomputes with them, once they hash to the name the receipts give.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<protocol::package::PackageFiles>,
 }
 
 /// One unit as the coordinator presents it, with every log entry about it that the
@@ -328,6 +332,7 @@ mod tests {
                 .collect(),
         };
         let bundle = ProofBundle {
+            packages: Vec::new(),
             format: BUNDLE_FORMAT.into(),
             batch: 1,
             log_key: log_key.verifier_key(),

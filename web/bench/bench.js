@@ -2,7 +2,7 @@
 import { $ } from '/lib/qg.js';
 
 const q = new URLSearchParams(location.search);
-const worker = new Worker('/worker.js', { type: 'module' });
+const worker = new Worker('/worker.js?bench', { type: 'module' });
 worker.onmessage = ({ data }) => {
   if (data.type === 'ready') {
     const msg = { cmd: 'bench', kernel: q.get('kernel') ?? 'ising2d', params: JSON.parse(q.get('params') ?? '{}'), backend: q.get('backend') ?? 'gpu' };

@@ -1,5 +1,5 @@
 // The operator dashboard: one Server-Sent Events stream of coordinator snapshots.
-import { $, row } from '/lib/qg.js';
+import { $, el, getJson, row } from '/lib/qg.js';
 
 const state = { last: null };
 
@@ -102,6 +102,38 @@ async function connect() {
     }
   };
 }
+/** Packages with their status, and the operator's approve / suspend. */
+async function packages() {
+  const key = $('key').value.trim();
+  try {
+    const { packages: list } = await getJson('/api/v1/kernels');
+    $('packages').tBodies[0].replaceChildren(
+      ...list.map((p) => {
+        const verb = p.status === 'approved' ? 'suspend' : 'approve';
+        const act = el('button', { type: 'button', className: 'secondary', textContent: verb === 'approve' ? 'Approve' : 'Suspend' });
+        act.setAttribute('aria-label', `${verb} ${p.kernel}`);
+        act.disabled = !key;
+        act.onclick = async () => {
+          try {
+            await getJson(`/api/v1/kernels/${p.hash}/${verb}`, { key, body: {} });
+            $('packages-result').textContent = `${p.kernel}: ${verb === 'approve' ? 'approved' : 'suspended'}`;
+          } catch (err) {
+            $('packages-result').textContent = `${p.kernel}: ${err.message}`;
+          }
+          await packages();
+        };
+        return row([{ text: p.kernel, cls: 'mono' }, p.author, p.status, p.reason ?? '', num(p.error_volunteers), num(`${p.class_disagreements} / ${p.class_pairs}`), act]);
+      }),
+    );
+  } catch (err) {
+    $('packages-result').textContent = err.message;
+  }
+}
 $('key').value = localStorage.getItem('qg-operator-key') ?? '';
-$('key').onchange = connect;
+$('key').onchange = () => {
+  connect();
+  packages();
+};
 connect();
+packages();
+setInterval(packages, 10000);

@@ -48,6 +48,38 @@ $('submit').onclick = async () => {
   }
 };
 
+/** The packages the coordinator holds, with their status. */
+async function packages() {
+  try {
+    const { packages: list } = await getJson('/api/v1/kernels');
+    $('packages').tBodies[0].replaceChildren(
+      ...list.map((p) => row([{ text: p.kernel, cls: 'mono' }, p.author, p.status, p.reason ?? ''])),
+    );
+  } catch (err) {
+    say('pkg-result', err.message, false);
+  }
+}
+
+$('pkg-push').onclick = async () => {
+  const text = async (id) => (await $(id).files[0]?.text()) ?? null;
+  const files = { 'kernel.toml': await text('pkg-manifest'), 'kernel.wgsl': await text('pkg-wgsl') };
+  const view = await text('pkg-view');
+  if (view !== null) files['view.wgsl'] = view;
+  if (files['kernel.toml'] === null || files['kernel.wgsl'] === null) {
+    say('pkg-result', 'Choose kernel.toml and kernel.wgsl first.', false);
+    return;
+  }
+  try {
+    const st = await json('/api/v1/kernels', { body: files });
+    say('pkg-result', `Uploaded ${st.kernel}: ${st.status}${st.status === 'pending' ? ' until an operator approves it' : ''}. Name it in a spec as kernel = "${st.kernel}".`, true);
+    await packages();
+  } catch (err) {
+    const where = err.body?.field ? `${err.body.field}: ` : '';
+    say('pkg-result', `${where}${err.message}`, false);
+  }
+};
+packages();
+
 const settled = (b) => b.by_state.canonical + b.by_state.failed;
 
 async function refresh() {

@@ -39,7 +39,9 @@ cargo xtask <command>
   schemathesis         only that last step (no 5xx, no response contradicting the schema)
   bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
   bench reliability    Sybil tokens, the spot-check hog, a connection flood, a pinned soak
-  build-web            compiles the browser client to wasm and its JS glue into web/pkg
+  build-web            compiles the browser client to wasm and its JS glue: web/pkg/volunteer
+                       (the volunteer's download, within its budget) and web/pkg (with the
+                       browser benchmark's export)
   serve [ARGS]         starts the coordinator (SQLite in ./qg-data, demo batch, pages on
                        http://127.0.0.1:8080); ARGS go to `coordinator serve`
 ";
@@ -108,7 +110,7 @@ fn test(args: &[&str]) -> Result<()> {
         ]),
     )?;
     run(
-        "clippy (wasm32 client)",
+        "clippy (wasm32 client, with the benchmark's export)",
         cargo().args([
             "clippy",
             "-p",
@@ -116,6 +118,8 @@ fn test(args: &[&str]) -> Result<()> {
             "--lib",
             "--target",
             "wasm32-unknown-unknown",
+            "--features",
+            "bench",
             "--",
             "-D",
             "warnings",

@@ -1,6 +1,8 @@
 //! `qg-run KERNEL --params JSON [--backend gpu|cpu]`: runs one kernel invocation natively and
 //! prints a JSON line (kernel, params, digest, checkpoints, summary, elapsed, adapter). This is
 //! also the command a unit's provenance gives for reproducing it with the CPU reference.
+//! `qg-run --package DIR --params JSON` runs a kernel package from its folder (on a GPU; a
+//! software one such as lavapipe will do): a scientist's loop before uploading it.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
@@ -25,8 +27,12 @@ mod native {
         about = "Run one Quorum Grid kernel on the GPU or the CPU reference"
     )]
     struct Args {
-        /// ising2d, percolation2d or lj_md
-        kernel: String,
+        /// ising2d, percolation2d or lj_md (or --package DIR)
+        #[arg(required_unless_present = "package")]
+        kernel: Option<String>,
+        /// A kernel package's folder (kernel.toml, kernel.wgsl, view.wgsl), instead of KERNEL
+        #[arg(long, conflicts_with = "kernel")]
+        package: Option<std::path::PathBuf>,
         /// Parameters as a JSON object, e.g. '{"L":256,"beta":0.44,"sweeps":1000,"seed":1}'
         #[arg(long)]
         params: String,
@@ -60,7 +66,15 @@ mod native {
     fn run(args: &Args) -> anyhow::Result<Value> {
         let params: Value = serde_json::from_str(&args.params)
             .map_err(|e| anyhow::anyhow!("--params is not valid JSON: {e}"))?;
-        let job = Job::new(&args.kernel, params)?;
+        let job = match (&args.package, &args.kernel) {
+            (Some(dir), _) => {
+                let files = shaders::package::read_dir(dir).map_err(anyhow::Error::msg)?;
+                let p = shaders::package::Package::from_files(files)?;
+                Job::package(&std::sync::Arc::new(p), &params)?
+            }
+            (None, Some(k)) => Job::new(k, params)?,
+            (None, None) => anyhow::bail!("name a KERNEL or --package DIR"),
+        };
         let show = args.progress;
         let mut progress = |done: u64, total: u64| {
             if show {

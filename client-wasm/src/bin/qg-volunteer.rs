@@ -49,6 +49,13 @@ mod native {
         /// The operator key of a verifier worker
         #[arg(long, env = "QG_API_KEY", hide_env_values = true)]
         key: Option<String>,
+        /// Compute the coordinator's built-in kernels only, no scientist's kernel package
+        #[arg(long)]
+        builtin_only: bool,
+        /// Seconds one submission of a kernel package may run before the GPU counts as stuck
+        /// (an endless loop): the unit is reported as an error and the process ends
+        #[arg(long, default_value_t = 10.0)]
+        budget_s: f64,
     }
 
     pub fn main() -> ExitCode {
@@ -117,6 +124,9 @@ mod native {
                 "qg-volunteer: computing on {} ({})",
                 adapter.name, adapter.backend
             );
+            if let Some(g) = &gpu {
+                g.set_budget(args.budget_s);
+            }
             let engine = match &gpu {
                 Some(g) => Engine::Gpu(g),
                 None => Engine::Cpu,
@@ -137,9 +147,15 @@ mod native {
                 adapter,
                 max_units: args.max_units,
                 save_every_s: args.save_every_s,
+                builtin_only: args.builtin_only,
             };
             let n = volunteer::run(&host, &engine, &opts).await;
             eprintln!("qg-volunteer: {n} units computed");
+            if gpu.as_ref().is_some_and(client_wasm::Gpu::is_lost) {
+                // A stuck device never empties its queue: dropping it would wait forever.
+                eprintln!("qg-volunteer: the GPU is lost or stuck; restart to go on");
+                std::process::exit(3);
+            }
             ExitCode::SUCCESS
         })
     }

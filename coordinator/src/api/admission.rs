@@ -82,7 +82,8 @@ impl Default for Admission {
 }
 
 /// How a batch's units will be verified, said when it is submitted (or, `expected`, when its
-/// spec is checked and the sample is not drawn yet).
+/// spec is checked and the sample is not drawn yet). `quorum_only`: a kernel package's batch
+/// while no verifier worker is there to recompute it.
 pub fn verification_note(
     units: u64,
     spot_checks: u64,
@@ -90,7 +91,16 @@ pub fn verification_note(
     policy: &Policy,
     rate: f64,
     expected: bool,
+    quorum_only: bool,
 ) -> String {
+    if quorum_only {
+        return format!(
+            "verified by quorum only: a kernel package has no CPU reference, and no verifier worker \
+             (qg-volunteer --verifier, on a GPU) has asked this coordinator for work in the last \
+             {} minutes to recompute its units",
+            crate::engine::VERIFIER_RECENT_S / 60
+        );
+    }
     let sampled = if expected {
         "(expected) sampled"
     } else {
@@ -113,11 +123,24 @@ pub fn verification_note(
 }
 
 /// Validates every unit's params (naming `units[i].field`) and samples spot-checks among the
-/// units cheap enough to recompute.
+/// units cheap enough to recompute (a built-in kernel's batch).
 pub fn new_batch(
     req: BatchRequest,
     key_id: Option<i64>,
     terms: &Admission,
+) -> Result<NewBatch, ApiError> {
+    new_batch_of(req, key_id, terms, None, false)
+}
+
+/// [`new_batch`] of a built-in kernel or of `package` (the batch's kernel names it): its units
+/// are sampled for recomputation only where `verifiers` (workers that recompute on a GPU) are
+/// there.
+pub fn new_batch_of(
+    req: BatchRequest,
+    key_id: Option<i64>,
+    terms: &Admission,
+    package: Option<&std::sync::Arc<shaders::package::Package>>,
+    verifiers: bool,
 ) -> Result<NewBatch, ApiError> {
     let (max_units, default_spot) = (terms.max_units, terms.default_spot);
     if req.units.is_empty() {
@@ -146,9 +169,20 @@ pub fn new_batch(
     }
     let mut rng = rand::rng();
     let mut units = Vec::with_capacity(req.units.len());
+    let rate = if package.is_some() && !verifiers {
+        0.0
+    } else {
+        rate
+    };
     for (i, params) in req.units.into_iter().enumerate() {
-        let job = Job::new(&req.kernel, params).map_err(|e| match (&e, e.field()) {
-            (shaders::ParamError::UnknownKernel(_), _) => ApiError::field("kernel", e.to_string()),
+        let job = match package {
+            Some(p) if p.kernel() == req.kernel => Job::package(p, &params),
+            _ => Job::new(&req.kernel, params),
+        };
+        let job = job.map_err(|e| match (&e, e.field()) {
+            (shaders::ParamError::UnknownKernel(_) | shaders::ParamError::UnknownPackage(_), _) => {
+                ApiError::field("kernel", e.to_string())
+            }
             (_, Some(f)) => ApiError::field(&format!("units[{i}].{f}"), e.to_string()),
             (_, None) => ApiError::field(&format!("units[{i}]"), e.to_string()),
         })?;
@@ -194,7 +228,8 @@ pub(super) async fn create_batch(
     ) {
         return Ok(r);
     }
-    let batch = new_batch(req, Some(key), &s.admission)?;
+    let (package, verifiers) = package_of(&s, &req.kernel).await?;
+    let batch = new_batch_of(req, Some(key), &s.admission, package.as_ref(), verifiers)?;
     let (units, spot_checks, too_costly) = batch.verification(s.admission.max_recompute_work);
     let verification = verification_note(
         units,
@@ -203,6 +238,7 @@ pub(super) async fn create_batch(
         &batch.policy,
         batch.spot_check_rate,
         false,
+        package.is_some() && !verifiers,
     );
     let store = s.store.clone();
     let quota = Some(s.key_open_units);
@@ -221,6 +257,27 @@ pub(super) async fn create_batch(
         .into_response())
 }
 
+/// The package a batch's kernel names (400 naming `kernel` if there is none), and whether
+/// verifier workers are there to recompute its units.
+async fn package_of(
+    s: &Shared,
+    kernel: &str,
+) -> Result<(Option<std::sync::Arc<shaders::package::Package>>, bool), ApiError> {
+    let Some(hash) = protocol::package::package_hash(kernel) else {
+        return Ok((None, false));
+    };
+    let store = s.store.clone();
+    let (package, verifiers) =
+        blocking(move || Ok((store.package(&hash)?, store.verifiers_available(now())?))).await?;
+    match package {
+        Some(p) if p.kernel() == kernel => Ok((Some(p), verifiers)),
+        _ => Err(ApiError::field(
+            "kernel",
+            format!("no kernel package {kernel} here (upload it with `qg kernel push DIR`)"),
+        )),
+    }
+}
+
 /// Validates and expands a batch spec (TOML or JSON text), changing nothing: the units it
 /// would create, or the field at fault.
 pub(super) async fn validate_spec(
@@ -228,23 +285,32 @@ pub(super) async fn validate_spec(
     _sci: Scientist,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
-    let e =
-        shaders::spec::expand_text(&body).map_err(|e| ApiError::field(&e.field, e.to_string()))?;
+    let (package, verifiers) = match shaders::spec::kernel_of(&body) {
+        Some(k) => package_of(&s, &k).await?,
+        None => (None, false),
+    };
+    let e = shaders::spec::expand_text_with(&body, package.as_ref())
+        .map_err(|e| ApiError::field(&e.field, e.to_string()))?;
     let (policy, rate) = policy_from(&e.policy, s.admission.default_spot)?;
     let too_costly = e
         .units
         .iter()
-        .filter_map(|u| Job::new(&e.kernel, u.clone()).ok())
+        .filter_map(|u| match &package {
+            Some(p) => Job::package(p, u).ok(),
+            None => Job::new(&e.kernel, u.clone()).ok(),
+        })
         .filter(|j| j.work() > s.admission.max_recompute_work)
         .count() as u64;
     let n = e.units.len() as u64;
+    let quorum_only = package.is_some() && !verifiers;
+    let rate = if quorum_only { 0.0 } else { rate };
     let expected = ((n - too_costly) as f64 * rate).round() as u64;
     Ok(Json(json!({
         "name": e.name, "description": e.description, "kernel": e.kernel, "axes": e.axes,
         "policy": e.policy,
         "count": e.units.len(), "units": e.units,
         "too_costly_to_recompute": too_costly,
-        "verification": verification_note(n, expected, too_costly, &policy, rate, true),
+        "verification": verification_note(n, expected, too_costly, &policy, rate, true, quorum_only),
     })))
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod log;
 mod operator;
+mod packages;
 mod results;
 mod snapshot;
 mod verifier;
@@ -109,7 +110,17 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/batches/{id}/results", get(batch_results))
         .route("/api/v1/units/{id}", get(unit))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/kernels", get(kernels))
+        .route(
+            "/api/v1/kernels",
+            get(packages::list)
+                .post(packages::push)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    packages::MAX_UPLOAD_BYTES,
+                )),
+        )
+        .route("/api/v1/kernels/{hash}", get(packages::files))
+        .route("/api/v1/kernels/{hash}/approve", post(packages::approve))
+        .route("/api/v1/kernels/{hash}/suspend", post(packages::suspend))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/log", get(log::info))
         .route("/api/v1/log/consistency", get(log::consistency))
@@ -141,8 +152,4 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-async fn kernels() -> Json<Value> {
-    Json(json!({ "kernels": shaders::kernels() }))
 }

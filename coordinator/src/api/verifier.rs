@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use protocol::Digest;
 use protocol::api::{VerifierWork, VerifierWorkRequest, VerifyJob, VerifyKind, VerifyResult};
-use shaders::Job;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -93,15 +92,29 @@ pub async fn work(
     let store = s.store.clone();
     // Claimed in the database for the lease's length: no other worker, pool or coordinator
     // gets them meanwhile.
-    let (challenges, spots) = blocking(move || {
-        let challenges = store.claim_challenges(want, t, hold)?;
+    let (challenges, spots, runs) = blocking(move || {
+        // Packages' units are sampled for recomputation while verifiers come.
+        store.note_verifier(t)?;
+        let challenges = store.claim_challenges(want, t, hold, true)?;
         let spots = match want - challenges.len() {
             0 => Vec::new(),
-            n => store.claim_spot_checks(n, t, hold, &Default::default(), usize::MAX)?,
+            n => store.claim_spot_checks_for(n, t, hold, &Default::default(), usize::MAX, true)?,
         };
-        Ok((challenges, spots))
+        // A package's plan for each (the worker fetches its files by hash).
+        let mut runs = HashMap::new();
+        for (k, p) in challenges
+            .iter()
+            .map(|c| (&c.kernel, &c.params))
+            .chain(spots.iter().map(|j| (&j.kernel, &j.params)))
+        {
+            if let Some(run) = store.package_run_of(k, p)? {
+                runs.insert((k.clone(), p.to_string()), run);
+            }
+        }
+        Ok((challenges, spots, runs))
     })
     .await?;
+    let run_of = |k: &String, p: &serde_json::Value| runs.get(&(k.clone(), p.to_string())).cloned();
     let until = t + s.verifier_lease_s;
     let mut jobs = Vec::new();
     for c in challenges {
@@ -111,6 +124,7 @@ pub async fn work(
         let key = challenge_key(c.replica_id);
         if s.leases.take(&key, until, Leased::Challenge(c.clone()), t) {
             jobs.push(VerifyJob {
+                package: run_of(&c.kernel, &c.params),
                 job_id: key,
                 kind: VerifyKind::Challenge,
                 kernel_version: shaders::kernel_version(&c.kernel),
@@ -134,6 +148,7 @@ pub async fn work(
         let key = spot_key(j.unit_id);
         if s.leases.take(&key, until, Leased::Spot(j.clone()), t) {
             jobs.push(VerifyJob {
+                package: run_of(&j.kernel, &j.params),
                 job_id: key,
                 kind: VerifyKind::Spot,
                 kernel_version: shaders::kernel_version(&j.kernel),
@@ -184,13 +199,15 @@ pub async fn results(
         )
         .with_status(StatusCode::CONFLICT));
     }
-    let job = Job::new(kernel, params.clone()).map_err(|e| {
+    let store = s.store.clone();
+    let (k, p) = (kernel.clone(), params.clone());
+    let lookup = store.clone();
+    let job = blocking(move || lookup.job(&k, &p)).await?.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("stored params: {e}"),
         )
     })?;
-    let store = s.store.clone();
     match leased {
         Leased::Spot(j) => {
             let output = decode_output(&job, r.output.as_deref(), "missing")?;

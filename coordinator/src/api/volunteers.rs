@@ -132,6 +132,7 @@ pub(super) async fn work(
             &req.adapter,
             prefix.as_deref(),
             holding,
+            req.builtin_only,
             now(),
         )
     })
@@ -200,13 +201,26 @@ pub(super) async fn report_all(
         .collect();
     let store = s.store.clone();
     let lookup_ids = ids.clone();
-    let jobs = blocking(move || store.assignment_jobs(v, &lookup_ids)).await?;
+    let jobs = blocking(move || {
+        // Each assignment's job (a package's from the engine's checked packages).
+        store
+            .assignment_jobs(v, &lookup_ids)?
+            .into_iter()
+            .map(|j| match j {
+                Ok((kernel, params, version)) => {
+                    Ok(Ok((store.job(&kernel, &params)?, kernel, version)))
+                }
+                Err(e) => Ok(Err(e)),
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+    })
+    .await?;
     let mut results: Vec<Result<ReportAck, ApiError>> = Vec::with_capacity(reports.len());
     let mut items = Vec::new();
     let mut slots = Vec::new();
     for (i, (report, job)) in reports.into_iter().zip(jobs).enumerate() {
         let checked = report.and_then(|r| {
-            let (kernel, params, version) = job?;
+            let (job, kernel, version) = job?;
             if r.kernel_version != version || version != shaders::kernel_version(&kernel) {
                 return Err(ApiError::field(
                     "kernel_version",
@@ -219,7 +233,7 @@ pub(super) async fn report_all(
                 )
                 .with_status(StatusCode::CONFLICT));
             }
-            let job = Job::new(&kernel, params).map_err(|e| {
+            let job = job.map_err(|e| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("stored params: {e}"),

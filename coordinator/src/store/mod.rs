@@ -8,6 +8,7 @@
 //! [`postgres::PostgresBackend`] (several coordinators on one database).
 
 pub mod log;
+pub mod packages;
 pub mod postgres;
 pub mod queries;
 pub mod sql;

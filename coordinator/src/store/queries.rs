@@ -180,6 +180,10 @@ pub struct UnitInsert<'a> {
     pub work: u64,
     pub spot: Spot,
     pub version: u32,
+    /// Not dispatched (a package not approved yet).
+    pub held: bool,
+    /// A unit of a kernel package.
+    pub package: bool,
 }
 
 pub fn insert_batch(s: &mut dyn Sql, b: &NewBatch, version: u32, now: i64) -> Result<i64> {
@@ -245,6 +249,8 @@ pub fn open_assignments(
                 name: r.text(8)?,
                 description: r.opt_text(9)?,
             }),
+            // The engine adds a package's plan.
+            package: None,
         })
     })
     .collect()
@@ -272,9 +278,9 @@ pub fn insert_unit(
         "INSERT INTO units(batch_id, kernel, params, output_len, work, state, min_quorum,
                  target_results, max_error_results, max_total_results, deadline_s, target,
                  wanted, spot, created_at, replication, target_error, saboteur_fraction,
-                 ringer_rate, distinct_prefixes, challenge_rate, kernel_version)
+                 ringer_rate, distinct_prefixes, challenge_rate, kernel_version, held, package)
              VALUES (?1, ?2, ?3, ?4, ?5, 'unsent', ?6, ?7, ?8, ?9, ?10, ?13, ?13, ?11, ?12,
-                 ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         p![
             batch,
             kernel,
@@ -296,12 +302,14 @@ pub fn insert_unit(
             policy.distinct_prefixes,
             policy.challenge_rate,
             u.version,
+            u.held,
+            u.package,
         ],
     )?;
     if u.spot == Spot::Pending {
         s.exec(
-            "INSERT INTO spot_queue(unit_id, batch_id) VALUES (?1, ?2)",
-            p![id, batch],
+            "INSERT INTO spot_queue(unit_id, batch_id, package) VALUES (?1, ?2, ?3)",
+            p![id, batch, u.package],
         )?;
     }
     Ok(id)
@@ -569,15 +577,17 @@ pub fn candidates(
     volunteer: i64,
     max: u32,
     prefix: Option<&str>,
+    builtin_only: bool,
 ) -> Result<Vec<i64>> {
     s.query(
-        "SELECT id FROM units WHERE wanted > 0 AND NOT EXISTS (
+        "SELECT id FROM units WHERE wanted > 0 AND held = 0 AND (?4 = 0 OR package = 0)
+         AND NOT EXISTS (
              SELECT 1 FROM replicas r WHERE r.volunteer_id = ?1 AND r.unit_id = units.id)
          AND (CAST(?3 AS TEXT) IS NULL OR distinct_prefixes = 0 OR NOT EXISTS (
              SELECT 1 FROM replicas r WHERE r.unit_id = units.id AND r.prefix = ?3
              AND r.state NOT IN ('error', 'no_reply')))
          ORDER BY id LIMIT ?2 /*SKIP LOCKED*/",
-        p![volunteer, max, prefix],
+        p![volunteer, max, prefix, builtin_only],
     )?
     .iter()
     .map(|r| r.int(0))
@@ -757,12 +767,13 @@ pub fn insert_challenge(
     replica: i64,
     plan: &ChallengePlan,
     output: Option<&Digest>,
+    package: bool,
     now: i64,
 ) -> Result<()> {
     s.exec(
         "INSERT INTO challenges(replica_id, from_step, to_step, state_digest, end_digest,
-             output_digest, status, created_at, deadline_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             output_digest, status, created_at, deadline_at, package)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         p![
             replica,
             plan.from,
@@ -774,6 +785,7 @@ pub fn insert_challenge(
             if plan.from == 0 { "ready" } else { "open" },
             now,
             now + crate::decide::CHALLENGE_DEADLINE_S,
+            package,
         ],
     )?;
     Ok(())
@@ -853,17 +865,26 @@ fn claim(
 }
 
 /// Claims up to `limit` challenges ready to verify that nobody holds, until `until`.
+/// `gpu`: the claimer can run packages (a verifier worker); the built-in CPU pool cannot.
 pub fn claim_challenges(
     s: &mut dyn Sql,
     limit: usize,
     now: i64,
     until: i64,
+    gpu: bool,
 ) -> Result<Vec<ChallengeJob>> {
-    let ids = claim(
-        s,
+    let select = if gpu {
         "SELECT c.replica_id FROM challenges c
          WHERE c.status = 'ready' AND c.claimed_until <= ?2
-         ORDER BY c.replica_id LIMIT ?1 /*SKIP LOCKED*/",
+         ORDER BY c.replica_id LIMIT ?1 /*SKIP LOCKED*/"
+    } else {
+        "SELECT c.replica_id FROM challenges c
+         WHERE c.status = 'ready' AND c.claimed_until <= ?2 AND c.package = 0
+         ORDER BY c.replica_id LIMIT ?1 /*SKIP LOCKED*/"
+    };
+    let ids = claim(
+        s,
+        select,
         "UPDATE challenges SET claimed_until = ?2 WHERE replica_id = ?1",
         (limit, now, until),
     )?;
@@ -915,12 +936,14 @@ pub fn replica_unit(s: &mut dyn Sql, replica: i64) -> Result<(i64, i64)> {
 // ---- Spot-checks ----
 
 /// Claims up to `limit` queued spot-checks that nobody holds, until `until`.
+/// `gpu`: the claimer can run packages (a verifier worker); the built-in CPU pool cannot.
 pub fn claim_spot_checks(
     s: &mut dyn Sql,
     limit: usize,
     (now, until): (i64, i64),
     running: &HashMap<i64, usize>,
     per_batch: usize,
+    gpu: bool,
 ) -> Result<Vec<SpotJob>> {
     // Candidates round-robin by batch, each batch's oldest first; the choice is decide's.
     let candidates = s
@@ -928,9 +951,9 @@ pub fn claim_spot_checks(
             "SELECT unit_id, batch_id FROM (
                  SELECT unit_id, batch_id,
                         ROW_NUMBER() OVER (PARTITION BY batch_id ORDER BY unit_id) AS k
-                 FROM spot_queue WHERE claimed_until <= ?2) t
+                 FROM spot_queue WHERE claimed_until <= ?2 AND (?3 = 1 OR package = 0)) t
              WHERE k <= ?1 ORDER BY k, unit_id",
-            p![limit, now],
+            p![limit, now, gpu],
         )?
         .iter()
         .map(|r| Ok((r.int(0)?, r.int(1)?)))

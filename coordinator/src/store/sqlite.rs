@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/7_cancel.sql"),
     include_str!("migrations/sqlite/8_spot_batch.sql"),
     include_str!("migrations/sqlite/9_description.sql"),
+    include_str!("migrations/sqlite/10_packages.sql"),
 ];
 
 pub struct SqliteBackend {

@@ -101,7 +101,12 @@ pub fn batch_status(s: &mut dyn Sql, batch: i64) -> Result<BatchStatus> {
     };
     let kernel = r.text(1)?;
     let kernel_version = r.int(7)?.clamp(0, u32::MAX.into()) as u32;
+    let package = match protocol::package::package_hash(&kernel) {
+        Some(h) => super::packages::get(s, &h)?.map(|p| p.status()),
+        None => None,
+    };
     Ok(BatchStatus {
+        package,
         batch_id: batch,
         name: r.text(0)?,
         description: r.opt_text(9)?,

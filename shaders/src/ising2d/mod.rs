@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use std::borrow::Cow;
 
 /// The live view (see [`crate::program::View`]).
-const VIEW_WGSL: &str = concat!(
+pub(crate) const VIEW_WGSL: &str = concat!(
     crate::wgsl!("view.wgsl"),
     crate::wgsl!("lattice_view.wgsl"),
     crate::wgsl!("ising2d/view.wgsl")

@@ -7,10 +7,7 @@ use super::PackageError;
 use super::manifest::{Comparison, Elem, Manifest};
 use naga::{AddressSpace, ArraySize, Module, ScalarKind, ShaderStage, Span, TypeInner};
 
-/// The prelude every package's WGSL is compiled after (binding 0, `word`, `flat_id`, Philox).
-pub fn prelude() -> &'static str {
-    crate::wgsl!("prelude.wgsl")
-}
+use super::prelude;
 
 /// What the runner compiles: the prelude, then the package's WGSL from a new line.
 pub fn full_source(wgsl: &str) -> String {

@@ -217,9 +217,18 @@ pub fn read_dir(dir: &std::path::Path) -> Result<PackageFiles, String> {
     })
 }
 
-/// The shared view code a package's `view.wgsl` follows (as the built-ins' views do).
+/// The prelude every package's WGSL follows (binding 0, `word`, `flat_id`, Philox): the start
+/// of a built-in's WGSL, so the browser's download holds its text once.
+pub fn prelude() -> &'static str {
+    const LEN: usize = crate::wgsl!("prelude.wgsl").len();
+    &crate::ising2d::WGSL[..LEN]
+}
+
+/// The shared view code a package's `view.wgsl` follows (as the lattice kernels' views do),
+/// likewise the start of a built-in's.
 pub fn view_prelude() -> &'static str {
-    concat!(crate::wgsl!("view.wgsl"), crate::wgsl!("lattice_view.wgsl"))
+    const LEN: usize = crate::wgsl!("view.wgsl").len() + crate::wgsl!("lattice_view.wgsl").len();
+    &crate::ising2d::VIEW_WGSL[..LEN]
 }
 
 /// What only the coordinator's side knows of a package job: its manifest and param values
@@ -261,34 +270,47 @@ impl PartialEq for PackageJob {
 
 impl PackageJob {
     /// A job from an assignment's plan and the package's files fetched by hash (checked by
-    /// the caller): what a volunteer runs.
-    pub fn from_run(run: &PackageRun, files: &PackageFiles, params: Value) -> Self {
-        let wgsl: Arc<str> = Arc::from(format!("{}{}", crate::wgsl!("prelude.wgsl"), files.wgsl));
+    /// the caller): what a volunteer runs. Err: the plan is malformed.
+    pub fn from_run(run: &PackageRun, files: &PackageFiles, params: Value) -> Result<Self, String> {
+        let plan = PackagePlan::try_from(run.plan.clone())?;
+        let wgsl: Arc<str> = Arc::from(format!("{}{}", prelude(), files.wgsl));
         let view_wgsl = files
             .view
             .as_ref()
             .map(|v| Arc::from(format!("{}{v}", view_prelude())));
-        let output_len = run
-            .plan
+        if plan
             .output
             .iter()
-            .filter_map(|&b| run.plan.buffers.get(b as usize))
+            .chain(plan.view.as_ref().map(|v| &v.buffer))
+            .any(|&b| plan.buffers.get(b as usize).is_none())
+            || plan
+                .init
+                .iter()
+                .chain(&plan.step)
+                .any(|d| d.entry as usize >= plan.entries.len())
+        {
+            return Err("package plan: an index out of range".into());
+        }
+        let output_len = plan
+            .output
+            .iter()
+            .filter_map(|&b| plan.buffers.get(b as usize))
             .map(|b| b.len)
             .sum();
-        Self {
+        Ok(Self {
             kernel: format!("{}@{}", run.name, run.hash),
             hash: run.hash,
             name: run.name.clone(),
             author: run.author.clone(),
             params,
-            plan: run.plan.clone(),
+            plan,
             wgsl,
             view_wgsl,
             work: 0,
             output_len,
             #[cfg(feature = "packages")]
             model: None,
-        }
+        })
     }
 
     /// What an assignment carries of this job.
@@ -298,7 +320,7 @@ impl PackageJob {
             name: self.name.clone(),
             author: self.author.clone(),
             approved,
-            plan: self.plan.clone(),
+            plan: self.plan.clone().into(),
         }
     }
 
@@ -471,3 +493,15 @@ fn dispatch(d: &protocol::package::PlanDispatch, step: u64) -> Dispatch {
 
 #[cfg(all(test, feature = "packages"))]
 mod tests;
+
+#[cfg(test)]
+mod prelude_tests {
+    #[test]
+    fn the_preludes_are_the_shared_files() {
+        assert_eq!(super::prelude(), crate::wgsl!("prelude.wgsl"));
+        assert_eq!(
+            super::view_prelude(),
+            concat!(crate::wgsl!("view.wgsl"), crate::wgsl!("lattice_view.wgsl"))
+        );
+    }
+}
