@@ -1,6 +1,6 @@
 // The volunteer page: controls and display. All computing happens in worker.js; the live view
 // is a canvas handed to the worker, where the GPU draws the state it computes.
-import { $, getJson, kernelInfo, row, words } from './lib/qg.js';
+import { $, getJson, kernelCell, kernelInfo, row, shortKernel, words } from './lib/qg.js';
 
 const state = { running: false, paused: false, unitsDone: 0, allowCpu: false, canvasSent: false, unit: null };
 const worker = new Worker('worker.js', { type: 'module' });
@@ -29,7 +29,8 @@ async function showUnit(ev) {
   state.unit = ev;
   $('batch-name').textContent = ev.batch ? `For “${ev.batch.name}”` : 'For a batch with no name';
   $('batch-description').textContent = ev.batch?.description ?? '';
-  $('kernel').textContent = `${ev.kernel}, unit ${ev.unit_id}`;
+  $('kernel').textContent = `${shortKernel(ev.kernel)}, unit ${ev.unit_id}`;
+  $('kernel').title = ev.kernel;
   $('params').textContent = fmtParams(ev.params);
   $('progress').max = ev.total;
   $('progress').value = ev.resumed_at;
@@ -55,7 +56,7 @@ async function showUnit(ev) {
 
 function showFrame(ev) {
   const u = state.unit;
-  const what = u ? `${u.kernel} unit ${u.unit_id}` : 'the unit';
+  const what = u ? `${shortKernel(u.kernel)} unit ${u.unit_id}` : 'the unit';
   const text = `${what} at step ${ev.done} of ${ev.total}`;
   $('view-caption').textContent = `Live: ${text}.`;
   $('view').setAttribute('aria-label', `The simulation: ${text}`);
@@ -238,7 +239,7 @@ function showResults(stats) {
   if (!recent.length) return;
   $('my-results').tBodies[0].replaceChildren(
     ...recent.map((r) =>
-      row([r.unit_id, r.batch_id, r.kernel, words(r.state), r.log_index == null ? (r.state === 'valid' ? 'waiting for the log' : '—') : `#${r.log_index}`]),
+      row([r.unit_id, r.batch_id, kernelCell(r.kernel), words(r.state), r.log_index == null ? (r.state === 'valid' ? 'waiting for the log' : '—') : `#${r.log_index}`]),
     ),
   );
 }

@@ -481,3 +481,229 @@ async fn a_scientist_cancels_a_batch() {
     assert_eq!(code, 2);
     assert!(err.contains("no batch 999"), "{err}");
 }
+
+/// A scientist's own kernels end to end, as a new user would go: `qg kernel check` on this
+/// machine's GPU (lavapipe), `qg kernel push`, an operator's `qg kernel approve`, `qg submit`
+/// of a spec naming `name@hash`, volunteers computing it on lavapipe, results whose provenance
+/// and receipts carry the hash, and `qg verify --recompute` through the package itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scientists_own_kernels_are_computed_and_verified_end_to_end() {
+    let (dir, store, key, url) = coordinator_with_key().await;
+    let operator = new_secret("qgk_");
+    store
+        .create_key("op", &hash_secret(&operator), true, now())
+        .unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kernels");
+    let qg_as = |who: &str, args: Vec<String>| {
+        let (url, who) = (url.clone(), who.to_owned());
+        tokio::task::spawn_blocking(move || {
+            qg(
+                &url,
+                &who,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let argv = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let specs = [
+        (
+            "percolation2d",
+            r#"seeds = 2
+[params]
+L = 24
+samples = 4
+[sweep]
+p = [0.5, 0.7]"#,
+        ),
+        (
+            "potts3",
+            r#"seeds = 2
+[params]
+L = 16
+sweeps = 60
+thermalize = 20
+[sweep]
+beta = [0.9, 1.1]"#,
+        ),
+        (
+            "gray_scott",
+            r#"seeds = 2
+[params]
+L = 32
+steps = 100"#,
+        ),
+    ];
+    let mut batches = Vec::new();
+    for (name, body) in specs {
+        let pkg = examples.join(name);
+        let pkg = pkg.to_str().unwrap();
+        let (code, out, err) = qg_as(
+            &key,
+            argv(&[
+                "kernel",
+                "check",
+                pkg,
+                "--params",
+                match name {
+                    "percolation2d" => r#"{"L":16,"p":0.6,"samples":4,"seed":1}"#,
+                    "potts3" => r#"{"L":16,"beta":1.0,"sweeps":40,"seed":1}"#,
+                    _ => r#"{"L":32,"steps":40,"seed":1}"#,
+                },
+            ]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(
+            out.contains("run 2: the same") && out.contains("the same"),
+            "{out}"
+        );
+        let (code, _, err) = qg_as(&key, argv(&["kernel", "push", pkg])).await.unwrap();
+        assert_eq!(code, 0, "{err}");
+        let kernel = err
+            .split('"')
+            .find(|s| s.starts_with(&format!("{name}@")))
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_owned();
+        // Pending until an operator approves it; a scientist may not.
+        let hash = kernel.split_once('@').unwrap().1.to_owned();
+        let (code, _, err) = qg_as(&key, argv(&["kernel", "approve", &hash]))
+            .await
+            .unwrap();
+        assert_ne!(code, 0, "a scientist key cannot approve: {err}");
+        let (code, out, err) = qg_as(&operator, argv(&["kernel", "approve", &kernel]))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("approved"), "{out}");
+        let spec = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&spec, format!("name = \"{name} study\"\nkernel = \"{kernel}\"\n{body}\n[policy]\nspot_check_rate = 0.0\n")).unwrap();
+        let (code, out, err) = qg_as(&key, argv(&["submit", spec.to_str().unwrap()]))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains("quorum only"),
+            "no verifier here, and the scientist is told: {err}"
+        );
+        batches.push((name, kernel, out.trim().parse::<i64>().unwrap()));
+    }
+    let (code, out, _) = qg_as(&key, argv(&["kernel", "list"])).await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("  approved  ").count(), 3, "{out}");
+    // Two GPU volunteers (lavapipe) compute everything.
+    let gpu = client_wasm::Gpu::new()
+        .await
+        .expect("lavapipe: cargo xtask test installs it");
+    let vols: Vec<_> = (0..2)
+        .map(|i| NativeHost::new(&url, dir.path().join(format!("gpu{i}"))).unwrap())
+        .collect();
+    let opts = Options {
+        max_units: Some(10),
+        ..Default::default()
+    };
+    let engine = Engine::Gpu(&gpu);
+    let (a, b) = tokio::join!(
+        volunteer::run(&vols[0], &engine, &opts),
+        volunteer::run(&vols[1], &engine, &opts)
+    );
+    assert_eq!(a + b, 20, "4 + 4 + 2 units, two replicas each");
+    // The files were fetched once by hash and kept.
+    assert!(
+        std::fs::read_dir(dir.path().join("gpu0"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("package~"))
+    );
+    for (name, kernel, batch) in &batches {
+        let st = store.batch_status(*batch, None).unwrap();
+        assert!(
+            st.done && st.by_state["canonical"] == st.units,
+            "{name}: {st:?}"
+        );
+        for r in store.batch_results(*batch, None).unwrap() {
+            let p = store.unit_provenance(r.unit_id, None).unwrap();
+            assert_eq!(&p.kernel, kernel);
+            assert!(
+                r.summary
+                    .as_ref()
+                    .is_some_and(|s| s.as_object().is_some_and(|o| !o.is_empty())),
+                "{r:?}"
+            );
+            // The ported built-in gives the built-in's digest.
+            if *name == "percolation2d" {
+                let want = Job::new("percolation2d", r.params.clone())
+                    .unwrap()
+                    .run_cpu(1, &mut |_, _| {})
+                    .unwrap()
+                    .digest;
+                assert_eq!(r.digest, Some(want), "{r:?}");
+            }
+        }
+    }
+    // Receipts in the log name the hash; the bundle verifies offline, recomputed.
+    for _ in 0..100 {
+        if store.log_queue_len().unwrap() == 0 && store.log_checkpoint().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log_key = reqwest::get(format!("{url}/api/v1/log"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (name, kernel, batch) in &batches {
+        let bundle = dir.path().join(format!("{name}-bundle.json"));
+        let bundle = bundle.to_str().unwrap();
+        let (code, _, err) = qg_as(
+            &key,
+            argv(&[
+                "results",
+                &batch.to_string(),
+                "--proofs",
+                "--witnesses",
+                "0",
+                "-o",
+                bundle,
+            ]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        let text = std::fs::read_to_string(bundle).unwrap();
+        let hash = kernel.split_once('@').unwrap().1;
+        assert!(
+            text.contains(&format!("\\\"kernel\\\":\\\"{kernel}\\\"")) || text.contains(hash),
+            "receipts name the hash"
+        );
+        let (code, out, err) = qg_as(
+            &key,
+            argv(&[
+                "verify",
+                bundle,
+                "--log-key",
+                &log_key,
+                "--min-witnesses",
+                "0",
+                "--recompute",
+                "100",
+            ]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        if *name == "gray_scott" {
+            assert!(err.contains("tolerance"), "{err}");
+        } else {
+            assert!(out.contains("recomputed and reproduced"), "{name}: {out}");
+        }
+    }
+}

@@ -737,3 +737,140 @@ async fn a_browser_that_cannot_show_the_view_still_computes() {
     screenshot(&c, "view-off").await;
     c.close().await.unwrap();
 }
+
+/// Scientists' kernel packages in the browser: the three examples, approved, computed by a
+/// volunteer tab (WebGPU on SwiftShader) and a native volunteer (lavapipe), whose results
+/// agree across the two devices (bit for bit for the digest packages, within tolerance for
+/// Gray–Scott); the tab says whose code it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_and_native_volunteers_compute_the_example_packages() {
+    let _serial = SERIAL.lock().await;
+    let w = world().await;
+    let mut batches = Vec::new();
+    for (name, params) in [
+        ("percolation2d", json!({"L": 16, "p": 0.6, "samples": 4})),
+        (
+            "potts3",
+            json!({"L": 16, "beta": 1.0, "sweeps": 40, "thermalize": 10}),
+        ),
+        ("gray_scott", json!({"L": 32, "steps": 60})),
+    ] {
+        let pkg = qg_tests::example_package(name);
+        let files = pkg.files.clone();
+        let p = shaders::package::Package::from_files(files).unwrap();
+        let (st, _) = w
+            .store
+            .put_package(p, None, coordinator::api::now())
+            .unwrap();
+        w.store
+            .set_package(
+                &pkg.hash,
+                coordinator::engine::PackageAction::Approve,
+                "test",
+                coordinator::api::now(),
+            )
+            .unwrap();
+        let units = (1..=2)
+            .map(|seed| {
+                let mut u = params.clone();
+                u["seed"] = json!(seed);
+                u
+            })
+            .collect();
+        let b = coordinator::api::new_batch_of(
+            protocol::api::BatchRequest {
+                name: Some(format!("{name} e2e")),
+                description: None,
+                kernel: st.kernel.clone(),
+                units,
+                policy: PolicySpec::default(),
+                axes: Vec::new(),
+            },
+            None,
+            &coordinator::api::Admission {
+                default_spot: 0.0,
+                ..Default::default()
+            },
+            Some(&pkg),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{:?}", e.body));
+        batches.push((
+            name,
+            st.kernel,
+            w.store.create_batch(&b, coordinator::api::now()).unwrap(),
+        ));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let tab = w.browser(profile.path(), true).await;
+    click_start(&tab).await;
+    let url = format!("http://{}", w.addr);
+    let native_dir = profile.path().join("native");
+    let native = tokio::task::spawn_blocking(move || {
+        let gpu = qg_tests::gpu();
+        let host = client_wasm::native::NativeHost::new(&url, native_dir).unwrap();
+        let opts = client_wasm::volunteer::Options {
+            adapter: protocol::api::AdapterInfo {
+                name: gpu.adapter().name,
+                backend: "vulkan".into(),
+                ..Default::default()
+            },
+            max_units: Some(6),
+            ..Default::default()
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(client_wasm::volunteer::run(
+                &host,
+                &client_wasm::volunteer::Engine::Gpu(gpu),
+                &opts,
+            ))
+    });
+    for (_, _, batch) in &batches {
+        w.wait_done(*batch, Duration::from_secs(300)).await;
+    }
+    assert_eq!(native.await.unwrap(), 6);
+    for (name, kernel, batch) in &batches {
+        for r in w.store.batch_results(*batch, None).unwrap() {
+            assert_eq!(
+                r.state,
+                coordinator::lifecycle::UnitState::Canonical,
+                "{name}: {r:?}"
+            );
+            let prov = w.store.unit_provenance(r.unit_id, None).unwrap();
+            assert_eq!(&prov.kernel, kernel);
+            let backends: Vec<_> = prov
+                .replicas
+                .iter()
+                .filter(|x| x.state == coordinator::lifecycle::ReplicaState::Valid)
+                .filter_map(|x| x.adapter.as_ref().map(|a| a.backend.clone()))
+                .collect();
+            assert!(
+                backends.contains(&"webgpu".to_owned()) && backends.contains(&"vulkan".to_owned()),
+                "{name}: both devices agreed: {backends:?}"
+            );
+            if *name == "percolation2d" {
+                let want = shaders::Job::new("percolation2d", r.params.clone())
+                    .unwrap()
+                    .run_cpu(1, &mut |_, _| {})
+                    .unwrap()
+                    .digest;
+                assert_eq!(r.digest, Some(want));
+            }
+        }
+    }
+    // The tab said whose code it ran.
+    assert!(
+        text(&tab, "package-author")
+            .await
+            .contains("Quorum Grid developers")
+    );
+    assert!(
+        text(&tab, "package-approved")
+            .await
+            .contains("approved by this coordinator")
+    );
+    screenshot(&tab, "package-volunteer").await;
+}

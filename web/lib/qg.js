@@ -22,6 +22,12 @@ export function row(cells, cls) {
   return tr;
 }
 
+/** A kernel as people read it: a package's `name@<64 hex>` is `name@<12 hex>…`. */
+export const shortKernel = (k) => String(k ?? '').replace(/@([0-9a-f]{12})[0-9a-f]{52}$/, '@$1…');
+
+/** A table cell naming a kernel, shortened, the whole name in its title. */
+export const kernelCell = (k) => ({ text: shortKernel(k), title: k ?? '' });
+
 /** A state name as people read it: `in_progress` → `in progress`. */
 export const words = (s) => String(s).replaceAll('_', ' ');
 

@@ -1,6 +1,6 @@
 // The scientist's page: validate and submit batch specs, follow batches (progress, pace,
 // finish), plot and download verified results, check their receipts, cancel.
-import { $, duration, el, fmt, getJson, kernelInfo, keyField, request, row, saveFile, si, words } from '/lib/qg.js';
+import { $, duration, el, fmt, getJson, kernelCell, kernelInfo, keyField, request, row, saveFile, si, words } from '/lib/qg.js';
 import { plot, pngBlob, svgBlob } from '/lib/plot.js';
 
 const key = keyField($('key'), 'qg-key', () => refresh());
@@ -94,7 +94,7 @@ async function refresh() {
         open.setAttribute('aria-label', `Open batch ${b.batch_id}`);
         open.onclick = () => show(b.batch_id);
         const progress = el('span', {}, bar, ` ${settled(b)}/${b.units}${b.cancelled_at ? ' cancelled' : b.done ? ' done' : ''}`);
-        return row([b.batch_id, b.name, b.kernel, progress, open], b.batch_id === page.shown ? 'sel' : undefined);
+        return row([b.batch_id, b.name, kernelCell(b.kernel), progress, open], b.batch_id === page.shown ? 'sel' : undefined);
       }),
     );
     if (page.shown) await detail(page.shown);

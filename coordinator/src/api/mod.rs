@@ -14,7 +14,7 @@ mod verifier;
 mod volunteers;
 
 pub use admission::{
-    Admission, DEFAULT_MAX_RECOMPUTE_WORK, new_batch, policy_from, verification_note,
+    Admission, DEFAULT_MAX_RECOMPUTE_WORK, new_batch, new_batch_of, policy_from, verification_note,
 };
 pub use auth::{
     Operator, Prefix, RateLimit, Scientist, Volunteer, hash_secret, network_prefix, new_secret,
