@@ -43,12 +43,78 @@ fn fastest(kernel: &str, params: &Value, n: usize) -> Result<Value> {
     best.ok_or_else(|| anyhow::anyhow!("no run"))
 }
 
+/// `bench kernels --package DIR [--params JSON] [--repeat N]`: the package's rate on the native
+/// GPU end to end, and beside it, where the package ports a built-in kernel of its name, the
+/// built-in's with the same params, runs alternating (one JSON line).
+fn package(dir: &str, args: &[&str]) -> Result<()> {
+    let repeat: usize = flag(args, "--repeat")?.unwrap_or(3).max(1);
+    let manifest = std::fs::read_to_string(std::path::Path::new(dir).join("kernel.toml"))
+        .map_err(|e| anyhow::anyhow!("{dir}/kernel.toml: {e}"))?;
+    let name = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or("")
+        .to_owned();
+    // The built-in kernels (the xtask builds without the crates it drives).
+    let twin = ["ising2d", "percolation2d", "lj_md"].contains(&name.as_str());
+    let params: Value = match args.iter().position(|a| *a == "--params") {
+        Some(i) => serde_json::from_str(args.get(i + 1).copied().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("--params: {e}"))?,
+        None if name == "percolation2d" => {
+            json!({"L": 1024, "p": 0.5927, "samples": 16, "seed": 1})
+        }
+        None => json!({"seed": 1}),
+    };
+    let target = format!("package:{dir}");
+    // Warm-ups (driver shader caches), then alternating runs, the fastest of each.
+    crate::qg_run(&target, &params, "gpu", None)?;
+    if twin {
+        crate::qg_run(&name, &params, "gpu", None)?;
+    }
+    let t = |v: &Value| v["elapsed_s"].as_f64().unwrap_or(f64::INFINITY);
+    let (mut best, mut best_twin): (Option<Value>, Option<Value>) = (None, None);
+    for _ in 0..repeat {
+        let v = crate::qg_run(&target, &params, "gpu", None)?;
+        if best.as_ref().is_none_or(|b| t(&v) < t(b)) {
+            best = Some(v);
+        }
+        if twin {
+            let v = crate::qg_run(&name, &params, "gpu", None)?;
+            if best_twin.as_ref().is_none_or(|b| t(&v) < t(b)) {
+                best_twin = Some(v);
+            }
+        }
+    }
+    let p = best.ok_or_else(|| anyhow::anyhow!("no run"))?;
+    let rate = |v: &Value| v["rate_per_s"].as_f64().unwrap_or(f64::NAN);
+    let mut line = json!({
+        "bench": "kernels", "package": p["kernel"], "backend": "gpu",
+        "rate_per_s": rate(&p), "elapsed_s": p["elapsed_s"], "adapter": p["adapter"]["name"],
+        "params": params, "repeat": repeat,
+    });
+    if let Some(b) = best_twin {
+        line["builtin"] =
+            json!({"kernel": name, "rate_per_s": rate(&b), "elapsed_s": b["elapsed_s"]});
+        line["package_vs_builtin"] = json!(rate(&p) / rate(&b));
+        line["same_digest_as_builtin"] = json!(p["digest"] == b["digest"]);
+    }
+    println!("{line}");
+    Ok(())
+}
+
 /// Per kernel: the CPU reference on 1 thread and on all cores, and the native GPU end to end
 /// (setup excluded; checkpoint digests, final readback and output included) and kernel-only
 /// (the marginal cost of a run four times as long, with as many checkpoints and measurements:
 /// what the device does per step, without the fixed costs).
 fn kernels(args: &[&str]) -> Result<()> {
     crate::deps::ensure(&crate::deps::GPU)?;
+    if let Some(i) = args.iter().position(|a| *a == "--package") {
+        let dir = args
+            .get(i + 1)
+            .ok_or_else(|| anyhow::anyhow!("--package needs a kernel package's folder"))?;
+        return package(dir, args);
+    }
     // Peak memory bandwidth of the GPU, if known, for the ising2d bound: one byte per spin, so
     // about 3 bytes moved per flip (the spin read and written, its share of neighbour reads).
     let bandwidth_gbs: Option<f64> = flag(args, "--bandwidth-gbs")?;

@@ -37,7 +37,8 @@ cargo xtask <command>
                        Chromium) and Dawn (node, SwiftShader) tests, the PostgreSQL suite, and
                        schemathesis against the API's OpenAPI document
   schemathesis         only that last step (no 5xx, no response contradicting the schema)
-  bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU
+  bench kernels        kernel throughput: CPU reference (1 thread, all cores) and native GPU;
+                       with --package DIR, a kernel package's beside its built-in twin
   bench reliability    Sybil tokens, the spot-check hog, a connection flood, a pinned soak
   build-web            compiles the browser client to wasm and its JS glue: web/pkg/volunteer
                        (the volunteer's download, within its budget) and web/pkg (with the
@@ -228,12 +229,13 @@ pub fn qg_run(
         "--bin",
         "qg-run",
         "--",
-        kernel,
-        "--params",
-        &params.to_string(),
-        "--backend",
-        backend,
     ]);
+    // `package:DIR` is a kernel package's folder.
+    match kernel.strip_prefix("package:") {
+        Some(dir) => c.args(["--package", dir]),
+        None => c.arg(kernel),
+    };
+    c.args(["--params", &params.to_string(), "--backend", backend]);
     if let Some(t) = threads {
         c.args(["--threads", &t.to_string()]);
     }
