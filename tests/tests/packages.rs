@@ -219,3 +219,38 @@ fn a_package_without_a_cpu_reference_says_so() {
     assert!(e.to_string().contains("no CPU reference"), "{e}");
     let _: Value = job.params_json();
 }
+
+/// The guide's worked example is the example package, byte for byte, and does what the guide
+/// says: the mean squared displacement of a random walk is the number of steps.
+#[test]
+fn the_guides_worked_example_runs_as_it_says() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/kernel-packages.md")).unwrap();
+    let block = |after: &str, lang: &str| {
+        let from = guide.find(after).unwrap_or_else(|| panic!("{after}")) + after.len();
+        let open = format!("```{lang}\n");
+        let start = guide[from..].find(&open).unwrap() + from + open.len();
+        let end = guide[start..].find("```").unwrap() + start;
+        guide[start..end].to_owned()
+    };
+    let dir = root.join("examples/kernels/random-walk");
+    assert_eq!(
+        block("`kernel.toml`:", "toml"),
+        std::fs::read_to_string(dir.join("kernel.toml")).unwrap()
+    );
+    assert_eq!(
+        block("`kernel.wgsl`:", "wgsl"),
+        std::fs::read_to_string(dir.join("kernel.wgsl")).unwrap()
+    );
+    let pkg = example_package("random-walk");
+    let job = Job::package(&pkg, &json!({"walkers": 8192, "steps": 200, "seed": 3})).unwrap();
+    let s = on_gpu(&job).summary;
+    let (msd, err) = (s["msd"].as_f64().unwrap(), s["msd_err"].as_f64().unwrap());
+    assert!((msd - 200.0).abs() < 5.0 * err + 1.0, "{s}");
+    // The spec the guide shows names it by its hash.
+    assert!(
+        guide.contains(&format!("kernel = \"{}\"", pkg.kernel())),
+        "update the guide's spec: {}",
+        pkg.kernel()
+    );
+}
