@@ -364,6 +364,21 @@ fn run(cli: Cli) -> Result<()> {
                 Some(_) => println!("  cancelled"),
                 None => println!("  ETA: {}", eta(&s)),
             }
+            // A package's batch: whether its units go out, and why not.
+            if let Some(p) = &s.package {
+                match p.status.as_str() {
+                    "approved" => println!("  kernel package {}: approved", p.kernel),
+                    "pending" => println!(
+                        "  kernel package {}: pending; its units wait until an operator approves it",
+                        p.kernel
+                    ),
+                    other => println!(
+                        "  kernel package {}: {other}: {}; its units are held",
+                        p.kernel,
+                        p.reason.as_deref().unwrap_or("no reason given")
+                    ),
+                }
+            }
         }
         Cmd::Status { batch: None } => {
             let list: BatchList = api.get("/api/v1/batches", "batches")?;

@@ -586,7 +586,14 @@ steps = 100"#,
             err.contains("quorum only"),
             "no verifier here, and the scientist is told: {err}"
         );
-        batches.push((name, kernel, out.trim().parse::<i64>().unwrap()));
+        let batch = out.trim().to_owned();
+        let (code, out, _) = qg_as(&key, argv(&["status", &batch])).await.unwrap();
+        assert_eq!(code, 0);
+        assert!(
+            out.contains(&format!("kernel package {kernel}: approved")),
+            "{out}"
+        );
+        batches.push((name, kernel, batch.parse::<i64>().unwrap()));
     }
     let (code, out, _) = qg_as(&key, argv(&["kernel", "list"])).await.unwrap();
     assert_eq!(code, 0);
