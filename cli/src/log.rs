@@ -23,6 +23,11 @@ pub struct VerifyArgs {
     pub min_witnesses: Option<usize>,
     /// Percent of the canonical units to recompute with the CPU reference.
     pub recompute: f64,
+    /// The recompute sample's seed (drawn from the operating system when not given).
+    pub seed: Option<u64>,
+    /// Write the verified results here as CSV, and their aggregate per swept point as JSON.
+    pub csv: Option<PathBuf>,
+    pub aggregate: Option<PathBuf>,
     pub threads: usize,
     /// Kernel package folders to recompute with (beside those the bundle carries).
     pub packages: Vec<PathBuf>,
@@ -45,7 +50,7 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
     let opts = VerifyOptions {
         log_key: a.log_key.clone(),
         witnesses: a.witnesses.clone(),
-        min_witnesses: a.min_witnesses.unwrap_or(a.witnesses.len()),
+        min_witnesses: a.min_witnesses.unwrap_or(1),
     };
     let report = verify_bundle(&bundle, &opts);
     for n in &report.notes {
@@ -75,13 +80,17 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
             .filter(|u| report.verified.contains(&u.unit))
             .collect();
         let want = ((proven.len() as f64 * a.recompute / 100.0).ceil() as usize).min(proven.len());
-        // An even spread, starting where the checkpoint's root says: the coordinator cannot
-        // know in advance which units will be recomputed.
-        let start = report.checkpoint.as_ref().map_or(0, |c| {
-            u64::from_be_bytes(c.checkpoint.hash().0[..8].try_into().unwrap_or_default())
-        });
-        for k in 0..want {
-            let i = ((start as usize).wrapping_add(k * proven.len() / want.max(1))) % proven.len();
+        // Drawn from this machine's randomness, nothing the coordinator chose: it cannot know
+        // which units will be recomputed. The seed is printed, so an audit can be repeated.
+        let seed = a.seed.unwrap_or_else(rand::random);
+        eprintln!(
+            "recomputing {want} of {} units, drawn with seed {seed} (--seed {seed} draws them again)",
+            proven.len()
+        );
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let mut picks = rand::seq::index::sample(&mut rng, proven.len(), want).into_vec();
+        picks.sort_unstable();
+        for i in picks {
             let u = proven[i];
             let Some(accepted) = u.digest else { continue };
             let latest = u
@@ -145,6 +154,19 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
                     "unit {}: recomputed with {how}, its digest is {}, not the accepted {}",
                     u.unit, r.digest, accepted
                 ));
+                continue;
+            }
+            // The numbers too: the summary of the recomputed output is the one the receipt
+            // binds (which the bundle's check tied to the summary presented).
+            let summary = job.summarize(&r.output).ok();
+            if summary.as_ref().map(transparency::summary_hash) != e.summary_sha256 {
+                problems.push(format!(
+                    "unit {}: recomputed with {how}, its summary is {}, not {}, the one log entry #{} accepted",
+                    u.unit,
+                    summary.map_or("none".into(), |s| s.to_string()),
+                    u.summary.as_deref().unwrap_or("none"),
+                    u.entries.last().map_or(0, |e| e.index)
+                ));
             }
         }
     }
@@ -179,9 +201,13 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
                 }
             );
             debug_assert_eq!(report.verified.len(), canonical);
+            write_verified(&bundle, &report.verified, a)?;
             Ok(true)
         }
         _ => {
+            if a.csv.is_some() || a.aggregate.is_some() {
+                eprintln!("no results written: the bundle did not verify");
+            }
             println!(
                 "FAILED batch {}: {} problem(s) in {}",
                 bundle.batch,
@@ -191,6 +217,48 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// Writes what `--csv` and `--aggregate` ask for from the verified units only: their params
+/// and the summaries their receipts bind.
+fn write_verified(bundle: &ProofBundle, verified: &[i64], a: &VerifyArgs) -> Result<()> {
+    if a.csv.is_none() && a.aggregate.is_none() {
+        return Ok(());
+    }
+    let rows: Vec<protocol::status::UnitResult> = bundle
+        .units
+        .iter()
+        .filter(|u| verified.contains(&u.unit))
+        .map(|u| protocol::status::UnitResult {
+            unit_id: u.unit,
+            params: u.params.clone(),
+            state: u.state,
+            digest: u.digest,
+            summary: u.summary_value(),
+            fail_reason: None,
+            log_index: u.entries.last().map(|e| e.index),
+        })
+        .collect();
+    if let Some(path) = &a.csv {
+        std::fs::write(path, protocol::status::results_csv(&rows))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} ({} verified results)", path.display(), rows.len());
+    }
+    if let Some(path) = &a.aggregate {
+        let axes: Vec<String> = bundle
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_value(s["axes"].clone()).ok())
+            .unwrap_or_default();
+        let kernel = bundle.units.first().map_or("", |u| u.kernel.as_str());
+        let mut out = shaders::aggregate(kernel, &axes, &rows);
+        out["batch_id"] = bundle.batch.into();
+        out["kernel"] = kernel.into();
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Fetches a batch's bundle, waiting (up to `wait`) for its newest receipts to be in a

@@ -90,19 +90,29 @@ enum Cmd {
     Verify {
         /// A bundle from `qg results BATCH --proofs -o FILE`
         file: PathBuf,
-        /// The log's public key, pinned (`GET /api/v1/log`, printed by the coordinator);
-        /// without it the bundle's own is trusted
+        /// The log's public key, pinned (`GET /api/v1/log`, printed by the coordinator):
+        /// required, a bundle's own key proves nothing
         #[arg(long)]
         log_key: Option<String>,
         /// A witness's public key (repeat for several)
         #[arg(long = "witness")]
         witnesses: Vec<String>,
-        /// Cosignatures needed from those witnesses [default: all of them]
+        /// Cosignatures needed from those witnesses; 0 checks none [default: 1]
         #[arg(long)]
         min_witnesses: Option<usize>,
-        /// Percent of the canonical units to recompute with the CPU reference (`5` or `5%`)
+        /// Percent of the canonical units to recompute with the CPU reference (`5` or `5%`),
+        /// drawn at random here
         #[arg(long, default_value = "0", value_parser = percent)]
         recompute: f64,
+        /// The recompute sample's seed, to repeat an audit [default: drawn at random, printed]
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the verified results (params and the summaries their receipts bind) as CSV
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write their means and standard errors per swept point as JSON
+        #[arg(long)]
+        aggregate: Option<PathBuf>,
         /// CPU threads for recomputation [default: all]
         #[arg(long)]
         threads: Option<usize>,
@@ -557,6 +567,9 @@ fn main() -> ExitCode {
             witnesses,
             min_witnesses,
             recompute,
+            seed,
+            csv,
+            aggregate,
             threads,
             packages,
         } => Ok(log::verify(&log::VerifyArgs {
@@ -565,6 +578,9 @@ fn main() -> ExitCode {
             witnesses,
             min_witnesses,
             recompute,
+            seed,
+            csv,
+            aggregate,
             packages,
             threads: threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

@@ -381,6 +381,97 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     );
     assert!(out.contains("cosigned by w1.test, w2.test"), "{out}");
     assert!(out.contains("3 recomputed and reproduced"), "{out}");
+    // The sample is drawn here, at random, and a seed repeats it.
+    let seed_of = |err: &str| {
+        err.split("drawn with seed ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_owned()
+    };
+    let (_, _, again) = verify(&bundle, &["--recompute", "50%"]).await.unwrap();
+    assert_ne!(seed_of(&err), seed_of(&again), "{err}{again}");
+    let (code, out, seeded) = verify(&bundle, &["--recompute", "50", "--seed", "7"])
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, seed_of(&seeded)),
+        (0, "7".to_owned()),
+        "{out}{seeded}"
+    );
+
+    // Results written from the bundle are the receipts': here, what the coordinator serves.
+    let (csv, agg) = (path("verified.csv"), path("verified.json"));
+    let (code, _, err) = verify(&bundle, &["--csv", &csv, "--aggregate", &agg])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (_, served_csv, _) = qg_at(argv(&["results", &batch, "--format", "csv"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        served_csv.trim_end().to_owned() + "\n"
+    );
+    let (_, served_agg, _) = qg_at(argv(&["results", &batch, "--aggregate"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&agg).unwrap()).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&served_agg).unwrap()
+    );
+
+    // Pins are required: the log's key, and a witness.
+    let (code, out, _) = run(argv(&["verify", &bundle])).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the log's key is not pinned"), "{out}");
+    let (code, out, _) = run(argv(&["verify", &bundle, "--log-key", &log_key]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("0 witness key(s) pinned, 1 cosignature(s) needed"),
+        "{out}"
+    );
+
+    // The numbers edited in the bundle, or a unit left out: caught, and no results written.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let honest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut v = honest.clone();
+    let unit = v["units"][0]["unit"].as_i64().unwrap();
+    let mut forged: serde_json::Value =
+        serde_json::from_str(v["units"][0]["summary"].as_str().unwrap()).unwrap();
+    let (k, x) = forged
+        .as_object()
+        .unwrap()
+        .iter()
+        .find_map(|(k, x)| Some((k.clone(), x.as_f64()?)))
+        .unwrap();
+    forged[&k] = (x + 0.5).into();
+    v["units"][0]["summary"] = forged.to_string().into();
+    let edited = path("edited-summary.json");
+    std::fs::write(&edited, v.to_string()).unwrap();
+    let (code, out, err) = verify(&edited, &["--csv", &path("forged.csv")])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "FAIL unit {unit}: the summary presented is not the one log entry #"
+        )),
+        "{out}"
+    );
+    assert!(err.contains("no results written"), "{err}");
+    assert!(!dir.path().join("forged.csv").exists());
+    let mut v = honest.clone();
+    v["units"].as_array_mut().unwrap().pop();
+    std::fs::write(&edited, v.to_string()).unwrap();
+    let (code, out, _) = verify(&edited, &[]).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the batch was committed with 6 units (log entry #0), the bundle presents 5"),
+        "{out}"
+    );
 
     // A result edited in the bundle fails, naming the unit.
     let text = std::fs::read_to_string(&bundle).unwrap();
@@ -400,7 +491,12 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--recompute"), "{err}");
     // A third witness that never cosigned: not enough cosignatures.
-    let (code, out, _) = verify(&bundle, &["--min-witnesses", "3"]).await.unwrap();
+    let w3 = transparency::NoteKey::from_seed("w3.test", transparency::ALG_COSIGNATURE_V1, [5; 32])
+        .unwrap()
+        .verifier_key();
+    let (code, out, _) = verify(&bundle, &["--witness", &w3, "--min-witnesses", "3"])
+        .await
+        .unwrap();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("2 valid witness cosignature(s), 3 needed"),
@@ -426,7 +522,7 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     .unwrap();
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("REFUSED: fork: two checkpoints of size 6"),
+        err.contains("REFUSED: fork: two checkpoints of size 7"),
         "{err}"
     );
     st["last"]["size"] = serde_json::json!(100);

@@ -5,6 +5,7 @@
 
 use crate::decide;
 use crate::lifecycle::{self, Event, Oracle, Replica, ReplicaId, ReplicaState, Spot, UnitState};
+use crate::store::log as lg;
 use crate::store::packages as pk;
 use crate::store::postgres::PostgresBackend;
 use crate::store::queries::{self as q, UnitRow};
@@ -275,9 +276,17 @@ impl Engine {
                 }
             }
             let batch = q::insert_batch(s, b, version, now)?;
+            let mut committed = Vec::with_capacity(units.len());
             for u in &units {
-                q::insert_unit(s, batch, &b.kernel, &b.policy, u, now)?;
+                let id = q::insert_unit(s, batch, &b.kernel, &b.policy, u, now)?;
+                committed.push((id, transparency::params_hash(u.params)));
             }
+            // The batch's commitment, logged before any receipt of its units: a bundle that
+            // leaves a unit out or presents other params is caught against it.
+            let spec = b.spec();
+            lg::set_batch_spec(s, batch, &transparency::canonical_json(&spec))?;
+            let c = transparency::BatchCommitment::new(batch, &b.kernel, &spec, &committed, now);
+            lg::queue(s, lg::COMMITMENT_UNIT, batch, &c.to_bytes())?;
             Ok(batch)
         })
     }

@@ -18,8 +18,8 @@ use transparency::tlog_tiles::{
 };
 use transparency::{
     Agreeing, BUNDLE_FORMAT, BundleEntry, BundleUnit, EntryKind, Evidence, Hash, LogEntry, NoteKey,
-    NoteVerifier, ProofBundle, TILE_HEIGHT, add_cosignatures, check_cosignature, hash_to_b64,
-    params_hash, sign_checkpoint,
+    NoteVerifier, ProofBundle, TILE_HEIGHT, add_cosignatures, canonical_json, check_cosignature,
+    hash_to_b64, params_hash, sign_checkpoint, summary_hash,
 };
 
 /// Receipts the sequencer moves into the tree per transaction.
@@ -89,6 +89,12 @@ pub(crate) fn queue_receipt(
     let (passed, failed) = lg::challenge_outcomes(s, row.id)?;
     let policy = unit.policy;
     let params: serde_json::Value = q::from_json(&row.params)?;
+    // The summary the results serve: an accepted entry's is the result's; a revocation's the
+    // one withdrawn with it (a unit keeps its summary until another result is accepted).
+    let summary_sha256 = match &row.summary {
+        Some(text) => Some(summary_hash(&q::from_json(text)?)),
+        None => None,
+    };
     let entry = LogEntry {
         kind,
         unit: row.id,
@@ -97,6 +103,7 @@ pub(crate) fn queue_receipt(
         kernel_version: row.kernel_version,
         params_sha256: params_hash(&params),
         digest,
+        summary_sha256,
         checkpoints,
         replicas: agreeing,
         evidence: Evidence {
@@ -231,11 +238,18 @@ impl Engine {
             let mut tree = DbHashes::new(s);
             let mut latest: HashMap<i64, u64> = HashMap::new();
             for item in &queued {
+                // A batch's commitment supersedes nothing.
+                let commitment = item.unit == lg::COMMITMENT_UNIT;
                 let supersedes = match latest.get(&item.unit) {
+                    _ if commitment => None,
                     Some(i) => Some(*i),
                     None => lg::latest_for_unit(*tree.sql.get_mut(), item.unit)?,
                 };
-                let body = with_supersedes(&item.body, supersedes)?;
+                let body = if commitment {
+                    item.body.clone()
+                } else {
+                    with_supersedes(&item.body, supersedes)?
+                };
                 let hashes = stored_hashes(n, &body, &tree).map_err(|e| tree.fail(e))?;
                 let first = stored_hash_index(0, n);
                 lg::append(*tree.sql.get_mut(), item, n, &body, first, &hashes, now)?;
@@ -393,15 +407,22 @@ impl Engine {
             let results = crate::store::views::batch_results(s, batch)?;
             let entries = lg::batch_entries(s, batch, size)?;
             let pending = lg::batch_pending(s, batch, size)?;
+            let spec = lg::batch_spec(s, batch)?;
             let mut by_unit: HashMap<i64, Vec<BundleEntry>> = HashMap::new();
+            let mut commitment = None;
             let tree = DbHashes::new(s);
             for (idx, unit, body) in entries {
                 let proof = prove_record(size, idx, &tree).map_err(|e| tree.fail(e))?;
-                by_unit.entry(unit).or_default().push(BundleEntry {
+                let entry = BundleEntry {
                     index: idx,
                     entry: String::from_utf8_lossy(&body).into_owned(),
                     proof: proof.iter().map(hash_to_b64).collect(),
-                });
+                };
+                if unit == lg::COMMITMENT_UNIT {
+                    commitment = Some(entry);
+                } else {
+                    by_unit.entry(unit).or_default().push(entry);
+                }
             }
             let units = results
                 .into_iter()
@@ -411,6 +432,8 @@ impl Engine {
                     params: r.params,
                     state: r.state,
                     digest: r.digest.filter(|_| r.state == UnitState::Canonical),
+                    // The exact bytes its receipt hashes.
+                    summary: r.summary.as_ref().map(canonical_json),
                     entries: by_unit.remove(&r.unit_id).unwrap_or_default(),
                 })
                 .collect();
@@ -428,6 +451,8 @@ impl Engine {
                     batch,
                     log_key,
                     checkpoint,
+                    commitment,
+                    spec,
                     units,
                     packages,
                 },

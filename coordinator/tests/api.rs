@@ -2367,8 +2367,9 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
     // Receipts wait for the sequencer: no checkpoint yet.
     let (s, v) = h.get(&proofs, Some(&h.key)).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    assert_eq!(h.store.log_queue_len().unwrap(), 3);
-    assert_eq!(h.seal(), 3);
+    // Three receipts, after the batch's commitment.
+    assert_eq!(h.store.log_queue_len().unwrap(), 4);
+    assert_eq!(h.seal(), 4);
     assert_eq!(h.store.log_queue_len().unwrap(), 0);
     let (s, v) = h.get(&proofs, Some(&h.key)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -2392,7 +2393,24 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
         .map(|r| r["log_index"].as_u64().unwrap())
         .collect();
     indexes.sort();
-    assert_eq!(indexes, vec![0, 1, 2]);
+    assert_eq!(indexes, vec![1, 2, 3]);
+    let c =
+        transparency::BatchCommitment::parse(bundle.commitment.as_ref().unwrap().entry.as_bytes())
+            .unwrap();
+    assert_eq!(
+        (c.batch, c.units, bundle.commitment.unwrap().index),
+        (b, 3, 0)
+    );
+    assert_eq!(bundle.spec.unwrap()["kernel"], "ising2d");
+    // Each receipt binds the summary the results serve.
+    for (u, r) in bundle.units.iter().zip(&rows) {
+        let e = LogEntry::parse(u.entries[0].entry.as_bytes()).unwrap();
+        assert_eq!(
+            e.summary_sha256,
+            Some(transparency::summary_hash(&r["summary"]))
+        );
+        assert!(r["summary"]["abs_m"].is_number(), "{r}");
+    }
     // Another scientist sees no proofs of this batch.
     let other = new_secret("qgk_");
     h.store
@@ -2406,9 +2424,9 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
     let (s, note) = h.call_raw("GET", "/log/checkpoint", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let cp = open_checkpoint(&note, &h.log_key.verifier(), &[], 0).unwrap();
-    assert_eq!(cp.checkpoint.size(), 3);
+    assert_eq!(cp.checkpoint.size(), 4);
     let (s, bundle_bytes) = h
-        .call_raw("GET", "/log/tile/entries/000.p/3", None, None)
+        .call_raw("GET", "/log/tile/entries/000.p/4", None, None)
         .await;
     assert_eq!(s, StatusCode::OK);
     let mut rebuilt = MemoryLog::default();
@@ -2420,14 +2438,14 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
         record_hashes.extend(transparency::record_hash(&rest[2..2 + len]).0);
         rest = &rest[2 + len..];
     }
-    assert_eq!(rebuilt.size(), 3);
+    assert_eq!(rebuilt.size(), 4);
     assert_eq!(rebuilt.root().unwrap(), *cp.checkpoint.hash());
-    let (s, tile) = h.call_raw("GET", "/log/tile/0/000.p/3", None, None).await;
+    let (s, tile) = h.call_raw("GET", "/log/tile/0/000.p/4", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(tile, record_hashes);
     // Tiles the tree does not have yet, and paths that are not tiles.
     for path in [
-        "/log/tile/0/000.p/4",
+        "/log/tile/0/000.p/5",
         "/log/tile/0/000",
         "/log/tile/1/000.p/1",
         "/log/tile/entries/001",
@@ -2445,7 +2463,7 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
     }
     let (s, v) = h.get("/api/v1/log", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["size"], 3);
+    assert_eq!(v["size"], 4);
     assert_eq!(v["key"], h.log_key.verifier_key());
 }
 
@@ -2515,6 +2533,85 @@ async fn tampering_with_results_or_the_log_is_caught() {
             format!("unit {u2}: presented as canonical, but no log entry accepts it"),
             format!("unit {u3}: presented as canonical, but no log entry accepts it")
         ]
+    );
+}
+
+#[tokio::test]
+async fn edited_numbers_edited_params_and_a_unit_left_out_are_caught() {
+    // What a coordinator's owner would edit that digests alone do not show: the summary
+    // scientists use, a unit's params, and which units a batch has.
+    let h = Harness::new();
+    let b = h
+        .batch("ising2d", ising_units(3), json!({"spot_check_rate": 0.0}))
+        .await;
+    let other = h
+        .batch("ising2d", ising_units(1), json!({"spot_check_rate": 0.0}))
+        .await;
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    h.run_to_completion(b, &sims, false).await;
+    h.seal();
+    let fetch = || async {
+        let (s, v) = h
+            .get(&format!("/api/v1/batches/{b}/proofs"), Some(&h.key))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        bundle_of(v)
+    };
+    let honest = fetch().await;
+    assert!(problems(&h, &honest).is_empty());
+    let [u1, u2, u3] = [0, 1, 2].map(|i| honest.units[i].unit);
+    let index = |i: usize| honest.units[i].entries[0].index;
+
+    h.tamper(
+        &format!(
+            "UPDATE units SET summary = '{{\"abs_m\":0.999,\"abs_m_err\":0.001}}' WHERE id = {u1}"
+        ),
+        None,
+    );
+    let p = problems(&h, &fetch().await);
+    assert_eq!(
+        p,
+        vec![format!(
+            "unit {u1}: the summary presented is not the one log entry #{} accepted",
+            index(0)
+        )]
+    );
+
+    h.tamper(
+        &format!(
+            "UPDATE units SET params = '{{\"L\":16,\"beta\":0.9,\"sweeps\":20,\"seed\":2}}' WHERE id = {u2}"
+        ),
+        None,
+    );
+    let p = problems(&h, &fetch().await);
+    assert!(
+        p.contains(&format!(
+            "unit {u2}: log entry #{} is for other parameters or another kernel than presented",
+            index(1)
+        )),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.starts_with(
+            "bundle: the units presented (their ids and parameters) are not the ones committed"
+        )),
+        "{p:?}"
+    );
+
+    // Unit 3 moved out of the batch: the bundle has 2 of the 3 units committed.
+    h.tamper(
+        &format!("UPDATE units SET batch_id = {other} WHERE id = {u3}"),
+        None,
+    );
+    let p = problems(&h, &fetch().await);
+    assert!(
+        p.iter().any(|p| p.starts_with(
+            "bundle: the batch was committed with 3 units (log entry #0), the bundle presents 2"
+        )),
+        "{p:?}"
     );
 }
 
@@ -2689,7 +2786,8 @@ async fn the_log_resumes_the_same_tree_and_refuses_another_key() {
         h.volunteer(Kind::Honest).await,
     ];
     h.run_to_completion(b, &sims, false).await;
-    assert_eq!(h.seal(), 2);
+    // Each batch: its commitment, then two receipts.
+    assert_eq!(h.seal(), 3);
     let (_, first) = h.call_raw("GET", "/log/checkpoint", None, None).await;
     let first = open_checkpoint(&first, &h.log_key.verifier(), &[], 0).unwrap();
 
@@ -2710,11 +2808,11 @@ async fn the_log_resumes_the_same_tree_and_refuses_another_key() {
     let impostor = NoteKey::from_seed(h.log_key.name(), ALG_ED25519, [9; 32]).unwrap();
     let err = again.sequence_log(&impostor, 100, now()).unwrap_err();
     assert!(err.to_string().contains("same log key"), "{err}");
-    assert_eq!(again.sequence_log(&h.log_key, 100, now()).unwrap(), Some(4));
+    assert_eq!(again.sequence_log(&h.log_key, 100, now()).unwrap(), Some(6));
     let (_, second) = h.call_raw("GET", "/log/checkpoint", None, None).await;
     let second = open_checkpoint(&second, &h.log_key.verifier(), &[], 0).unwrap();
-    assert_eq!(second.checkpoint.size(), 4);
-    let (s, v) = h.get("/api/v1/log/consistency?from=2&to=4", None).await;
+    assert_eq!(second.checkpoint.size(), 6);
+    let (s, v) = h.get("/api/v1/log/consistency?from=3&to=6", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let proof: Vec<_> = v["proof"]
         .as_array()
@@ -2724,9 +2822,9 @@ async fn the_log_resumes_the_same_tree_and_refuses_another_key() {
         .collect();
     transparency::tlog_tiles::check_tree(
         &proof,
-        4,
+        6,
         *second.checkpoint.hash(),
-        2,
+        3,
         *first.checkpoint.hash(),
     )
     .unwrap();

@@ -7,7 +7,7 @@ use crate::Digest;
 use crate::api::AdapterInfo;
 use crate::policy::{Policy, ReplicaState, UnitState};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -262,4 +262,161 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BatchList {
     pub batches: Vec<BatchStatus>,
+}
+
+/// One row per unit: id, state, digest, then every param and summary field (columns are the
+/// union over units, sorted), then the failure reason.
+pub fn results_csv(rows: &[UnitResult]) -> String {
+    use std::collections::BTreeSet;
+    let keys = |f: &dyn Fn(&UnitResult) -> Option<&Value>| -> Vec<String> {
+        let mut set = BTreeSet::new();
+        for r in rows {
+            if let Some(Value::Object(m)) = f(r) {
+                set.extend(m.keys().cloned());
+            }
+        }
+        set.into_iter().collect()
+    };
+    let pkeys = keys(&|r| Some(&r.params));
+    let skeys = keys(&|r| r.summary.as_ref());
+    let esc = |s: String| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
+    };
+    let cell = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => esc(s.clone()),
+        Some(v) => esc(v.to_string()),
+    };
+    let mut out = String::from("unit_id,state,digest");
+    for k in &pkeys {
+        out.push_str(&format!(",{}", esc(k.clone())));
+    }
+    for k in &skeys {
+        out.push_str(&format!(",{}", esc(k.clone())));
+    }
+    out.push_str(",fail_reason\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{}",
+            r.unit_id,
+            r.state.as_str(),
+            r.digest.map(|d| d.to_hex()).unwrap_or_default()
+        ));
+        for k in &pkeys {
+            out.push(',');
+            out.push_str(&cell(r.params.get(k)));
+        }
+        for k in &skeys {
+            out.push(',');
+            out.push_str(&cell(r.summary.as_ref().and_then(|s| s.get(k))));
+        }
+        out.push(',');
+        out.push_str(&esc(r.fail_reason.clone().unwrap_or_default()));
+        out.push('\n');
+    }
+    out
+}
+
+/// Per swept point (every axis but `seed`): how many canonical units, and the mean and
+/// standard error across them of every numeric summary observable. A point of one unit takes
+/// the unit's own error estimate where the kernel gives one: `own_error` pairs an observable's
+/// key with its error's.
+pub fn aggregate(own_error: &[(&str, &str)], axes: &[String], rows: &[UnitResult]) -> Value {
+    let group_axes: Vec<&String> = axes.iter().filter(|a| a.as_str() != "seed").collect();
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: std::collections::HashMap<String, (Value, Vec<&Value>)> = Default::default();
+    for r in rows {
+        if r.state != UnitState::Canonical {
+            continue;
+        }
+        let Some(summary) = &r.summary else { continue };
+        let values: serde_json::Map<String, Value> = group_axes
+            .iter()
+            .map(|a| {
+                (
+                    (*a).clone(),
+                    r.params.get(a.as_str()).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let key = Value::Object(values.clone()).to_string();
+        let entry = groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            (Value::Object(values), Vec::new())
+        });
+        entry.1.push(summary);
+    }
+    let points: Vec<Value> = order
+        .iter()
+        .filter_map(|k| groups.get(k))
+        .map(|(values, sums)| {
+            let mut mean = serde_json::Map::new();
+            let mut sem = serde_json::Map::new();
+            if let Some(Value::Object(first)) = sums.first() {
+                for key in first.keys() {
+                    let xs: Vec<f64> = sums.iter().filter_map(|s| s.get(key)?.as_f64()).collect();
+                    if xs.len() != sums.len() {
+                        continue;
+                    }
+                    let n = xs.len() as f64;
+                    let m = xs.iter().sum::<f64>() / n;
+                    mean.insert(key.clone(), json!(m));
+                    let own = own_error
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, e)| sums[0].get(*e)?.as_f64());
+                    let e = if xs.len() > 1 {
+                        json!(
+                            (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) / n)
+                                .sqrt()
+                        )
+                    } else {
+                        own.map_or(Value::Null, |e| json!(e))
+                    };
+                    sem.insert(key.clone(), e);
+                }
+            }
+            json!({ "values": values, "n": sums.len(), "mean": mean, "sem": sem })
+        })
+        .collect();
+    json!({ "axes": group_axes, "points": points })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UnitResult, aggregate};
+    use crate::policy::UnitState;
+    use serde_json::{Value, json};
+
+    fn unit(beta: f64, seed: u64, abs_m: f64) -> UnitResult {
+        UnitResult {
+            unit_id: seed as i64,
+            params: json!({"beta": beta, "seed": seed}),
+            state: UnitState::Canonical,
+            digest: None,
+            summary: Some(json!({"abs_m": abs_m, "abs_m_err": 0.01, "binder": 0.5})),
+            fail_reason: None,
+            log_index: None,
+        }
+    }
+
+    #[test]
+    fn error_bars_are_the_spread_of_seeds_or_a_lone_units_own_estimate() {
+        let axes = ["beta".to_owned(), "seed".to_owned()];
+        let rows = [unit(0.3, 1, 0.2), unit(0.3, 2, 0.4), unit(0.5, 3, 0.9)];
+        let agg = aggregate(&[("abs_m", "abs_m_err")], &axes, &rows);
+        let p = &agg["points"];
+        assert_eq!(agg["axes"], json!(["beta"]));
+        assert_eq!((p[0]["n"].clone(), p[1]["n"].clone()), (json!(2), json!(1)));
+        // Two seeds: the standard error of their mean, 0.1.
+        assert!((p[0]["mean"]["abs_m"].as_f64().unwrap() - 0.3).abs() < 1e-12);
+        assert!((p[0]["sem"]["abs_m"].as_f64().unwrap() - 0.1).abs() < 1e-12);
+        // One unit: its own binned error where the kernel has one, none where it has not.
+        assert_eq!(p[1]["sem"]["abs_m"], 0.01);
+        assert_eq!(p[1]["sem"]["binder"], Value::Null);
+    }
 }

@@ -250,6 +250,19 @@ pub fn kernels() -> Vec<KernelInfo> {
     ]
 }
 
+/// Per swept point, the mean and standard error of every observable over the canonical
+/// units ([`protocol::status::aggregate`]), a lone unit taking `kernel`'s own error estimate
+/// where it gives one.
+pub fn aggregate(kernel: &str, axes: &[String], rows: &[protocol::status::UnitResult]) -> Value {
+    let own_error: Vec<(&str, &str)> = kernels()
+        .into_iter()
+        .filter(|k| k.name == kernel)
+        .flat_map(|k| k.observables.iter())
+        .filter_map(|o| Some((o.key, o.error?)))
+        .collect();
+    protocol::status::aggregate(&own_error, axes, rows)
+}
+
 /// The version of `kernel`'s bytes this build runs: a built-in's, 1 for a package (its hash
 /// names its bytes), 0 for an unknown kernel.
 pub fn kernel_version(kernel: &str) -> u32 {

@@ -2,8 +2,8 @@
 //! offline by [`verify_bundle`].
 
 use crate::{
-    EntryKind, LogEntry, NoteVerifier, TrustedCheckpoint, hash_from_b64, open_checkpoint,
-    params_hash, record_hash,
+    BatchCommitment, EntryKind, LogEntry, NoteVerifier, TrustedCheckpoint, canonical_json,
+    hash_from_b64, open_checkpoint, params_hash, record_hash, tlog_tiles::Hash,
 };
 use protocol::Digest;
 use protocol::policy::UnitState;
@@ -23,6 +23,13 @@ pub struct ProofBundle {
     pub log_key: String,
     /// The checkpoint every proof is against: a signed note with witnesses' cosignatures.
     pub checkpoint: String,
+    /// The batch's commitment ([`BatchCommitment`]), logged when it was submitted: the bundle
+    /// is complete against it.
+    #[serde(default)]
+    pub commitment: Option<BundleEntry>,
+    /// The batch's spec as committed (its hash is the commitment's `spec_sha256`).
+    #[serde(default)]
+    pub spec: Option<Value>,
     pub units: Vec<BundleUnit>,
     /// The files of the kernel package the batch ran, if it is one: `qg verify --recompute`
     /// recomputes with them, once they hash to the name the receipts give.
@@ -40,7 +47,17 @@ pub struct BundleUnit {
     pub state: UnitState,
     /// The canonical digest the coordinator presents as the unit's result.
     pub digest: Option<Digest>,
+    /// The result's summary, the exact JSON text its receipt's `summary_sha256` hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     pub entries: Vec<BundleEntry>,
+}
+
+impl BundleUnit {
+    /// The summary as JSON (a verified unit's is the one its receipt binds).
+    pub fn summary_value(&self) -> Option<Value> {
+        serde_json::from_str(self.summary.as_deref()?).ok()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,11 +71,12 @@ pub struct BundleEntry {
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
-    /// The log's verifier key, pinned; without it the bundle's own is used (and said so).
+    /// The log's verifier key, pinned: required (a bundle's own key proves nothing).
     pub log_key: Option<String>,
-    /// Witnesses' verifier keys.
+    /// Witnesses' verifier keys, pinned.
     pub witnesses: Vec<String>,
-    /// Cosignatures needed from those witnesses.
+    /// Cosignatures needed from those witnesses; more than the keys pinned is an error, 0
+    /// checks no witness (a log that shows each scientist its own fork would pass).
     pub min_witnesses: usize,
 }
 
@@ -89,9 +107,96 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Checks a bundle: the checkpoint's signature and cosignatures, each entry's inclusion in
-/// it, that each unit's entries form one unbroken chain, and that the result presented for
-/// each unit is the one its latest entry accepted.
+/// Whether an entry's bytes are at its index in the tree of `size` with root `root`.
+fn included(e: &BundleEntry, size: u64, root: Hash) -> bool {
+    let proof: Result<Vec<_>, _> = e.proof.iter().map(|h| hash_from_b64(h)).collect();
+    proof.is_ok_and(|p| {
+        tlog_tiles::check_record(&p, size, root, e.index, record_hash(e.entry.as_bytes())).is_ok()
+    })
+}
+
+/// What is wrong with the batch's commitment, or with the units presented against it.
+fn commitment_problems(b: &ProofBundle, size: u64, root: Hash) -> Vec<String> {
+    let Some(e) = &b.commitment else {
+        return vec![
+            "the batch's commitment (its first log entry, made when it was submitted) is \
+             missing, so whether every unit is here cannot be checked"
+                .to_owned(),
+        ];
+    };
+    if e.index >= size || !included(e, size, root) {
+        return vec![format!(
+            "the batch's commitment, log entry #{}, is not the one in the log",
+            e.index
+        )];
+    }
+    let Some(c) = BatchCommitment::parse(e.entry.as_bytes()) else {
+        return vec![format!(
+            "log entry #{}, presented as the batch's commitment, is not one",
+            e.index
+        )];
+    };
+    let mut out = Vec::new();
+    if c.batch != b.batch {
+        out.push(format!(
+            "log entry #{} commits batch {}, not batch {}",
+            e.index, c.batch, b.batch
+        ));
+    }
+    match &b.spec {
+        Some(spec) if Digest::of(canonical_json(spec).as_bytes()) == c.spec_sha256 => {}
+        Some(_) => out.push(format!(
+            "the spec presented is not the one committed in log entry #{}",
+            e.index
+        )),
+        None => out.push("the batch's spec is missing".to_owned()),
+    }
+    if let Some(u) = b.units.iter().find(|u| u.kernel != c.kernel) {
+        out.push(format!(
+            "unit {} is presented as {}, but the batch was committed as {}",
+            u.unit, u.kernel, c.kernel
+        ));
+    }
+    let presented: Vec<(i64, Digest)> = b
+        .units
+        .iter()
+        .map(|u| (u.unit, params_hash(&u.params)))
+        .collect();
+    if c.units != presented.len() as u64 {
+        out.push(format!(
+            "the batch was committed with {} units (log entry #{}), the bundle presents {}",
+            c.units,
+            e.index,
+            presented.len()
+        ));
+    } else if crate::units_hash(&presented) != c.units_sha256 {
+        out.push(format!(
+            "the units presented (their ids and parameters) are not the ones committed in log \
+             entry #{}",
+            e.index
+        ));
+    }
+    out
+}
+
+/// Whether the summary presented for a unit is the one its accepted entry `#i` binds.
+fn summary_problem(u: &BundleUnit, i: u64, e: &LogEntry) -> Option<String> {
+    match (e.summary_sha256, &u.summary) {
+        (Some(h), Some(text)) => (Digest::of(text.as_bytes()) != h
+            || serde_json::from_str::<Value>(text).is_err())
+        .then(|| format!("the summary presented is not the one log entry #{i} accepted")),
+        (Some(_), None) => Some(format!("the summary is missing (log entry #{i} binds one)")),
+        (None, Some(_)) => Some(format!(
+            "a summary is presented, but log entry #{i} binds none"
+        )),
+        (None, None) => None,
+    }
+}
+
+/// Checks a bundle: the checkpoint's signature and cosignatures, the batch's commitment and
+/// that the bundle presents exactly the units it committed, each entry's inclusion in the
+/// checkpoint, that each unit's entries form one unbroken chain, and that the result and the
+/// summary presented for each unit are the ones its latest entry accepted.
 pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
     let mut report = Report::default();
     let mut problem = |unit: Option<i64>, message: String| {
@@ -101,16 +206,36 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
         problem(None, format!("unknown format {:?}", b.format));
         return report;
     }
-    let key_text = match &opts.log_key {
-        Some(k) => k.clone(),
-        None => {
-            report.notes.push(format!(
-                "the log key was taken from the bundle ({}); pin it with --log-key",
+    let Some(key_text) = opts.log_key.clone() else {
+        problem(
+            None,
+            format!(
+                "the log's key is not pinned: a bundle's own key ({}) proves nothing; pin the \
+                 key the log publishes (--log-key)",
                 b.log_key
-            ));
-            b.log_key.clone()
-        }
+            ),
+        );
+        return report;
     };
+    if opts.witnesses.len() < opts.min_witnesses {
+        problem(
+            None,
+            format!(
+                "{} witness key(s) pinned, {} cosignature(s) needed: pin the witnesses' keys \
+                 (--witness), or ask for fewer (--min-witnesses)",
+                opts.witnesses.len(),
+                opts.min_witnesses
+            ),
+        );
+        return report;
+    }
+    if opts.min_witnesses == 0 {
+        report.notes.push(
+            "no witness cosignature is checked: a log that shows you a fork of its own would \
+             pass"
+                .to_owned(),
+        );
+    }
     let log = match NoteVerifier::parse(&key_text) {
         Ok(k) => k,
         Err(e) => {
@@ -139,6 +264,12 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
     };
     let size = trusted.checkpoint.size();
     let root = *trusted.checkpoint.hash();
+    for m in commitment_problems(b, size, root) {
+        report.problems.push(Problem {
+            unit: None,
+            message: m,
+        });
+    }
     let mut verified = Vec::new();
     for u in &b.units {
         let mut problem = |m: String| {
@@ -158,12 +289,7 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
                 sound = false;
                 continue;
             }
-            let proof: Result<Vec<_>, _> = e.proof.iter().map(|h| hash_from_b64(h)).collect();
-            let included = proof.map_err(|e| e.to_string()).and_then(|p| {
-                tlog_tiles::check_record(&p, size, root, e.index, record_hash(e.entry.as_bytes()))
-                    .map_err(|e| e.to_string())
-            });
-            if included.is_err() {
+            if !included(e, size, root) {
                 problem(format!(
                     "log entry #{} is not the one in the log (edited, or its proof is wrong)",
                     e.index
@@ -172,7 +298,16 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
                 continue;
             }
             match LogEntry::parse(e.entry.as_bytes()) {
-                Ok(parsed) if parsed.unit == u.unit => entries.push((e.index, parsed)),
+                Ok(parsed) if parsed.unit == u.unit && parsed.batch == b.batch => {
+                    entries.push((e.index, parsed))
+                }
+                Ok(parsed) if parsed.unit == u.unit => {
+                    problem(format!(
+                        "log entry #{} is about batch {}, not this one",
+                        e.index, parsed.batch
+                    ));
+                    sound = false;
+                }
                 Ok(parsed) => {
                     problem(format!(
                         "log entry #{} is about unit {}, not this one",
@@ -220,7 +355,10 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
                     "the result presented is {d}, but log entry #{i} accepted {}",
                     e.digest
                 )),
-                EntryKind::Accepted if sound => verified.push(u.unit),
+                EntryKind::Accepted if sound => match summary_problem(u, *i, e) {
+                    Some(m) => problem(m),
+                    None => verified.push(u.unit),
+                },
                 EntryKind::Accepted => {}
             },
             (UnitState::Canonical, _, None) => {
@@ -261,6 +399,7 @@ mod tests {
             kernel_version: 1,
             params_sha256: params_hash(&json!({"seed": unit})),
             digest,
+            summary_sha256: Some(crate::summary_hash(&summary(digest))),
             checkpoints: vec![],
             replicas: vec![Agreeing {
                 volunteer: "v".into(),
@@ -281,13 +420,23 @@ mod tests {
         }
     }
 
+    /// The summary of a result with this digest.
+    fn summary(d: Digest) -> Value {
+        json!({"m": d.0[0], "m_err": 0.25})
+    }
+
+    fn spec() -> Value {
+        json!({"name": "sweep", "kernel": "ising2d", "axes": ["seed"]})
+    }
+
     struct Fixture {
         log: NoteKey,
         witness: NoteKey,
         bundle: ProofBundle,
     }
 
-    /// Units 1 and 2 accepted; unit 3 accepted, then revoked and accepted again.
+    /// Units 1 and 2 accepted; unit 3 accepted, then revoked and accepted again; then the
+    /// batch's commitment (first in a real log; its place does not matter).
     fn fixture() -> Fixture {
         let log_key = NoteKey::from_seed("qg.example/log", ALG_ED25519, [1; 32]).unwrap();
         let witness = NoteKey::from_seed("w.example", ALG_COSIGNATURE_V1, [2; 32]).unwrap();
@@ -300,9 +449,14 @@ mod tests {
             entry(EntryKind::Accepted, 3, d(4), Some(3)),
         ];
         let mut mem = MemoryLog::default();
+        let units: Vec<_> = (1..=3)
+            .map(|u| (u, params_hash(&json!({"seed": u}))))
+            .collect();
+        let commitment = BatchCommitment::new(1, "ising2d", &spec(), &units, 0);
         let bytes: Vec<String> = entries
             .iter()
             .map(|e| String::from_utf8(e.to_bytes()).unwrap())
+            .chain([String::from_utf8(commitment.to_bytes()).unwrap()])
             .collect();
         for b in &bytes {
             mem.append(b.as_bytes()).unwrap();
@@ -310,26 +464,25 @@ mod tests {
         let note = sign_checkpoint(&log_key, mem.size(), mem.root().unwrap()).unwrap();
         let text = note.split("\n\n").next().unwrap().to_owned() + "\n";
         let cosig =
-            String::from_utf8(witness.cosign(text.as_bytes(), 5).unwrap().to_bytes()).unwrap();
+            String::from_utf8(witness.cosign(text.as_bytes(), 6).unwrap().to_bytes()).unwrap();
+        let at = |i: u64| BundleEntry {
+            index: i,
+            entry: bytes[i as usize].clone(),
+            proof: mem
+                .prove(mem.size(), i)
+                .unwrap()
+                .iter()
+                .map(hash_to_b64)
+                .collect(),
+        };
         let unit = |id: i64, digest: u8, idx: &[u64]| BundleUnit {
             unit: id,
             kernel: "ising2d".into(),
             params: json!({"seed": id}),
             state: UnitState::Canonical,
             digest: Some(d(digest)),
-            entries: idx
-                .iter()
-                .map(|&i| BundleEntry {
-                    index: i,
-                    entry: bytes[i as usize].clone(),
-                    proof: mem
-                        .prove(mem.size(), i)
-                        .unwrap()
-                        .iter()
-                        .map(hash_to_b64)
-                        .collect(),
-                })
-                .collect(),
+            summary: Some(crate::canonical_json(&summary(d(digest)))),
+            entries: idx.iter().map(|&i| at(i)).collect(),
         };
         let bundle = ProofBundle {
             packages: Vec::new(),
@@ -337,6 +490,8 @@ mod tests {
             batch: 1,
             log_key: log_key.verifier_key(),
             checkpoint: add_cosignatures(&note, &[cosig]),
+            commitment: Some(at(5)),
+            spec: Some(spec()),
             units: vec![unit(1, 1, &[0]), unit(2, 2, &[2]), unit(3, 4, &[1, 3, 4])],
         };
         Fixture {
@@ -372,7 +527,33 @@ mod tests {
         // Two witnesses needed, one cosigned.
         let mut o = opts(&f);
         o.min_witnesses = 2;
+        o.witnesses.push(
+            NoteKey::from_seed("w2.example", ALG_COSIGNATURE_V1, [3; 32])
+                .unwrap()
+                .verifier_key(),
+        );
         assert!(problems(&f.bundle, &o)[0].contains("1 valid witness cosignature(s), 2 needed"));
+    }
+
+    #[test]
+    fn pins_are_required() {
+        let f = fixture();
+        let mut o = opts(&f);
+        o.log_key = None;
+        let p = problems(&f.bundle, &o);
+        assert!(p[0].contains("the log's key is not pinned"), "{p:?}");
+        let mut o = opts(&f);
+        o.witnesses.clear();
+        let p = problems(&f.bundle, &o);
+        assert!(
+            p[0].contains("0 witness key(s) pinned, 1 cosignature(s) needed"),
+            "{p:?}"
+        );
+        // Asking for no witness is a choice, and said.
+        o.min_witnesses = 0;
+        let r = verify_bundle(&f.bundle, &o);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(r.notes[0].contains("no witness cosignature is checked"));
     }
 
     #[test]
@@ -411,6 +592,76 @@ mod tests {
             p.iter()
                 .any(|p| p.contains("#3, which #4 supersedes, is missing")),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn an_edited_summary_is_caught() {
+        // The numbers scientists use: an edit the digests alone would not show.
+        let mut f = fixture();
+        f.bundle.units[1].summary = Some(r#"{"m":2,"m_err":0.01}"#.into());
+        assert_eq!(
+            problems(&f.bundle, &opts(&f)),
+            vec!["unit 2: the summary presented is not the one log entry #2 accepted"]
+        );
+        assert_eq!(
+            verify_bundle(&f.bundle, &opts(&f)).verified,
+            vec![1, 3],
+            "its result is not verified"
+        );
+        // The same value written otherwise is not the bytes the receipt hashes either.
+        f.bundle.units[1].summary = Some(r#"{"m_err":0.25,"m":2}"#.into());
+        assert_eq!(problems(&f.bundle, &opts(&f)).len(), 1);
+        f.bundle.units[1].summary = None;
+        assert_eq!(
+            problems(&f.bundle, &opts(&f)),
+            vec!["unit 2: the summary is missing (log entry #2 binds one)"]
+        );
+        let f = fixture();
+        assert_eq!(
+            f.bundle.units[2].summary_value(),
+            Some(json!({"m": 4, "m_err": 0.25}))
+        );
+    }
+
+    #[test]
+    fn a_bundle_that_leaves_a_unit_out_or_changes_its_params_is_caught() {
+        let mut f = fixture();
+        f.bundle.units.remove(1);
+        assert_eq!(
+            problems(&f.bundle, &opts(&f)),
+            vec![
+                "bundle: the batch was committed with 3 units (log entry #5), the bundle presents 2"
+            ]
+        );
+        // Params edited (and the receipt's params hash with them would break its inclusion).
+        let mut f = fixture();
+        f.bundle.units[0].params = json!({"seed": 9});
+        let p = problems(&f.bundle, &opts(&f));
+        assert!(
+            p.contains(&"bundle: the units presented (their ids and parameters) are not the ones committed in log entry #5".to_owned()),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("unit 1: log entry #0 is for other parameters")),
+            "{p:?}"
+        );
+        // No commitment, or a receipt in its place, or another spec.
+        let mut f = fixture();
+        f.bundle.commitment = None;
+        assert!(problems(&f.bundle, &opts(&f))[0].contains("commitment"));
+        let mut f = fixture();
+        f.bundle.commitment = Some(f.bundle.units[0].entries[0].clone());
+        assert_eq!(
+            problems(&f.bundle, &opts(&f)),
+            vec!["bundle: log entry #0, presented as the batch's commitment, is not one"]
+        );
+        let mut f = fixture();
+        f.bundle.spec = Some(json!({"name": "another"}));
+        assert_eq!(
+            problems(&f.bundle, &opts(&f)),
+            vec!["bundle: the spec presented is not the one committed in log entry #5"]
         );
     }
 

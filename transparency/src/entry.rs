@@ -54,6 +54,11 @@ pub struct LogEntry {
     pub params_sha256: Digest,
     /// The accepted (or, for `revoked`, the withdrawn) output digest.
     pub digest: Digest,
+    /// SHA-256 of the result's summary (the observables scientists use: results, CSV,
+    /// aggregates, plots) as canonical JSON ([`canonical_json`]); none when the result has no
+    /// summary. A bundle presents the summary's exact bytes beside the receipt.
+    #[serde(default)]
+    pub summary_sha256: Option<Digest>,
     /// The canonical replica's checkpoint digests.
     pub checkpoints: Vec<Checkpoint>,
     /// The replicas that agreed.
@@ -77,6 +82,71 @@ impl LogEntry {
     pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
+
+/// The first entry about a batch, queued when it is submitted: what it asked for and which
+/// units it has, so that a bundle that leaves a unit out, or presents other parameters, is
+/// caught. Serialised like a receipt, its fields in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchCommitment {
+    /// Always `"batch"` (a receipt's `kind` is `accepted` or `revoked`).
+    pub kind: String,
+    pub batch: i64,
+    pub kernel: String,
+    /// SHA-256 of the batch's spec (name, description, kernel, policy, axes, spot-check rate)
+    /// as canonical JSON; a bundle carries the spec itself.
+    pub spec_sha256: Digest,
+    /// How many units the batch has.
+    pub units: u64,
+    /// [`units_hash`] of its units.
+    pub units_sha256: Digest,
+    /// Unix seconds of the submission.
+    pub time: i64,
+}
+
+impl BatchCommitment {
+    pub const KIND: &str = "batch";
+
+    /// The commitment of a batch with these units: (unit id, params).
+    pub fn new(batch: i64, kernel: &str, spec: &Value, units: &[(i64, Digest)], time: i64) -> Self {
+        Self {
+            kind: Self::KIND.to_owned(),
+            batch,
+            kernel: kernel.to_owned(),
+            spec_sha256: Digest::of(canonical_json(spec).as_bytes()),
+            units: units.len() as u64,
+            units_sha256: units_hash(units),
+            time,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// A commitment, or None for anything else (a receipt, or not JSON).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|c| c.kind == Self::KIND)
+    }
+}
+
+/// SHA-256 of a batch's units, (unit id, SHA-256 of its params) in the order of their ids,
+/// as the canonical JSON `[[id,"hex"],...]`.
+pub fn units_hash(units: &[(i64, Digest)]) -> Digest {
+    let mut sorted: Vec<&(i64, Digest)> = units.iter().collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    let list: Vec<Value> = sorted
+        .iter()
+        .map(|(id, d)| Value::Array(vec![Value::from(*id), Value::String(d.to_hex())]))
+        .collect();
+    Digest::of(canonical_json(&Value::Array(list)).as_bytes())
+}
+
+/// The hash a receipt gives a summary (the JSON text the coordinator stored).
+pub fn summary_hash(summary: &Value) -> Digest {
+    Digest::of(canonical_json(summary).as_bytes())
 }
 
 /// JSON with object keys sorted at every level and no insignificant whitespace, so equal
@@ -150,6 +220,7 @@ mod tests {
             kernel_version: 2,
             params_sha256: params_hash(&json!({"L": 8})),
             digest: Digest::of(b"out"),
+            summary_sha256: Some(summary_hash(&json!({"m": 0.5}))),
             checkpoints: vec![Checkpoint {
                 step: 10,
                 digest: Digest::of(b"s"),
@@ -174,5 +245,29 @@ mod tests {
         let bytes = e.to_bytes();
         assert!(bytes.starts_with(br#"{"kind":"accepted","unit":7,"#));
         assert_eq!(LogEntry::parse(&bytes).unwrap(), e);
+        assert_eq!(
+            BatchCommitment::parse(&bytes),
+            None,
+            "a receipt is no commitment"
+        );
+    }
+
+    #[test]
+    fn a_commitment_binds_its_units_in_any_order() {
+        let p = |s: u64| params_hash(&json!({"seed": s}));
+        let spec = json!({"name": "sweep", "kernel": "ising2d"});
+        let c = BatchCommitment::new(4, "ising2d", &spec, &[(11, p(1)), (10, p(0))], 9);
+        let bytes = c.to_bytes();
+        assert!(bytes.starts_with(br#"{"kind":"batch","batch":4,"#));
+        assert_eq!(BatchCommitment::parse(&bytes), Some(c.clone()));
+        assert!(
+            LogEntry::parse(&bytes).is_err(),
+            "a commitment is no receipt"
+        );
+        assert_eq!(c.units, 2);
+        assert_eq!(c.units_sha256, units_hash(&[(10, p(0)), (11, p(1))]));
+        assert_ne!(c.units_sha256, units_hash(&[(10, p(0))]));
+        assert_ne!(c.units_sha256, units_hash(&[(10, p(0)), (11, p(2))]));
+        assert_ne!(c.units_sha256, units_hash(&[(10, p(1)), (11, p(0))]));
     }
 }

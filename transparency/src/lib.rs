@@ -25,7 +25,10 @@ pub use bundle::{
     BUNDLE_FORMAT, BundleEntry, BundleUnit, Problem, ProofBundle, Report, VerifyOptions,
     verify_bundle,
 };
-pub use entry::{Agreeing, EntryKind, Evidence, LogEntry, canonical_json, params_hash};
+pub use entry::{
+    Agreeing, BatchCommitment, EntryKind, Evidence, LogEntry, canonical_json, params_hash,
+    summary_hash, units_hash,
+};
 pub use keys::{ALG_COSIGNATURE_V1, ALG_ED25519, KeyError, NoteKey, NoteVerifier};
 pub use note::{
     TrustedCheckpoint, add_cosignatures, check_cosignature, open_checkpoint, sign_checkpoint,

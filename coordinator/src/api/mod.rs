@@ -21,7 +21,6 @@ pub use auth::{
 };
 pub(crate) use error::decode_output;
 pub use error::{ApiError, Body};
-pub use results::{aggregate, results_csv};
 pub use snapshot::Snapshots;
 
 use crate::engine::Engine;

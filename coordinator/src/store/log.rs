@@ -13,7 +13,11 @@ fn hash_of(b: &[u8]) -> Result<Hash> {
         .map_err(|_| StoreError::Db("a stored log hash is not 32 bytes".into()))
 }
 
-/// Queues a receipt (in the transaction of the decision it records).
+/// The `unit_id` of a batch's commitment in the queue and the entries (unit ids start at 1).
+pub const COMMITMENT_UNIT: i64 = 0;
+
+/// Queues a receipt (in the transaction of the decision it records), or with
+/// [`COMMITMENT_UNIT`] a batch's commitment (in the transaction that creates it).
 pub fn queue(s: &mut dyn Sql, unit: i64, batch: i64, body: &[u8]) -> Result<()> {
     s.exec(
         "INSERT INTO log_queue(unit_id, batch_id, body) VALUES (?1, ?2, ?3)",
@@ -177,6 +181,26 @@ pub fn batch_pending(s: &mut dyn Sql, batch: i64, size: u64) -> Result<u64> {
         )?
         .count(0)?;
     Ok(queued + newer)
+}
+
+/// A batch's spec as committed (none for a batch from before commitments).
+pub fn batch_spec(s: &mut dyn Sql, batch: i64) -> Result<Option<serde_json::Value>> {
+    match s
+        .one("SELECT spec FROM batches WHERE id = ?1", p![batch])?
+        .opt_text(0)?
+    {
+        Some(t) => Ok(Some(super::queries::from_json(&t)?)),
+        None => Ok(None),
+    }
+}
+
+/// Stores the spec a batch's commitment hashes.
+pub fn set_batch_spec(s: &mut dyn Sql, batch: i64, spec: &str) -> Result<()> {
+    s.exec(
+        "UPDATE batches SET spec = ?1 WHERE id = ?2",
+        p![spec, batch],
+    )?;
+    Ok(())
 }
 
 /// A batch's kernel.

@@ -100,6 +100,19 @@ pub struct NewBatch {
 }
 
 impl NewBatch {
+    /// What the batch's commitment hashes: everything it asked for but its units (which the
+    /// commitment binds one by one).
+    pub fn spec(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "description": self.description,
+            "kernel": self.kernel,
+            "policy": self.policy,
+            "spot_check_rate": self.spot_check_rate,
+            "axes": self.axes,
+        })
+    }
+
     /// Units, units sampled for a spot-check, and units over `max_recompute_work`.
     pub fn verification(&self, max_recompute_work: u64) -> (u64, u64, u64) {
         let n = |f: &dyn Fn(&NewUnit) -> bool| self.units.iter().filter(|u| f(u)).count() as u64;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/8_spot_batch.sql"),
     include_str!("migrations/sqlite/9_description.sql"),
     include_str!("migrations/sqlite/10_packages.sql"),
+    include_str!("migrations/sqlite/11_commitments.sql"),
 ];
 
 pub struct SqliteBackend {
