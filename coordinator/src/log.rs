@@ -215,7 +215,7 @@ impl Engine {
     /// Moves up to `max` queued receipts into the tree, each superseding its unit's previous
     /// entry, and signs a checkpoint of the new tree with `key`; one transaction, so a crash
     /// loses nothing and a restart resumes the same tree. Returns the new size, or None when
-    /// nothing was queued. Refuses to sign a log the database records under another key.
+    /// nothing was queued (a log with no checkpoint yet gets a signed one of size 0). Refuses to sign a log the database records under another key.
     pub fn sequence_log(&self, key: &NoteKey, max: usize, now: i64) -> Result<Option<u64>> {
         let public = key.verifier_key();
         self.write(|s| {
@@ -232,7 +232,16 @@ impl Engine {
             }
             let queued = lg::queued(s, max)?;
             if queued.is_empty() {
-                return Ok(None);
+                // A new log is a signed empty tree (C2SP), so witnesses and monitors can start
+                // from size 0; its root is RFC 6962's hash of no entries, SHA-256("").
+                if lg::latest_checkpoint(s)?.is_some() {
+                    return Ok(None);
+                }
+                let empty = Hash(protocol::Digest::of(b"").0);
+                let note = sign_checkpoint(key, 0, empty)
+                    .map_err(|e| StoreError::Db(format!("signing a checkpoint: {e}")))?;
+                lg::put_checkpoint(s, 0, &note, now)?;
+                return Ok(Some(0));
             }
             let mut n = lg::size(s)?;
             let mut tree = DbHashes::new(s);

@@ -2468,6 +2468,35 @@ async fn accepted_results_are_logged_proven_and_served_as_tiles() {
 }
 
 #[tokio::test]
+async fn a_new_log_serves_a_signed_empty_checkpoint() {
+    use transparency::open_checkpoint;
+    let h = Harness::new();
+    let (s, _) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "before the sequencer's first tick"
+    );
+    assert_eq!(
+        h.store.sequence_log(&h.log_key, 100, now()).unwrap(),
+        Some(0)
+    );
+    // Signed once: the next tick with nothing queued signs nothing.
+    assert_eq!(h.store.sequence_log(&h.log_key, 100, now()).unwrap(), None);
+    let (s, note) = h.call_raw("GET", "/log/checkpoint", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let cp = open_checkpoint(&note, &h.log_key.verifier(), &[], 0).unwrap();
+    assert_eq!(cp.checkpoint.size(), 0);
+    // RFC 6962's root of no entries: SHA-256 of the empty string.
+    assert_eq!(
+        cp.checkpoint.hash().0,
+        protocol::Digest::of(b"").0,
+        "{}",
+        String::from_utf8_lossy(&note)
+    );
+}
+
+#[tokio::test]
 async fn tampering_with_results_or_the_log_is_caught() {
     let h = Harness::new();
     let b = h

@@ -27,6 +27,8 @@ pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub struct World {
     pub store: Arc<Engine>,
     pub addr: SocketAddr,
+    /// The coordinator's SQLite file.
+    pub db: PathBuf,
     driver: tokio::process::Child,
     driver_url: String,
     _dir: tempfile::TempDir,
@@ -66,6 +68,10 @@ pub async fn world() -> World {
     );
     cfg.expire_every = Duration::from_millis(250);
     let store = Arc::new(Engine::open(&cfg.db).unwrap());
+    let db = match &cfg.db {
+        coordinator::engine::Database::Sqlite(p) => p.clone(),
+        coordinator::engine::Database::Postgres(_) => unreachable!("the embedded default"),
+    };
     let (addr, _task) = start(store.clone(), &cfg).await.unwrap();
     let port = free_port();
     let driver = tokio::process::Command::new("/usr/bin/chromedriver")
@@ -89,6 +95,7 @@ pub async fn world() -> World {
     World {
         store,
         addr,
+        db,
         driver,
         driver_url: format!("http://127.0.0.1:{port}"),
         _dir: dir,

@@ -472,6 +472,43 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
     )
     .await;
     assert_eq!(marks, 12);
+    // The coordinator's owner edits a result's numbers in its database: the page shows them,
+    // and says that no receipt accepted them.
+    let unit = w.store.batch_results(batch, None).unwrap()[4].unit_id;
+    rusqlite::Connection::open(&w.db)
+        .unwrap()
+        .execute(
+            "UPDATE units SET summary = json_set(summary, '$.binder', 0.61) WHERE id = ?1",
+            [unit],
+        )
+        .unwrap();
+    sci.find(Locator::Id("verify-log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &sci,
+        "return document.getElementById('log-result').textContent.startsWith('11 of 12 canonical results')",
+        Duration::from_secs(15),
+    )
+    .await;
+    let why = wait_js(
+        &sci,
+        "const r = [...document.querySelectorAll('#units tbody tr')].find((r) => r.textContent.includes('✗')); \
+         return r ? [r.cells[0].textContent, [...r.cells].map((c) => c.title).find((t) => t)] : null",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(why[0], unit.to_string(), "{why}");
+    assert!(
+        why[1]
+            .as_str()
+            .unwrap()
+            .contains("does not accept this summary"),
+        "{why}"
+    );
     // A finished batch offers no cancelling.
     assert_eq!(
         js(&sci, "return document.getElementById('cancel').hidden").await,

@@ -249,6 +249,16 @@ const sha256 = async (...parts) => {
   return new Uint8Array(await crypto.subtle.digest('SHA-256', all));
 };
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+const utf8 = (s) => new TextEncoder().encode(s);
+// JSON with sorted keys, to compare two parsed values.
+const sorted = (v) =>
+  v && typeof v === 'object' && !Array.isArray(v)
+    ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted(v[k])]))
+    : Array.isArray(v)
+      ? v.map(sorted)
+      : v;
+const sameJson = (a, b) => JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
 
 // RFC 9162 §2.1.3.2: is the leaf with hash `leaf` at `index` in the tree of `size` with `root`?
 async function included(index, size, leaf, proof, root) {
@@ -273,9 +283,22 @@ async function included(index, size, leaf, proof, root) {
   return sn === 0 && same(r, root);
 }
 
+// Whether the batch's commitment is in the tree and commits as many units as the bundle has.
+async function commitmentProblem(bundle, size, root) {
+  const c = bundle.commitment;
+  if (!c) return 'the batch has no commitment in the log';
+  const leaf = await sha256(Uint8Array.of(0), utf8(c.entry));
+  if (!(await included(c.index, size, leaf, c.proof.map(b64), root))) return `its commitment #${c.index} is not in checkpoint ${size}`;
+  const e = JSON.parse(c.entry);
+  if (e.kind !== 'batch' || e.batch !== bundle.batch) return `entry #${c.index} is not this batch's commitment`;
+  if (e.units !== bundle.units.length) return `it was committed with ${e.units} units, the log's proofs present ${bundle.units.length}`;
+  return null;
+}
+
 // Fetches the batch's proof bundle and checks each canonical result: its latest receipt is in
-// the checkpoint's tree and accepts exactly this digest. Signatures, witnesses and
-// recomputation are `qg verify`'s (the downloaded bundle is its input).
+// the checkpoint's tree and accepts exactly this digest and this summary, which are the
+// numbers the page shows; and the batch's commitment has as many units. Signatures,
+// witnesses, params and recomputation are `qg verify`'s (the downloaded bundle is its input).
 async function verifyLog() {
   const id = page.shown;
   say('log-result', 'checking…');
@@ -295,10 +318,15 @@ async function verifyLog() {
       let why = 'no receipt in the log';
       let good = false;
       if (last) {
-        const leaf = await sha256(Uint8Array.of(0), new TextEncoder().encode(last.entry));
+        const leaf = await sha256(Uint8Array.of(0), utf8(last.entry));
         const entry = JSON.parse(last.entry);
+        const summaryHash = u.summary == null ? null : hex(await sha256(utf8(u.summary)));
+        const shown = page.results?.units.find((r) => r.unit_id === u.unit);
         if (!(await included(last.index, size, leaf, last.proof.map(b64), root))) why = `receipt #${last.index} is not in checkpoint ${size}`;
         else if (entry.kind !== 'accepted' || entry.digest !== u.digest) why = `receipt #${last.index} does not accept this result`;
+        else if ((entry.summary_sha256 ?? null) !== summaryHash) why = `receipt #${last.index} does not accept this summary`;
+        else if (shown && !sameJson(shown.summary ?? null, u.summary == null ? null : JSON.parse(u.summary)))
+          why = `the numbers shown are not the ones receipt #${last.index} accepted`;
         else {
           good = true;
           why = `receipt #${last.index} accepts this result; included in checkpoint ${size} (checked in this browser)`;
@@ -308,13 +336,14 @@ async function verifyLog() {
       if (good) ok += 1;
       else bad += 1;
     }
+    const incomplete = await commitmentProblem(bundle, size, root);
     delete bundle.pending;
     page.bundle = bundle;
     page.logMarks = { batch: id, units };
     say(
       'log-result',
-      `${ok} of ${canonical} canonical results have a receipt included in checkpoint ${size} of ${lines[0]}${bad ? `; ${bad} do not` : ''}. For signatures, witnesses and recomputation: download the proofs and run qg verify.`,
-      !bad,
+      `${ok} of ${canonical} canonical results have a receipt included in checkpoint ${size} of ${lines[0]}${bad ? `; ${bad} do not` : ''}.${incomplete ? ` The batch is not complete: ${incomplete}.` : ''} For signatures, witnesses, params and recomputation: download the proofs and run qg verify.`,
+      !bad && !incomplete,
     );
     $('dl-proofs').disabled = false;
     await detail(id);

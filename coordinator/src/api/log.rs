@@ -27,7 +27,7 @@ pub(super) async fn checkpoint(State(s): State<Shared>) -> Result<Response, ApiE
             .into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "the log has no checkpoint yet (nothing has been accepted)",
+            "the log has no checkpoint yet (its sequencer signs an empty one within moments of the first start)",
         )),
     }
 }
