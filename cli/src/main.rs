@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod kernel;
 mod log;
+mod monitor;
 
 #[derive(Parser)]
 #[command(
@@ -150,6 +151,26 @@ enum Cmd {
         /// Print the witness's public key (for the coordinator's `witnesses`) and exit
         #[arg(long)]
         print_key: bool,
+    },
+    /// Monitor a transparency log: check every entry from entry 0 against the log's rules
+    /// (each unit's chain, a revocation before a re-acceptance, batch commitments) and the
+    /// tree its checkpoints sign; stop (exit status 1) at the first anomaly, naming it
+    Monitor {
+        /// The coordinator whose log to follow [default: --server]
+        #[arg(long)]
+        log: Option<String>,
+        /// Directory for the monitor's state (what it checked so far)
+        #[arg(long)]
+        state: PathBuf,
+        /// The log's public key; without it the key the log names on first contact is pinned
+        #[arg(long)]
+        log_key: Option<String>,
+        /// Look once and exit
+        #[arg(long)]
+        once: bool,
+        /// Seconds between looks
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
 }
 
@@ -547,7 +568,9 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Kernel { cmd } => kernel::run(&api, cmd)?,
-        Cmd::Verify { .. } | Cmd::Witness { .. } => bail!("qg verify and qg witness run apart"),
+        Cmd::Verify { .. } | Cmd::Witness { .. } | Cmd::Monitor { .. } => {
+            bail!("qg verify, qg witness and qg monitor run apart")
+        }
     }
     Ok(())
 }
@@ -603,6 +626,21 @@ fn main() -> ExitCode {
             once,
             interval,
             print_key,
+        })),
+        Cmd::Monitor {
+            log,
+            state,
+            log_key,
+            once,
+            interval,
+        } => Ok(monitor::run_monitor(&monitor::MonitorArgs {
+            log: log
+                .or(server.clone())
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            state,
+            log_key,
+            once,
+            interval,
         })),
         Cmd::Kernel {
             cmd: kernel::KernelCmd::Check { dir, params },

@@ -810,3 +810,78 @@ steps = 100"#,
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_catches_a_re_acceptance_forged_through_the_logs_own_signer() {
+    let (dir, store, key, url) = coordinator_with_key().await;
+    std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();
+    let state = dir.path().join("monitor").to_str().unwrap().to_owned();
+    let qg_at = |args: Vec<&str>| {
+        let (url, key) = (url.clone(), key.clone());
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        tokio::task::spawn_blocking(move || {
+            qg(
+                &url,
+                &key,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let monitor = || qg_at(vec!["monitor", "--state", &state, "--once"]);
+    let spec = dir.path().join("spec.toml").to_str().unwrap().to_owned();
+    let (code, out, err) = qg_at(vec!["submit", &spec]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let batch: i64 = out.trim().parse().unwrap();
+    let vols: Vec<_> = (0..2)
+        .map(|i| NativeHost::new(&url, dir.path().join(format!("v{i}"))).unwrap())
+        .collect();
+    let opts = Options {
+        max_units: Some(6),
+        ..Default::default()
+    };
+    let logged = || async {
+        for _ in 0..100 {
+            if store.log_queue_len().unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the sequencer did not log the receipts");
+    };
+    // Half done, then the rest: the monitor picks up where it stopped.
+    volunteer::run(&vols[0], &Engine::Cpu, &opts).await;
+    logged().await;
+    let (code, out, err) = monitor().await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("every entry checked"), "{err}");
+    volunteer::run(&vols[1], &Engine::Cpu, &opts).await;
+    logged().await;
+    let (code, out, err) = monitor().await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("every entry checked (6 units, 1 batches)"),
+        "{err}"
+    );
+
+    // The coordinator's owner appends, through its own signer, a second acceptance of a unit
+    // with another result: a consistent extension, which witnesses cosign.
+    let proofs = store.batch_proofs(batch, None, 0).unwrap().bundle;
+    let unit = &proofs.units[3];
+    let mut forged =
+        transparency::LogEntry::parse(unit.entries.last().unwrap().entry.as_bytes()).unwrap();
+    forged.digest = protocol::Digest([0x66; 32]);
+    store.queue_receipts(&[forged]).unwrap();
+    logged().await;
+    let (code, out, err) = monitor().await.unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "ANOMALY log entry #7: unit {} is accepted again (6666",
+            unit.unit
+        )) && out.contains("needs a revocation before it"),
+        "{out}"
+    );
+    // It keeps its state: the anomaly is found again, and nothing past it is taken in.
+    let (code, again, _) = monitor().await.unwrap();
+    assert_eq!((code, again), (1, out));
+}

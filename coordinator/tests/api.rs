@@ -2725,6 +2725,17 @@ async fn a_backtracked_result_is_revoked_and_superseded_in_the_log() {
     assert_eq!(last.kind, EntryKind::Accepted);
     assert_eq!(last.digest, want[0]);
     assert_eq!(last.supersedes, Some(remade.units[0].entries[1].index));
+    // The whole log, revocation and re-acceptance included, keeps a monitor's rules.
+    let size = h.seal();
+    let bytes = h.store.log_entry_bundle(0, size as u32).unwrap().unwrap();
+    let mut rules = transparency::monitor::MonitorState::default();
+    let (mut rest, mut i) = (&bytes[..], 0);
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        rules.apply(i, &rest[2..2 + len]).unwrap();
+        (rest, i) = (&rest[2 + len..], i + 1);
+    }
+    assert_eq!(i, size);
 }
 
 #[tokio::test]

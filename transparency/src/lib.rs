@@ -9,7 +9,8 @@
 //! `tlog-tiles`; witnesses ([`witness`]) check each new checkpoint's consistency with the last
 //! one they cosigned and add a C2SP `tlog-cosignature`. A [`ProofBundle`] carries a batch's
 //! results with their entries, inclusion proofs and a cosigned checkpoint; [`verify_bundle`]
-//! checks all of it.
+//! checks all of it. A [`monitor`] follows the log from entry 0 and checks the rules a
+//! witness does not: each unit's chain, revocations before re-acceptances, batch commitments.
 //!
 //! The Merkle hashing, proofs and tile layout are `tlog_tiles`'s; signed notes are
 //! `signed_note`'s; this crate adds the cosignature type and Quorum Grid's own rules.
@@ -17,6 +18,7 @@
 mod bundle;
 mod entry;
 mod keys;
+pub mod monitor;
 mod note;
 mod tree;
 pub mod witness;
