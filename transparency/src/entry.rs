@@ -135,61 +135,76 @@ impl BatchCommitment {
 /// SHA-256 of a batch's units, (unit id, SHA-256 of its params) in the order of their ids,
 /// as the canonical JSON `[[id,"hex"],...]`.
 pub fn units_hash(units: &[(i64, Digest)]) -> Digest {
+    use sha2::Digest as _;
     let mut sorted: Vec<&(i64, Digest)> = units.iter().collect();
     sorted.sort_by_key(|(id, _)| *id);
-    let list: Vec<Value> = sorted
-        .iter()
-        .map(|(id, d)| Value::Array(vec![Value::from(*id), Value::String(d.to_hex())]))
-        .collect();
-    Digest::of(canonical_json(&Value::Array(list)).as_bytes())
+    // Those bytes, streamed (a batch may have 10⁶ units).
+    let mut h = sha2::Sha256::new();
+    h.update(b"[");
+    for (i, (id, d)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        h.update(format!("[{id},\"{}\"]", d.to_hex()).as_bytes());
+    }
+    h.update(b"]");
+    Digest(h.finalize().into())
 }
 
 /// The hash a receipt gives a summary (the JSON text the coordinator stored).
 pub fn summary_hash(summary: &Value) -> Digest {
-    Digest::of(canonical_json(summary).as_bytes())
+    Digest::of(&canonical_bytes(summary))
 }
 
 /// JSON with object keys sorted at every level and no insignificant whitespace, so equal
 /// values give equal bytes whatever order they were written in.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    // JSON is UTF-8: the conversion cannot fail.
+    String::from_utf8(canonical_bytes(v)).unwrap_or_default()
+}
+
+fn canonical_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
     write_canonical(v, &mut out);
     out
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                // Writing a string or a number into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
                 write_canonical(&map[k], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
 /// The params hash a log entry carries.
 pub fn params_hash(params: &Value) -> Digest {
-    Digest::of(canonical_json(params).as_bytes())
+    Digest::of(&canonical_bytes(params))
 }
 
 #[cfg(test)]
@@ -269,5 +284,8 @@ mod tests {
         assert_ne!(c.units_sha256, units_hash(&[(10, p(0))]));
         assert_ne!(c.units_sha256, units_hash(&[(10, p(0)), (11, p(2))]));
         assert_ne!(c.units_sha256, units_hash(&[(10, p(1)), (11, p(0))]));
+        // Streamed, it is the hash of the canonical JSON it is defined as.
+        let list = json!([[10, p(0).to_hex()], [11, p(1).to_hex()]]);
+        assert_eq!(c.units_sha256, Digest::of(canonical_json(&list).as_bytes()));
     }
 }
