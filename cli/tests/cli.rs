@@ -359,6 +359,27 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
         assert_eq!(code, 0, "{err}");
         assert!(err.contains("cosigned"), "{err}");
     }
+    // The dashboard shows each witness's newest cosignature: both at the log's size, a third
+    // configured one never.
+    let names = ["w1.test", "w2.test", "w3.test"].map(String::from);
+    let d = store
+        .dashboard(&store.status().unwrap(), &names, now())
+        .unwrap();
+    assert_eq!(d.log_size, 7);
+    let sizes: Vec<_> = d
+        .witnesses
+        .iter()
+        .map(|w| (w.name.as_str(), w.size))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("w1.test", Some(7)),
+            ("w2.test", Some(7)),
+            ("w3.test", None)
+        ]
+    );
+    assert!(d.witnesses[0].cosigned_at.unwrap() > 0);
     let bundle = path("bundle.json");
     let (code, _, err) = qg_at(argv(&["results", &batch, "--proofs", "-o", &bundle]))
         .await

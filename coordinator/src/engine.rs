@@ -1320,9 +1320,10 @@ impl Engine {
         self.read(views::status)
     }
 
-    /// The dashboard around counters already read (the shared status snapshot).
-    pub fn dashboard(&self, status: &Status, now: i64) -> Result<Dashboard> {
-        self.read(|s| views::dashboard(s, status.clone(), now))
+    /// The dashboard around counters already read (the shared status snapshot), with the
+    /// newest cosignature of each of `witnesses` (their names).
+    pub fn dashboard(&self, status: &Status, witnesses: &[String], now: i64) -> Result<Dashboard> {
+        self.read(|s| views::dashboard(s, status.clone(), witnesses, now))
     }
 
     pub fn volunteer_stats(&self, volunteer: i64) -> Result<VolunteerStats> {

@@ -239,7 +239,22 @@ pub struct Dashboard {
     /// Adapter classes, the most failed checks first.
     pub classes: Vec<ClassRow>,
     pub problems: Vec<ProblemUnit>,
+    /// The transparency log's size (its newest checkpoint's).
+    #[serde(default)]
+    pub log_size: u64,
+    /// Each configured witness: the newest checkpoint it cosigned, and when.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessRow>,
     pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WitnessRow {
+    pub name: String,
+    /// None: it has cosigned nothing yet.
+    pub size: Option<u64>,
+    /// Unix seconds of that cosignature.
+    pub cosigned_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

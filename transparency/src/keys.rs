@@ -194,6 +194,11 @@ impl NoteVerifier {
         })
     }
 
+    /// The key's name (a witness's, in its cosignatures).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn alg(&self) -> u8 {
         self.alg
     }

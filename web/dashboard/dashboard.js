@@ -52,6 +52,15 @@ function render(d) {
       ]),
     ),
   );
+  $('witnesses').tBodies[0].replaceChildren(
+    ...d.witnesses.map((w) => {
+      const behind = w.size == null ? d.log_size : d.log_size - w.size;
+      const age = w.cosigned_at == null ? 'never' : `${Math.max(0, d.at - w.cosigned_at)} s ago`;
+      // Behind for a minute: it is down, slow or refusing (a cosignature follows each checkpoint within seconds).
+      const stale = w.size == null || (behind > 0 && d.at - w.cosigned_at > 60);
+      return row([w.name, num(w.size ?? '–'), num(behind), age], stale ? 'bad' : undefined);
+    }),
+  );
   $('classes').tBodies[0].replaceChildren(
     ...d.classes.map((c) =>
       row([c.class, num(c.passed), num(c.failed), num(c.doubt > 0 ? `doubted: ${credibility(1 - c.doubt)}` : 'not doubted')], c.doubt > 0 ? 'bad' : undefined),

@@ -56,14 +56,19 @@ impl Snapshots {
     }
 
     /// The operator's dashboard, at most `max_age` old (its counters are the status snapshot).
-    pub async fn dashboard(&self, store: &Arc<Engine>) -> Result<Arc<Dashboard>, ApiError> {
+    pub async fn dashboard(
+        &self,
+        store: &Arc<Engine>,
+        witnesses: &[transparency::NoteVerifier],
+    ) -> Result<Arc<Dashboard>, ApiError> {
         let mut slot = self.dashboard.lock().await;
         if let Some(d) = self.fresh(&slot) {
             return Ok(d);
         }
         let status = self.status(store).await?;
         let store = store.clone();
-        let d = Arc::new(blocking(move || store.dashboard(&status, now())).await?);
+        let names: Vec<String> = witnesses.iter().map(|w| w.name().to_owned()).collect();
+        let d = Arc::new(blocking(move || store.dashboard(&status, &names, now())).await?);
         self.computed.fetch_add(1, Ordering::Relaxed);
         *slot = Some((Instant::now(), d.clone()));
         Ok(d)

@@ -183,6 +183,17 @@ pub fn batch_pending(s: &mut dyn Sql, batch: i64, size: u64) -> Result<u64> {
     Ok(queued + newer)
 }
 
+/// The newest checkpoint `witness` cosigned: (size, unix seconds).
+pub fn witness_head(s: &mut dyn Sql, witness: &str) -> Result<Option<(u64, i64)>> {
+    s.row(
+        "SELECT size, created_at FROM log_cosignatures WHERE witness = ?1
+         ORDER BY size DESC LIMIT 1",
+        p![witness],
+    )?
+    .map(|r| Ok((r.count(0)?, r.int(1)?)))
+    .transpose()
+}
+
 /// A batch's spec as committed (none for a batch from before commitments).
 pub fn batch_spec(s: &mut dyn Sql, batch: i64) -> Result<Option<serde_json::Value>> {
     match s

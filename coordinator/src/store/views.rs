@@ -295,7 +295,12 @@ pub fn blacklisted_volunteers(s: &mut dyn Sql) -> Result<std::collections::HashS
         .collect()
 }
 
-pub fn dashboard(s: &mut dyn Sql, status: Status, now: i64) -> Result<Dashboard> {
+pub fn dashboard(
+    s: &mut dyn Sql,
+    status: Status,
+    witnesses: &[String],
+    now: i64,
+) -> Result<Dashboard> {
     let salt = anon_salt(s)?;
     let f = Policy::default().saboteur_fraction;
     let hosts = s
@@ -353,7 +358,21 @@ pub fn dashboard(s: &mut dyn Sql, status: Status, now: i64) -> Result<Dashboard>
     let invalid = status.replicas["invalid"] as f64;
     let mut classes = class_rows(s)?;
     classes.truncate(50);
+    let log_size = super::log::latest_checkpoint(s)?.map_or(0, |c| c.0);
+    let witnesses = witnesses
+        .iter()
+        .map(|w| {
+            let head = super::log::witness_head(s, w)?;
+            Ok(protocol::status::WitnessRow {
+                name: w.clone(),
+                size: head.map(|h| h.0),
+                cosigned_at: head.map(|h| h.1),
+            })
+        })
+        .collect::<Result<_>>()?;
     Ok(Dashboard {
+        log_size,
+        witnesses,
         classes,
         agreement_rate: (valid + invalid > 0.0).then(|| valid / (valid + invalid)),
         spot_check_failures: spot,

@@ -3,3 +3,5 @@
 -- the commitment carries, so a proof bundle can present it; batches from before have none.
 -- The commitment is a log entry with unit_id 0 (unit ids start at 1).
 ALTER TABLE batches ADD COLUMN spec TEXT;
+-- The dashboard reads each witness's newest cosignature.
+CREATE INDEX log_cosignatures_witness ON log_cosignatures(witness, size);
