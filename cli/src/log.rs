@@ -73,11 +73,12 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
     let mut gpu: Option<client_wasm::Gpu> = None;
     let mut recomputed = 0;
     let mut skipped = Vec::new();
+    let verified: std::collections::HashSet<i64> = report.verified.iter().copied().collect();
     if a.recompute > 0.0 && report.checkpoint.is_some() {
         let proven: Vec<_> = bundle
             .units
             .iter()
-            .filter(|u| report.verified.contains(&u.unit))
+            .filter(|u| verified.contains(&u.unit))
             .collect();
         let want = ((proven.len() as f64 * a.recompute / 100.0).ceil() as usize).min(proven.len());
         // Drawn from this machine's randomness, nothing the coordinator chose: it cannot know
@@ -93,10 +94,9 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
         for i in picks {
             let u = proven[i];
             let Some(accepted) = u.digest else { continue };
-            let latest = u
-                .entries
-                .last()
-                .and_then(|e| LogEntry::parse(e.entry.as_bytes()).ok());
+            // The latest in the log, whatever order the bundle lists them in.
+            let newest = u.entries.iter().max_by_key(|e| e.index);
+            let latest = newest.and_then(|e| LogEntry::parse(e.entry.as_bytes()).ok());
             let Some(e) = latest.filter(|e| e.kind == EntryKind::Accepted) else {
                 skipped.push(format!("unit {}: no accepted entry", u.unit));
                 continue;
@@ -165,7 +165,7 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
                     u.unit,
                     summary.map_or("none".into(), |s| s.to_string()),
                     u.summary.as_deref().unwrap_or("none"),
-                    u.entries.last().map_or(0, |e| e.index)
+                    newest.map_or(0, |e| e.index)
                 ));
             }
         }
@@ -194,14 +194,16 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
                 } else {
                     format!("cosigned by {}", cp.witnesses.join(", "))
                 },
-                if recomputed > 0 {
-                    format!("; {recomputed} recomputed and reproduced")
-                } else {
-                    String::new()
+                match (recomputed, skipped.len()) {
+                    (0, 0) => String::new(),
+                    (r, 0) => format!("; {r} recomputed and reproduced"),
+                    (r, s) => format!(
+                        "; {r} recomputed and reproduced, {s} of the sample not recomputed (said above)"
+                    ),
                 }
             );
             debug_assert_eq!(report.verified.len(), canonical);
-            write_verified(&bundle, &report.verified, a)?;
+            write_verified(&bundle, &verified, a)?;
             Ok(true)
         }
         _ => {
@@ -221,7 +223,11 @@ pub fn verify(a: &VerifyArgs) -> Result<bool> {
 
 /// Writes what `--csv` and `--aggregate` ask for from the verified units only: their params
 /// and the summaries their receipts bind.
-fn write_verified(bundle: &ProofBundle, verified: &[i64], a: &VerifyArgs) -> Result<()> {
+fn write_verified(
+    bundle: &ProofBundle,
+    verified: &std::collections::HashSet<i64>,
+    a: &VerifyArgs,
+) -> Result<()> {
     if a.csv.is_none() && a.aggregate.is_none() {
         return Ok(());
     }
@@ -236,7 +242,7 @@ fn write_verified(bundle: &ProofBundle, verified: &[i64], a: &VerifyArgs) -> Res
             digest: u.digest,
             summary: u.summary_value(),
             fail_reason: None,
-            log_index: u.entries.last().map(|e| e.index),
+            log_index: u.entries.iter().map(|e| e.index).max(),
         })
         .collect();
     if let Some(path) = &a.csv {

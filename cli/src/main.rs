@@ -165,6 +165,13 @@ enum Cmd {
         /// The log's public key; without it the key the log names on first contact is pinned
         #[arg(long)]
         log_key: Option<String>,
+        /// A witness's public key (repeat for several): checkpoints are checked only once
+        /// cosigned, so the tree monitored is the one scientists verify
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Cosignatures needed from those witnesses [default: 1 if any is given]
+        #[arg(long)]
+        min_witnesses: Option<usize>,
         /// Look once and exit
         #[arg(long)]
         once: bool,
@@ -631,6 +638,8 @@ fn main() -> ExitCode {
             log,
             state,
             log_key,
+            witnesses,
+            min_witnesses,
             once,
             interval,
         } => Ok(monitor::run_monitor(&monitor::MonitorArgs {
@@ -639,6 +648,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
             state,
             log_key,
+            witnesses,
+            min_witnesses,
             once,
             interval,
         })),

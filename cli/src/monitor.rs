@@ -22,6 +22,11 @@ pub struct MonitorArgs {
     pub log: String,
     pub state: PathBuf,
     pub log_key: Option<String>,
+    /// Witnesses' keys: each checkpoint must carry `min_witnesses` of their cosignatures, so
+    /// that the tree checked here is the one scientists verify against (not a fork shown to
+    /// monitors).
+    pub witnesses: Vec<String>,
+    pub min_witnesses: Option<usize>,
     pub once: bool,
     pub interval: f64,
 }
@@ -185,8 +190,28 @@ pub fn run_monitor(a: &MonitorArgs) -> Result<bool> {
         );
     }
     let log = NoteVerifier::parse(&saved.log_key).map_err(|e| anyhow!("log key: {e}"))?;
+    let witnesses = a
+        .witnesses
+        .iter()
+        .map(|w| NoteVerifier::parse(w).map_err(|e| anyhow!("--witness {w}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let min = a
+        .min_witnesses
+        .unwrap_or(usize::from(!witnesses.is_empty()));
+    if min > witnesses.len() {
+        bail!(
+            "--min-witnesses {min}: only {} witness key(s) given (--witness)",
+            witnesses.len()
+        );
+    }
+    if min == 0 {
+        eprintln!(
+            "note: no witness cosignature is checked: a log could show this monitor a tree of its own (--witness)"
+        );
+    }
+    let trust = (&log, &witnesses[..], min);
     loop {
-        match look(&http, &log, &mut saved, &state_path) {
+        match look(&http, trust, &mut saved, &state_path) {
             Ok(()) => {}
             Err(Stop::Anomaly(what)) => {
                 println!("ANOMALY {what}");
@@ -204,12 +229,24 @@ pub fn run_monitor(a: &MonitorArgs) -> Result<bool> {
 
 /// One look: the newest checkpoint, consistent with the last one seen; then every entry up to
 /// it, each authenticated against it and checked against the rules; then the state saved.
-fn look(http: &Http, log: &NoteVerifier, saved: &mut Saved, state_path: &Path) -> Result<(), Stop> {
+fn look(
+    http: &Http,
+    (log, witnesses, min): (&NoteVerifier, &[NoteVerifier], usize),
+    saved: &mut Saved,
+    state_path: &Path,
+) -> Result<(), Stop> {
     let Some(note) = http.get("/log/checkpoint")? else {
         return Ok(()); // nothing signed yet
     };
-    let trusted = open_checkpoint(&note, log, &[], 0)
-        .map_err(|e| Stop::Anomaly(format!("the checkpoint served: {e}")))?;
+    let trusted = match open_checkpoint(&note, log, witnesses, min) {
+        Ok(t) => t,
+        // Witnesses cosign moments after the log signs: look again later.
+        Err(e @ transparency::LogError::NotEnoughWitnesses { .. }) => {
+            eprintln!("not checked yet: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(Stop::Anomaly(format!("the checkpoint served: {e}"))),
+    };
     let cp = &trusted.checkpoint;
     let proof = match &saved.checkpoint {
         Some(l) if l.size > 0 && cp.size() > l.size => {
@@ -233,9 +270,12 @@ fn look(http: &Http, log: &NoteVerifier, saved: &mut Saved, state_path: &Path) -
         }
         _ => Vec::new(),
     };
-    witness::check(saved.checkpoint.as_ref(), cp, &proof)
+    let verdict = witness::check(saved.checkpoint.as_ref(), cp, &proof)
         .map_err(|e| Stop::Anomaly(format!("checkpoint {}: {e}", cp.size())))?;
     let size = cp.size();
+    if verdict == witness::Verdict::Same && saved.rules.next == size {
+        return Ok(()); // nothing new
+    }
     let mut rules = saved.rules.clone();
     let tiles = HttpTiles {
         http,

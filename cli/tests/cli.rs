@@ -380,6 +380,33 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
         ]
     );
     assert!(d.witnesses[0].cosigned_at.unwrap() > 0);
+    // A monitor that pins both witnesses checks the tree they cosigned.
+    let mut mon = argv(&[
+        "monitor",
+        "--log",
+        &url,
+        "--state",
+        &path("mon"),
+        "--log-key",
+        &log_key,
+    ]);
+    for w in &witness_keys {
+        mon.extend(["--witness".to_owned(), w.clone()]);
+    }
+    mon.extend(argv(&["--min-witnesses", "2", "--once"]));
+    let (code, out, err) = qg_at(mon.clone()).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("checkpoint 7: every entry checked (6 units, 1 batches)"),
+        "{err}"
+    );
+    mon.splice(mon.len() - 2.., argv(&["3", "--once"]));
+    let (code, _, err) = qg_at(mon).await.unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--min-witnesses 3: only 2 witness key(s) given"),
+        "{err}"
+    );
     let bundle = path("bundle.json");
     let (code, _, err) = qg_at(argv(&["results", &batch, "--proofs", "-o", &bundle]))
         .await

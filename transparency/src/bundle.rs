@@ -137,6 +137,21 @@ fn commitment_problems(b: &ProofBundle, size: u64, root: Hash) -> Vec<String> {
         )];
     };
     let mut out = Vec::new();
+    // Made when the batch was submitted: before any receipt of its units (a commitment made
+    // after seeing results could leave out the unwelcome ones).
+    if let Some(first) = b
+        .units
+        .iter()
+        .flat_map(|u| &u.entries)
+        .map(|e| e.index)
+        .min()
+        && first < e.index
+    {
+        out.push(format!(
+            "the batch's commitment, log entry #{}, comes after log entry #{first} about one of its units",
+            e.index
+        ));
+    }
     if c.batch != b.batch {
         out.push(format!(
             "log entry #{} commits batch {}, not batch {}",
@@ -433,10 +448,11 @@ mod tests {
         log: NoteKey,
         witness: NoteKey,
         bundle: ProofBundle,
+        late: BundleEntry,
     }
 
-    /// Units 1 and 2 accepted; unit 3 accepted, then revoked and accepted again; then the
-    /// batch's commitment (first in a real log; its place does not matter).
+    /// The batch's commitment; units 1 and 2 accepted; unit 3 accepted, then revoked and
+    /// accepted again; then the same commitment made again, late (#6).
     fn fixture() -> Fixture {
         let log_key = NoteKey::from_seed("qg.example/log", ALG_ED25519, [1; 32]).unwrap();
         let witness = NoteKey::from_seed("w.example", ALG_COSIGNATURE_V1, [2; 32]).unwrap();
@@ -445,17 +461,21 @@ mod tests {
             entry(EntryKind::Accepted, 1, d(1), None),
             entry(EntryKind::Accepted, 3, d(3), None),
             entry(EntryKind::Accepted, 2, d(2), None),
-            entry(EntryKind::Revoked, 3, d(3), Some(1)),
-            entry(EntryKind::Accepted, 3, d(4), Some(3)),
+            entry(EntryKind::Revoked, 3, d(3), Some(2)),
+            entry(EntryKind::Accepted, 3, d(4), Some(4)),
         ];
         let mut mem = MemoryLog::default();
         let units: Vec<_> = (1..=3)
             .map(|u| (u, params_hash(&json!({"seed": u}))))
             .collect();
         let commitment = BatchCommitment::new(1, "ising2d", &spec(), &units, 0);
-        let bytes: Vec<String> = entries
-            .iter()
-            .map(|e| String::from_utf8(e.to_bytes()).unwrap())
+        let bytes: Vec<String> = [String::from_utf8(commitment.to_bytes()).unwrap()]
+            .into_iter()
+            .chain(
+                entries
+                    .iter()
+                    .map(|e| String::from_utf8(e.to_bytes()).unwrap()),
+            )
             .chain([String::from_utf8(commitment.to_bytes()).unwrap()])
             .collect();
         for b in &bytes {
@@ -490,14 +510,15 @@ mod tests {
             batch: 1,
             log_key: log_key.verifier_key(),
             checkpoint: add_cosignatures(&note, &[cosig]),
-            commitment: Some(at(5)),
+            commitment: Some(at(0)),
             spec: Some(spec()),
-            units: vec![unit(1, 1, &[0]), unit(2, 2, &[2]), unit(3, 4, &[1, 3, 4])],
+            units: vec![unit(1, 1, &[1]), unit(2, 2, &[3]), unit(3, 4, &[2, 4, 5])],
         };
         Fixture {
             log: log_key,
             witness,
             bundle,
+            late: at(6),
         }
     }
 
@@ -573,7 +594,7 @@ mod tests {
         let p = problems(&f.bundle, &opts(&f));
         assert!(
             p.iter()
-                .any(|p| p.starts_with("unit 2: log entry #2 is not the one in the log"))
+                .any(|p| p.starts_with("unit 2: log entry #3 is not the one in the log"))
         );
 
         let mut f = fixture();
@@ -590,7 +611,7 @@ mod tests {
         let p = problems(&f.bundle, &opts(&f));
         assert!(
             p.iter()
-                .any(|p| p.contains("#3, which #4 supersedes, is missing")),
+                .any(|p| p.contains("#4, which #5 supersedes, is missing")),
             "{p:?}"
         );
     }
@@ -602,7 +623,7 @@ mod tests {
         f.bundle.units[1].summary = Some(r#"{"m":2,"m_err":0.01}"#.into());
         assert_eq!(
             problems(&f.bundle, &opts(&f)),
-            vec!["unit 2: the summary presented is not the one log entry #2 accepted"]
+            vec!["unit 2: the summary presented is not the one log entry #3 accepted"]
         );
         assert_eq!(
             verify_bundle(&f.bundle, &opts(&f)).verified,
@@ -615,7 +636,7 @@ mod tests {
         f.bundle.units[1].summary = None;
         assert_eq!(
             problems(&f.bundle, &opts(&f)),
-            vec!["unit 2: the summary is missing (log entry #2 binds one)"]
+            vec!["unit 2: the summary is missing (log entry #3 binds one)"]
         );
         let f = fixture();
         assert_eq!(
@@ -631,7 +652,7 @@ mod tests {
         assert_eq!(
             problems(&f.bundle, &opts(&f)),
             vec![
-                "bundle: the batch was committed with 3 units (log entry #5), the bundle presents 2"
+                "bundle: the batch was committed with 3 units (log entry #0), the bundle presents 2"
             ]
         );
         // Params edited (and the receipt's params hash with them would break its inclusion).
@@ -639,13 +660,22 @@ mod tests {
         f.bundle.units[0].params = json!({"seed": 9});
         let p = problems(&f.bundle, &opts(&f));
         assert!(
-            p.contains(&"bundle: the units presented (their ids and parameters) are not the ones committed in log entry #5".to_owned()),
+            p.contains(&"bundle: the units presented (their ids and parameters) are not the ones committed in log entry #0".to_owned()),
             "{p:?}"
         );
         assert!(
             p.iter()
-                .any(|p| p.starts_with("unit 1: log entry #0 is for other parameters")),
+                .any(|p| p.starts_with("unit 1: log entry #1 is for other parameters")),
             "{p:?}"
+        );
+        // A commitment made after the results.
+        let mut f = fixture();
+        f.bundle.commitment = Some(f.late.clone());
+        assert_eq!(
+            problems(&f.bundle, &opts(&f)),
+            vec![
+                "bundle: the batch's commitment, log entry #6, comes after log entry #1 about one of its units"
+            ]
         );
         // No commitment, or a receipt in its place, or another spec.
         let mut f = fixture();
@@ -655,13 +685,13 @@ mod tests {
         f.bundle.commitment = Some(f.bundle.units[0].entries[0].clone());
         assert_eq!(
             problems(&f.bundle, &opts(&f)),
-            vec!["bundle: log entry #0, presented as the batch's commitment, is not one"]
+            vec!["bundle: log entry #1, presented as the batch's commitment, is not one"]
         );
         let mut f = fixture();
         f.bundle.spec = Some(json!({"name": "another"}));
         assert_eq!(
             problems(&f.bundle, &opts(&f)),
-            vec!["bundle: the spec presented is not the one committed in log entry #5"]
+            vec!["bundle: the spec presented is not the one committed in log entry #0"]
         );
     }
 
@@ -672,13 +702,13 @@ mod tests {
         f.bundle.units[2].digest = Some(Digest([3; 32]));
         let p = problems(&f.bundle, &opts(&f));
         assert!(
-            p.iter().any(|p| p.contains("log entry #4 accepted")),
+            p.iter().any(|p| p.contains("log entry #5 accepted")),
             "{p:?}"
         );
         f.bundle.units[2].entries.truncate(2);
         let p = problems(&f.bundle, &opts(&f));
         assert!(
-            p.iter().any(|p| p.contains("log entry #3 revoked it")),
+            p.iter().any(|p| p.contains("log entry #4 revoked it")),
             "{p:?}"
         );
     }

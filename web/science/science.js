@@ -314,7 +314,7 @@ async function verifyLog() {
     for (const u of bundle.units) {
       if (u.state !== 'canonical') continue;
       canonical += 1;
-      const last = u.entries[u.entries.length - 1];
+      const last = u.entries.reduce((a, e) => (a && a.index > e.index ? a : e), null);
       let why = 'no receipt in the log';
       let good = false;
       if (last) {
@@ -323,6 +323,7 @@ async function verifyLog() {
         const summaryHash = u.summary == null ? null : hex(await sha256(utf8(u.summary)));
         const shown = page.results?.units.find((r) => r.unit_id === u.unit);
         if (!(await included(last.index, size, leaf, last.proof.map(b64), root))) why = `receipt #${last.index} is not in checkpoint ${size}`;
+        else if (entry.unit !== u.unit || entry.batch !== bundle.batch) why = `receipt #${last.index} is about another unit`;
         else if (entry.kind !== 'accepted' || entry.digest !== u.digest) why = `receipt #${last.index} does not accept this result`;
         else if ((entry.summary_sha256 ?? null) !== summaryHash) why = `receipt #${last.index} does not accept this summary`;
         else if (shown && !sameJson(shown.summary ?? null, u.summary == null ? null : JSON.parse(u.summary)))
