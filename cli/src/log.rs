@@ -330,7 +330,8 @@ struct Saved {
     last: Option<WitnessState>,
 }
 
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
+/// Writes `text` to `path` so that a crash leaves the old file or the new one, never half.
+pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::File::open(&tmp)?.sync_all()?;

@@ -4,6 +4,7 @@
 //! `tlog_tiles::TileHashReader`), and each new checkpoint's consistency with the last one seen.
 //! It keeps its state in a folder and stops, exit status 1, at the first anomaly, naming it.
 
+use crate::log::write_atomically;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -134,13 +135,6 @@ fn split_bundle(mut data: &[u8]) -> Option<Vec<&[u8]>> {
         data = rest;
     }
     Some(out)
-}
-
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Follows the log: Ok(true) when `--once` found nothing wrong, Ok(false) at an anomaly.
