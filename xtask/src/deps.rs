@@ -57,6 +57,14 @@ pub const NODE: [Need; 1] = [Need {
     packages: &["nodejs", "npm"],
 }];
 
+/// Go and its x/mod module (sumdb note and tlog, Go's reference transparency-log code) for the
+/// interop test `coordinator/tests/go_interop.rs`; from Debian, no Go module proxy needed.
+pub const GO: [Need; 1] = [Need {
+    what: "Go's x/mod (sumdb/tlog, sumdb/note)",
+    present_if_any: &["/usr/share/gocode/src/golang.org/x/mod/sumdb/tlog"],
+    packages: &["golang-go", "golang-golang-x-mod-dev"],
+}];
+
 /// PostgreSQL for the conformance suite and the multi-coordinator test, when no server is
 /// at hand (see `pg.rs`).
 pub const POSTGRES: [Need; 1] = [Need {

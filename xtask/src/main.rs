@@ -93,6 +93,11 @@ fn test(args: &[&str]) -> Result<()> {
         .chain(&deps::NODE)
         .collect();
     deps::ensure_all(&needs)?;
+    // Where Go cannot be installed, its interop test says it is skipped (as PostgreSQL's
+    // tests do without a server).
+    if let Err(e) = deps::ensure(&deps::GO) {
+        eprintln!("note: {e:#}: the Go interop test will be skipped");
+    }
     deps::ensure_wasm_target()?;
     deps::ensure_dawn()?;
     run(
