@@ -330,6 +330,19 @@ struct Saved {
     last: Option<WitnessState>,
 }
 
+/// The hashes of a `GET /api/v1/log/consistency` answer.
+pub(crate) fn consistency_hashes(v: &Value) -> Result<Vec<transparency::Hash>> {
+    v["proof"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no consistency proof"))?
+        .iter()
+        .map(|h| {
+            hash_from_b64(h.as_str().unwrap_or_default())
+                .map_err(|e| anyhow!("the consistency proof: {e}"))
+        })
+        .collect()
+}
+
 /// Writes `text` to `path` so that a crash leaves the old file or the new one, never half.
 pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -476,12 +489,7 @@ fn step(
             .map_err(|e| Refused(format!("{e:#}")))?
             .json()
             .map_err(|e| Refused(e.to_string()))?;
-            v["proof"]
-                .as_array()
-                .ok_or_else(|| Refused("no consistency proof".into()))?
-                .iter()
-                .map(|h| hash_from_b64(h.as_str().unwrap_or_default()))
-                .collect::<std::result::Result<Vec<_>, _>>()?
+            consistency_hashes(&v).map_err(|e| Refused(format!("{e:#}")))?
         }
         _ => Vec::new(),
     };

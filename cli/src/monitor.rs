@@ -17,7 +17,7 @@ use transparency::tlog_tiles::{
     self, HashReader, Tile, TileHashReader, TileReader, record_hash, stored_hash_index,
 };
 use transparency::witness::{self, WitnessState};
-use transparency::{NoteVerifier, TILE_HEIGHT, hash_from_b64, open_checkpoint};
+use transparency::{NoteVerifier, TILE_HEIGHT, open_checkpoint};
 
 pub struct MonitorArgs {
     pub log: String,
@@ -83,16 +83,9 @@ struct HttpTiles<'a> {
     cache: RefCell<HashMap<String, Vec<u8>>>,
 }
 
-/// A tile's C2SP path: `tile/<L>/<N>[.p/<W>]`, or `tile/entries/<N>[.p/<W>]`.
+/// A tile's URL path on the log.
 fn c2sp_path(t: &Tile) -> String {
-    let go = t.path();
-    let rest = go
-        .strip_prefix(&format!("tile/{}/", t.height()))
-        .unwrap_or(&go);
-    match rest.strip_prefix("data/") {
-        Some(n) => format!("/log/tile/entries/{n}"),
-        None => format!("/log/tile/{rest}"),
-    }
+    format!("/log/{}", transparency::tile_path(t))
 }
 
 impl TileReader for HttpTiles<'_> {
@@ -122,19 +115,6 @@ impl TileReader for HttpTiles<'_> {
     }
 
     fn save_tiles(&self, _: &[Tile], _: &[Vec<u8>]) {}
-}
-
-/// The entries of an entry bundle: each a big-endian 16-bit length and its bytes.
-fn split_bundle(mut data: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let (len, rest) = data.split_at_checked(2)?;
-        let n = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        let (entry, rest) = rest.split_at_checked(n)?;
-        out.push(entry);
-        data = rest;
-    }
-    Some(out)
 }
 
 /// Follows the log: Ok(true) when `--once` found nothing wrong, Ok(false) at an anomaly.
@@ -254,13 +234,7 @@ fn look(
                     .ok_or_else(|| anyhow!("no consistency proof"))?,
             )
             .map_err(|e| anyhow!("the consistency proof: {e}"))?;
-            v["proof"]
-                .as_array()
-                .ok_or_else(|| anyhow!("a consistency proof without `proof`"))?
-                .iter()
-                .map(|h| hash_from_b64(h.as_str().unwrap_or_default()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow!("the consistency proof: {e}"))?
+            crate::log::consistency_hashes(&v)?
         }
         _ => Vec::new(),
     };
@@ -285,7 +259,7 @@ fn look(
         let data = http
             .get(&path)?
             .ok_or_else(|| anyhow!("{path}: not served"))?;
-        let entries = split_bundle(&data)
+        let entries = transparency::split_entry_bundle(&data)
             .filter(|e| e.len() as u64 == hi - lo)
             .ok_or_else(|| Stop::Anomaly(format!("{path} does not hold {} entries", hi - lo)))?;
         let indexes: Vec<u64> = (rules.next..hi).map(|i| stored_hash_index(0, i)).collect();
@@ -321,35 +295,4 @@ fn look(
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiles_have_c2sp_paths() {
-        assert_eq!(
-            c2sp_path(&Tile::new(8, 0, 0, 256, false)),
-            "/log/tile/0/000"
-        );
-        assert_eq!(
-            c2sp_path(&Tile::new(8, 1, 1234, 5, false)),
-            "/log/tile/1/x001/234.p/5"
-        );
-        assert_eq!(
-            c2sp_path(&Tile::new(8, 0, 3, 7, true)),
-            "/log/tile/entries/003.p/7"
-        );
-    }
-
-    #[test]
-    fn entry_bundles_split_or_are_refused() {
-        assert_eq!(
-            split_bundle(b"\x00\x01a\x00\x02bc"),
-            Some(vec![&b"a"[..], b"bc"])
-        );
-        assert_eq!(split_bundle(b"\x00\x05ab"), None);
-        assert_eq!(split_bundle(b"\x00"), None);
-    }
 }

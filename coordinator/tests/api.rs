@@ -2729,13 +2729,11 @@ async fn a_backtracked_result_is_revoked_and_superseded_in_the_log() {
     let size = h.seal();
     let bytes = h.store.log_entry_bundle(0, size as u32).unwrap().unwrap();
     let mut rules = transparency::monitor::MonitorState::default();
-    let (mut rest, mut i) = (&bytes[..], 0);
-    while !rest.is_empty() {
-        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-        rules.apply(i, &rest[2..2 + len]).unwrap();
-        (rest, i) = (&rest[2 + len..], i + 1);
+    let entries = transparency::split_entry_bundle(&bytes).unwrap();
+    for (i, e) in entries.iter().enumerate() {
+        rules.apply(i as u64, e).unwrap();
     }
-    assert_eq!(i, size);
+    assert_eq!(entries.len() as u64, size);
 }
 
 #[tokio::test]

@@ -25,13 +25,9 @@ fn go() -> Option<PathBuf> {
     (go.exists() && xmod.exists()).then_some(go)
 }
 
-/// A tile's C2SP path under `dir` (x/mod and tlog_tiles put the height in: tile/8/0/000).
+/// A tile's file under `dir`, at its C2SP path.
 fn c2sp(dir: &Path, t: &Tile) -> PathBuf {
-    let p = t
-        .path()
-        .replacen("tile/8/", "tile/", 1)
-        .replacen("tile/data/", "tile/entries/", 1);
-    dir.join(p)
+    dir.join(transparency::tile_path(t))
 }
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) {

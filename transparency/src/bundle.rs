@@ -399,39 +399,15 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
 mod tests {
     use super::*;
     use crate::{
-        ALG_COSIGNATURE_V1, ALG_ED25519, Agreeing, Evidence, MemoryLog, NoteKey, add_cosignatures,
-        hash_to_b64, sign_checkpoint,
+        ALG_COSIGNATURE_V1, ALG_ED25519, MemoryLog, NoteKey, add_cosignatures, hash_to_b64,
+        sign_checkpoint,
     };
-    use protocol::policy::Replication;
     use serde_json::json;
 
     fn entry(kind: EntryKind, unit: i64, digest: Digest, supersedes: Option<u64>) -> LogEntry {
         LogEntry {
-            kind,
-            unit,
-            batch: 1,
-            kernel: "ising2d".into(),
-            kernel_version: 1,
-            params_sha256: params_hash(&json!({"seed": unit})),
-            digest,
             summary_sha256: Some(crate::summary_hash(&summary(digest))),
-            checkpoints: vec![],
-            replicas: vec![Agreeing {
-                volunteer: "v".into(),
-                digest,
-            }],
-            evidence: Evidence {
-                replication: Replication::Quorum,
-                min_quorum: 2,
-                target_error: None,
-                error_bound: None,
-                spot_check: "none".into(),
-                challenges_passed: 0,
-                challenges_failed: 0,
-            },
-            reason: None,
-            supersedes,
-            time: 0,
+            ..crate::entry::example(kind, unit, digest, supersedes)
         }
     }
 

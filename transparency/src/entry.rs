@@ -156,6 +156,44 @@ pub fn summary_hash(summary: &Value) -> Digest {
     Digest::of(&canonical_bytes(summary))
 }
 
+/// A receipt for tests: unit `unit` of batch 1 (params `{"seed": unit}`), accepted or revoked
+/// with `digest` on the word of one volunteer, no summary.
+#[cfg(test)]
+pub(crate) fn example(
+    kind: EntryKind,
+    unit: i64,
+    digest: Digest,
+    supersedes: Option<u64>,
+) -> LogEntry {
+    LogEntry {
+        kind,
+        unit,
+        batch: 1,
+        kernel: "ising2d".into(),
+        kernel_version: 1,
+        params_sha256: params_hash(&serde_json::json!({"seed": unit})),
+        digest,
+        summary_sha256: None,
+        checkpoints: vec![],
+        replicas: vec![Agreeing {
+            volunteer: "v".into(),
+            digest,
+        }],
+        evidence: Evidence {
+            replication: Replication::Quorum,
+            min_quorum: 2,
+            target_error: None,
+            error_bound: None,
+            spot_check: "none".into(),
+            challenges_passed: 0,
+            challenges_failed: 0,
+        },
+        reason: None,
+        supersedes,
+        time: 0,
+    }
+}
+
 /// JSON with object keys sorted at every level and no insignificant whitespace, so equal
 /// values give equal bytes whatever order they were written in.
 pub fn canonical_json(v: &Value) -> String {

@@ -20,6 +20,7 @@ mod entry;
 mod keys;
 pub mod monitor;
 mod note;
+mod tiles;
 mod tree;
 pub mod witness;
 
@@ -35,6 +36,7 @@ pub use keys::{ALG_COSIGNATURE_V1, ALG_ED25519, KeyError, NoteKey, NoteVerifier}
 pub use note::{
     TrustedCheckpoint, add_cosignatures, check_cosignature, open_checkpoint, sign_checkpoint,
 };
+pub use tiles::{split_entry_bundle, tile_from_path, tile_path};
 pub use tlog_tiles::{self, Checkpoint, Hash, HashReader, record_hash};
 pub use tree::MemoryLog;
 

@@ -161,36 +161,11 @@ impl MonitorState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Evidence, params_hash};
-    use protocol::policy::Replication;
+    use crate::params_hash;
     use serde_json::json;
 
     fn receipt(kind: EntryKind, unit: i64, d: u8, supersedes: Option<u64>) -> Vec<u8> {
-        LogEntry {
-            kind,
-            unit,
-            batch: 1,
-            kernel: "ising2d".into(),
-            kernel_version: 1,
-            params_sha256: params_hash(&json!({"seed": unit})),
-            digest: Digest([d; 32]),
-            summary_sha256: None,
-            checkpoints: vec![],
-            replicas: vec![],
-            evidence: Evidence {
-                replication: Replication::Quorum,
-                min_quorum: 2,
-                target_error: None,
-                error_bound: None,
-                spot_check: "none".into(),
-                challenges_passed: 0,
-                challenges_failed: 0,
-            },
-            reason: None,
-            supersedes,
-            time: 0,
-        }
-        .to_bytes()
+        crate::entry::example(kind, unit, Digest([d; 32]), supersedes).to_bytes()
     }
 
     /// Batch 1 of two units; unit 10 accepted, revoked, accepted again; unit 11 accepted.

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use transparency::{TILE_HEIGHT, hash_to_b64, tlog_tiles::Tile};
+use transparency::hash_to_b64;
 
 /// `GET /log/checkpoint`: the newest signed checkpoint, with the witnesses' cosignatures.
 pub(super) async fn checkpoint(State(s): State<Shared>) -> Result<Response, ApiError> {
@@ -39,25 +39,7 @@ pub(super) async fn tile(
     Path(path): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such tile in this log");
-    // tlog_tiles parses Go's paths, which name the height: tile/<H>/<L or "data">/<N>.
-    let go_path = match path.strip_prefix("entries/") {
-        Some(rest) => format!("tile/{TILE_HEIGHT}/data/{rest}"),
-        None => format!("tile/{TILE_HEIGHT}/{path}"),
-    };
-    // tlog_tiles asserts (panics) on a level of 64 or more: such paths are refused first, and
-    // any other assertion it makes is caught rather than taking the request down.
-    let level_ok = path.starts_with("entries/")
-        || path
-            .split('/')
-            .next()
-            .and_then(|l| l.parse::<u8>().ok())
-            .is_some_and(|l| l < 64);
-    if !level_ok {
-        return Err(not_found());
-    }
-    let t = std::panic::catch_unwind(|| Tile::from_path(&go_path))
-        .map_err(|_| not_found())?
-        .map_err(|_| not_found())?;
+    let t = transparency::tile_from_path(&path).ok_or_else(not_found)?;
     let store = s.store.clone();
     let data = blocking(move || {
         if t.is_data() {
