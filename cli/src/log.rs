@@ -1,19 +1,13 @@
 //! The transparency log from the scientist's side: `qg results --proofs` (fetch a batch's
-//! proof bundle), `qg verify` (check one offline, and recompute a sample of its units), and
-//! `qg witness` (follow a log, cosign what extends what it cosigned before, refuse forks).
+//! proof bundle) and `qg verify` (check one offline, and recompute a sample of its units).
 
 use anyhow::{Context, Result, anyhow, bail};
 use protocol::policy::UnitState;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shaders::Job;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use transparency::witness::{self, Verdict, WitnessState};
-use transparency::{
-    ALG_COSIGNATURE_V1, EntryKind, LogEntry, NoteKey, NoteVerifier, ProofBundle, VerifyOptions,
-    hash_from_b64, open_checkpoint, verify_bundle,
-};
+use transparency::{EntryKind, LogEntry, ProofBundle, VerifyOptions, hash_from_b64, verify_bundle};
 
 /// What `qg verify` was asked to check.
 pub struct VerifyArgs {
@@ -311,25 +305,6 @@ pub fn fetch_proofs(
     }
 }
 
-// ---- The witness ----
-
-pub struct WitnessArgs {
-    pub log: String,
-    pub state: PathBuf,
-    pub name: String,
-    pub log_key: Option<String>,
-    pub once: bool,
-    pub interval: f64,
-    pub print_key: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Saved {
-    /// The log's key, pinned on first contact (or given with --log-key).
-    log_key: String,
-    last: Option<WitnessState>,
-}
-
 /// The hashes of a `GET /api/v1/log/consistency` answer.
 pub(crate) fn consistency_hashes(v: &Value) -> Result<Vec<transparency::Hash>> {
     v["proof"]
@@ -349,185 +324,4 @@ pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The witness's key in `dir` (created, owner-only, on first use).
-fn witness_key(dir: &Path, name: &str) -> Result<NoteKey> {
-    let path = dir.join("witness-key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return NoteKey::parse(&text).with_context(|| format!("reading {}", path.display()));
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key = NoteKey::from_seed(name, ALG_COSIGNATURE_V1, rand::random())
-        .map_err(|e| anyhow!("--name {name:?}: {e}"))?;
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-    use std::io::Write;
-    let mut f = open
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{}", key.to_private_text())?;
-    f.sync_all()?;
-    Ok(key)
-}
-
-/// Follows a log: each new checkpoint must extend the last one cosigned (a consistency proof),
-/// then it is cosigned and the cosignature handed back. A fork or a rollback is refused:
-/// reported, nothing cosigned, exit status 1.
-pub fn run_witness(a: &WitnessArgs) -> Result<bool> {
-    let key = witness_key(&a.state, &a.name)?;
-    if a.print_key {
-        println!("{}", key.verifier_key());
-        return Ok(true);
-    }
-    eprintln!("witness {} following {}", key.verifier_key(), a.log);
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let base = a.log.trim_end_matches('/').to_owned();
-    let get = |path: &str| -> Result<reqwest::blocking::Response> {
-        let r = http
-            .get(format!("{base}{path}"))
-            .send()
-            .with_context(|| format!("cannot reach the log at {base}"))?;
-        if !r.status().is_success() {
-            bail!("{base}{path}: HTTP {}", r.status());
-        }
-        Ok(r)
-    };
-    let state_path = a.state.join("witness-state.json");
-    let mut saved: Option<Saved> = match std::fs::read_to_string(&state_path) {
-        Ok(t) => Some(serde_json::from_str(&t).context("the witness state file is corrupt")?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
-    };
-    loop {
-        let served_key = get("/api/v1/log")?
-            .json::<Value>()?
-            .get("key")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("{base} does not say its log key"))?;
-        let pinned = match (&saved, &a.log_key) {
-            (Some(s), _) => s.log_key.clone(),
-            (None, Some(k)) => k.clone(),
-            (None, None) => served_key.clone(),
-        };
-        if served_key != pinned {
-            eprintln!(
-                "qg witness: REFUSED: the log now names key {served_key}, not {pinned} that this witness follows"
-            );
-            return Ok(false);
-        }
-        let log = NoteVerifier::parse(&pinned).map_err(|e| anyhow!("log key: {e}"))?;
-        let state = match &mut saved {
-            Some(s) => s,
-            None => {
-                // Pin the log's key on first contact.
-                let s = Saved {
-                    log_key: pinned,
-                    last: None,
-                };
-                write_atomically(&state_path, &serde_json::to_string_pretty(&s)?)?;
-                saved.insert(s)
-            }
-        };
-        match step(&key, &log, state, &state_path, &get, &http, &base) {
-            Ok(()) => {}
-            Err(Refused(msg)) => {
-                eprintln!("qg witness: REFUSED: {msg}");
-                return Ok(false);
-            }
-        }
-        if a.once {
-            return Ok(true);
-        }
-        std::thread::sleep(Duration::from_secs_f64(a.interval.clamp(0.05, 3600.0)));
-    }
-}
-
-struct Refused(String);
-
-impl<E: std::fmt::Display> From<E> for Refused {
-    fn from(e: E) -> Self {
-        Refused(e.to_string())
-    }
-}
-
-/// One look at the log: a new checkpoint that extends the last one cosigned becomes the new
-/// `state` (saved at `state_path`), then it is cosigned and handed back.
-fn step(
-    key: &NoteKey,
-    log: &NoteVerifier,
-    state: &mut Saved,
-    state_path: &Path,
-    get: &dyn Fn(&str) -> Result<reqwest::blocking::Response>,
-    http: &reqwest::blocking::Client,
-    base: &str,
-) -> std::result::Result<(), Refused> {
-    let note = match get("/log/checkpoint") {
-        Ok(r) => r.bytes().map_err(|e| Refused(e.to_string()))?.to_vec(),
-        // No checkpoint yet: nothing to witness.
-        Err(e) if e.to_string().contains("HTTP 404") => return Ok(()),
-        Err(e) => {
-            eprintln!("qg witness: {e:#}");
-            return Ok(());
-        }
-    };
-    let trusted = open_checkpoint(&note, log, &[], 0)?;
-    let cp = &trusted.checkpoint;
-    let last = state.last.as_ref();
-    let proof = match last {
-        Some(l) if l.size > 0 && cp.size() > l.size => {
-            let v: Value = get(&format!(
-                "/api/v1/log/consistency?from={}&to={}",
-                l.size,
-                cp.size()
-            ))
-            .map_err(|e| Refused(format!("{e:#}")))?
-            .json()
-            .map_err(|e| Refused(e.to_string()))?;
-            consistency_hashes(&v).map_err(|e| Refused(format!("{e:#}")))?
-        }
-        _ => Vec::new(),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (verdict, next, line) = witness::cosign(last, &trusted, &proof, key, now)?;
-    let mine = format!("— {} ", key.name());
-    let already = String::from_utf8_lossy(&note)
-        .lines()
-        .any(|l| l.starts_with(&mine));
-    if verdict == Verdict::Same && already {
-        return Ok(());
-    }
-    // Saved before the cosignature is handed out: never two trees of one size.
-    if verdict == Verdict::Extends {
-        state.last = Some(next);
-        write_atomically(
-            state_path,
-            &serde_json::to_string_pretty(state).map_err(|e| Refused(e.to_string()))?,
-        )
-        .map_err(|e| Refused(format!("{e:#}")))?;
-    }
-    let r = http
-        .post(format!("{base}/api/v1/log/cosignatures"))
-        .json(&serde_json::json!({"size": cp.size(), "cosignature": line}))
-        .send();
-    match r {
-        Ok(r) if r.status().is_success() => {
-            eprintln!("cosigned {} at size {}", cp.origin(), cp.size())
-        }
-        Ok(r) => eprintln!(
-            "qg witness: the log did not take the cosignature of size {}: HTTP {} {}",
-            cp.size(),
-            r.status(),
-            r.text().unwrap_or_default()
-        ),
-        Err(e) => eprintln!("qg witness: handing back the cosignature: {e}"),
-    }
-    Ok(())
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod kernel;
 mod log;
 mod monitor;
+mod witness;
 
 #[derive(Parser)]
 #[command(
@@ -127,30 +128,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: kernel::KernelCmd,
     },
-    /// Witness a transparency log: cosign each checkpoint that consistently extends the last
-    /// one cosigned; refuse (exit status 1) a fork or a rollback
+    /// Witness transparency logs: cosign each checkpoint that consistently extends the last
+    /// one cosigned, refuse forks and rollbacks (`serve`: logs push to it, C2SP tlog-witness;
+    /// `follow`: it pulls one log's checkpoints)
     Witness {
-        /// The coordinator whose log to follow [default: --server]
-        #[arg(long)]
-        log: Option<String>,
-        /// Directory for the witness's key and the last checkpoint it cosigned
-        #[arg(long)]
-        state: PathBuf,
-        /// The witness's name (its key's name; a new key only)
-        #[arg(long, default_value = "qg-witness")]
-        name: String,
-        /// The log's public key; without it the key the log names on first contact is pinned
-        #[arg(long)]
-        log_key: Option<String>,
-        /// Look once and exit
-        #[arg(long)]
-        once: bool,
-        /// Seconds between looks
-        #[arg(long, default_value_t = 1.0)]
-        interval: f64,
-        /// Print the witness's public key (for the coordinator's `witnesses`) and exit
-        #[arg(long)]
-        print_key: bool,
+        #[command(subcommand)]
+        cmd: WitnessCmd,
     },
     /// Monitor a transparency log: check every entry from entry 0 against the log's rules
     /// (each unit's chain, a revocation before a re-acceptance, batch commitments) and the
@@ -172,6 +155,55 @@ enum Cmd {
         /// Cosignatures needed from those witnesses [default: 1 if any is given]
         #[arg(long)]
         min_witnesses: Option<usize>,
+        /// Look once and exit
+        #[arg(long)]
+        once: bool,
+        /// Seconds between looks
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+}
+
+/// The witness's key and name, both modes.
+#[derive(clap::Args)]
+struct WitnessKey {
+    /// Directory for the witness's key and the last checkpoints it cosigned
+    #[arg(long)]
+    state: PathBuf,
+    /// The witness's name (its key's name; a new key only)
+    #[arg(long, default_value = "qg-witness")]
+    name: String,
+    /// Print the witness's public key (for the coordinator's `witnesses`) and exit
+    #[arg(long)]
+    print_key: bool,
+}
+
+#[derive(Subcommand)]
+enum WitnessCmd {
+    /// Serve C2SP tlog-witness: logs POST /add-checkpoint (old size, consistency proof,
+    /// checkpoint) and get this witness's cosignature, or the spec's refusal (400, 403, 404,
+    /// 409 with its size, 422)
+    Serve {
+        #[command(flatten)]
+        key: WitnessKey,
+        /// Address to listen on (port 0: any free one; the line on stdout says which)
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: std::net::SocketAddr,
+        /// The public key of a log this witness follows (repeat for several); its name is
+        /// the log's origin
+        #[arg(long = "log-key")]
+        log_keys: Vec<String>,
+    },
+    /// Follow one log: pull its checkpoints, cosign and hand the cosignatures back
+    Follow {
+        #[command(flatten)]
+        key: WitnessKey,
+        /// The coordinator whose log to follow [default: --server]
+        #[arg(long)]
+        log: Option<String>,
+        /// The log's public key; without it the key the log names on first contact is pinned
+        #[arg(long)]
+        log_key: Option<String>,
         /// Look once and exit
         #[arg(long)]
         once: bool,
@@ -616,23 +648,38 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         })),
         Cmd::Witness {
-            log,
-            state,
-            name,
-            log_key,
-            once,
-            interval,
-            print_key,
-        } => Ok(log::run_witness(&log::WitnessArgs {
+            cmd:
+                WitnessCmd::Serve {
+                    key,
+                    listen,
+                    log_keys,
+                },
+        } => Ok(witness::serve(&witness::ServeArgs {
+            listen,
+            state: key.state,
+            name: key.name,
+            log_keys,
+            print_key: key.print_key,
+        })),
+        Cmd::Witness {
+            cmd:
+                WitnessCmd::Follow {
+                    key,
+                    log,
+                    log_key,
+                    once,
+                    interval,
+                },
+        } => Ok(witness::follow(&witness::FollowArgs {
             log: log
                 .or(server.clone())
                 .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
-            state,
-            name,
+            state: key.state,
+            name: key.name,
             log_key,
             once,
             interval,
-            print_key,
+            print_key: key.print_key,
         })),
         Cmd::Monitor {
             log,

@@ -278,6 +278,7 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     for w in ["w1", "w2"] {
         let (code, out, err) = run(argv(&[
             "witness",
+            "follow",
             "--state",
             &path(w),
             "--name",
@@ -348,6 +349,7 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     for w in ["w1", "w2"] {
         let (code, _, err) = qg_at(argv(&[
             "witness",
+            "follow",
             "--log",
             &url,
             "--state",
@@ -560,6 +562,7 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     std::fs::write(&state_file, st.to_string()).unwrap();
     let (code, _, err) = qg_at(argv(&[
         "witness",
+        "follow",
         "--log",
         &url,
         "--state",
@@ -577,6 +580,7 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
     std::fs::write(&state_file, st.to_string()).unwrap();
     let (code, _, err) = qg_at(argv(&[
         "witness",
+        "follow",
         "--log",
         &url,
         "--state",

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod lifecycle;
 pub mod log;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod sim;
 pub mod store;

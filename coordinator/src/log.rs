@@ -307,6 +307,21 @@ impl Engine {
         })
     }
 
+    /// What a witness push needs, in one read: the newest checkpoint's size and signed note
+    /// (the log's signature only) and the size of the newest checkpoint `witness` cosigned.
+    pub fn log_push_view(&self, witness: &str) -> Result<Option<(u64, String, Option<u64>)>> {
+        self.read(|s| {
+            let Some((size, note)) = lg::latest_checkpoint(s)? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                size,
+                note,
+                lg::witness_head(s, witness)?.map(|h| h.0),
+            )))
+        })
+    }
+
     /// The data of the C2SP tile at `level`, number `n`, `width` hashes (256 for a full one),
     /// if the newest checkpoint's tree holds it.
     pub fn log_tile(&self, level: u8, n: u64, width: u32) -> Result<Option<Vec<u8>>> {

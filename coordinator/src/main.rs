@@ -44,8 +44,9 @@ enum Cmd {
         /// coordinators sharing a database share it
         #[arg(long, env = "QG_LOG_KEY")]
         log_key: Option<PathBuf>,
-        /// A witness's public key whose cosignatures the log accepts (repeat for several;
-        /// `qg witness --print-key` shows one)
+        /// A witness whose cosignatures the log accepts (repeat for several): its public key
+        /// (`qg witness serve --print-key` shows one), or "KEY URL" for one the log pushes its
+        /// checkpoints to (C2SP tlog-witness, e.g. `qg witness serve`)
         #[arg(long = "witness")]
         witnesses: Vec<String>,
         /// Volunteer registrations per minute from one network (/24, /48) [default: 10; 0:

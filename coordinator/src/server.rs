@@ -49,7 +49,9 @@ pub struct FileConfig {
     pub log_origin: Option<String>,
     /// The log's private key (default DATA_DIR/log-key, created on first start).
     pub log_key: Option<PathBuf>,
-    /// Witnesses whose cosignatures the log accepts and serves (verifier keys).
+    /// Witnesses whose cosignatures the log accepts and serves: each its public key (it pulls,
+    /// `qg witness follow`), or its key, a space and its URL (the log pushes each checkpoint
+    /// to `URL/add-checkpoint`, C2SP tlog-witness, as to `qg witness serve`).
     pub witnesses: Option<Vec<String>>,
     /// Volunteer registrations per minute from one network prefix (/24, /48), three times
     /// that at once (default 10; 0: unlimited).
@@ -277,17 +279,25 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
     let log_key = Arc::new(load_log_key(&cfg.log_key, &cfg.log_origin)?);
     // Witnesses and scientists pin this key (also at GET /api/v1/log).
     tracing::info!(origin = %cfg.log_origin, key = %log_key.verifier_key(), "transparency log");
-    let witnesses = cfg
-        .witnesses
-        .iter()
-        .map(|w| {
-            let v = NoteVerifier::parse(w).with_context(|| format!("witness key {w:?}"))?;
-            if v.alg() != ALG_COSIGNATURE_V1 {
-                anyhow::bail!("witness key {w:?} is not a cosignature (type 0x04) key");
+    let mut witnesses = Vec::new();
+    let mut pushers = Vec::new();
+    for w in &cfg.witnesses {
+        let (key, url) = match w.trim().split_once(char::is_whitespace) {
+            Some((k, u)) => (k, Some(u.trim())),
+            None => (w.trim(), None),
+        };
+        let v = NoteVerifier::parse(key).with_context(|| format!("witness key {key:?}"))?;
+        if v.alg() != ALG_COSIGNATURE_V1 {
+            anyhow::bail!("witness key {key:?} is not a cosignature (type 0x04) key");
+        }
+        if let Some(url) = url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("witness {key:?}: its URL {url:?} is not http:// or https://");
             }
-            Ok(v)
-        })
-        .collect::<Result<Vec<_>>>()?;
+            pushers.push(Arc::new(crate::push::Pusher::new(v.clone(), url)));
+        }
+        witnesses.push(v);
+    }
     Ok(Arc::new(AppState {
         store,
         metrics: Default::default(),
@@ -301,6 +311,7 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
         verifier_lease_s: cfg.verifier_lease_s,
         log_key,
         witnesses: Arc::new(witnesses),
+        pushers: Arc::new(pushers),
         tickets: Default::default(),
         registrations: api::RateLimit::new(cfg.registrations_per_minute),
         submissions: api::RateLimit::new(cfg.batches_per_minute_per_key),
@@ -318,7 +329,23 @@ pub fn spawn_background(state: &Shared, cfg: &Config) {
     }
     tokio::spawn(expire_deadlines(state.store.clone(), cfg.expire_every));
     tokio::spawn(sequence_log(state.clone(), cfg.log_every));
+    if !state.pushers.is_empty() {
+        // One client: its connections to each witness are kept alive between checkpoints.
+        let http = reqwest::Client::new();
+        for p in state.pushers.iter() {
+            tokio::spawn(crate::push::run(
+                state.store.clone(),
+                p.clone(),
+                http.clone(),
+                PUSH_EVERY,
+            ));
+        }
+    }
 }
+
+/// How often each witness's push looks for a newer checkpoint (the sequencer signs at most
+/// one per `log_every`).
+const PUSH_EVERY: Duration = Duration::from_millis(100);
 
 pub async fn serve(cfg: Config) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)

@@ -255,6 +255,16 @@ pub struct WitnessRow {
     pub size: Option<u64>,
     /// Unix seconds of that cosignature.
     pub cosigned_at: Option<i64>,
+    /// Where the log pushes its checkpoints to it (C2SP tlog-witness); none for a witness that
+    /// pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Why the last push failed (the witness's status and words, or unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix seconds since when pushes have been failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -58,7 +58,9 @@ function render(d) {
       const age = w.cosigned_at == null ? 'never' : `${Math.max(0, d.at - w.cosigned_at)} s ago`;
       // Behind for a minute: it is down, slow or refusing (a cosignature follows each checkpoint within seconds).
       const stale = w.size == null || (behind > 0 && d.at - w.cosigned_at > 60);
-      return row([w.name, num(w.size ?? '–'), num(behind), age], stale ? 'bad' : undefined);
+      // A witness the log pushes to: how the last push went (the witness's refusal, or unreachable).
+      const push = w.url == null ? 'pulls' : w.error == null ? `pushed to ${w.url}` : `${w.url}: ${w.error} (failing for ${Math.max(0, d.at - w.failing_since)} s)`;
+      return row([w.name, num(w.size ?? '–'), num(behind), age, push], stale || w.error != null ? 'bad' : undefined);
     }),
   );
   $('classes').tBodies[0].replaceChildren(

@@ -56,6 +56,8 @@ pub struct AppState {
     pub log_key: Arc<transparency::NoteKey>,
     /// Witnesses whose cosignatures the log accepts.
     pub witnesses: Arc<Vec<transparency::NoteVerifier>>,
+    /// The witnesses the log pushes its checkpoints to (those configured with a URL).
+    pub pushers: Arc<Vec<Arc<crate::push::Pusher>>>,
     /// Tickets that open the dashboard's event stream.
     pub tickets: auth::Tickets,
     /// Registrations per network prefix.

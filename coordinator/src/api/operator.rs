@@ -16,7 +16,10 @@ pub(super) async fn dashboard(
     State(s): State<Shared>,
     _op: Operator,
 ) -> Result<Response, ApiError> {
-    let d = s.snapshots.dashboard(&s.store, &s.witnesses).await?;
+    let d = s
+        .snapshots
+        .dashboard(&s.store, &s.witnesses, &s.pushers)
+        .await?;
     Ok(Json(&*d).into_response())
 }
 
@@ -40,7 +43,11 @@ pub(super) async fn dashboard_events(
         if !first {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        let event = match s.snapshots.dashboard(&s.store, &s.witnesses).await {
+        let event = match s
+            .snapshots
+            .dashboard(&s.store, &s.witnesses, &s.pushers)
+            .await
+        {
             Ok(d) => Event::default()
                 .event("snapshot")
                 .json_data(&*d)

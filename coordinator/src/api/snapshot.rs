@@ -60,6 +60,7 @@ impl Snapshots {
         &self,
         store: &Arc<Engine>,
         witnesses: &[transparency::NoteVerifier],
+        pushers: &[Arc<crate::push::Pusher>],
     ) -> Result<Arc<Dashboard>, ApiError> {
         let mut slot = self.dashboard.lock().await;
         if let Some(d) = self.fresh(&slot) {
@@ -68,7 +69,17 @@ impl Snapshots {
         let status = self.status(store).await?;
         let store = store.clone();
         let names: Vec<String> = witnesses.iter().map(|w| w.name().to_owned()).collect();
-        let d = Arc::new(blocking(move || store.dashboard(&status, &names, now())).await?);
+        let mut d = blocking(move || store.dashboard(&status, &names, now())).await?;
+        // How pushing to each witness goes is this coordinator's to say, not the database's.
+        for row in &mut d.witnesses {
+            if let Some(p) = pushers.iter().find(|p| p.witness.name() == row.name) {
+                let st = p.status();
+                row.url = Some(p.url.clone());
+                row.error = st.error;
+                row.failing_since = st.failing_since;
+            }
+        }
+        let d = Arc::new(d);
         self.computed.fetch_add(1, Ordering::Relaxed);
         *slot = Some((Instant::now(), d.clone()));
         Ok(d)

@@ -367,6 +367,9 @@ pub fn dashboard(
                 name: w.clone(),
                 size: head.map(|h| h.0),
                 cosigned_at: head.map(|h| h.1),
+                url: None,
+                error: None,
+                failing_since: None,
             })
         })
         .collect::<Result<_>>()?;
