@@ -139,7 +139,7 @@ fn qg_witness_serve_answers_add_checkpoint_as_c2sp_tlog_witness_says() {
     assert_eq!(status, 200, "{body}");
     let text = String::from_utf8(req.checkpoint.clone()).unwrap();
     let signed = text.split_once("\n\n").unwrap().0.to_owned() + "\n";
-    assert!(body.ends_with('\n'));
+    assert!(body.ends_with('\n') && body.matches('\n').count() == 1, "{body:?}");
     assert_eq!(
         check_cosignature(
             signed.as_bytes(),
@@ -391,4 +391,72 @@ async fn the_log_pushes_to_its_witnesses_and_one_down_wiped_or_refusing_holds_no
     assert!(cleared);
     // The refusing witness still refuses and cosigned nothing.
     assert!(!s3.join("witness-logs.json").exists());
+}
+
+/// Go's reference code is a log that pushes to `qg witness serve` and checks what it answers
+/// (`coordinator/tests/interop/witnesscheck.go`). Skipped, saying so, where Go or x/mod is not
+/// installed (`cargo xtask test` installs them as root).
+#[test]
+fn qg_witness_serve_cosigns_a_log_built_by_go_and_go_verifies_the_cosignature() {
+    const GOPATH: &str = "/usr/share/gocode";
+    let go =
+        std::env::var_os("QG_GO").map_or_else(|| "/usr/bin/go".into(), std::path::PathBuf::from);
+    if !go.exists()
+        || !Path::new(GOPATH)
+            .join("src/golang.org/x/mod/sumdb/tlog")
+            .exists()
+    {
+        eprintln!(
+            "SKIPPED: Go's x/mod is not installed (apt-get install golang-go \
+             golang-golang-x-mod-dev; cargo xtask test installs them as root)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("witnesscheck");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../coordinator/tests/interop");
+    let built = Command::new(&go)
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(src.join("witnesscheck.go"))
+        .arg(src.join("cosig.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOPATH)
+        .env("GOCACHE", dir.path().join("gocache"))
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = Command::new(&bin)
+        .arg("key")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log_key = std::fs::read_to_string(dir.path().join("log.vkey")).unwrap();
+    let state = dir.path().join("w");
+    let wkey = witness_key(&state, "w.test");
+    let w = serve(&state, "127.0.0.1:0", &[log_key.trim().to_owned()]);
+    let out = Command::new(&bin)
+        .arg("push")
+        .arg(dir.path())
+        .arg(&w.url)
+        .arg(&wkey)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.starts_with("ok go.test/log"),
+        "{said}"
+    );
+    // And a cosignature tampered with on the way fails Go's check: the program's last step;
+    // the witness holds the Go log's newest tree.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("witness-logs.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["go.test/log"]["size"], 334);
 }

@@ -2,7 +2,7 @@
 //! (`golang.org/x/mod/sumdb/note` and `sumdb/tlog`, from Debian's `golang-go` and
 //! `golang-golang-x-mod-dev`) checks the coordinator's checkpoints, a witness's cosignature, the
 //! tiles and entry bundles, inclusion proofs as bundles carry them, and a consistency proof
-//! (`tests/interop/tlogcheck.go`); and it refuses each of them tampered with. Skipped, saying
+//! (`tests/interop/tlogcheck.go`, with `cosig.go`); and it refuses each of them tampered with. Skipped, saying
 //! so, where Go or x/mod is not installed (`cargo xtask test` installs them as root).
 
 use coordinator::engine::Engine;
@@ -81,11 +81,12 @@ fn go_verifies_the_logs_checkpoints_cosignatures_tiles_and_proofs() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let bin = tmp.path().join("tlogcheck");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tlogcheck.go");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let built = Command::new(&go)
         .args(["build", "-o"])
         .arg(&bin)
-        .arg(&src)
+        .arg(src.join("tlogcheck.go"))
+        .arg(src.join("cosig.go"))
         .env("GO111MODULE", "off")
         .env("GOPATH", GOPATH)
         .env("GOCACHE", tmp.path().join("gocache"))

@@ -291,7 +291,8 @@ pub fn add_checkpoint(
             // The old size matched, so a rollback or another origin means a corrupt state.
             e => Refusal::Internal(e.to_string()),
         })?;
-    Ok((next, line + "\n"))
+    // One line, ended by one newline (the response is signature lines, C2SP signed-note).
+    Ok((next, line.trim_end_matches('\n').to_owned() + "\n"))
 }
 
 /// The witness size in a 409 answer's body (`<size>\n`).
@@ -401,6 +402,7 @@ mod tests {
         let (s10, line) = f.add(None, &req).unwrap();
         assert_eq!(s10.size, 10);
         assert!(line.starts_with("— w.test ") && line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
         let text = std::str::from_utf8(&req.checkpoint).unwrap();
         let body = text.split_once("\n\n").unwrap().0.to_owned() + "\n";
         crate::check_cosignature(body.as_bytes(), &line, &[f.witness.verifier()]).unwrap();

@@ -7,8 +7,7 @@
 //	inclusion/<i>               base64 hashes: entry i's inclusion proof (from a bundle)
 //	tile/...                    the C2SP tiles and entry bundles, as the log serves them
 //
-// It checks the log's signatures, the witness's C2SP cosignature (type 0x04, by hand: x/mod's
-// note knows Ed25519 only), that every tile and entry bundle makes the checkpoint's tree, each
+// It checks the log's signatures, the witness's C2SP cosignature (cosig.go), that every tile and entry bundle makes the checkpoint's tree, each
 // inclusion proof, and the consistency proof. Exit status 0 and "ok ..." when all hold; 1 and
 // the first failure otherwise.
 package main
@@ -16,9 +15,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -31,11 +27,6 @@ import (
 )
 
 var dir string
-
-func fail(format string, a ...interface{}) {
-	fmt.Printf("FAIL "+format+"\n", a...)
-	os.Exit(1)
-}
 
 func read(name string) []byte {
 	b, err := os.ReadFile(filepath.Join(dir, name))
@@ -86,34 +77,10 @@ func open(name string, log note.Verifier) checkpoint {
 	return checkpoint{lines[0], size, root, n.Text, n}
 }
 
-// C2SP tlog-cosignature: "— <name> base64(keyhash[4] || time[8] || ed25519 sig[64])" over
-// "cosignature/v1\ntime <t>\n" followed by the checkpoint's text.
 func checkCosignature(cp checkpoint, vkey string) {
-	parts := strings.SplitN(vkey, "+", 3)
-	if len(parts) != 3 {
-		fail("witness key %q", vkey)
+	if err := verifyCosignature(cp.text, cp.note.UnverifiedSigs, vkey); err != nil {
+		fail("%v", err)
 	}
-	key, err := base64.StdEncoding.DecodeString(parts[2])
-	if err != nil || len(key) != 33 || key[0] != 0x04 {
-		fail("witness key %q is not a cosignature/v1 key", vkey)
-	}
-	kh := sha256.Sum256(append([]byte(parts[0]+"\n"), key...))
-	for _, sig := range cp.note.UnverifiedSigs {
-		if sig.Name != parts[0] || sig.Hash != binary.BigEndian.Uint32(kh[:4]) {
-			continue
-		}
-		raw, err := base64.StdEncoding.DecodeString(sig.Base64)
-		if err != nil || len(raw) != 4+8+64 {
-			fail("cosignature of %s: malformed", sig.Name)
-		}
-		t := binary.BigEndian.Uint64(raw[4:12])
-		msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", t, cp.text)
-		if !ed25519.Verify(ed25519.PublicKey(key[1:]), []byte(msg), raw[12:]) {
-			fail("cosignature of %s does not verify", sig.Name)
-		}
-		return
-	}
-	fail("no cosignature of %s on the checkpoint", parts[0])
 }
 
 // Tiles from files at their C2SP paths (x/mod's Tile.Path puts the height in: tile/8/0/000).
