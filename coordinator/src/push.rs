@@ -20,7 +20,7 @@ use transparency::witness::{self, AddCheckpoint};
 /// How long a witness has to answer one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff after a failure: doubling from the first to the last.
-const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// 409s followed at once, before backing off (a witness whose size keeps moving).
 const CONFLICTS_AT_ONCE: u32 = 3;
 

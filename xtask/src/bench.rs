@@ -289,11 +289,13 @@ fn sabotage(args: &[&str]) -> Result<()> {
 }
 
 /// The transparency log (`coordinator/src/bin/qg-logbench.rs`): appends per second, the time
-/// from a unit's receipt to a checkpoint cosigned by two witnesses, and offline verification
+/// from a unit's receipt to a checkpoint cosigned by two witnesses (`qg witness serve`, over
+/// HTTP; and with one down), and offline verification
 /// of inclusion proofs; one JSON line each, per database.
 fn log(args: &[&str]) -> Result<()> {
+    // qg: the witnesses the log pushes to are `qg witness serve` processes.
     crate::run(
-        "cargo build --release -p coordinator --bin qg-logbench",
+        "cargo build --release -p coordinator --bin qg-logbench -p qg --bin qg",
         crate::cargo().args([
             "build",
             "--release",
@@ -302,6 +304,10 @@ fn log(args: &[&str]) -> Result<()> {
             "coordinator",
             "--bin",
             "qg-logbench",
+            "-p",
+            "qg",
+            "--bin",
+            "qg",
         ]),
     )?;
     let bin = crate::root()

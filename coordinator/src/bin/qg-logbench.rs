@@ -4,14 +4,19 @@
 //!    one transaction per batch of 4096, stored hashes and a signed checkpoint included).
 //! 2. `latency`: from a receipt being queued (in the transaction that makes a unit canonical)
 //!    to its inclusion in a checkpoint cosigned by two witnesses: a producer queues receipts
-//!    at a steady rate, the sequencer runs as the server runs it (every 200 ms), and two
-//!    witnesses poll every 100 ms, check consistency and cosign (in process, over the engine
-//!    rather than HTTP).
+//!    at a steady rate, the sequencer runs as the server runs it (every 200 ms), and the
+//!    coordinator's own push (`coordinator::push`) sends each checkpoint to two `qg witness
+//!    serve` processes over HTTP (C2SP tlog-witness). Then the same with the second witness
+//!    down: the first's latency, and how long the second takes to catch up once back.
 //! 3. `verify`: checking 10^6 inclusion proofs offline, as `qg verify` does.
+
+mod common;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use common::percentile;
 use coordinator::engine::{Database, Engine};
+use coordinator::push::Pusher;
 use coordinator::store::postgres::ScratchDatabase;
 use protocol::policy::Replication;
 use protocol::{Checkpoint, Digest};
@@ -19,9 +24,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use transparency::witness::{self, WitnessState};
 use transparency::{
-    ALG_COSIGNATURE_V1, ALG_ED25519, Agreeing, EntryKind, Evidence, LogEntry, MemoryLog, NoteKey,
+    ALG_ED25519, Agreeing, EntryKind, Evidence, LogEntry, MemoryLog, NoteKey, NoteVerifier,
     open_checkpoint, record_hash,
 };
 
@@ -42,6 +46,9 @@ struct Args {
     /// Receipts the sequencer appends per transaction
     #[arg(long, default_value_t = coordinator::log::SEQUENCE_BATCH)]
     batch: usize,
+    /// The qg binary, whose `qg witness serve` the log pushes to [default: next to this one]
+    #[arg(long)]
+    qg: Option<std::path::PathBuf>,
     /// Inclusion proofs for the verify measurement
     #[arg(long, default_value_t = 1_000_000)]
     proofs: u64,
@@ -121,15 +128,172 @@ impl Drop for TempDir {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// A `qg witness serve` process for the benchmark, killed when dropped.
+struct Witness {
+    child: Option<std::process::Child>,
+    url: String,
+    state: std::path::PathBuf,
+    verifier: NoteVerifier,
+}
+
+impl Witness {
+    /// Makes the witness's key in `state` and serves on `listen`, following `logs`.
+    fn start(
+        qg: &std::path::Path,
+        state: std::path::PathBuf,
+        logs: &[String],
+        listen: &str,
+    ) -> Result<Self> {
+        let name = state
+            .file_name()
+            .map_or("w".into(), |n| n.to_string_lossy());
+        let out = std::process::Command::new(qg)
+            .args(["witness", "serve", "--print-key", "--name"])
+            .arg(format!("{name}.bench"))
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .with_context(|| format!("running {}", qg.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "qg witness serve --print-key: {out:?}"
+        );
+        let verifier = NoteVerifier::parse(String::from_utf8_lossy(&out.stdout).trim())?;
+        let mut w = Witness {
+            child: None,
+            url: format!("http://{listen}"),
+            state,
+            verifier,
+        };
+        w.restart(qg, logs)?;
+        Ok(w)
     }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+
+    /// (Re)starts the process on the address it had (any free one the first time).
+    fn restart(&mut self, qg: &std::path::Path, logs: &[String]) -> Result<()> {
+        let mut cmd = std::process::Command::new(qg);
+        cmd.args(["witness", "serve", "--state"])
+            .arg(&self.state)
+            .arg("--listen")
+            .arg(self.url.trim_start_matches("http://"));
+        for k in logs {
+            cmd.args(["--log-key", k]);
+        }
+        cmd.stderr(std::process::Stdio::null());
+        let (child, url) = common::listening(cmd, "qg witness listening on ")?;
+        self.child = Some(child);
+        self.url = url;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The coordinator's own push to each witness (`coordinator::push::run`), on `rt`.
+fn push(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<Engine>,
+    witnesses: &[Witness],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let http = reqwest::Client::new();
+    witnesses
+        .iter()
+        .map(|w| {
+            let p = Arc::new(Pusher::new(w.verifier.clone(), &w.url));
+            rt.spawn(coordinator::push::run(
+                engine.clone(),
+                p,
+                http.clone(),
+                Duration::from_millis(100),
+            ))
+        })
+        .collect()
+}
+
+/// Receipts queued at `args.rate` for `args.seconds` while the sequencer runs as the server
+/// runs it (every 200 ms): each one's seconds from being queued to being in a checkpoint that
+/// all of `needed` cosigned (the caller pushes to them).
+fn latency(
+    args: &Args,
+    engine: &Arc<Engine>,
+    key: &NoteKey,
+    needed: &[&NoteVerifier],
+) -> Result<Vec<f64>> {
+    let verifiers: Vec<NoteVerifier> = needed.iter().map(|v| (*v).clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let total = (args.rate as f64 * args.seconds) as usize;
+    let sequencer = std::thread::spawn({
+        let (engine, stop) = (engine.clone(), stop.clone());
+        let key = NoteKey::parse(&key.to_private_text())?;
+        move || -> Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                while engine
+                    .sequence_log(&key, coordinator::log::SEQUENCE_BATCH, 0)?
+                    .is_some()
+                {}
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        }
+    });
+    // The producer: receipts at a steady rate, in small transactions, as decisions make
+    // them; the k-th queued is the k-th appended (one producer, one sequencer).
+    let mut queued_at = Vec::with_capacity(total);
+    let mut latencies = Vec::with_capacity(total);
+    let mut covered = 0usize;
+    let per_tick = (args.rate / 100).max(1) as usize;
+    let tick = Duration::from_secs_f64(per_tick as f64 / args.rate as f64);
+    let mut next = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds + 30.0);
+    while covered < total && Instant::now() < deadline {
+        if queued_at.len() < total && Instant::now() >= next {
+            let k = queued_at.len();
+            let batch: Vec<LogEntry> = (k..(k + per_tick).min(total))
+                .map(|u| receipt(u as i64))
+                .collect();
+            engine.queue_receipts(&batch)?;
+            let t = start.elapsed().as_secs_f64();
+            queued_at.extend(std::iter::repeat_n(t, batch.len()));
+            next += tick;
+        }
+        // What the needed witnesses have cosigned so far.
+        if let Some(note) = engine.log_checkpoint()? {
+            let t = open_checkpoint(note.as_bytes(), &key.verifier(), &verifiers, 0)?;
+            if t.witnesses.len() == verifiers.len() {
+                let size = t.checkpoint.size() as usize;
+                let now = start.elapsed().as_secs_f64();
+                while covered < size.min(queued_at.len()) {
+                    latencies.push(now - queued_at[covered]);
+                    covered += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    sequencer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sequencer thread panicked"))??;
+    Ok(latencies)
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.qg.is_none() {
+        args.qg = Some(std::env::current_exe()?.with_file_name("qg"));
+    }
     let dir = TempDir(std::env::temp_dir().join(format!("qg-logbench-{}", std::process::id())));
     std::fs::create_dir_all(dir.path())?;
     let key = NoteKey::from_seed("bench.local/log", ALG_ED25519, [1; 32])?;
@@ -156,105 +320,69 @@ fn main() -> Result<()> {
         );
     }
 
-    // 2. Latency to a checkpoint cosigned by two witnesses.
+    // 2. Latency to a checkpoint cosigned by two witnesses, `qg witness serve` processes the
+    //    log pushes to over HTTP; then with one of them down, and its catching up once back.
+    //    The second run is another log (another origin), so the witnesses see no fork.
     {
+        let qg = args.qg.as_deref().context("--qg")?;
+        let down_key = NoteKey::from_seed("bench.local/log-down", ALG_ED25519, [7; 32])?;
+        let logs = [key.verifier_key(), down_key.verifier_key()];
+        let mut w = (0..2)
+            .map(|i| Witness::start(qg, dir.path().join(format!("w{i}")), &logs, "127.0.0.1:0"))
+            .collect::<Result<Vec<_>>>()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let (engine, _db) = open(&args, dir.path(), "latency")?;
         let engine = Arc::new(engine);
-        let witnesses: Vec<NoteKey> = (0..2)
-            .map(|i| NoteKey::from_seed(&format!("w{i}.bench"), ALG_COSIGNATURE_V1, [i + 2; 32]))
-            .collect::<Result<_, _>>()?;
-        let verifiers: Vec<_> = witnesses.iter().map(NoteKey::verifier).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let start = Instant::now();
-        let total = (args.rate as f64 * args.seconds) as usize;
-        let mut threads = Vec::new();
-        // The sequencer, as the server runs it.
-        threads.push(std::thread::spawn({
-            let (engine, stop) = (engine.clone(), stop.clone());
-            let key = NoteKey::parse(&key.to_private_text())?;
-            move || -> Result<()> {
-                while !stop.load(Ordering::Relaxed) {
-                    while engine
-                        .sequence_log(&key, coordinator::log::SEQUENCE_BATCH, 0)?
-                        .is_some()
-                    {}
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Ok(())
-            }
-        }));
-        for w in witnesses {
-            let (engine, stop, verifiers) = (engine.clone(), stop.clone(), verifiers.clone());
-            let log = key.verifier();
-            threads.push(std::thread::spawn(move || -> Result<()> {
-                let mut last: Option<WitnessState> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(note) = engine.log_checkpoint()? {
-                        let t = open_checkpoint(note.as_bytes(), &log, &[], 0)?;
-                        let size = t.checkpoint.size();
-                        if last.as_ref().is_none_or(|l| l.size < size) {
-                            let proof = match &last {
-                                Some(l) => engine.log_consistency(l.size, size)?,
-                                None => Vec::new(),
-                            };
-                            let (_, next, line) =
-                                witness::cosign(last.as_ref(), &t, &proof, &w, 1)?;
-                            engine.add_cosignature(size, &line, &verifiers, 0)?;
-                            last = Some(next);
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Ok(())
-            }));
-        }
-        // The producer: receipts at a steady rate, in small transactions, as decisions make
-        // them; the k-th queued is the k-th appended (one producer, one sequencer).
-        let mut queued_at = Vec::with_capacity(total);
-        let mut latencies = Vec::with_capacity(total);
-        let mut covered = 0usize;
-        let per_tick = (args.rate / 100).max(1) as usize;
-        let tick = Duration::from_secs_f64(per_tick as f64 / args.rate as f64);
-        let mut next = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs_f64(args.seconds + 30.0);
-        while covered < total && Instant::now() < deadline {
-            if queued_at.len() < total && Instant::now() >= next {
-                let k = queued_at.len();
-                let batch: Vec<LogEntry> = (k..(k + per_tick).min(total))
-                    .map(|u| receipt(u as i64))
-                    .collect();
-                engine.queue_receipts(&batch)?;
-                let t = start.elapsed().as_secs_f64();
-                queued_at.extend(std::iter::repeat_n(t, batch.len()));
-                next += tick;
-            }
-            // What two witnesses have cosigned so far.
-            if let Some(note) = engine.log_checkpoint()? {
-                let t = open_checkpoint(note.as_bytes(), &key.verifier(), &verifiers, 0)?;
-                if t.witnesses.len() == 2 {
-                    let size = t.checkpoint.size() as usize;
-                    let now = start.elapsed().as_secs_f64();
-                    while covered < size.min(queued_at.len()) {
-                        latencies.push(now - queued_at[covered]);
-                        covered += 1;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("a bench thread panicked"))??;
-        }
-        latencies.sort_by(f64::total_cmp);
+        let pushes = push(&rt, &engine, &w);
+        let mut both = latency(&args, &engine, &key, &[&w[0].verifier, &w[1].verifier])?;
+        pushes.iter().for_each(tokio::task::JoinHandle::abort);
         println!(
             "{}",
             json!({"bench": "log", "measure": "latency_to_two_cosignatures", "db": args.db,
-                   "rate_per_s": args.rate, "entries": latencies.len(), "queued": total,
-                   "sequencer_every_ms": 200, "witness_poll_ms": 100,
-                   "p50_s": percentile(&latencies, 0.5), "p99_s": percentile(&latencies, 0.99),
-                   "max_s": latencies.last().copied().unwrap_or(f64::NAN)})
+                   "witnesses": "two qg witness serve, pushed to over HTTP (C2SP tlog-witness)",
+                   "rate_per_s": args.rate, "entries": both.len(),
+                   "queued": (args.rate as f64 * args.seconds) as usize,
+                   "sequencer_every_ms": 200, "push_looks_every_ms": 100,
+                   "p50_s": percentile(&mut both, 0.5), "p99_s": percentile(&mut both, 0.99),
+                   "max_s": both.last().copied().unwrap_or(f64::NAN)})
+        );
+
+        // The second witness down (its port closed): the first's cosignatures are unheld.
+        w[1].stop();
+        let (engine, _db2) = open(&args, dir.path(), "down")?;
+        let engine = Arc::new(engine);
+        let pushes = push(&rt, &engine, &w);
+        let mut alone = latency(&args, &engine, &down_key, &[&w[0].verifier])?;
+        // Back on its port, its state kept: how long until it cosigned the newest checkpoint.
+        let size = engine
+            .log_push_view(w[1].verifier.name())?
+            .map_or(0, |v| v.0);
+        let back = Instant::now();
+        w[1].restart(qg, &logs)?;
+        let caught_up = loop {
+            let head = engine
+                .log_push_view(w[1].verifier.name())?
+                .and_then(|v| v.2);
+            if head.is_some_and(|h| h >= size) {
+                break back.elapsed().as_secs_f64();
+            }
+            if back.elapsed() > Duration::from_secs(120) {
+                break f64::NAN;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        pushes.iter().for_each(tokio::task::JoinHandle::abort);
+        println!(
+            "{}",
+            json!({"bench": "log", "measure": "latency_with_one_witness_down", "db": args.db,
+                   "rate_per_s": args.rate, "entries": alone.len(),
+                   "p50_s": percentile(&mut alone, 0.5), "p99_s": percentile(&mut alone, 0.99),
+                   "max_s": alone.last().copied().unwrap_or(f64::NAN),
+                   "down_s": args.seconds, "caught_up_s_after_back": caught_up,
+                   "caught_up_size": size})
         );
     }
 
