@@ -471,6 +471,26 @@ async fn witnessed_results_verify_offline_and_tampering_fails() {
         serde_json::from_str::<serde_json::Value>(&served_agg).unwrap()
     );
 
+    // The science page's verifier (the same rules, compiled to wasm there) agrees: every unit
+    // verified, and the aggregate of the verified units is what the coordinator serves.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let axes = verify_wasm::Axes {
+        axes: vec!["beta".into(), "seed".into()],
+        own_error: vec![],
+    };
+    let page = verify_wasm::check(&text, &log_key, &witness_keys.join("\n"), 2, &axes);
+    assert!(page.ok, "{page:?}");
+    assert_eq!((page.verified.len(), page.canonical), (6, 6));
+    assert_eq!(page.witnesses, ["w1.test", "w2.test"]);
+    let served: serde_json::Value = serde_json::from_str(&served_agg).unwrap();
+    assert_eq!(page.aggregate["points"], served["points"]);
+    // Unpinned, or short of cosignatures, it verifies nothing.
+    let page = verify_wasm::check(&text, "", "", 0, &axes);
+    assert!(!page.ok && page.verified.is_empty());
+    assert!(page.problems[0].message.contains("not pinned"), "{page:?}");
+    let page = verify_wasm::check(&text, &log_key, &witness_keys[0], 2, &axes);
+    assert!(!page.ok && page.verified.is_empty(), "{page:?}");
+
     // Pins are required: the log's key, and a witness.
     let (code, out, _) = run(argv(&["verify", &bundle])).await.unwrap();
     assert_eq!(code, 1, "{out}");

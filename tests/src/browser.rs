@@ -29,6 +29,8 @@ pub struct World {
     pub addr: SocketAddr,
     /// The coordinator's SQLite file.
     pub db: PathBuf,
+    /// The log's one witness (configured; it cosigns when `cosign_newest` says so).
+    pub witness: transparency::NoteKey,
     driver: tokio::process::Child,
     driver_url: String,
     _dir: tempfile::TempDir,
@@ -67,6 +69,13 @@ pub async fn world() -> World {
         Some(root().join("web")),
     );
     cfg.expire_every = Duration::from_millis(250);
+    let witness = transparency::NoteKey::from_seed(
+        "w.browser.test",
+        transparency::ALG_COSIGNATURE_V1,
+        [9; 32],
+    )
+    .unwrap();
+    cfg.witnesses = vec![witness.verifier_key()];
     let store = Arc::new(Engine::open(&cfg.db).unwrap());
     let db = match &cfg.db {
         coordinator::engine::Database::Sqlite(p) => p.clone(),
@@ -96,6 +105,7 @@ pub async fn world() -> World {
         store,
         addr,
         db,
+        witness,
         driver,
         driver_url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
@@ -103,6 +113,23 @@ pub async fn world() -> World {
 }
 
 impl World {
+    /// The witness cosigns the log's newest checkpoint (what `qg witness follow` does once).
+    pub fn cosign_newest(&self) -> u64 {
+        let note = self.store.log_checkpoint().unwrap().expect("a checkpoint");
+        let text = note.split_once("\n\n").unwrap().0.to_owned() + "\n";
+        let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+        let line = self.witness.cosign(text.as_bytes(), 1).unwrap().to_bytes();
+        self.store
+            .add_cosignature(
+                size,
+                &String::from_utf8(line).unwrap(),
+                &[self.witness.verifier()],
+                1,
+            )
+            .unwrap();
+        size
+    }
+
     /// A browser session; `profile` is its user-data dir (reuse one to reopen "the same"
     /// browser), `webgpu` whether WebGPU is on.
     pub async fn browser(&self, profile: &Path, webgpu: bool) -> Client {

@@ -452,18 +452,38 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         Duration::from_secs(15),
     )
     .await;
+    // The page pinned the log's key and its witness on first use (from /api/v1/log); the
+    // witness cosigns the checkpoint that holds every receipt.
+    assert_eq!(
+        js(
+            &sci,
+            "return document.getElementById('pin-witnesses').value"
+        )
+        .await,
+        w.witness.verifier_key()
+    );
+    w.cosign_newest();
     sci.find(Locator::Id("verify-log"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    wait_js(
+    let said = wait_js(
         &sci,
-        "return document.getElementById('log-result').textContent.startsWith('12 of 12 canonical results')",
+        "const t = document.getElementById('log-result').textContent; \
+         return t === 'checking…' ? null : t",
         Duration::from_secs(15),
     )
     .await;
+    let said = said.as_str().unwrap();
+    assert!(said.starts_with("12 of 12 canonical results"), "{said}");
+    assert!(said.contains("cosigned by w.browser.test"), "{said}");
+    // The plots are now the verified units' own.
+    assert_eq!(
+        text(&sci, "plots-source").await,
+        "Plotted from the 12 results verified in this browser."
+    );
     let marks = wait_js(
         &sci,
         "const n = [...document.querySelectorAll('#units tbody tr')].filter((r) => r.textContent.includes('✓')).length; \
@@ -494,6 +514,13 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         Duration::from_secs(15),
     )
     .await;
+    // The forged numbers are left out of the plots.
+    wait_js(
+        &sci,
+        "return document.getElementById('plots-source').textContent === 'Plotted from the 11 results verified in this browser.'",
+        Duration::from_secs(10),
+    )
+    .await;
     let why = wait_js(
         &sci,
         "const r = [...document.querySelectorAll('#units tbody tr')].find((r) => r.textContent.includes('✗')); \
@@ -506,9 +533,70 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         why[1]
             .as_str()
             .unwrap()
-            .contains("does not accept this summary"),
+            .contains("the summary presented is not the one log entry"),
         "{why}"
     );
+    // Its params edited too (a unit presented as computed at another point): that unit fails
+    // against its receipt and the batch's commitment, the rest still verify.
+    let other = w.store.batch_results(batch, None).unwrap()[7].unit_id;
+    rusqlite::Connection::open(&w.db)
+        .unwrap()
+        .execute(
+            "UPDATE units SET params = json_set(params, '$.beta', 0.9) WHERE id = ?1",
+            [other],
+        )
+        .unwrap();
+    sci.find(Locator::Id("verify-log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_js(
+        &sci,
+        "const t = document.getElementById('log-result').textContent; \
+         return t.startsWith('10 of 12 canonical results') ? t : null",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(
+        said.as_str().unwrap().contains("not the ones committed"),
+        "{said}"
+    );
+    let why = js(
+        &sci,
+        &format!(
+            "const r = [...document.querySelectorAll('#units tbody tr')].find((r) => r.cells[0].textContent === '{other}'); \
+             return [...r.cells].map((c) => c.title).find((t) => t)"
+        ),
+    )
+    .await;
+    assert!(
+        why.as_str().unwrap().contains("for other parameters"),
+        "{why}"
+    );
+    // With another log key pinned, nothing verifies: the checkpoint is not signed by it.
+    js(
+        &sci,
+        "const k = document.getElementById('pin-log-key'); \
+         k.value = 'other.test+12345678+AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'; \
+         k.dispatchEvent(new Event('change')); return true",
+    )
+    .await;
+    sci.find(Locator::Id("verify-log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_js(
+        &sci,
+        "const t = document.getElementById('log-result').textContent; \
+         return t.startsWith('Nothing verified') ? t : null",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(said.as_str().unwrap().contains("Problems:"), "{said}");
     // A finished batch offers no cancelling.
     assert_eq!(
         js(&sci, "return document.getElementById('cancel').hidden").await,

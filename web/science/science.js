@@ -7,7 +7,7 @@ const key = keyField($('key'), 'qg-key', () => refresh());
 const call = (path, opts = {}) => request(path, { key: key(), ...opts });
 const json = (path, opts = {}) => getJson(path, { key: key(), ...opts });
 
-const page = { expanded: null, shown: null, bundle: null, logMarks: null, results: null, xChosen: false };
+const page = { expanded: null, shown: null, bundle: null, logMarks: null, verified: null, results: null, xChosen: false };
 
 function say(id, text, ok) {
   $(id).className = ok === undefined ? 'muted' : ok ? 'ok' : 'err';
@@ -164,7 +164,12 @@ async function detail(id) {
       ]),
     ),
   );
-  plots(st, agg, obs);
+  // Once verified here, the plots are drawn from the verified units only.
+  const verified = page.verified?.batch === id ? page.verified : null;
+  plots(st, verified ? verified.aggregate : agg, obs);
+  $('plots-source').textContent = verified
+    ? `Plotted from the ${verified.units} results verified in this browser.`
+    : "Plotted from the coordinator's aggregates, not yet verified here: Verify receipts to plot only the numbers receipts bind.";
 }
 
 // The parameter to plot against: the volunteer's choice, else the one swept over the most values.
@@ -236,116 +241,100 @@ async function download(format) {
   }
 }
 
-// ---- The transparency log: each result's receipt, checked here against the checkpoint ----
+// ---- The transparency log: a batch's proofs checked in this browser by the log's own rules ----
+// (transparency::verify_bundle, what qg verify runs, compiled to wasm: /pkg/verify/).
 
-const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-const sha256 = async (...parts) => {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
+let verifier = null;
+async function loadVerifier() {
+  if (!verifier) {
+    const m = await import('/pkg/verify/verify_wasm.js');
+    await m.default();
+    verifier = m;
   }
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', all));
+  return verifier;
+}
+
+// The keys checked against are the scientist's, kept in this browser: the log's key and the
+// witnesses' keys, pinned on first use from what the coordinator states (compare them with
+// what its operator publishes elsewhere), and how many cosignatures are needed.
+const pins = {
+  logKey: $('pin-log-key'),
+  witnesses: $('pin-witnesses'),
+  min: $('pin-min-witnesses'),
 };
-const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
-const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
-const utf8 = (s) => new TextEncoder().encode(s);
-// JSON with sorted keys, to compare two parsed values.
-const sorted = (v) =>
-  v && typeof v === 'object' && !Array.isArray(v)
-    ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted(v[k])]))
-    : Array.isArray(v)
-      ? v.map(sorted)
-      : v;
-const sameJson = (a, b) => JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
-
-// RFC 9162 §2.1.3.2: is the leaf with hash `leaf` at `index` in the tree of `size` with `root`?
-async function included(index, size, leaf, proof, root) {
-  if (index >= size) return false;
-  let fn = index;
-  let sn = size - 1;
-  let r = leaf;
-  for (const p of proof) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
-      r = await sha256(Uint8Array.of(1), p, r);
-      while (fn % 2 === 0 && fn !== 0) {
-        fn = Math.floor(fn / 2);
-        sn = Math.floor(sn / 2);
-      }
-    } else {
-      r = await sha256(Uint8Array.of(1), r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
+for (const [name, input] of Object.entries(pins)) {
+  input.value = localStorage.getItem(`qg-pin-${name}`) ?? input.value;
+  input.addEventListener('change', () => localStorage.setItem(`qg-pin-${name}`, input.value.trim()));
+}
+async function pinOnFirstUse() {
+  let info;
+  try {
+    info = await getJson('/api/v1/log');
+  } catch {
+    return;
   }
-  return sn === 0 && same(r, root);
+  if (!localStorage.getItem('qg-pin-logKey')) {
+    pins.logKey.value = info.key;
+    pins.witnesses.value = info.witnesses.join('\n');
+    pins.min.value = String(Math.min(1, info.witnesses.length));
+    for (const [name, input] of Object.entries(pins)) localStorage.setItem(`qg-pin-${name}`, input.value.trim());
+    $('pin-note').textContent = 'Pinned on first use from what this coordinator states: compare them with the keys its operator publishes.';
+  } else if (info.key !== pins.logKey.value.trim()) {
+    $('pin-note').textContent = `This coordinator now states another log key (${info.key}) than the one pinned: its receipts will not verify unless you pin it.`;
+    $('pin-note').className = 'err';
+  }
 }
 
-// Whether the batch's commitment is in the tree and commits as many units as the bundle has.
-async function commitmentProblem(bundle, size, root) {
-  const c = bundle.commitment;
-  if (!c) return 'the batch has no commitment in the log';
-  const leaf = await sha256(Uint8Array.of(0), utf8(c.entry));
-  if (!(await included(c.index, size, leaf, c.proof.map(b64), root))) return `its commitment #${c.index} is not in checkpoint ${size}`;
-  const e = JSON.parse(c.entry);
-  if (e.kind !== 'batch' || e.batch !== bundle.batch) return `entry #${c.index} is not this batch's commitment`;
-  if (e.units !== bundle.units.length) return `it was committed with ${e.units} units, the log's proofs present ${bundle.units.length}`;
-  return null;
-}
-
-// Fetches the batch's proof bundle and checks each canonical result: its latest receipt is in
-// the checkpoint's tree and accepts exactly this digest and this summary, which are the
-// numbers the page shows; and the batch's commitment has as many units. Signatures,
-// witnesses, params and recomputation are `qg verify`'s (the downloaded bundle is its input).
+// Checks the batch's proof bundle: the checkpoint's signature under the pinned log key, its
+// cosignatures from the pinned witnesses, each result's current receipt included in it,
+// params against the batch's commitment, summaries against the receipts. Then the numbers
+// shown and plotted are only those: the table's units are marked, and the plots are redrawn
+// from the verified units' aggregate.
 async function verifyLog() {
   const id = page.shown;
   say('log-result', 'checking…');
   try {
-    const bundle = await json(`/api/v1/batches/${id}/proofs?witnesses=0`);
-    const lines = bundle.checkpoint.split('\n');
-    const size = Number(lines[1]);
-    const root = b64(lines[2]);
+    const v = await loadVerifier();
+    const min = Math.max(0, Number.parseInt(pins.min.value, 10) || 0);
+    const text = await call(`/api/v1/batches/${id}/proofs?witnesses=${min}`);
+    const [st, kernels] = await Promise.all([json(`/api/v1/batches/${id}`), kernelInfo()]);
+    const ownError = (kernels[st.kernel]?.observables ?? []).filter((o) => o.error).map((o) => [o.key, o.error]);
+    const report = JSON.parse(v.verify(text, pins.logKey.value, pins.witnesses.value, min, JSON.stringify({ axes: st.axes, own_error: ownError })));
+    const bundle = JSON.parse(text);
+    delete bundle.pending;
+    const byUnit = {};
+    for (const p of report.problems) {
+      if (p.unit == null) continue;
+      byUnit[p.unit] ??= [];
+      byUnit[p.unit].push(p.message);
+    }
+    const whole = report.problems.filter((p) => p.unit == null).map((p) => p.message);
     const units = {};
-    let ok = 0;
-    let bad = 0;
-    let canonical = 0;
+    let shownWrong = 0;
     for (const u of bundle.units) {
       if (u.state !== 'canonical') continue;
-      canonical += 1;
-      const last = u.entries.reduce((a, e) => (a && a.index > e.index ? a : e), null);
-      let why = 'no receipt in the log';
-      let good = false;
-      if (last) {
-        const leaf = await sha256(Uint8Array.of(0), utf8(last.entry));
-        const entry = JSON.parse(last.entry);
-        const summaryHash = u.summary == null ? null : hex(await sha256(utf8(u.summary)));
-        const shown = page.results?.units.find((r) => r.unit_id === u.unit);
-        if (!(await included(last.index, size, leaf, last.proof.map(b64), root))) why = `receipt #${last.index} is not in checkpoint ${size}`;
-        else if (entry.unit !== u.unit || entry.batch !== bundle.batch) why = `receipt #${last.index} is about another unit`;
-        else if (entry.kind !== 'accepted' || entry.digest !== u.digest) why = `receipt #${last.index} does not accept this result`;
-        else if ((entry.summary_sha256 ?? null) !== summaryHash) why = `receipt #${last.index} does not accept this summary`;
-        else if (shown && !sameJson(shown.summary ?? null, u.summary == null ? null : JSON.parse(u.summary)))
-          why = `the numbers shown are not the ones receipt #${last.index} accepted`;
-        else {
-          good = true;
-          why = `receipt #${last.index} accepts this result; included in checkpoint ${size} (checked in this browser)`;
-        }
+      const good = report.verified[u.unit];
+      const shown = page.results?.units.find((r) => r.unit_id === u.unit);
+      let why = `its receipt accepts this result, in checkpoint ${report.size} of ${report.origin} (checked in this browser)`;
+      let ok = Boolean(good);
+      if (!good) why = (byUnit[u.unit] ?? whole).join('; ') || 'not verified';
+      else if (shown && !(sameJson(shown.summary ?? null, good.summary) && sameJson(shown.params, good.params))) {
+        why = 'the numbers or params shown are not the ones its receipt and the commitment bind';
+        ok = false;
+        shownWrong += 1;
       }
-      units[u.unit] = { mark: good ? '✓' : '✗', why };
-      if (good) ok += 1;
-      else bad += 1;
+      units[u.unit] = { mark: ok ? '✓' : '✗', why };
     }
-    const incomplete = await commitmentProblem(bundle, size, root);
-    delete bundle.pending;
     page.bundle = bundle;
     page.logMarks = { batch: id, units };
-    say(
-      'log-result',
-      `${ok} of ${canonical} canonical results have a receipt included in checkpoint ${size} of ${lines[0]}${bad ? `; ${bad} do not` : ''}.${incomplete ? ` The batch is not complete: ${incomplete}.` : ''} For signatures, witnesses, params and recomputation: download the proofs and run qg verify.`,
-      !bad && !incomplete,
-    );
+    page.verified = report.aggregate ? { batch: id, aggregate: report.aggregate, units: Object.keys(report.verified).length } : null;
+    const count = Object.keys(report.verified).length;
+    const cosigned = report.witnesses.length ? `cosigned by ${report.witnesses.join(', ')}` : 'with no witness cosignature checked';
+    const head = report.size == null ? 'Nothing verified' : `${count} of ${report.canonical} canonical results verified against checkpoint ${report.size} of ${report.origin}, ${cosigned}`;
+    const problems = report.problems.length ? ` Problems: ${report.problems.map((p) => (p.unit == null ? p.message : `unit ${p.unit}: ${p.message}`)).join('; ')}.` : '';
+    const wrong = shownWrong ? ` ${shownWrong} unit(s) shown with other numbers than their receipts bind.` : '';
+    const notes = report.notes.length ? ` Note: ${report.notes.join('; ')}.` : '';
+    say('log-result', `${head}. The plots now show the verified results only.${problems}${wrong}${notes}`, report.ok && !shownWrong);
     $('dl-proofs').disabled = false;
     await detail(id);
   } catch (err) {
@@ -353,6 +342,20 @@ async function verifyLog() {
   }
 }
 
+// JSON with sorted keys, to compare two parsed values.
+const sorted = (v) =>
+  v && typeof v === 'object' && !Array.isArray(v)
+    ? Object.fromEntries(
+        Object.keys(v)
+          .sort()
+          .map((k) => [k, sorted(v[k])]),
+      )
+    : Array.isArray(v)
+      ? v.map(sorted)
+      : v;
+const sameJson = (a, b) => JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
+
+pinOnFirstUse();
 $('verify-log').onclick = verifyLog;
 $('cancel').onclick = async () => {
   const id = page.shown;

@@ -1,7 +1,8 @@
 //! `cargo xtask build-web`: compiles the volunteer client to wasm32 and generates its JS glue
 //! with wasm-bindgen as a library, the exact version Cargo.lock pins for the client, twice:
 //! `web/pkg/` (git-ignored) with the benchmark's export (`bench browser`, Dawn in tests, the
-//! GPU probe), and `web/pkg/volunteer/`, what the volunteer page downloads, within the budget.
+//! GPU probe), and `web/pkg/volunteer/`, what the volunteer page downloads, within the budget;
+//! and the science page's proof-bundle verifier (`verify-wasm`) into `web/pkg/verify/`.
 
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -35,7 +36,52 @@ pub fn build() -> Result<()> {
     }
     // The benchmark's build first: the volunteer's is the one left in target/ for twiggy.
     bindgen(&["--features", "bench"], "web/pkg", None)?;
-    bindgen(&[], "web/pkg/volunteer", Some(GZIP_BUDGET))
+    bindgen(&[], "web/pkg/volunteer", Some(GZIP_BUDGET))?;
+    verifier()
+}
+
+/// The science page's verifier: `transparency::verify_bundle` as its own module, loaded only
+/// when a scientist checks receipts (its size is no volunteer's download).
+fn verifier() -> Result<()> {
+    crate::run(
+        "cargo build (wasm32 verifier)",
+        crate::cargo().args([
+            "build",
+            "-q",
+            "-p",
+            "verify-wasm",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            "wasm-release",
+        ]),
+    )?;
+    let input = crate::root().join("target/wasm32-unknown-unknown/wasm-release/verify_wasm.wasm");
+    let dir = "web/pkg/verify";
+    let out = crate::root().join(dir);
+    std::fs::create_dir_all(&out)?;
+    eprintln!("==> wasm-bindgen {BINDGEN} → {dir}");
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&input)
+        .web(true)?
+        .omit_default_module_path(false)
+        .remove_name_section(true)
+        .remove_producers_section(true)
+        .generate(&out)
+        .map_err(|e| anyhow::anyhow!("wasm-bindgen: {e}"))?;
+    let wasm = std::fs::read(out.join("verify_wasm_bg.wasm"))?;
+    println!(
+        "{}",
+        serde_json::json!({"build": dir, "wasm_bytes": wasm.len(), "wasm_gzip_bytes": gzipped(&wasm)?})
+    );
+    Ok(())
+}
+
+fn gzipped(bytes: &[u8]) -> Result<usize> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes)?;
+    Ok(gz.finish()?.len())
 }
 
 /// Builds the client with `features` and generates its glue into `dir`; with a budget, fails
@@ -75,19 +121,16 @@ fn bindgen(features: &[&str], dir: &str, budget: Option<usize>) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("wasm-bindgen: {e}"))?;
     minify_imports(&out)?;
     let wasm = std::fs::read(out.join("client_wasm_bg.wasm"))?;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&wasm)?;
-    let gz = gz.finish()?;
+    let gz = gzipped(&wasm)?;
     println!(
         "{}",
-        serde_json::json!({"build": dir, "wasm_bytes": wasm.len(), "wasm_gzip_bytes": gz.len(), "budget_gzip_bytes": budget})
+        serde_json::json!({"build": dir, "wasm_bytes": wasm.len(), "wasm_gzip_bytes": gz, "budget_gzip_bytes": budget})
     );
     if let Some(budget) = budget
-        && gz.len() > budget
+        && gz > budget
     {
         bail!(
-            "{dir}/client_wasm_bg.wasm is {} bytes gzipped, over the {budget}-byte budget: see what takes the space with `twiggy top target/wasm32-unknown-unknown/wasm-release/client_wasm.wasm` and cut it",
-            gz.len()
+            "{dir}/client_wasm_bg.wasm is {gz} bytes gzipped, over the {budget}-byte budget: see what takes the space with `twiggy top target/wasm32-unknown-unknown/wasm-release/client_wasm.wasm` and cut it"
         );
     }
     Ok(())
