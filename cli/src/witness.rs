@@ -40,6 +40,41 @@ struct Saved {
     last: Option<WitnessState>,
 }
 
+/// This process's hold on the state directory, for as long as it runs: one witness process
+/// per key, and one mode per state directory (a serving and a following witness with one key
+/// and two records of what it cosigned could cosign two trees of one size).
+fn claim(dir: &Path, mode: &str) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .with_context(|| format!("opening {}", dir.join("lock").display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another qg witness is running with --state {}: one process per witness key",
+            dir.display()
+        );
+    }
+    let (other, other_file) = match mode {
+        "serve" => ("follow", FOLLOW_STATE),
+        _ => ("serve", SERVE_STATE),
+    };
+    if dir.join(other_file).exists() {
+        bail!(
+            "--state {} belongs to a `qg witness {other}` (it holds {other_file}): a witness key \
+             keeps one record of what it cosigned, so give this mode its own key and directory",
+            dir.display()
+        );
+    }
+    Ok(lock)
+}
+
+/// What `qg witness follow` and `qg witness serve` record of what they cosigned.
+const FOLLOW_STATE: &str = "witness-state.json";
+const SERVE_STATE: &str = "witness-logs.json";
+
 /// The witness's key in `dir` (created, owner-only, on first use).
 fn witness_key(dir: &Path, name: &str) -> Result<NoteKey> {
     let path = dir.join("witness-key");
@@ -71,6 +106,7 @@ pub fn follow(a: &FollowArgs) -> Result<bool> {
         println!("{}", key.verifier_key());
         return Ok(true);
     }
+    let _lock = claim(&a.state, "follow")?;
     eprintln!("witness {} following {}", key.verifier_key(), a.log);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -86,7 +122,7 @@ pub fn follow(a: &FollowArgs) -> Result<bool> {
         }
         Ok(r)
     };
-    let state_path = a.state.join("witness-state.json");
+    let state_path = a.state.join(FOLLOW_STATE);
     let mut saved: Option<Saved> = match std::fs::read_to_string(&state_path) {
         Ok(t) => Some(serde_json::from_str(&t).context("the witness state file is corrupt")?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -235,6 +271,8 @@ pub struct ServeArgs {
 /// The largest request taken: 63 proof lines and a checkpoint with its signatures fit many
 /// times over.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// How long one request may take, its body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A serving witness: its key, the logs it follows, and the latest checkpoint it cosigned of
 /// each (by origin), as persisted in `path`.
@@ -334,7 +372,8 @@ pub fn serve(a: &ServeArgs) -> Result<bool> {
             Ok(v)
         })
         .collect::<Result<Vec<_>>>()?;
-    let path = a.state.join("witness-logs.json");
+    let _lock = claim(&a.state, "serve")?;
+    let path = a.state.join(SERVE_STATE);
     let state: BTreeMap<String, WitnessState> = match std::fs::read_to_string(&path) {
         Ok(t) => {
             serde_json::from_str(&t).with_context(|| format!("{} is corrupt", path.display()))?
@@ -369,6 +408,11 @@ pub fn serve(a: &ServeArgs) -> Result<bool> {
         let app = axum::Router::new()
             .route("/add-checkpoint", axum::routing::post(add_checkpoint))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            // A request, its body included, has this long (a slow sender holds nothing).
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ))
             .with_state(served);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -217,6 +217,37 @@ fn qg_witness_serve_answers_add_checkpoint_as_c2sp_tlog_witness_says() {
             "{r:?}"
         );
     }
+    // One process per witness key, and one mode per state directory.
+    let out = qg(&[
+        "witness",
+        "serve",
+        "--state",
+        state.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--log-key",
+        &log.verifier_key(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another qg witness is running"),
+        "{out:?}"
+    );
+    drop(w);
+    let out = qg(&[
+        "witness",
+        "follow",
+        "--state",
+        state.to_str().unwrap(),
+        "--log",
+        "http://127.0.0.1:9",
+        "--once",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to a `qg witness serve`"),
+        "{out:?}"
+    );
     // Without a log to follow it says so.
     let out = qg(&["witness", "serve", "--state", state.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

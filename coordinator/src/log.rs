@@ -237,8 +237,7 @@ impl Engine {
                 if lg::latest_checkpoint(s)?.is_some() {
                     return Ok(None);
                 }
-                let empty = Hash(protocol::Digest::of(b"").0);
-                let note = sign_checkpoint(key, 0, empty)
+                let note = sign_checkpoint(key, 0, transparency::tlog_tiles::EMPTY_HASH)
                     .map_err(|e| StoreError::Db(format!("signing a checkpoint: {e}")))?;
                 lg::put_checkpoint(s, 0, &note, now)?;
                 return Ok(Some(0));

@@ -23,6 +23,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// 409s followed at once, before backing off (a witness whose size keeps moving).
 const CONFLICTS_AT_ONCE: u32 = 3;
+/// The most of an answer read: cosignature lines are ~120 bytes (a hostile witness's endless
+/// answer is cut here).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most cosignature lines taken from one answer (a witness may hold a few keys).
+const MAX_LINES: usize = 8;
 
 /// One witness the log pushes to, and how the pushing goes (for the dashboard).
 pub struct Pusher {
@@ -156,9 +161,13 @@ pub async fn run(store: Arc<Engine>, pusher: Arc<Pusher>, http: reqwest::Client,
             }
             Err(_) => continue,
         };
-        // Cosigned already (by this coordinator's push, another's, or a pulling witness).
+        // Cosigned already (by this coordinator's push, another's, or a pulling witness):
+        // whatever failed before is over.
         if let Some(h) = head.filter(|&h| h >= size) {
             known = Some(known.map_or(h, |k| k.max(h)));
+            conflicts = 0;
+            backoff = BACKOFF.0;
+            pusher.set(None, crate::api::now());
             continue;
         }
         let old = known.or(head).unwrap_or(0);
@@ -198,6 +207,8 @@ pub async fn run(store: Arc<Engine>, pusher: Arc<Pusher>, http: reqwest::Client,
                 continue;
             }
         };
+        // What cosignatures sign: the checkpoint's text, its signatures left out.
+        let text = note.split_once("\n\n").map_or("", |t| t.0).to_owned() + "\n";
         let body = AddCheckpoint {
             old,
             proof,
@@ -218,8 +229,8 @@ pub async fn run(store: Arc<Engine>, pusher: Arc<Pusher>, http: reqwest::Client,
                     .get(reqwest::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                match r.text().await {
-                    Ok(text) => read_answer(status, ctype.as_deref(), &text),
+                match read_capped(r).await {
+                    Ok(body) => read_answer(status, ctype.as_deref(), &body),
                     Err(e) => Answer::Refused(format!("reading the answer: {e}")),
                 }
             }
@@ -228,12 +239,27 @@ pub async fn run(store: Arc<Engine>, pusher: Arc<Pusher>, http: reqwest::Client,
         match answer {
             Answer::Cosigned(lines) => {
                 conflicts = 0;
+                // Checked before anything is written: only this witness's valid lines take a
+                // write transaction (lines of its other keys, if any, are ignored).
+                let mine = std::slice::from_ref(&pusher.witness);
+                let mut errors = Vec::new();
+                let valid: Vec<String> = lines
+                    .into_iter()
+                    .take(MAX_LINES)
+                    .filter(
+                        |l| match transparency::check_cosignature(text.as_bytes(), l, mine) {
+                            Ok(_) => true,
+                            Err(e) => {
+                                errors.push(e.to_string());
+                                false
+                            }
+                        },
+                    )
+                    .collect();
                 let (store2, pusher2) = (store.clone(), pusher.clone());
                 let kept = tokio::task::spawn_blocking(move || {
-                    let mut errors = Vec::new();
                     let mut kept = 0;
-                    for l in &lines {
-                        // Lines of other keys (a witness may hold several) are ignored.
+                    for l in &valid {
                         match store2.add_cosignature(
                             size,
                             l,
@@ -287,6 +313,19 @@ pub async fn run(store: Arc<Engine>, pusher: Arc<Pusher>, http: reqwest::Client,
             }
         }
     }
+}
+
+/// An answer's body, at most [`MAX_ANSWER_BYTES`] of it (the rest is not read).
+async fn read_capped(mut r: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

@@ -576,13 +576,27 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         "{why}"
     );
     // With another log key pinned, nothing verifies: the checkpoint is not signed by it.
+    let other_key = transparency::NoteKey::from_seed(
+        "localhost/quorum-grid",
+        transparency::ALG_ED25519,
+        [3; 32],
+    )
+    .unwrap()
+    .verifier_key();
     js(
         &sci,
-        "const k = document.getElementById('pin-log-key'); \
-         k.value = 'other.test+12345678+AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'; \
-         k.dispatchEvent(new Event('change')); return true",
+        &format!(
+            "const k = document.getElementById('pin-log-key'); \
+             k.value = '{other_key}'; \
+             k.dispatchEvent(new Event('change')); return true"
+        ),
     )
     .await;
+    // Changing a pin withdraws what was verified under the old one.
+    assert_eq!(
+        text(&sci, "log-result").await,
+        "The pinned keys changed: verify the receipts again."
+    );
     sci.find(Locator::Id("verify-log"))
         .await
         .unwrap()
@@ -596,7 +610,12 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         Duration::from_secs(15),
     )
     .await;
-    assert!(said.as_str().unwrap().contains("Problems:"), "{said}");
+    assert!(
+        said.as_str()
+            .unwrap()
+            .contains("not signed by the log's key"),
+        "{said}"
+    );
     // A finished batch offers no cancelling.
     assert_eq!(
         js(&sci, "return document.getElementById('cancel').hidden").await,

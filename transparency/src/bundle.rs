@@ -285,6 +285,12 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
             message: m,
         });
     }
+    // A unit presented twice is verified in neither copy: which one a reader takes would be
+    // the coordinator's choice.
+    let mut seen = std::collections::HashMap::new();
+    for u in &b.units {
+        *seen.entry(u.unit).or_insert(0usize) += 1;
+    }
     let mut verified = Vec::new();
     for u in &b.units {
         let mut problem = |m: String| {
@@ -295,6 +301,10 @@ pub fn verify_bundle(b: &ProofBundle, opts: &VerifyOptions) -> Report {
         };
         let mut entries: Vec<(u64, LogEntry)> = Vec::new();
         let mut sound = true;
+        if seen.get(&u.unit).copied().unwrap_or(0) > 1 {
+            problem("the unit is presented more than once".into());
+            sound = false;
+        }
         for e in &u.entries {
             if e.index >= size {
                 problem(format!(
@@ -623,6 +633,20 @@ mod tests {
 
     #[test]
     fn a_bundle_that_leaves_a_unit_out_or_changes_its_params_is_caught() {
+        // A unit presented twice (a forged copy first): neither copy is verified.
+        let mut f = fixture();
+        let mut forged = f.bundle.units[0].clone();
+        forged.params = json!({"seed": 9});
+        f.bundle.units[1] = forged;
+        let r = verify_bundle(&f.bundle, &opts(&f));
+        assert!(!r.verified.contains(&1), "{:?}", r.verified);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.to_string() == "unit 1: the unit is presented more than once"),
+            "{:?}",
+            r.problems
+        );
         let mut f = fixture();
         f.bundle.units.remove(1);
         assert_eq!(

@@ -229,7 +229,9 @@ impl Refusal {
 }
 
 /// A witness's decision on an `add-checkpoint` request (pure): `logs` are the log keys it
-/// trusts (the origin is the key's name), `last` its latest cosigned checkpoint of the
+/// trusts (a checkpoint's origin is its log key's name, as Quorum Grid's logs and Go's
+/// `note` keys have it; a log whose origin differs from its key's name is not followed),
+/// `last` its latest cosigned checkpoint of the
 /// request's origin. Returns the new state of that origin, to persist before answering, and
 /// the cosignature line (`— <name> <base64>\n`) to answer with.
 pub fn add_checkpoint(
@@ -269,6 +271,17 @@ pub fn add_checkpoint(
             req.old,
             cp.size()
         )));
+    }
+    // The spec's proof checks: none from size 0, and a size-0 tree is the empty one.
+    if req.old == 0 && !req.proof.is_empty() {
+        return Err(Refusal::Unprocessable(
+            "a consistency proof from size 0 must be empty".into(),
+        ));
+    }
+    if cp.size() == 0 && *cp.hash() != tlog_tiles::EMPTY_HASH {
+        return Err(Refusal::Unprocessable(
+            "a checkpoint of size 0 must have the empty tree's root".into(),
+        ));
     }
     let last = last(origin);
     let had = last.as_ref().map_or(0, |l| l.size);
@@ -377,7 +390,6 @@ mod tests {
             b"old\n\nx\n",
             b"new 1\n\nx\n",
             b"old 1\nnot a hash\n\nx\n",
-            b"old 0\nPlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n\nx\n",
             b"old 1\n",
             b"\xff\n\n",
         ] {
@@ -447,6 +459,15 @@ mod tests {
             .unwrap()
             .into_bytes();
         assert_eq!(f.add(Some(&s30), &req).unwrap_err().status(), 403);
+        // A proof from size 0, or a size-0 tree with another root: 422.
+        let mut from0 = f.request(0, 10);
+        from0.proof = vec![f.root(1)];
+        assert_eq!(f.add(None, &from0).unwrap_err().status(), 422);
+        let mut empty = f.request(0, 0);
+        empty.checkpoint = sign_checkpoint(&f.log, 0, f.root(3)).unwrap().into_bytes();
+        assert_eq!(f.add(None, &empty).unwrap_err().status(), 422);
+        assert_eq!(f.add(None, &f.request(0, 0)).unwrap().0.size, 0);
+        assert_eq!(tlog_tiles::EMPTY_HASH.0, protocol::Digest::of(b"").0);
         // A log this witness does not follow: 404.
         let stranger = NoteKey::from_seed("other.test", ALG_ED25519, [9; 32]).unwrap();
         req.checkpoint = sign_checkpoint(&stranger, 40, f.root(40))

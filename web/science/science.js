@@ -264,7 +264,14 @@ const pins = {
 };
 for (const [name, input] of Object.entries(pins)) {
   input.value = localStorage.getItem(`qg-pin-${name}`) ?? input.value;
-  input.addEventListener('change', () => localStorage.setItem(`qg-pin-${name}`, input.value.trim()));
+  input.addEventListener('change', () => {
+    localStorage.setItem(`qg-pin-${name}`, input.value.trim());
+    // What was verified under other keys no longer stands.
+    page.verified = null;
+    page.logMarks = null;
+    say('log-result', 'The pinned keys changed: verify the receipts again.');
+    if (page.shown != null) detail(page.shown);
+  });
 }
 async function pinOnFirstUse() {
   let info;
@@ -273,15 +280,22 @@ async function pinOnFirstUse() {
   } catch {
     return;
   }
-  if (!localStorage.getItem('qg-pin-logKey')) {
+  if (localStorage.getItem('qg-pin-logKey') === null) {
     pins.logKey.value = info.key;
     pins.witnesses.value = info.witnesses.join('\n');
     pins.min.value = String(Math.min(1, info.witnesses.length));
     for (const [name, input] of Object.entries(pins)) localStorage.setItem(`qg-pin-${name}`, input.value.trim());
     $('pin-note').textContent = 'Pinned on first use from what this coordinator states: compare them with the keys its operator publishes.';
-  } else if (info.key !== pins.logKey.value.trim()) {
-    $('pin-note').textContent = `This coordinator now states another log key (${info.key}) than the one pinned: its receipts will not verify unless you pin it.`;
-    $('pin-note').className = 'err';
+  } else {
+    const pinned = new Set(pins.witnesses.value.split('\n').map((k) => k.trim()).filter((k) => k));
+    const changed = [];
+    if (info.key !== pins.logKey.value.trim()) changed.push(`another log key (${info.key})`);
+    const unpinned = info.witnesses.filter((k) => !pinned.has(k));
+    if (unpinned.length) changed.push(`witness keys you have not pinned (${unpinned.join(', ')})`);
+    if (changed.length) {
+      $('pin-note').textContent = `This coordinator now states ${changed.join(' and ')}: receipts are verified against the keys pinned here until you change them.`;
+      $('pin-note').className = 'err';
+    }
   }
 }
 
@@ -294,9 +308,21 @@ async function verifyLog() {
   const id = page.shown;
   say('log-result', 'checking…');
   try {
-    const v = await loadVerifier();
+    let v;
+    try {
+      v = await loadVerifier();
+    } catch (err) {
+      say('log-result', `the verifier did not load (${err.message}): download the proofs and run qg verify`, false);
+      return;
+    }
     const min = Math.max(0, Number.parseInt(pins.min.value, 10) || 0);
-    const text = await call(`/api/v1/batches/${id}/proofs?witnesses=${min}`);
+    let text;
+    try {
+      text = await call(`/api/v1/batches/${id}/proofs?witnesses=${min}`);
+    } catch (err) {
+      say('log-result', `the coordinator gave no proofs: ${err.message}`, false);
+      return;
+    }
     const [st, kernels] = await Promise.all([json(`/api/v1/batches/${id}`), kernelInfo()]);
     const ownError = (kernels[st.kernel]?.observables ?? []).filter((o) => o.error).map((o) => [o.key, o.error]);
     const report = JSON.parse(v.verify(text, pins.logKey.value, pins.witnesses.value, min, JSON.stringify({ axes: st.axes, own_error: ownError })));
@@ -338,7 +364,7 @@ async function verifyLog() {
     $('dl-proofs').disabled = false;
     await detail(id);
   } catch (err) {
-    say('log-result', `no receipts to check yet (${err.message})`, false);
+    say('log-result', `verification failed: ${err.message}`, false);
   }
 }
 
