@@ -923,6 +923,16 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let mut bad_cps = good.clone();
     bad_cps["checkpoints"] =
         json!([{"step": 5, "digest": Digest::of(b"a")}, {"step": 5, "digest": Digest::of(b"a")}]);
+    // One checkpoint at the last step: a challenge of it would recompute the whole unit.
+    let mut lone_cp = good.clone();
+    let last = good["checkpoints"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(good["checkpoints"].as_array().unwrap().len() > 1);
+    lone_cp["checkpoints"] = json!([last]);
 
     // (what, token, body, expected status, field named)
     type Case<'a> = (
@@ -1004,6 +1014,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             Some("checkpoints"),
         ),
         (
+            "a lone checkpoint at the last step",
+            Some(&a.token),
+            lone_cp.to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("checkpoints"),
+        ),
+        (
             "not base64",
             Some(&a.token),
             {
@@ -1056,6 +1073,27 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // Adapter fields are bounded at the edge: they name a class the dashboard lists.
+    let before = snapshot(&h);
+    for (adapter, field) in [
+        (json!({"name": "x".repeat(4 << 20)}), "adapter.name"),
+        (json!({"vendor": "v".repeat(129)}), "adapter.vendor"),
+        (json!({"client": "qg\u{7}"}), "adapter.client"),
+    ] {
+        let (s, v) = h
+            .post(
+                "/api/v1/work",
+                Some(&a.token),
+                json!({"max_units": 1, "adapter": adapter}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{v}"
+        );
+    }
+    assert_eq!(snapshot(&h), before, "a refused adapter changed state");
     let batches_before = h.store.status().unwrap().batches;
     for (body, field) in [
         (

@@ -279,13 +279,21 @@ fn expand_inner(
     for (k, v) in sweep {
         axes.push((k.clone(), axis_values(k, v)?));
     }
-    let points: usize = axes.iter().map(|(_, v)| v.len()).product();
-    let total = points.saturating_mul(seeds as usize);
-    if total > MAX_UNITS {
+    // Checked: a product past usize (16 axes of 16 values) is too many, never a wrapped few.
+    let total = axes
+        .iter()
+        .try_fold(1usize, |n, (_, v)| n.checked_mul(v.len()))
+        .and_then(|p| p.checked_mul(seeds as usize));
+    let Some(total) = total.filter(|&t| t <= MAX_UNITS) else {
+        let count = total.map_or_else(|| "2^64 or more".to_owned(), |t| t.to_string());
         return Err(err(
             "sweep",
-            format!("expands to {total} units; at most {MAX_UNITS} per batch"),
+            format!("expands to {count} units; at most {MAX_UNITS} per batch"),
         ));
+    };
+    let points = total / seeds as usize;
+    if total == 0 {
+        return Err(err("sweep", "expands to no units (an axis without values)"));
     }
     let mut units = Vec::with_capacity(total);
     for p in 0..points {
@@ -393,6 +401,30 @@ spot_check_rate = 0.1
         assert_eq!(e.units[0]["L"], 64);
         assert_eq!(e.policy.spot_check_rate, Some(0.1));
         assert_eq!(e.name, "Ising across the transition");
+    }
+
+    #[test]
+    fn a_sweep_past_usize_is_too_many_units_not_a_wrapped_few() {
+        // 16 axes of 16 values: 2^64 points, which a wrapping product makes 0.
+        let axes: Vec<String> = (0..16)
+            .map(|i| format!(r#""x{i}": {{"from": 0, "to": 15, "steps": 16}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"kernel": "percolation2d", "sweep": {{{}}}}}"#,
+            axes.join(", ")
+        );
+        let e = expand_text(&text).unwrap_err();
+        assert!(e.to_string().contains("2^64 or more units"), "{e}");
+        // 10^20 points times seeds.
+        let axes: Vec<String> = (0..5)
+            .map(|i| format!(r#""x{i}": {{"from": 0, "to": 1, "steps": 10000}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"kernel": "percolation2d", "seeds": 418, "sweep": {{{}}}}}"#,
+            axes.join(", ")
+        );
+        let e = expand_text(&text).unwrap_err();
+        assert!(e.to_string().contains("2^64 or more units"), "{e}");
     }
 
     #[test]

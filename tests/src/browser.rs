@@ -339,6 +339,26 @@ pub fn decode_png(png: &[u8]) -> (u32, u32, Vec<u8>) {
     (info.width, info.height, rgba)
 }
 
+/// Clicks the science page's "Verify receipts" and waits for its verdict (the line it says).
+pub async fn verify_receipts(c: &Client) -> String {
+    c.find(fantoccini::Locator::Id("verify-log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "const t = document.getElementById('log-result').textContent; \
+         return t === 'checking…' ? null : t",
+        Duration::from_secs(15),
+    )
+    .await
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
 pub async fn text(c: &Client, id: &str) -> String {
     c.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
 }

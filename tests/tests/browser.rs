@@ -463,20 +463,7 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         w.witness.verifier_key()
     );
     w.cosign_newest();
-    sci.find(Locator::Id("verify-log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let said = wait_js(
-        &sci,
-        "const t = document.getElementById('log-result').textContent; \
-         return t === 'checking…' ? null : t",
-        Duration::from_secs(15),
-    )
-    .await;
-    let said = said.as_str().unwrap();
+    let said = verify_receipts(&sci).await;
     assert!(said.starts_with("12 of 12 canonical results"), "{said}");
     assert!(said.contains("cosigned by w.browser.test"), "{said}");
     // The plots are now the verified units' own.
@@ -502,18 +489,8 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
             [unit],
         )
         .unwrap();
-    sci.find(Locator::Id("verify-log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_js(
-        &sci,
-        "return document.getElementById('log-result').textContent.startsWith('11 of 12 canonical results')",
-        Duration::from_secs(15),
-    )
-    .await;
+    let said = verify_receipts(&sci).await;
+    assert!(said.starts_with("11 of 12 canonical results"), "{said}");
     // The forged numbers are left out of the plots.
     wait_js(
         &sci,
@@ -546,23 +523,9 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
             [other],
         )
         .unwrap();
-    sci.find(Locator::Id("verify-log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let said = wait_js(
-        &sci,
-        "const t = document.getElementById('log-result').textContent; \
-         return t.startsWith('10 of 12 canonical results') ? t : null",
-        Duration::from_secs(15),
-    )
-    .await;
-    assert!(
-        said.as_str().unwrap().contains("not the ones committed"),
-        "{said}"
-    );
+    let said = verify_receipts(&sci).await;
+    assert!(said.starts_with("10 of 12 canonical results"), "{said}");
+    assert!(said.contains("not the ones committed"), "{said}");
     let why = js(
         &sci,
         &format!(
@@ -597,25 +560,9 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         text(&sci, "log-result").await,
         "The pinned keys changed: verify the receipts again."
     );
-    sci.find(Locator::Id("verify-log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let said = wait_js(
-        &sci,
-        "const t = document.getElementById('log-result').textContent; \
-         return t.startsWith('Nothing verified') ? t : null",
-        Duration::from_secs(15),
-    )
-    .await;
-    assert!(
-        said.as_str()
-            .unwrap()
-            .contains("not signed by the log's key"),
-        "{said}"
-    );
+    let said = verify_receipts(&sci).await;
+    assert!(said.starts_with("Nothing verified"), "{said}");
+    assert!(said.contains("not signed by the log's key"), "{said}");
     // A finished batch offers no cancelling.
     assert_eq!(
         js(&sci, "return document.getElementById('cancel').hidden").await,

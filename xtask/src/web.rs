@@ -57,8 +57,21 @@ fn verifier() -> Result<()> {
             "wasm-release",
         ]),
     )?;
-    let input = crate::root().join("target/wasm32-unknown-unknown/wasm-release/verify_wasm.wasm");
     let dir = "web/pkg/verify";
+    let out = glue("verify_wasm", dir)?;
+    let wasm = std::fs::read(out.join("verify_wasm_bg.wasm"))?;
+    println!(
+        "{}",
+        serde_json::json!({"build": dir, "wasm_bytes": wasm.len(), "wasm_gzip_bytes": gzipped(&wasm)?})
+    );
+    Ok(())
+}
+
+/// Generates the JS glue of the wasm32 build of `lib` (a crate's library name) into `dir`.
+fn glue(lib: &str, dir: &str) -> Result<std::path::PathBuf> {
+    let input = crate::root().join(format!(
+        "target/wasm32-unknown-unknown/wasm-release/{lib}.wasm"
+    ));
     let out = crate::root().join(dir);
     std::fs::create_dir_all(&out)?;
     eprintln!("==> wasm-bindgen {BINDGEN} → {dir}");
@@ -66,16 +79,12 @@ fn verifier() -> Result<()> {
         .input_path(&input)
         .web(true)?
         .omit_default_module_path(false)
+        // Function names for debuggers only: they were 30% of the shipped file.
         .remove_name_section(true)
         .remove_producers_section(true)
         .generate(&out)
         .map_err(|e| anyhow::anyhow!("wasm-bindgen: {e}"))?;
-    let wasm = std::fs::read(out.join("verify_wasm_bg.wasm"))?;
-    println!(
-        "{}",
-        serde_json::json!({"build": dir, "wasm_bytes": wasm.len(), "wasm_gzip_bytes": gzipped(&wasm)?})
-    );
-    Ok(())
+    Ok(out)
 }
 
 fn gzipped(bytes: &[u8]) -> Result<usize> {
@@ -106,19 +115,7 @@ fn bindgen(features: &[&str], dir: &str, budget: Option<usize>) -> Result<()> {
             ])
             .args(features),
     )?;
-    let input = crate::root().join("target/wasm32-unknown-unknown/wasm-release/client_wasm.wasm");
-    let out = crate::root().join(dir);
-    std::fs::create_dir_all(&out)?;
-    eprintln!("==> wasm-bindgen {BINDGEN} → {dir}");
-    wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(&input)
-        .web(true)?
-        .omit_default_module_path(false)
-        // Function names for debuggers only: they were 30% of the shipped file.
-        .remove_name_section(true)
-        .remove_producers_section(true)
-        .generate(&out)
-        .map_err(|e| anyhow::anyhow!("wasm-bindgen: {e}"))?;
+    let out = glue("client_wasm", dir)?;
     minify_imports(&out)?;
     let wasm = std::fs::read(out.join("client_wasm_bg.wasm"))?;
     let gz = gzipped(&wasm)?;

@@ -86,6 +86,7 @@ pub async fn work(
             format!("must be 1..=16, got {}", req.max_jobs),
         ));
     }
+    super::volunteers::check_adapter(&req.adapter)?;
     let want = req.max_jobs as usize;
     let t = now();
     let hold = s.verifier_lease_s;
@@ -176,6 +177,12 @@ pub async fn results(
     _op: Operator,
     Body(r): Body<VerifyResult>,
 ) -> Result<StatusCode, ApiError> {
+    if r.adapter
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > super::volunteers::MAX_ADAPTER_FIELD * 4)
+    {
+        return Err(ApiError::field("adapter", "at most 512 characters"));
+    }
     let t = now();
     let leased = s.leases.leased(&r.job_id, t).ok_or_else(|| {
         ApiError::field(

@@ -117,6 +117,7 @@ pub(super) async fn work(
             format!("must be 1..=64, got {}", req.max_units),
         ));
     }
+    check_adapter(&req.adapter)?;
     if req.holding.as_ref().is_some_and(|h| h.len() > 64) {
         return Err(ApiError::field(
             "holding",
@@ -144,6 +145,33 @@ pub(super) async fn work(
     }))
 }
 
+/// The longest adapter field taken: real names are under 100 characters ("NVIDIA GeForce RTX
+/// 4090 Laptop GPU", "llvmpipe (LLVM 19.1.7, 256 bits)").
+pub(super) const MAX_ADAPTER_FIELD: usize = 128;
+
+/// An adapter's fields are bounded and printable at the edge: they name an adapter class,
+/// stored and shown on the dashboard, so their size is no attacker's choice.
+pub(super) fn check_adapter(a: &protocol::api::AdapterInfo) -> Result<(), ApiError> {
+    for (field, v) in [
+        ("adapter.name", &a.name),
+        ("adapter.backend", &a.backend),
+        ("adapter.vendor", &a.vendor),
+        ("adapter.device_type", &a.device_type),
+        ("adapter.client", &a.client),
+    ] {
+        if v.chars().count() > MAX_ADAPTER_FIELD {
+            return Err(ApiError::field(
+                field,
+                format!("at most {MAX_ADAPTER_FIELD} characters"),
+            ));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(ApiError::field(field, "no control characters"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a report against its assignment's kernel: output length, the digest recomputed from
 /// the bytes, checkpoints in order. Nothing is stored unless all of it holds.
 pub(super) fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, ApiError> {
@@ -167,15 +195,30 @@ pub(super) fn check_report(job: &Job, r: &ResultReport) -> Result<ReportBody, Ap
             format!("does not match the output (the output's data digest is {digest})"),
         ));
     }
-    let total = job.schedule().total;
-    if r.checkpoints.len() as u64 > job.schedule().checkpoint_count()
-        || r.checkpoints.windows(2).any(|w| w[0].step >= w[1].step)
-        || r.checkpoints.iter().any(|c| c.step == 0 || c.step > total)
-    {
-        return Err(ApiError::field(
-            "checkpoints",
-            "must be in increasing step order, within the run, at most one per checkpoint",
-        ));
+    // The unit's own checkpoints, every one, or none: a challenge segment then spans one
+    // checkpoint interval, never a run the report chose (a lone checkpoint at the last step
+    // would make the challenge recompute the whole unit).
+    let schedule = job.schedule();
+    if !r.checkpoints.is_empty() {
+        let expected = schedule.checkpoint_count();
+        let wrong = r.checkpoints.len() as u64 != expected
+            || r.checkpoints.iter().enumerate().any(|(i, c)| {
+                let step = (i as u64 + 1)
+                    .saturating_mul(schedule.every)
+                    .min(schedule.total);
+                c.step != step
+            });
+        if wrong {
+            return Err(ApiError::field(
+                "checkpoints",
+                format!(
+                    "must be the unit's {expected} checkpoints, at steps {}, {}, … and {} (or none)",
+                    schedule.every,
+                    2 * schedule.every,
+                    schedule.total
+                ),
+            ));
+        }
     }
     let summary = job
         .summarize(&output)
