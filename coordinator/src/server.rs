@@ -306,6 +306,7 @@ pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
             max_units: cfg.max_units_per_batch,
             default_spot: cfg.spot_check_rate,
             max_recompute_work: cfg.max_recompute_work,
+            max_output_bytes: api::Admission::output_limit(cfg.max_body_bytes),
         },
         leases: Default::default(),
         verifier_lease_s: cfg.verifier_lease_s,

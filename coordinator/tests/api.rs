@@ -453,7 +453,7 @@ async fn units_too_costly_to_recompute_are_not_spot_checked_and_submission_says_
     let h = Harness::new();
     let mut units = ising_units(2);
     // 4096² spins × 10⁸ sweeps: months of CPU, far over the default cap.
-    units.push(json!({"L": 4096, "beta": 0.4, "sweeps": 100_000_000, "seed": 9}));
+    units.push(json!({"L": 4096, "beta": 0.4, "sweeps": 100_000_000, "measure_every": 1_000_000, "seed": 9}));
     let body = json!({"kernel": "ising2d", "units": units, "policy": {"spot_check_rate": 1.0}});
     let (s, v) = h.post("/api/v1/batches", Some(&h.key), body).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -475,7 +475,9 @@ async fn units_too_costly_to_recompute_are_not_spot_checked_and_submission_says_
     assert_eq!(jobs.len(), 2);
     assert!(jobs.iter().all(|j| j.params["L"] == 16));
     // With challenges asked for, the note says those verify the costly unit.
-    let units = vec![json!({"L": 4096, "beta": 0.4, "sweeps": 100_000_000, "seed": 9})];
+    let units = vec![
+        json!({"L": 4096, "beta": 0.4, "sweeps": 100_000_000, "measure_every": 1_000_000, "seed": 9}),
+    ];
     let body = json!({"kernel": "ising2d", "units": units,
                       "policy": {"spot_check_rate": 1.0, "challenge_rate": 0.5}});
     let (_, v) = h.post("/api/v1/batches", Some(&h.key), body).await;
@@ -488,8 +490,7 @@ async fn units_too_costly_to_recompute_are_not_spot_checked_and_submission_says_
         "{v}"
     );
     // The spec dry run says it before anything is submitted.
-    let spec =
-        "kernel = \"ising2d\"\nseeds = 2\n[params]\nL = 4096\nbeta = 0.4\nsweeps = 100000000\n";
+    let spec = "kernel = \"ising2d\"\nseeds = 2\n[params]\nL = 4096\nbeta = 0.4\nsweeps = 100000000\nmeasure_every = 1000000\n";
     let (s, v) = h
         .call("POST", "/api/v1/specs", Some(&h.key), Some(spec.into()))
         .await;
@@ -1101,6 +1102,11 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "units[1].L",
         ),
         (json!({"kernel": "nbody", "units": [{}]}), "kernel"),
+        // An output no report could carry (a per-sweep series of 10^8 sweeps: 800 MB).
+        (
+            json!({"kernel": "ising2d", "units": [{"L": 16, "beta": 0.3, "sweeps": 5, "seed": 1}, {"L": 16, "beta": 0.4, "sweeps": 100_000_000, "seed": 1}]}),
+            "units[1]",
+        ),
         (json!({"kernel": "ising2d", "units": []}), "units"),
         (
             json!({"kernel": "ising2d", "units": ising_units(1), "policy": {"min_quorum": 3, "target_results": 2}}),
@@ -1528,6 +1534,13 @@ async fn operators_get_the_dashboard_metrics_and_a_live_stream() {
     let frame = body.frame().await.unwrap().unwrap();
     let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
     assert!(text.starts_with("event: snapshot\ndata: {"), "{text}");
+    // A ticket opens one stream: a second one with it is refused (the stream itself ends when
+    // the ticket would have expired; the page buys a new one).
+    let (s, v) = h
+        .get(&format!("/api/v1/dashboard/events?ticket={ticket}"), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("used"), "{v}");
     let (s, m) = h.get("/metrics", None).await;
     assert_eq!(s, StatusCode::OK);
     let m = m.as_str().unwrap();

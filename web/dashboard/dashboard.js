@@ -79,7 +79,8 @@ function credibility(c) {
 
 let source = null;
 // The key goes in a header, never in a URL: it buys a short-lived ticket that opens the stream
-// (EventSource cannot send headers). A stream the coordinator closed gets a new ticket.
+// (EventSource cannot send headers). A ticket opens one stream, which ends when the ticket
+// expires (a minute): a stream the coordinator closed gets a new ticket.
 async function connect() {
   const key = $('key').value.trim();
   localStorage.setItem('qg-operator-key', key);

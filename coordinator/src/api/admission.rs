@@ -66,6 +66,17 @@ pub struct Admission {
     /// The most work (the kernel's estimate) the coordinator recomputes for one unit; a unit
     /// above it is verified by quorum (and challenges, where the batch asks for them) instead.
     pub max_recompute_work: u64,
+    /// The largest output a report can carry (base64 in a body of at most the coordinator's
+    /// body limit): a unit whose output is larger could never be reported.
+    pub max_output_bytes: u64,
+}
+
+impl Admission {
+    /// The largest output a report of at most `max_body_bytes` carries: base64 makes 3 bytes
+    /// 4, and 64 KiB is left for the rest of the report (checkpoints, summary).
+    pub fn output_limit(max_body_bytes: usize) -> u64 {
+        (max_body_bytes as u64).saturating_sub(64 << 10) / 4 * 3
+    }
 }
 
 /// See [`Admission::max_recompute_work`]: about half a minute of the CPU reference on one core.
@@ -77,6 +88,7 @@ impl Default for Admission {
             max_units: usize::MAX,
             default_spot: 0.05,
             max_recompute_work: DEFAULT_MAX_RECOMPUTE_WORK,
+            max_output_bytes: u64::MAX,
         }
     }
 }
@@ -186,6 +198,7 @@ pub fn new_batch_of(
             (_, Some(f)) => ApiError::field(&format!("units[{i}].{f}"), e.to_string()),
             (_, None) => ApiError::field(&format!("units[{i}]"), e.to_string()),
         })?;
+        check_output(i, &job, terms)?;
         let work = job.work();
         units.push(NewUnit {
             params: job.params_json(),
@@ -280,6 +293,24 @@ async fn package_of(
 
 /// Validates and expands a batch spec (TOML or JSON text), changing nothing: the units it
 /// would create, or the field at fault.
+/// A unit whose output no report could carry is refused at submission, naming it.
+fn check_output(i: usize, job: &Job, terms: &Admission) -> Result<(), ApiError> {
+    let out = job.output_len();
+    if out > terms.max_output_bytes {
+        return Err(ApiError::field(
+            &format!("units[{i}]"),
+            format!(
+                "its output would be {} MiB, and a report carries at most {} MiB (the \
+                 coordinator's body limit): make the unit smaller (fewer measurements, a \
+                 smaller lattice)",
+                out.div_ceil(1 << 20),
+                terms.max_output_bytes >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn validate_spec(
     State(s): State<Shared>,
     _sci: Scientist,
@@ -292,13 +323,19 @@ pub(super) async fn validate_spec(
     let e = shaders::spec::expand_text_with(&body, package.as_ref())
         .map_err(|e| ApiError::field(&e.field, e.to_string()))?;
     let (policy, rate) = policy_from(&e.policy, s.admission.default_spot)?;
-    let too_costly = e
+    let jobs: Vec<Job> = e
         .units
         .iter()
         .filter_map(|u| match &package {
             Some(p) => Job::package(p, u).ok(),
             None => Job::new(&e.kernel, u.clone()).ok(),
         })
+        .collect();
+    for (i, j) in jobs.iter().enumerate() {
+        check_output(i, j, &s.admission)?;
+    }
+    let too_costly = jobs
+        .iter()
         .filter(|j| j.work() > s.admission.max_recompute_work)
         .count() as u64;
     let n = e.units.len() as u64;

@@ -107,7 +107,8 @@ pub struct Operator;
 #[derive(Default)]
 pub struct Tickets(std::sync::Mutex<std::collections::HashMap<Vec<u8>, i64>>);
 
-/// How long a stream ticket opens the stream (reconnects included).
+/// How long a stream ticket is good for: it opens one stream, which ends when the ticket
+/// would have expired (the page then buys a new one).
 pub const TICKET_S: i64 = 60;
 
 impl Tickets {
@@ -119,16 +120,19 @@ impl Tickets {
         m.insert(hash_secret(&ticket), now + TICKET_S);
         ticket
     }
-    pub fn valid(&self, ticket: &str, now: i64) -> bool {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&hash_secret(ticket))
-            .is_some_and(|until| *until > now)
+    /// Opens a stream with `ticket`, once: the ticket is used up; its expiry, when it was
+    /// valid.
+    pub fn open(&self, ticket: &str, now: i64) -> Option<i64> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&hash_secret(ticket)).filter(|until| *until > now)
     }
 }
 
 /// The dashboard's stream: an operator key in the header, or a ticket (`?ticket=`) from
-/// `POST /api/v1/dashboard/ticket`.
-pub struct StreamViewer;
+/// `POST /api/v1/dashboard/ticket`, which opens one stream until it expires (`until`).
+pub struct StreamViewer {
+    pub until: Option<i64>,
+}
 
 impl FromRequestParts<Shared> for StreamViewer {
     type Rejection = ApiError;
@@ -136,18 +140,18 @@ impl FromRequestParts<Shared> for StreamViewer {
         if bearer(&parts.headers).is_ok() {
             return Operator::from_request_parts(parts, state)
                 .await
-                .map(|_| StreamViewer);
+                .map(|_| StreamViewer { until: None });
         }
         let ticket = parts.uri.query().and_then(|q| {
             q.split('&')
                 .find_map(|kv| kv.strip_prefix("ticket="))
                 .map(str::to_owned)
         });
-        match ticket {
-            Some(t) if state.tickets.valid(&t, super::now()) => Ok(StreamViewer),
-            Some(_) => Err(ApiError::new(
+        match ticket.map(|t| state.tickets.open(&t, super::now())) {
+            Some(Some(until)) => Ok(StreamViewer { until: Some(until) }),
+            Some(None) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "the stream ticket is unknown or expired: get a new one (POST /api/v1/dashboard/ticket)",
+                "the stream ticket is unknown, used or expired: get a new one (POST /api/v1/dashboard/ticket)",
             )),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

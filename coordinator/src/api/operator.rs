@@ -31,17 +31,22 @@ pub(super) async fn dashboard_ticket(State(s): State<Shared>, _op: Operator) -> 
     }))
 }
 
-/// The dashboard as Server-Sent Events: the shared snapshot every second.
+/// The dashboard as Server-Sent Events: the shared snapshot every second, until the ticket
+/// that opened the stream expires.
 pub(super) async fn dashboard_events(
     State(s): State<Shared>,
-    _op: super::auth::StreamViewer,
+    viewer: super::auth::StreamViewer,
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let stream = futures_util::stream::unfold((s, true), |(s, first)| async move {
+    let until = viewer.until;
+    let stream = futures_util::stream::unfold((s, true), move |(s, first)| async move {
         if !first {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        if until.is_some_and(|u| now() >= u) {
+            return None;
         }
         let event = match s
             .snapshots
