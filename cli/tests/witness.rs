@@ -138,7 +138,7 @@ fn qg_witness_serve_answers_add_checkpoint_as_c2sp_tlog_witness_says() {
     let (status, _, body) = post(&w.url, req.to_body());
     assert_eq!(status, 200, "{body}");
     let text = String::from_utf8(req.checkpoint.clone()).unwrap();
-    let signed = text.split_once("\n\n").unwrap().0.to_owned() + "\n";
+    let signed = transparency::note_text(&text);
     assert!(
         body.ends_with('\n') && body.matches('\n').count() == 1,
         "{body:?}"

@@ -396,7 +396,7 @@ impl Engine {
     ) -> Result<String> {
         self.write(|s| {
             let note = lg::checkpoint(s, size)?.ok_or(StoreError::NotFound("checkpoint"))?;
-            let text = note.split_once("\n\n").map_or("", |t| t.0).to_owned() + "\n";
+            let text = transparency::note_text(&note);
             let name = check_cosignature(text.as_bytes(), line, witnesses).map_err(|e| {
                 StoreError::Invalid {
                     field: "cosignature".into(),

@@ -208,7 +208,7 @@ pub async fn run(store: Arc<Engine>, pusher: Arc<Pusher>, http: reqwest::Client,
             }
         };
         // What cosignatures sign: the checkpoint's text, its signatures left out.
-        let text = note.split_once("\n\n").map_or("", |t| t.0).to_owned() + "\n";
+        let text = transparency::note_text(&note);
         let body = AddCheckpoint {
             old,
             proof,

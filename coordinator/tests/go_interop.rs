@@ -146,7 +146,7 @@ fn go_verifies_the_logs_checkpoints_cosignatures_tiles_and_proofs() {
     store.queue_receipts(&receipts[100..]).unwrap();
     assert_eq!(store.sequence_log(&log, 4096, 2).unwrap(), Some(401));
     let note = store.log_checkpoint().unwrap().unwrap();
-    let text = note.split_once("\n\n").unwrap().0.to_owned() + "\n";
+    let text = transparency::note_text(&note);
     let line = String::from_utf8(witness.cosign(text.as_bytes(), 3).unwrap().to_bytes()).unwrap();
     store
         .add_cosignature(401, &line, &[witness.verifier()], 3)

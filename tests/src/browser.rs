@@ -116,7 +116,7 @@ impl World {
     /// The witness cosigns the log's newest checkpoint (what `qg witness follow` does once).
     pub fn cosign_newest(&self) -> u64 {
         let note = self.store.log_checkpoint().unwrap().expect("a checkpoint");
-        let text = note.split_once("\n\n").unwrap().0.to_owned() + "\n";
+        let text = transparency::note_text(&note);
         let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
         let line = self.witness.cosign(text.as_bytes(), 1).unwrap().to_bytes();
         self.store

@@ -34,7 +34,8 @@ pub use entry::{
 };
 pub use keys::{ALG_COSIGNATURE_V1, ALG_ED25519, KeyError, NoteKey, NoteVerifier};
 pub use note::{
-    TrustedCheckpoint, add_cosignatures, check_cosignature, open_checkpoint, sign_checkpoint,
+    TrustedCheckpoint, add_cosignatures, check_cosignature, note_text, open_checkpoint,
+    sign_checkpoint,
 };
 pub use tiles::{split_entry_bundle, tile_from_path, tile_path};
 pub use tlog_tiles::{self, Checkpoint, Hash, HashReader, record_hash};

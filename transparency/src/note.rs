@@ -115,6 +115,12 @@ pub fn check_cosignature(
     Ok(sig.name().to_owned())
 }
 
+/// The text a signed note's signatures cover: the note up to the blank line before its
+/// signature lines, with its final newline (empty, plus that newline, if there is none).
+pub fn note_text(note: &str) -> String {
+    note.split_once("\n\n").map_or("", |t| t.0).to_owned() + "\n"
+}
+
 /// A signed checkpoint note with witnesses' cosignature lines appended.
 pub fn add_cosignatures(note: &str, lines: &[String]) -> String {
     let mut out = note.to_owned();

@@ -416,7 +416,7 @@ mod tests {
         assert!(line.starts_with("— w.test ") && line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1, "{line:?}");
         let text = std::str::from_utf8(&req.checkpoint).unwrap();
-        let body = text.split_once("\n\n").unwrap().0.to_owned() + "\n";
+        let body = crate::note_text(text);
         crate::check_cosignature(body.as_bytes(), &line, &[f.witness.verifier()]).unwrap();
         // A consistent extension from the size it holds.
         let (s30, _) = f.add(Some(&s10), &f.request(10, 30)).unwrap();

@@ -181,7 +181,13 @@ pub async fn results(
         .as_ref()
         .is_some_and(|a| a.chars().count() > super::volunteers::MAX_ADAPTER_FIELD * 4)
     {
-        return Err(ApiError::field("adapter", "at most 512 characters"));
+        return Err(ApiError::field(
+            "adapter",
+            format!(
+                "at most {} characters",
+                super::volunteers::MAX_ADAPTER_FIELD * 4
+            ),
+        ));
     }
     let t = now();
     let leased = s.leases.leased(&r.job_id, t).ok_or_else(|| {
