@@ -1,16 +1,28 @@
-//! Connections are bounded: at most `max` at once, `per_ip` from one address, and one that
+//! Connections are bounded: at most `max` at once, `per_ip` from one address and `per_prefix`
+//! from one network (/24 for IPv4, /64 for IPv6: one host's share of addresses), and one that
 //! moves no byte either way for `idle` is closed (a half-sent request, an idle keep-alive, a
 //! body that never comes). A request's head must arrive within `header` and its body within
 //! `body` of the request, however slowly it trickles in. Beyond a cap the connection is
 //! answered at once with 503 and `Retry-After` and closed, so a flood never runs the process
 //! out of file descriptors and every honest client hears a clear "later" instead of a timeout.
+//!
+//! Near the global cap (7/8 of it) two things happen, so a new client always finds a slot:
+//! - each network may hold only an equal share of 7/8 among the networks holding connections
+//!   (its new connections beyond that are refused), so no set of networks can hold the rest
+//!   out, however many connections they open;
+//! - the connections that hold a slot without using it are closed, oldest idle first, down
+//!   to 3/4 of the cap: keep-alives idle for 2 s between requests, HTTP/2 connections silent
+//!   for 5 s, and heads still arriving (or nothing sent) 1 s after they began, at once at the
+//!   cap itself. The overload behaviour of Envoy's overload manager and nginx. A request
+//!   whose head has arrived is never closed this way.
 
 use axum::serve::Listener;
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,11 +31,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+/// A listening socket on `addr` whose accept queue holds 4096 connections (the kernel may cap
+/// it lower: `net.core.somaxconn`), so a burst of connections is answered, not dropped until a
+/// SYN retransmit a second later.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// The caps.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max: usize,
     pub per_ip: usize,
+    /// Connections from one /24 (IPv4) or /64 (IPv6).
+    pub per_prefix: usize,
     pub idle: Duration,
     /// The most a request's head may take to arrive.
     pub header: Duration,
@@ -38,7 +66,9 @@ pub struct BoundedListener {
     open: Arc<Semaphore>,
     /// The most connections open at once (accepted or refused) since the last memory trim.
     peak: Arc<AtomicUsize>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    conns: Arc<Mutex<Conns>>,
+    /// When the listener started: idle times are kept as milliseconds since.
+    epoch: Instant,
 }
 
 impl BoundedListener {
@@ -47,9 +77,160 @@ impl BoundedListener {
             inner,
             open: Arc::new(Semaphore::new(limits.max.max(1))),
             peak: Arc::default(),
-            per_ip: Arc::default(),
+            conns: Arc::default(),
+            epoch: Instant::now(),
             limits,
         }
+    }
+
+    /// The most connections one network may hold once `open` (the new one included) reach
+    /// 7/8 of the cap: an equal share of 7/8 among the networks holding any, the new one's
+    /// included. So many networks together cannot push the server to the cap where idle
+    /// connections are shed, and a network with few connections always gets in: fair
+    /// queueing by network, under load only.
+    fn fair_share(&self, m: &Conns, open: usize, new_net: bool) -> usize {
+        let max = self.limits.max.max(1);
+        let high = max - max / 8;
+        if open < high || max < 8 {
+            return usize::MAX;
+        }
+        let networks = m.per_prefix.len() + usize::from(new_net);
+        (high / networks.max(1)).max(1)
+    }
+
+    /// Closes the connections idle between requests, oldest idle first, once those open reach
+    /// 7/8 of the cap, until 3/4 of it would be open; says how many it asked to close, now
+    /// or before, that have not closed yet.
+    fn shed_idle(&self, open: usize) -> usize {
+        let max = self.limits.max.max(1);
+        let high = max - max / 8;
+        if open < high || max < 8 {
+            return 0;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let mut m = lock(&self.conns);
+        // Those already asked to close are on their way out: not counted twice.
+        let open = open.saturating_sub(m.evicting);
+        if open < high {
+            return m.evicting;
+        }
+        let want = open - (max - max / 4);
+        let mut idle: Vec<(u64, &Arc<Activity>)> = m
+            .live
+            .values()
+            .filter_map(|a| a.idle_since(now, open > max).map(|t| (t, a)))
+            .collect();
+        if idle.len() > want {
+            idle.select_nth_unstable_by_key(want, |(t, _)| *t);
+            idle.truncate(want);
+        }
+        for (_, a) in &idle {
+            a.evict();
+        }
+        let closed = idle.len();
+        m.evicting += closed;
+        tracing::debug!(
+            open,
+            closed,
+            "near the connection cap: idle connections closed"
+        );
+        m.evicting
+    }
+}
+
+/// The open connections: each one's activity, and how many each address and prefix holds.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    live: HashMap<u64, Arc<Activity>>,
+    /// Asked to close and not closed yet.
+    evicting: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    per_prefix: HashMap<IpAddr, usize>,
+}
+
+/// The network an address belongs to for the per-prefix cap: its /24 (IPv4, IPv4-mapped
+/// IPv6 included) or its /64 (IPv6).
+pub fn prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => prefix(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
+/// Whether a connection holds its slot without using it (and since when), and the signal
+/// that asks it to close.
+struct Activity {
+    /// Milliseconds since the listener's epoch when it went idle, or began its head;
+    /// [`BUSY`] in the rest of a request.
+    idle_since: AtomicU64,
+    /// What the idle time means: [`FRESH`], [`BETWEEN`], [`IN_HEAD`] or [`H2`].
+    kind: AtomicU8,
+    evict: AtomicBool,
+    waker: AtomicWaker,
+}
+
+const BUSY: u64 = u64::MAX;
+/// How long a connection at the cap waits for the idle ones just asked to close.
+const SHED_WAIT: Duration = Duration::from_millis(100);
+/// An HTTP/1 connection between requests: taken for idle 2 s after its last response byte, so
+/// an event stream that writes every second (the dashboard's) or a response a client reads
+/// steadily is never idle.
+const BETWEEN: u8 = 0;
+/// An HTTP/1 request head still arriving 1 s after its first byte: an honest client sends
+/// its head at once, so near the cap this is a slow head (slowloris) and goes first. The
+/// head deadline cuts such heads anyway; near the cap they only go sooner.
+const IN_HEAD: u8 = 1;
+/// HTTP/2 (every stream on one connection): taken for idle after 5 s without a byte.
+const H2: u8 = 2;
+/// Connected and not a byte sent yet: taken for idle after 1 s.
+const FRESH: u8 = 3;
+
+impl Activity {
+    fn new(now: u64) -> Self {
+        // A connection that has sent nothing yet is idle from the start.
+        Self {
+            idle_since: AtomicU64::new(now),
+            kind: AtomicU8::new(FRESH),
+            evict: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Since when it is idle, if it counts as idle: near the cap after the minimum ages
+    /// above; at the cap a slow head or a silent new connection counts at once (an honest
+    /// client sends its head in one go), so a new client always finds a slot.
+    fn idle_since(&self, now: u64, at_cap: bool) -> Option<u64> {
+        let t = self.idle_since.load(Ordering::Relaxed);
+        if t == BUSY || self.evict.load(Ordering::Relaxed) {
+            return None;
+        }
+        let min = match self.kind.load(Ordering::Relaxed) {
+            IN_HEAD | FRESH if at_cap => 0,
+            IN_HEAD | FRESH => 1_000,
+            H2 => 5_000,
+            _ => 2_000,
+        };
+        (now.saturating_sub(t) >= min).then_some(t)
+    }
+
+    fn set(&self, kind: u8, since: u64) {
+        self.kind.store(kind, Ordering::Relaxed);
+        self.idle_since.store(since, Ordering::Relaxed);
+    }
+
+    fn evict(&self) {
+        self.evict.store(true, Ordering::Relaxed);
+        self.waker.wake();
     }
 }
 
@@ -83,23 +264,53 @@ impl Listener for BoundedListener {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
             let open = self.limits.max.max(1) - self.open.available_permits();
             self.peak.fetch_max(open + 1, Ordering::Relaxed);
-            let Ok(permit) = self.open.clone().try_acquire_owned() else {
+            let permit = match self.open.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                // At the cap: idle connections make room, and this one waits the moment they
+                // take to close rather than being refused.
+                Err(_) if self.shed_idle(open + 1) > 0 => {
+                    tokio::time::timeout(SHED_WAIT, self.open.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(|p| p.ok())
+                }
+                Err(_) => None,
+            };
+            let Some(permit) = permit else {
                 tracing::debug!(%addr, "refused: too many connections");
                 refuse(stream, "too many connections");
                 continue;
             };
             let ip = addr.ip();
-            {
-                let mut m = lock(&self.per_ip);
-                let n = m.entry(ip).or_insert(0);
-                if *n >= self.limits.per_ip {
+            let net = prefix(ip);
+            let activity = Arc::new(Activity::new(self.epoch.elapsed().as_millis() as u64));
+            let id = {
+                let mut m = lock(&self.conns);
+                let from_ip = m.per_ip.get(&ip).copied().unwrap_or(0);
+                let from_net = m.per_prefix.get(&net).copied().unwrap_or(0);
+                let why = if from_ip >= self.limits.per_ip {
+                    Some("too many connections from this address")
+                } else if from_net >= self.limits.per_prefix
+                    || from_net >= self.fair_share(&m, open + 1, from_net == 0)
+                {
+                    Some("too many connections from this network")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
                     drop(m);
-                    tracing::debug!(%addr, "refused: too many connections from this address");
-                    refuse(stream, "too many connections from this address");
+                    tracing::debug!(%addr, "refused: {why}");
+                    refuse(stream, why);
                     continue;
                 }
-                *n += 1;
-            }
+                *m.per_ip.entry(ip).or_insert(0) += 1;
+                *m.per_prefix.entry(net).or_insert(0) += 1;
+                m.next += 1;
+                let id = m.next;
+                m.live.insert(id, activity.clone());
+                id
+            };
+            self.shed_idle(self.limits.max.max(1) - self.open.available_permits());
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::warn!("TCP_NODELAY: {e}");
             }
@@ -108,10 +319,15 @@ impl Listener for BoundedListener {
                 idle: self.limits.idle,
                 timer: Box::pin(tokio::time::sleep(self.limits.idle)),
                 head: Head::new(self.limits.header),
+                activity: activity.clone(),
+                epoch: self.epoch,
                 _slot: Slot {
                     _permit: permit,
+                    id,
                     ip,
-                    per_ip: self.per_ip.clone(),
+                    net,
+                    conns: self.conns.clone(),
+                    activity,
                 },
             };
             return (io, addr);
@@ -126,19 +342,30 @@ impl Listener for BoundedListener {
 /// A connection's place under the caps, given back when it closes.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    id: u64,
     ip: IpAddr,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    net: IpAddr,
+    conns: Arc<Mutex<Conns>>,
+    activity: Arc<Activity>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut m = lock(&self.per_ip);
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
+        fn release(m: &mut HashMap<IpAddr, usize>, k: IpAddr) {
+            if let Some(n) = m.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&k);
+                }
             }
         }
+        let mut m = lock(&self.conns);
+        m.live.remove(&self.id);
+        if self.activity.evict.load(Ordering::Relaxed) {
+            m.evicting = m.evicting.saturating_sub(1);
+        }
+        release(&mut m.per_ip, self.ip);
+        release(&mut m.per_prefix, self.net);
     }
 }
 
@@ -149,6 +376,8 @@ pub struct Bounded {
     idle: Duration,
     timer: Pin<Box<Sleep>>,
     head: Head,
+    activity: Arc<Activity>,
+    epoch: Instant,
     _slot: Slot,
 }
 
@@ -223,6 +452,12 @@ impl Head {
         self.awaiting = true;
     }
 
+    /// Between requests: the last response was written and no byte of the next has come.
+    /// (A response still streaming, such as an event stream, writes on and so stays young.)
+    fn between(&self) -> bool {
+        self.awaiting && !self.reading
+    }
+
     /// Pending read: an error once a head has taken too long.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.reading && self.timer.as_mut().poll(cx).is_ready() {
@@ -240,6 +475,37 @@ impl Bounded {
         self.timer.as_mut().reset(Instant::now() + self.idle);
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Tells the listener whether this connection holds its slot idle (after bytes moved).
+    fn note_activity(&mut self) {
+        let now = self.now_ms();
+        let a = &self.activity;
+        if self.head.off {
+            a.set(H2, now);
+        } else if self.head.between() {
+            a.set(BETWEEN, now);
+        } else if self.head.reading {
+            if a.kind.load(Ordering::Relaxed) != IN_HEAD
+                || a.idle_since.load(Ordering::Relaxed) == BUSY
+            {
+                a.set(IN_HEAD, now);
+            }
+        } else {
+            a.set(BETWEEN, BUSY);
+        }
+    }
+
+    /// Asked to close near the cap, and still idle (or still in its head): reads end, and
+    /// hyper closes the connection as it would on a client's close.
+    fn evicted(&mut self, cx: &mut Context<'_>) -> bool {
+        self.activity.waker.register(cx.waker());
+        self.activity.evict.load(Ordering::Relaxed)
+            && (self.head.off || self.head.between() || self.head.reading)
+    }
+
     /// What a write did: progress resets the idle timer; a pending write fails once the
     /// connection has been idle too long.
     fn wrote(
@@ -252,6 +518,7 @@ impl Bounded {
                 if n > 0 {
                     self.progressed();
                     self.head.wrote();
+                    self.note_activity();
                 }
                 Poll::Ready(Ok(n))
             }
@@ -287,13 +554,19 @@ impl AsyncRead for Bounded {
                 if buf.filled().len() > before {
                     self.progressed();
                     self.head.read(&buf.filled()[before..]);
+                    self.note_activity();
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.head.check(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => self.check_idle(cx),
-            },
+            Poll::Pending => {
+                if self.evicted(cx) {
+                    return Poll::Ready(Ok(()));
+                }
+                match self.head.check(cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ => self.check_idle(cx),
+                }
+            }
         }
     }
 }

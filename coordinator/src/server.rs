@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Connections open at once from one address (default 256).
     pub max_connections_per_ip: Option<usize>,
+    /// Connections open at once from one network, its /24 (IPv4) or /64 (IPv6) (default 1024).
+    pub max_connections_per_prefix: Option<usize>,
     /// Seconds a connection may move no byte before it is closed (default 30).
     pub idle_timeout_s: Option<u64>,
     /// Seconds a request's head may take to arrive, however it trickles (default 10).
@@ -164,6 +166,7 @@ impl Config {
             connections: crate::conn::Limits {
                 max: file.max_connections.unwrap_or(4096).max(1),
                 per_ip: file.max_connections_per_ip.unwrap_or(256).max(1),
+                per_prefix: file.max_connections_per_prefix.unwrap_or(1024).max(1),
                 idle: Duration::from_secs(file.idle_timeout_s.unwrap_or(30).max(1)),
                 header: Duration::from_secs(file.header_timeout_s.unwrap_or(10).max(1)),
                 body: Duration::from_secs(file.body_timeout_s.unwrap_or(60).max(1)),
@@ -383,9 +386,7 @@ pub async fn start(
     store.set_blacklisting(cfg.blacklist_on_spot_failure)?;
     let state = state(store, cfg)?;
     spawn_background(&state, cfg);
-    let listener = tokio::net::TcpListener::bind(cfg.bind)
-        .await
-        .with_context(|| format!("binding {}", cfg.bind))?;
+    let listener = crate::conn::bind(cfg.bind).with_context(|| format!("binding {}", cfg.bind))?;
     let addr = listener.local_addr()?;
     // Bounded connections (small JSON requests and replies go out at once: TCP_NODELAY).
     let listener = crate::conn::BoundedListener::new(listener, cfg.connections);

@@ -178,3 +178,153 @@ async fn a_request_trickled_in_slowly_is_cut_off_at_its_deadline() {
     let r = read_all(&mut s).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
+
+/// A keep-alive connection from `ip` that has made one request and read its answer, and now
+/// sits idle between requests.
+async fn idle_keep_alive(ip: &str, to: SocketAddr) -> TcpStream {
+    let mut s = connect_from(ip, to).await;
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    s
+}
+
+/// Whether the server has closed `s` (an end of stream or an error within `wait`).
+async fn closed(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(wait, s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn fresh_get(ip: &str, to: SocketAddr) -> String {
+    let mut s = connect_from(ip, to).await;
+    let _ = s
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\nConnection: close\r\n\r\n")
+        .await;
+    read_all(&mut s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_network_gets_its_share_and_near_the_cap_the_oldest_idle_connections_go_first() {
+    let (addr, _dir) = serve(FileConfig {
+        max_connections: Some(16),
+        max_connections_per_ip: Some(4),
+        max_connections_per_prefix: Some(8),
+        ..Default::default()
+    })
+    .await;
+
+    // Two addresses of one /24 fill its share: a third address there is refused...
+    let mut idle = Vec::new();
+    for ip in ["127.0.5.1", "127.0.5.2"] {
+        for _ in 0..4 {
+            idle.push(idle_keep_alive(ip, addr).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let r = fresh_get("127.0.5.3", addr).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("too many connections from this network"), "{r}");
+    // ...and another /24 is not.
+    let r = fresh_get("127.0.6.9", addr).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
+    // A request whose body is still arriving (busy), and four more idle connections: 13 open.
+    let mut busy = connect_from("127.0.7.1", addr).await;
+    busy.write_all(
+        b"POST /api/v1/volunteers HTTP/1.1\r\nHost: qg\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"nick",
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        idle.push(idle_keep_alive("127.0.6.1", addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    // The 14th connection reaches 7/8 of the cap: the two longest idle are closed (to 3/4),
+    // and the new client is served.
+    let r = fresh_get("127.0.8.1", addr).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    for (i, s) in idle.iter_mut().enumerate() {
+        let gone = closed(s, Duration::from_millis(if i < 2 { 2000 } else { 200 })).await;
+        assert_eq!(gone, i < 2, "connection {i}: closed {gone}");
+    }
+    assert!(
+        !closed(&mut busy, Duration::from_millis(200)).await,
+        "a request in progress is never shed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_new_client_takes_the_slot_of_an_idle_one() {
+    let (addr, _dir) = serve(FileConfig {
+        max_connections: Some(16),
+        ..Default::default()
+    })
+    .await;
+    // From sixteen networks, one each: a head that trickles in (slowloris) and fifteen
+    // keep-alive connections, all just used. At the cap a new client takes the slow head's
+    // slot at once (an honest head comes in one go).
+    let mut slow = connect_from("127.0.20.1", addr).await;
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\n")
+        .await
+        .unwrap();
+    let mut idle = Vec::new();
+    for n in 21..36 {
+        idle.push(idle_keep_alive(&format!("127.0.{n}.1"), addr).await);
+    }
+    let r = fresh_get("127.0.40.1", addr).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(closed(&mut slow, Duration::from_millis(300)).await);
+    // Sixteen keep-alive connections, all just used: nothing to shed, so one more is refused.
+    idle.push(idle_keep_alive("127.0.36.1", addr).await);
+    let r = fresh_get("127.0.41.1", addr).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("\"error\":\"too many connections;"), "{r}");
+    // Once they have sat idle for 2 s, a new client gets a slot at once: idle ones close for
+    // it, the oldest first, from 17 (with the new one) down to 3/4 of 16.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = fresh_get("127.0.41.1", addr).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    for (i, s) in idle.iter_mut().enumerate() {
+        let gone = closed(s, Duration::from_millis(if i < 5 { 2000 } else { 100 })).await;
+        assert_eq!(gone, i < 5, "connection {i}: closed {gone}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_cap_a_network_holds_only_its_share() {
+    let (addr, _dir) = serve(FileConfig {
+        max_connections: Some(16),
+        max_connections_per_ip: Some(16),
+        ..Default::default()
+    })
+    .await;
+    // One network alone may come to 7/8 of the cap (14)...
+    let mut held = Vec::new();
+    for _ in 0..14 {
+        held.push(idle_keep_alive("127.0.50.1", addr).await);
+    }
+    let r = fresh_get("127.0.50.2", addr).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("too many connections from this network"), "{r}");
+    // ...and a second one still gets in (its share is 7 of 14; the first holds more).
+    let r = fresh_get("127.0.51.1", addr).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    for s in &mut held {
+        assert!(
+            !closed(s, Duration::from_millis(50)).await,
+            "none idle long enough"
+        );
+    }
+}

@@ -14,7 +14,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("log") => log(&args[1..]),
         Some("reliability") => reliability(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,flood,kill9,soak,soak_closed_loop] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,flood,squat,kill9,soak,soak_closed_loop] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
         ),
     }
 }
@@ -450,7 +450,7 @@ fn dawn(args: &[&str]) -> Result<()> {
 }
 
 /// The attacks of issue #13 against release coordinators (qg-reliability: Sybil tokens that
-/// error or hoard, the spot-check hog, a flood of half-open connections, SIGKILL at 10 random
+/// error or hoard, the spot-check hog, a flood of half-open connections, keep-alive squatters, SIGKILL at 10 random
 /// moments), then the soak: 1,000
 /// simulated volunteers, one report per request, with the coordinator and the load generator
 /// pinned to separate cores (qg-loadgen). One JSON line each.
@@ -468,10 +468,17 @@ fn reliability(args: &[&str]) -> Result<()> {
     };
     let only = value("--only");
     let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
-    let attacks: Vec<&str> = ["sybil_errors", "sybil_hoard", "spot_hog", "flood", "kill9"]
-        .into_iter()
-        .filter(|s| want(s))
-        .collect();
+    let attacks: Vec<&str> = [
+        "sybil_errors",
+        "sybil_hoard",
+        "spot_hog",
+        "flood",
+        "squat",
+        "kill9",
+    ]
+    .into_iter()
+    .filter(|s| want(s))
+    .collect();
     if !attacks.is_empty() {
         // The flood needs more file descriptors than a shell's default.
         let mut cmd = format!(

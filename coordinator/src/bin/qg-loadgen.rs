@@ -174,7 +174,9 @@ async fn main() -> Result<()> {
     let cap = args.volunteers * 4 + 64;
     std::fs::write(
         &config,
-        format!("max_connections_per_ip = {cap}\nmax_connections = {cap}\n"),
+        format!(
+            "max_connections_per_ip = {cap}\nmax_connections_per_prefix = {cap}\nmax_connections = {cap}\n"
+        ),
     )?;
     let mut bases = Vec::new();
     for _ in 0..args.coordinators {

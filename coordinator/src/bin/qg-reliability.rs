@@ -5,8 +5,12 @@
 //!   they fail, and how long an honest volunteer waits for work meanwhile.
 //! * `sybil_hoard`: N fresh tokens take all the work they are given and never report; how
 //!   many replicas they hold, until when, and the honest volunteer's wait.
-//! * `flood`: half-open connections from many loopback addresses; `/api/v1/status` latency
-//!   throughout, and the coordinator's RSS before, at the peak and after.
+//! * `flood`: half-open connections from many loopback networks (one address per /24, so only
+//!   the global cap binds); `/api/v1/status` asked on a new connection every 20 ms throughout
+//!   (refusals, latency), and the coordinator's RSS before, at the peak and after.
+//! * `squat`: 17 networks × 256 keep-alive connections (more than the global cap), each asking
+//!   `/api/v1/status` every ~12 s and reconnecting at once when closed; new clients' refusals
+//!   and latency meanwhile, and an honest volunteer's wait for work on new connections.
 //! * `spot_hog`: a batch of costly units with `spot_check_rate: 1.0`, then a small batch; how
 //!   long until the small batch's spot-checks are computed.
 //! * `kill9`: honest volunteers report while the coordinator is killed with SIGKILL at 10
@@ -38,6 +42,9 @@ struct Args {
     /// Half-open connections in the flood.
     #[arg(long, default_value_t = 20_000)]
     connections: usize,
+    /// Keep-alive connections in the squat (over 17 networks).
+    #[arg(long, default_value_t = 17 * 256)]
+    squatters: usize,
     /// Only these scenarios (comma-separated); all by default.
     #[arg(long)]
     only: Option<String>,
@@ -168,6 +175,17 @@ impl Client {
         })
     }
 
+    /// A client that opens a new connection for every request, as a newcomer would.
+    fn fresh(base: &str) -> Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
+                .build()?,
+            base: base.to_owned(),
+        })
+    }
+
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Result<(u16, Value)> {
         let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = token {
@@ -228,10 +246,12 @@ fn honest_report(a: &Value) -> Result<Value> {
 }
 
 /// An honest volunteer asking for one unit at a time, computing and reporting it: the
-/// longest it waited for work, in ms, while `until` has not passed, and units it reported.
-async fn honest_waits(c: &Client, token: &str, until: Instant) -> Result<(f64, u64)> {
+/// longest it waited for work, in ms, while `until` has not passed, units it reported, and
+/// reports it had to send again after a 503.
+async fn honest_waits(c: &Client, token: &str, until: Instant) -> Result<(f64, u64, u64)> {
     let mut worst: f64 = 0.0;
     let mut reported = 0;
+    let mut retried = 0;
     let mut asked = Instant::now();
     while Instant::now() < until {
         let (s, v) = c
@@ -243,17 +263,31 @@ async fn honest_waits(c: &Client, token: &str, until: Instant) -> Result<(f64, u
             continue;
         }
         worst = worst.max(asked.elapsed().as_secs_f64() * 1e3);
-        let reports = a.iter().map(honest_report).collect::<Result<Vec<_>>>()?;
-        let (s, v) = c
-            .post("/api/v1/results", Some(token), Value::from(reports))
-            .await?;
-        if s != 202 {
-            bail!("honest report refused: {s} {v}");
+        let reports = Value::from(a.iter().map(honest_report).collect::<Result<Vec<_>>>()?);
+        let mut tries = 0;
+        loop {
+            let (s, v) = c
+                .post("/api/v1/results", Some(token), reports.clone())
+                .await?;
+            match s {
+                202 => break,
+                // Over a connection cap: again, as a volunteer would (counted).
+                503 if tries < 10 => {
+                    tries += 1;
+                    retried += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => bail!("honest report refused: {s} {v}"),
+            }
         }
         reported += a.len() as u64;
         asked = Instant::now();
     }
-    Ok((worst.max(asked.elapsed().as_secs_f64() * 1e3), reported))
+    Ok((
+        worst.max(asked.elapsed().as_secs_f64() * 1e3),
+        reported,
+        retried,
+    ))
 }
 
 async fn sybil(args: &Args, hoard: bool) -> Result<Value> {
@@ -302,7 +336,7 @@ async fn sybil(args: &Args, hoard: bool) -> Result<Value> {
             Ok::<_, anyhow::Error>((requests, taken, refused))
         }));
     }
-    let (honest_wait_ms, honest_reported) = {
+    let (honest_wait_ms, honest_reported, _) = {
         let c = Client::new(&co.base)?;
         honest_waits(&c, &honest, until).await?
     };
@@ -345,38 +379,21 @@ async fn flood(args: &Args) -> Result<Value> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut proc_status = co.status_file()?;
     let rss_before = Coordinator::rss_mb(&mut proc_status);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let stop = stop.clone();
-        let c = Client::new(&co.base)?;
-        tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let t = Instant::now();
-                match c.get("/api/v1/status", None).await {
-                    Ok((200, _)) => lat.push(t.elapsed().as_secs_f64() * 1e3),
-                    _ => errors += 1,
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (lat, errors)
-        })
-    };
-    // Half-open requests from 127.0.0.2.., 200 per address.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = tokio::spawn(new_clients(addr, stop.clone()));
+    // Half-open requests, 200 per address, each address in a /24 of its own (127.1.0.2,
+    // 127.1.1.2, ...): the per-network caps do not bind, the global one does.
     let started = Instant::now();
     let mut held = Vec::new();
     let mut failed_to_open = 0usize;
-    for i in 0..args.connections {
-        let ip = std::net::Ipv4Addr::new(
-            127,
-            0,
-            (2 + i / 200 / 250) as u8,
-            (2 + (i / 200) % 250) as u8,
-        );
+    // The probes must not run out of file descriptors here.
+    let connections = args.connections.min(descriptors_to_spare());
+    for i in 0..connections {
+        let a = i / 200;
+        let ip = std::net::Ipv4Addr::new(127, 1 + (a / 250) as u8, (a % 250) as u8, 2);
         let Ok(s) = tokio::net::TcpSocket::new_v4() else {
             // Out of file descriptors here (see `ulimit -n`): the rest are not opened.
-            failed_to_open += args.connections - i;
+            failed_to_open += connections - i;
             break;
         };
         if s.bind((ip, 0).into()).is_err() {
@@ -401,23 +418,183 @@ async fn flood(args: &Args) -> Result<Value> {
     // The coordinator hands freed memory back to the system every few seconds.
     tokio::time::sleep(Duration::from_secs(12)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut lat, errors) = prober.await?;
+    let probe = prober.await?;
     let rss_after = Coordinator::rss_mb(&mut proc_status);
-    Ok(json!({
+    let mut out = json!({
         "scenario": "flood",
-        "connections": args.connections,
+        "connections": connections,
         "could_not_open": failed_to_open,
         "open_s": open_s,
-        "status_requests": lat.len(),
-        "status_errors": errors,
-        "status_p50_ms": percentile(&mut lat, 0.5),
-        "status_p99_ms": percentile(&mut lat, 0.99),
-        "status_max_ms": lat.last().copied().unwrap_or(f64::NAN),
         "rss_mb_before": rss_before,
         "rss_mb_peak": rss_peak,
         "rss_mb_after": rss_after,
-        "goal": "status within 100 ms throughout, RSS back within 10%",
-    }))
+        "goal": "every new client served, status within 100 ms throughout, RSS back within 10%",
+    });
+    probe.write(&mut out);
+    Ok(out)
+}
+
+/// What new clients saw: `/api/v1/status` on a new connection each time.
+#[derive(Default)]
+struct Probe {
+    lat: Vec<f64>,
+    refused: u64,
+    errors: u64,
+}
+
+impl Probe {
+    fn write(mut self, out: &mut Value) {
+        out["probe"] = json!("GET /api/v1/status on a new connection from 127.0.0.1 every 20 ms");
+        out["status_requests"] = json!(self.lat.len() as u64 + self.refused + self.errors);
+        out["status_refused_503"] = json!(self.refused);
+        out["status_errors"] = json!(self.errors);
+        out["status_p50_ms"] = json!(percentile(&mut self.lat, 0.5));
+        out["status_p99_ms"] = json!(percentile(&mut self.lat, 0.99));
+        out["status_max_ms"] = json!(self.lat.last().copied().unwrap_or(f64::NAN));
+    }
+}
+
+/// Asks `/api/v1/status` on a new connection every 20 ms until `stop`.
+async fn new_clients(
+    addr: std::net::SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Probe {
+    let mut p = Probe::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        match one_request(addr).await {
+            Some(200) => p.lat.push(t.elapsed().as_secs_f64() * 1e3),
+            Some(503) => p.refused += 1,
+            _ => p.errors += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p
+}
+
+/// One `GET /api/v1/status` on a new connection: the status code, if an answer came in 5 s.
+async fn one_request(addr: std::net::SocketAddr) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(Duration::from_secs(5), async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let head = std::str::from_utf8(buf.get(..12)?).ok()?;
+        head.strip_prefix("HTTP/1.1 ")?.parse().ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// File descriptors this process may open, less 256 for the probes and the clients.
+fn descriptors_to_spare() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    (r.rlim_cur as usize).saturating_sub(256)
+}
+
+/// Keep-alive connections that hold slots: 17 networks (one address each), each connection
+/// asking `/api/v1/status` every 10–14 s and reconnecting at once whenever it is closed.
+async fn squat(args: &Args) -> Result<Value> {
+    let co = Coordinator::start(&args.coordinator, &[])?;
+    let c = Client::new(&co.base)?;
+    c.batch(&co.key, small_units(args.units), json!({})).await?;
+    let addr: std::net::SocketAddr = co.base.trim_start_matches("http://").parse()?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let held = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut squatters = Vec::new();
+    for i in 0..args.squatters {
+        let ip = std::net::Ipv4Addr::new(127, 1 + (i / 256) as u8, 7, 2);
+        let (stop, reconnects, held) = (stop.clone(), reconnects.clone(), held.clone());
+        squatters.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut first = true;
+            while !stop.load(Relaxed) {
+                if !first {
+                    reconnects.fetch_add(1, Relaxed);
+                }
+                first = false;
+                let Ok(sock) = tokio::net::TcpSocket::new_v4() else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                if sock.bind((ip, 0).into()).is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                let Ok(mut s) = sock.connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut answered = false;
+                held.fetch_add(1, Relaxed);
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let req = b"GET /api/v1/status HTTP/1.1\r\nHost: qg\r\n\r\n";
+                    if s.write_all(req).await.is_err() {
+                        break;
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 200") => answered = true,
+                        _ => break,
+                    }
+                    // 10–14 s, spread by the connection's number.
+                    let wait = 10_000 + (i as u64 * 7919) % 4_000;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                        r = s.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                    }
+                    if stop.load(Relaxed) {
+                        break;
+                    }
+                }
+                held.fetch_sub(1, Relaxed);
+                if !answered {
+                    // Refused: again in 100 ms (a tenth of the Retry-After).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    // Let them take their slots, then new clients and a new volunteer arrive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held_at_start = held.load(std::sync::atomic::Ordering::Relaxed);
+    let prober = tokio::spawn(new_clients(addr, stop.clone()));
+    let fresh = Client::fresh(&co.base)?;
+    let token = fresh.register().await?;
+    let until = Instant::now() + Duration::from_secs_f64(args.seconds.max(20.0));
+    let (honest_wait_ms, honest_reported, honest_retried) =
+        honest_waits(&fresh, &token, until).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let probe = prober.await?;
+    for t in squatters {
+        t.abort();
+    }
+    let mut out = json!({
+        "scenario": "squat",
+        "squatters": args.squatters,
+        "squatter_networks": args.squatters.div_ceil(256),
+        "squatters_connected_at_start": held_at_start,
+        "squatter_reconnects": reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        "honest_longest_wait_for_work_ms": honest_wait_ms,
+        "honest_units_reported": honest_reported,
+        "honest_reports_sent_again_after_503": honest_retried,
+        "goal": "every new client served; status p99 within 50 ms; honest work within 1 s",
+    });
+    probe.write(&mut out);
+    Ok(out)
 }
 
 async fn spot_hog(args: &Args) -> Result<Value> {
@@ -647,6 +824,9 @@ async fn main() -> Result<()> {
     }
     if want("flood") {
         println!("{}", flood(&args).await?);
+    }
+    if want("squat") {
+        println!("{}", squat(&args).await?);
     }
     if want("kill9") {
         println!("{}", kill9(&args).await?);
