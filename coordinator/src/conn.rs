@@ -107,7 +107,7 @@ impl BoundedListener {
         if open < high || max < 8 {
             return 0;
         }
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.epoch.elapsed().as_micros() as u64;
         let mut m = lock(&self.conns);
         // Those already asked to close are on their way out: not counted twice.
         let open = open.saturating_sub(m.evicting);
@@ -115,10 +115,11 @@ impl BoundedListener {
             return m.evicting;
         }
         let want = open - (max - max / 4);
-        let mut idle: Vec<(u64, &Arc<Activity>)> = m
+        // Oldest idle first; of two idle since the same moment, the older connection.
+        let mut idle: Vec<((u64, u64), &Arc<Activity>)> = m
             .live
-            .values()
-            .filter_map(|a| a.idle_since(now, open > max).map(|t| (t, a)))
+            .iter()
+            .filter_map(|(id, a)| a.idle_since(now, open > max).map(|t| ((t, *id), a)))
             .collect();
         if idle.len() > want {
             idle.select_nth_unstable_by_key(want, |(t, _)| *t);
@@ -170,7 +171,7 @@ pub fn prefix(ip: IpAddr) -> IpAddr {
 /// Whether a connection holds its slot without using it (and since when), and the signal
 /// that asks it to close.
 struct Activity {
-    /// Milliseconds since the listener's epoch when it went idle, or began its head;
+    /// Microseconds since the listener's epoch when it went idle, or began its head;
     /// [`BUSY`] in the rest of a request.
     idle_since: AtomicU64,
     /// What the idle time means: [`FRESH`], [`BETWEEN`], [`IN_HEAD`] or [`H2`].
@@ -216,9 +217,9 @@ impl Activity {
         }
         let min = match self.kind.load(Ordering::Relaxed) {
             IN_HEAD | FRESH if at_cap => 0,
-            IN_HEAD | FRESH => 1_000,
-            H2 => 5_000,
-            _ => 2_000,
+            IN_HEAD | FRESH => 1_000_000,
+            H2 => 5_000_000,
+            _ => 2_000_000,
         };
         (now.saturating_sub(t) >= min).then_some(t)
     }
@@ -236,6 +237,19 @@ impl Activity {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The answer to a head over [`MAX_HEAD_BYTES`]: 431 with a JSON error.
+fn head_too_big() -> String {
+    let body = format!(
+        "{{\"error\":\"the request head (its headers) is larger than {} KiB: shorten it\"}}",
+        MAX_HEAD_BYTES >> 10
+    );
+    format!(
+        "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Answers a connection over a cap: 503, `Retry-After`, a JSON error, closed.
@@ -283,7 +297,7 @@ impl Listener for BoundedListener {
             };
             let ip = addr.ip();
             let net = prefix(ip);
-            let activity = Arc::new(Activity::new(self.epoch.elapsed().as_millis() as u64));
+            let activity = Arc::new(Activity::new(self.epoch.elapsed().as_micros() as u64));
             let id = {
                 let mut m = lock(&self.conns);
                 let from_ip = m.per_ip.get(&ip).copied().unwrap_or(0);
@@ -397,7 +411,13 @@ struct Head {
     /// Not HTTP/1: no head deadline.
     off: bool,
     fresh: bool,
+    /// Bytes of the head being read.
+    size: usize,
 }
+
+/// The largest request head (request line and headers) taken, below hyper's own limit so
+/// that the answer is this module's JSON 431, not hyper's empty one.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
 
 impl Head {
     fn new(within: Duration) -> Self {
@@ -409,7 +429,12 @@ impl Head {
             matched: 0,
             off: false,
             fresh: true,
+            size: 0,
         }
+    }
+
+    fn too_big(&self) -> bool {
+        self.reading && self.size > MAX_HEAD_BYTES
     }
 
     fn read(&mut self, bytes: &[u8]) {
@@ -425,11 +450,13 @@ impl Head {
             self.awaiting = false;
             self.reading = true;
             self.matched = 0;
+            self.size = 0;
             self.timer.as_mut().reset(Instant::now() + self.within);
         }
         while self.reading && !bytes.is_empty() {
             let b = bytes[0];
             bytes = &bytes[1..];
+            self.size += 1;
             let want = if self.matched.is_multiple_of(2) {
                 b'\r'
             } else {
@@ -475,13 +502,13 @@ impl Bounded {
         self.timer.as_mut().reset(Instant::now() + self.idle);
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// Tells the listener whether this connection holds its slot idle (after bytes moved).
     fn note_activity(&mut self) {
-        let now = self.now_ms();
+        let now = self.now_us();
         let a = &self.activity;
         if self.head.off {
             a.set(H2, now);
@@ -555,6 +582,15 @@ impl AsyncRead for Bounded {
                     self.progressed();
                     self.head.read(&buf.filled()[before..]);
                     self.note_activity();
+                    if self.head.too_big() {
+                        // Answered here (a few hundred bytes fit any socket buffer), then
+                        // the connection ends.
+                        let _ = self.stream.try_write(head_too_big().as_bytes());
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "request head too large",
+                        )));
+                    }
                 }
                 Poll::Ready(r)
             }
@@ -719,5 +755,53 @@ impl http_body::Body for Deadline {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The bodies over 1 MiB being read at once share `max_body_bytes` between them (each takes
+/// its `Content-Length`, or the whole budget when it does not say), so a few large reports at
+/// once cannot hold many times the body limit in memory; smaller bodies never wait. A
+/// request waiting its turn is still held to its body deadline.
+#[derive(Clone)]
+pub struct BodyBudget {
+    kib: Arc<Semaphore>,
+    max_kib: u32,
+}
+
+/// Bodies up to this size skip the budget.
+const LARGE_BODY: u64 = 1 << 20;
+
+impl BodyBudget {
+    pub fn new(max_body_bytes: usize) -> Self {
+        let max_kib = u32::try_from(max_body_bytes >> 10)
+            .unwrap_or(u32::MAX >> 4)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        Self {
+            kib: Arc::new(Semaphore::new(max_kib as usize)),
+            max_kib,
+        }
+    }
+
+    /// Middleware: waits for the body's share of the budget, then runs the request.
+    pub async fn admit(
+        self,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        use http_body::Body as _;
+        let body = req.body();
+        let len = body.size_hint().exact().or_else(|| {
+            req.headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
+        if body.is_end_stream() || len.is_some_and(|n| n <= LARGE_BODY) {
+            return next.run(req).await;
+        }
+        let kib = len.map_or(self.max_kib, |n| {
+            u32::try_from(n >> 10).unwrap_or(u32::MAX).min(self.max_kib)
+        });
+        let _permit = self.kib.acquire_many_owned(kib).await;
+        next.run(req).await
     }
 }

@@ -215,9 +215,13 @@ pub fn demo_batch() -> BatchRequest {
 
 /// Builds the app (API + static pages) over a store.
 pub fn app(state: Shared, cfg: &Config) -> axum::Router {
+    let budget = crate::conn::BodyBudget::new(cfg.max_body_bytes);
     api::router(state)
         .fallback_service(ServeDir::new(&cfg.web_dir))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            budget.clone().admit(req, next)
+        }))
         // Spans name the path only: a query string may carry a stream ticket.
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(

@@ -1074,10 +1074,20 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    // Adapter fields are bounded at the edge: they name a class the dashboard lists.
+    // Adapter fields are bounded at the edge: they name a class the dashboard lists. A work
+    // request is small: 4 MiB of adapter name is refused before it is decoded.
     let before = snapshot(&h);
+    let (s, v) = h
+        .post(
+            "/api/v1/work",
+            Some(&a.token),
+            json!({"max_units": 1, "adapter": {"name": "x".repeat(4 << 20)}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().is_some(), "{v}");
     for (adapter, field) in [
-        (json!({"name": "x".repeat(4 << 20)}), "adapter.name"),
+        (json!({"name": "x".repeat(129)}), "adapter.name"),
         (json!({"vendor": "v".repeat(129)}), "adapter.vendor"),
         (json!({"client": "qg\u{7}"}), "adapter.client"),
     ] {
@@ -2287,14 +2297,18 @@ fn units_of_a_retired_kernel_version_are_not_dispatched() {
 }
 
 /// Verifier workers: only operator keys; bad results are refused with the field named and
-/// change nothing; a job is leased to one worker at a time; a correct spot-check result
-/// becomes the coordinator's answer.
+/// change nothing; a job is leased to one worker at a time, and only it may answer; a correct
+/// spot-check result becomes the coordinator's answer.
 #[tokio::test]
 async fn verifier_workers_take_leased_recomputation_jobs() {
     let h = Harness::new();
     let op = new_secret("qgk_");
     h.store
         .create_key("verifier", &hash_secret(&op), true, now())
+        .unwrap();
+    let other_op = new_secret("qgk_");
+    h.store
+        .create_key("another verifier", &hash_secret(&other_op), true, now())
         .unwrap();
     let units = ising_units(2);
     h.batch("ising2d", units.clone(), json!({"spot_check_rate": 1.0}))
@@ -2360,6 +2374,16 @@ async fn verifier_workers_take_leased_recomputation_jobs() {
         assert_eq!((s, v["field"].as_str()), (status, Some(field)), "{v}");
         assert_eq!(pending(), 2, "a refused result changes nothing");
     }
+    // Another operator key cannot answer this worker's lease.
+    let (s, v) = h
+        .post("/api/v1/verifier/results", Some(&other_op), good.clone())
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::NOT_FOUND, Some("job_id")),
+        "{v}"
+    );
+    assert_eq!(pending(), 2, "a refused result changes nothing");
     let (s, v) = h
         .post("/api/v1/verifier/results", Some(&op), good.clone())
         .await;

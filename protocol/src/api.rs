@@ -111,6 +111,25 @@ pub struct WorkResponse {
     pub retry_after_s: u64,
 }
 
+/// A client's summary as it sent it: raw JSON text, never decoded into a tree, since the
+/// coordinator recomputes its own from the output (a tree of a large array costs 30 times the
+/// text).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawSummary(pub Box<serde_json::value::RawValue>);
+
+impl RawSummary {
+    pub fn of(v: &Value) -> Option<Self> {
+        serde_json::value::to_raw_value(v).ok().map(Self)
+    }
+}
+
+impl PartialEq for RawSummary {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
 /// A replica's result, or the client's word that it could not compute it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,8 +140,8 @@ pub struct ResultReport {
     #[serde(default)]
     pub checkpoints: Vec<Checkpoint>,
     /// The client's summary (the coordinator recomputes its own from the output).
-    #[serde(default)]
-    pub summary: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RawSummary>,
     /// Canonical output bytes, base64 (standard alphabet, padded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,

@@ -14,7 +14,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         Some("log") => log(&args[1..]),
         Some("reliability") => reliability(&args[1..]),
         other => bail!(
-            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,flood,squat,kill9,soak,soak_closed_loop] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
+            "usage: cargo xtask bench kernels [--bandwidth-gbs N] [--ising-l N] [--sweeps N] [--repeat N] | coordinator [--db sqlite,postgres] [--coordinators 1,2,4] [--sizes 10000,100000,1000000] [--seconds 5] | browser [--engine chromium|dawn] [--ising-l N] [--sweeps N] | sabotage [--units N] [--volunteers N] [--population a,b] [--strategy a,b] [--target-error 1e-3,1e-4] [--seed N] | log [--db sqlite,postgres] [--appends N] [--rate N] [--seconds S] [--proofs N] | reliability [--only sybil_errors,sybil_hoard,spot_hog,memory_bomb,flood,squat,kill9,soak,soak_closed_loop] [--connections N] [--soak-seconds S] [--volunteers N] (got {other:?})"
         ),
     }
 }

@@ -98,8 +98,9 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
 }
 
 /// An operator: an API key created with `--operator`, from the `Authorization` header only (a
-/// key never travels in a URL, where logs and histories keep it).
-pub struct Operator;
+/// key never travels in a URL, where logs and histories keep it). It holds the key's id: a
+/// verifier worker's leases are bound to it.
+pub struct Operator(pub i64);
 
 /// Short-lived tickets for the dashboard's event stream: EventSource cannot send headers, so
 /// an operator trades its key (in a header) for a ticket that opens the stream for a minute.
@@ -168,7 +169,7 @@ impl FromRequestParts<Shared> for Operator {
         let hash = hash_secret(&key);
         let store = state.store.clone();
         match blocking(move || store.key_by_hash(&hash)).await? {
-            Some(k) if k.operator => Ok(Operator),
+            Some(k) if k.operator => Ok(Operator(k.id)),
             Some(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "an operator key is needed",

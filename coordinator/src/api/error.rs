@@ -150,3 +150,153 @@ impl From<JsonRejection> for ApiError {
 #[derive(FromRequest)]
 #[from_request(via(Json), rejection(ApiError))]
 pub struct Body<T>(pub T);
+
+/// The most reports one `POST /api/v1/results` carries.
+pub const MAX_REPORTS: usize = 256;
+
+/// `POST /api/v1/results`'s body: one report, or an array of at most [`MAX_REPORTS`]. Decoded
+/// without a JSON tree: an array's items are borrowed slices of the body, the decoding stops
+/// at item 257, and each item is decoded on its own (a bad one is its own 400, named `[i]`).
+/// So memory is the body plus the reports it carries, however the array is filled (a tree of
+/// a 30 MiB array of zeros took 510 MB).
+pub enum Reports {
+    One(ResultReport),
+    /// Each item's assignment id (0 where it has none) and the item.
+    Many(Vec<(i64, Result<ResultReport, ApiError>)>),
+}
+
+impl Reports {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        use serde::de::{Error as _, SeqAccess, Visitor};
+        use serde_json::value::RawValue;
+        const TOO_MANY: &str = "at most 256 reports at once";
+        struct Items<'a>(Vec<&'a RawValue>);
+        struct ItemsVisitor;
+        impl<'de> Visitor<'de> for ItemsVisitor {
+            type Value = Items<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of reports")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items<'de>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    if items.len() == MAX_REPORTS {
+                        return Err(A::Error::custom(TOO_MANY));
+                    }
+                    items.push(item);
+                }
+                Ok(Items(items))
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for Items<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_seq(ItemsVisitor)
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(default)]
+            assignment_id: serde_json::Value,
+        }
+        let bad = |e: serde_json::Error| {
+            if e.to_string().starts_with(TOO_MANY) {
+                ApiError::field("reports", TOO_MANY)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
+        };
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return serde_json::from_slice(body).map(Self::One).map_err(bad);
+        }
+        let Items(items) = serde_json::from_slice(body).map_err(bad)?;
+        Ok(Self::Many(
+            items
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, raw)| match serde_json::from_str::<ResultReport>(raw.get()) {
+                        Ok(r) => (r.assignment_id, Ok(r)),
+                        Err(e) => {
+                            let id = serde_json::from_str::<Id>(raw.get())
+                                .ok()
+                                .and_then(|x| x.assignment_id.as_i64())
+                                .unwrap_or(0);
+                            (id, Err(ApiError::field(&format!("[{i}]"), e.to_string())))
+                        }
+                    },
+                )
+                .collect(),
+        ))
+    }
+}
+
+/// Whether a request says its body is JSON (`application/json` or `application/…+json`), as
+/// axum's `Json` asks.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<S: Send + Sync> FromRequest<S> for Reports {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+        Self::parse(&body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_decoded_item_by_item_and_capped() {
+        // One report.
+        let one = br#"{"assignment_id": 7, "error": "boom"}"#;
+        assert!(matches!(Reports::parse(one), Ok(Reports::One(r)) if r.assignment_id == 7));
+        // An array: a bad item is its own error, named by position, with its id if it has one.
+        let many = br#" [{"assignment_id": 1, "error": "x"}, {"assignment_id": 2, "nope": 1}, 3]"#;
+        let Ok(Reports::Many(items)) = Reports::parse(many) else {
+            panic!("an array");
+        };
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[0], (1, Ok(_))));
+        assert!(matches!(&items[1], (2, Err(e)) if e.body.field.as_deref() == Some("[1]")));
+        assert!(matches!(&items[2], (0, Err(e)) if e.body.field.as_deref() == Some("[2]")));
+        // 257 items (even zeros, which are no reports at all) are refused as a whole, naming
+        // `reports`; 256 are decoded.
+        let zeros = |n: usize| format!("[{}]", vec!["0"; n].join(","));
+        let e = Reports::parse(zeros(257).as_bytes())
+            .err()
+            .expect("refused");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.body.field.as_deref(), Some("reports"));
+        assert!(
+            matches!(Reports::parse(zeros(256).as_bytes()), Ok(Reports::Many(v)) if v.len() == 256)
+        );
+        // Not JSON: a plain 400.
+        let e = Reports::parse(b"[{").err().expect("refused");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.body.field, None);
+    }
+}

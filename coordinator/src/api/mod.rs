@@ -88,24 +88,40 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// The body limit of the routes whose requests are small (registration, work requests, a
+/// cosignature, ...): whatever `max_body_bytes` is, such a body is parsed from at most this.
+/// Reports, challenge answers, verifier results, batches and specs get `max_body_bytes`, and
+/// kernel packages their own limit.
+pub const SMALL_BODY_BYTES: usize = 64 << 10;
+
+fn small() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(SMALL_BODY_BYTES)
+}
+
 pub fn router(state: Shared) -> Router {
     let metrics_layer =
         axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track);
     Router::new()
-        .route("/api/v1/volunteers", post(register))
-        .route("/api/v1/volunteers/me", get(me).post(update_me))
+        .route("/api/v1/volunteers", post(register).layer(small()))
+        .route(
+            "/api/v1/volunteers/me",
+            get(me).post(update_me).layer(small()),
+        )
         .route("/api/v1/leaderboard", get(leaderboard))
-        .route("/api/v1/work", post(work))
+        .route("/api/v1/work", post(work).layer(small()))
         .route("/api/v1/results", post(post_results))
         .route("/api/v1/challenges/{id}", post(answer_challenge))
-        .route("/api/v1/verifier/work", post(verifier::work))
+        .route("/api/v1/verifier/work", post(verifier::work).layer(small()))
         .route("/api/v1/verifier/results", post(verifier::results))
         .route("/api/v1/batches", post(create_batch).get(list_batches))
         .route("/api/v1/batches/{id}/aggregate", get(batch_aggregate))
         .route("/api/v1/specs", post(validate_spec))
         .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/dashboard/events", get(dashboard_events))
-        .route("/api/v1/dashboard/ticket", post(dashboard_ticket))
+        .route(
+            "/api/v1/dashboard/ticket",
+            post(dashboard_ticket).layer(small()),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v1/batches/{id}", get(batch_status))
         .route("/api/v1/batches/{id}/results", get(batch_results))
@@ -120,14 +136,26 @@ pub fn router(state: Shared) -> Router {
                 )),
         )
         .route("/api/v1/kernels/{hash}", get(packages::files))
-        .route("/api/v1/kernels/{hash}/approve", post(packages::approve))
-        .route("/api/v1/kernels/{hash}/suspend", post(packages::suspend))
+        .route(
+            "/api/v1/kernels/{hash}/approve",
+            post(packages::approve).layer(small()),
+        )
+        .route(
+            "/api/v1/kernels/{hash}/suspend",
+            post(packages::suspend).layer(small()),
+        )
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/log", get(log::info))
         .route("/api/v1/log/consistency", get(log::consistency))
-        .route("/api/v1/log/cosignatures", post(log::add_cosignature))
+        .route(
+            "/api/v1/log/cosignatures",
+            post(log::add_cosignature).layer(small()),
+        )
         .route("/api/v1/batches/{id}/proofs", get(log::batch_proofs))
-        .route("/api/v1/batches/{id}/cancel", post(cancel_batch))
+        .route(
+            "/api/v1/batches/{id}/cancel",
+            post(cancel_batch).layer(small()),
+        )
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/tile/{*path}", get(log::tile))
         // Anything else under the API's prefixes is a JSON 404, not the page server's.

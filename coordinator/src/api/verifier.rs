@@ -32,6 +32,8 @@ pub enum Leased {
 struct Lease {
     /// Unix seconds.
     until: i64,
+    /// The operator key of the worker that took it: only it may answer.
+    holder: i64,
     job: Leased,
 }
 
@@ -50,13 +52,13 @@ pub fn challenge_key(replica: i64) -> String {
 impl Leases {
     /// Takes `key` until `until` unless someone holds it; whether it was taken. Leases that
     /// ran out (a worker that vanished) are dropped here.
-    pub fn take(&self, key: &str, until: i64, job: Leased, now: i64) -> bool {
+    pub fn take(&self, key: &str, holder: i64, until: i64, job: Leased, now: i64) -> bool {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|_, l| l.until > now);
         if m.contains_key(key) {
             return false;
         }
-        m.insert(key.to_owned(), Lease { until, job });
+        m.insert(key.to_owned(), Lease { until, holder, job });
         true
     }
 
@@ -66,10 +68,13 @@ impl Leases {
         m.remove(key);
     }
 
-    /// The job leased to a worker as `key`, if its lease still runs.
-    fn leased(&self, key: &str, now: i64) -> Option<Leased> {
+    /// The job leased as `key` to the worker with operator key `holder`, if its lease still
+    /// runs (another key's lease is as good as none).
+    fn leased(&self, key: &str, holder: i64, now: i64) -> Option<Leased> {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(key).filter(|l| l.until > now).map(|l| l.job.clone())
+        m.get(key)
+            .filter(|l| l.until > now && l.holder == holder)
+            .map(|l| l.job.clone())
     }
 }
 
@@ -77,7 +82,7 @@ impl Leases {
 /// first (a volunteer's credibility waits on them), then spot-checks.
 pub async fn work(
     State(s): State<Shared>,
-    _op: Operator,
+    Operator(worker): Operator,
     Body(req): Body<VerifierWorkRequest>,
 ) -> Result<Json<VerifierWork>, ApiError> {
     if !(1..=16).contains(&req.max_jobs) {
@@ -123,7 +128,9 @@ pub async fn work(
             break;
         }
         let key = challenge_key(c.replica_id);
-        if s.leases.take(&key, until, Leased::Challenge(c.clone()), t) {
+        if s.leases
+            .take(&key, worker, until, Leased::Challenge(c.clone()), t)
+        {
             jobs.push(VerifyJob {
                 package: run_of(&c.kernel, &c.params),
                 job_id: key,
@@ -147,7 +154,9 @@ pub async fn work(
             break;
         }
         let key = spot_key(j.unit_id);
-        if s.leases.take(&key, until, Leased::Spot(j.clone()), t) {
+        if s.leases
+            .take(&key, worker, until, Leased::Spot(j.clone()), t)
+        {
             jobs.push(VerifyJob {
                 package: run_of(&j.kernel, &j.params),
                 job_id: key,
@@ -171,10 +180,11 @@ pub async fn work(
 
 /// `POST /api/v1/verifier/results`: a worker's recomputation. A spot-check's output becomes the
 /// coordinator's answer for the unit; a challenge's digests are judged against the
-/// volunteer's report. 404 for a job not leased (or whose lease ran out): ask for work again.
+/// volunteer's report. 404 for a job not leased to this worker's key (or whose lease ran out):
+/// ask for work again.
 pub async fn results(
     State(s): State<Shared>,
-    _op: Operator,
+    Operator(worker): Operator,
     Body(r): Body<VerifyResult>,
 ) -> Result<StatusCode, ApiError> {
     if r.adapter
@@ -190,10 +200,13 @@ pub async fn results(
         ));
     }
     let t = now();
-    let leased = s.leases.leased(&r.job_id, t).ok_or_else(|| {
+    let leased = s.leases.leased(&r.job_id, worker, t).ok_or_else(|| {
         ApiError::field(
             "job_id",
-            format!("{} is not a job leased now: ask for work again", r.job_id),
+            format!(
+                "{} is not a job leased to this key now: ask for work again",
+                r.job_id
+            ),
         )
         .with_status(StatusCode::NOT_FOUND)
     })?;
@@ -268,18 +281,22 @@ mod tests {
     #[test]
     fn a_lease_is_exclusive_until_it_runs_out_then_dropped() {
         let leases = Leases::default();
-        assert!(leases.take("spot:1", 10, job(1), 0));
+        assert!(leases.take("spot:1", 7, 10, job(1), 0));
         assert!(
-            !leases.take("spot:1", 20, job(1), 5),
+            !leases.take("spot:1", 8, 20, job(1), 5),
             "held by the first worker"
         );
-        assert!(leases.leased("spot:1", 5).is_some());
-        assert!(leases.leased("spot:1", 10).is_none(), "ran out");
+        assert!(leases.leased("spot:1", 7, 5).is_some());
+        assert!(
+            leases.leased("spot:1", 8, 5).is_none(),
+            "another key cannot answer it"
+        );
+        assert!(leases.leased("spot:1", 7, 10).is_none(), "ran out");
         // A vanished worker's lease goes when another job is taken, and its job is free again.
-        assert!(leases.take("spot:2", 30, job(2), 11));
+        assert!(leases.take("spot:2", 7, 30, job(2), 11));
         assert_eq!(leases.0.lock().unwrap().len(), 1);
-        assert!(leases.take("spot:1", 40, job(1), 12));
+        assert!(leases.take("spot:1", 8, 40, job(1), 12));
         leases.release("spot:1");
-        assert!(leases.leased("spot:1", 13).is_none());
+        assert!(leases.leased("spot:1", 8, 13).is_none());
     }
 }

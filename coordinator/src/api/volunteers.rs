@@ -316,25 +316,12 @@ pub(super) async fn report_all(
 pub(super) async fn post_results(
     State(s): State<Shared>,
     Volunteer(v): Volunteer,
-    Body(body): Body<Value>,
+    body: super::error::Reports,
 ) -> Result<Response, ApiError> {
+    use super::error::Reports;
     match body {
-        Value::Array(items) => {
-            if items.len() > 256 {
-                return Err(ApiError::field("reports", "at most 256 reports at once"));
-            }
-            let ids: Vec<i64> = items
-                .iter()
-                .map(|x| x.get("assignment_id").and_then(Value::as_i64).unwrap_or(0))
-                .collect();
-            let parsed = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    serde_json::from_value::<ResultReport>(item)
-                        .map_err(|e| ApiError::field(&format!("[{i}]"), e.to_string()))
-                })
-                .collect();
+        Reports::Many(items) => {
+            let (ids, parsed): (Vec<i64>, Vec<_>) = items.into_iter().unzip();
             let out: Vec<ReportItemResult> = report_all(&s, v, parsed)
                 .await?
                 .into_iter()
@@ -356,9 +343,7 @@ pub(super) async fn post_results(
                 .collect();
             Ok((StatusCode::ACCEPTED, Json(out)).into_response())
         }
-        item => {
-            let r: ResultReport = serde_json::from_value(item)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        Reports::One(r) => {
             let ack = report_all(&s, v, vec![Ok(r)])
                 .await?
                 .pop()

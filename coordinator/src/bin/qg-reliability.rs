@@ -11,6 +11,8 @@
 //! * `squat`: 17 networks × 256 keep-alive connections (more than the global cap), each asking
 //!   `/api/v1/status` every ~12 s and reconnecting at once when closed; new clients' refusals
 //!   and latency meanwhile, and an honest volunteer's wait for work on new connections.
+//! * `memory_bomb`: four 30 MiB JSON arrays posted to `/api/v1/results` at once, twice; the
+//!   coordinator's RSS peak above its baseline (sampled every 5 ms), against the body limit.
 //! * `spot_hog`: a batch of costly units with `spot_check_rate: 1.0`, then a small batch; how
 //!   long until the small batch's spot-checks are computed.
 //! * `kill9`: honest volunteers report while the coordinator is killed with SIGKILL at 10
@@ -597,6 +599,80 @@ async fn squat(args: &Args) -> Result<Value> {
     Ok(out)
 }
 
+async fn memory_bomb(args: &Args) -> Result<Value> {
+    let co = Coordinator::start(&args.coordinator, &[])?;
+    let c = Client::new(&co.base)?;
+    let token = c.register().await?;
+    let mut proc_status = co.status_file()?;
+    for _ in 0..20 {
+        c.get("/api/v1/status", None).await?;
+    }
+    let rss_before = Coordinator::rss_mb(&mut proc_status);
+    // 30 MiB of `[0,0,0,...]`: 15 million items.
+    let mut bomb = String::with_capacity(30 << 20);
+    bomb.push('[');
+    while bomb.len() < (30 << 20) - 2 {
+        bomb.push_str("0,");
+    }
+    bomb.push_str("0]");
+    let bomb = axum::body::Bytes::from(bomb);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(Coordinator::rss_mb(&mut proc_status));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak
+        })
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut posts = Vec::new();
+        for _ in 0..4 {
+            let (http, url, token, body) = (
+                c.http.clone(),
+                format!("{}/api/v1/results", co.base),
+                token.clone(),
+                bomb.clone(),
+            );
+            posts.push(tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                Ok::<_, anyhow::Error>(r.status().as_u16())
+            }));
+        }
+        for p in posts {
+            statuses.push(p.await??);
+        }
+    }
+    let t = Instant::now();
+    let (s, _) = c.get("/api/v1/status", None).await?;
+    let status_ms = t.elapsed().as_secs_f64() * 1e3;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rss_peak = sampler.await?;
+    let body_limit_mb = 32.0;
+    Ok(json!({
+        "scenario": "memory_bomb",
+        "bodies": "4 at once, twice: 30 MiB arrays of 15 M zeros",
+        "answers": statuses,
+        "rss_mb_before": rss_before,
+        "rss_mb_peak": rss_peak,
+        "rss_mb_peak_above_baseline": rss_peak - rss_before,
+        "body_limit_mb": body_limit_mb,
+        "status_after": s,
+        "status_after_ms": status_ms,
+        "goal": "peak ≤ 4× the body limit (128 MiB); each answered 400 naming `reports`",
+    }))
+}
+
 async fn spot_hog(args: &Args) -> Result<Value> {
     let co = Coordinator::start(&args.coordinator, &[])?;
     let c = Client::new(&co.base)?;
@@ -818,6 +894,9 @@ async fn main() -> Result<()> {
     }
     if want("sybil_hoard") {
         println!("{}", sybil(&args, true).await?);
+    }
+    if want("memory_bomb") {
+        println!("{}", memory_bomb(&args).await?);
     }
     if want("spot_hog") {
         println!("{}", spot_hog(&args).await?);
