@@ -174,9 +174,13 @@ pub struct ClassDelta {
 
 /// The one place marks become record changes, in the order they were made (an invalid result
 /// resets the checks that a later pass counts from). `work` is the unit's cost (for credit).
+/// An adapter class's record counts only the checks of replicas whose volunteers have a
+/// record (`proven`, [`has_record`]): fresh tokens that claim a class and fail checks cost
+/// themselves, never the honest volunteers of that class.
 pub fn record_changes(
     marks: &[(VolunteerId, ReplicaId, Mark)],
     work: f64,
+    proven: impl Fn(ReplicaId) -> bool,
 ) -> (Vec<VolunteerDelta>, Vec<ClassDelta>) {
     let mut volunteers: Vec<VolunteerDelta> = Vec::new();
     let mut classes = Vec::new();
@@ -193,11 +197,13 @@ pub fn record_changes(
         };
         let d = &mut volunteers[i];
         let mut class = |passed, failed| {
-            classes.push(ClassDelta {
-                replica,
-                passed,
-                failed,
-            })
+            if proven(replica) {
+                classes.push(ClassDelta {
+                    replica,
+                    passed,
+                    failed,
+                })
+            }
         };
         match mark {
             Mark::Valid => {
@@ -279,6 +285,34 @@ pub fn after_caught(
         }
     }
     out
+}
+
+/// Whether a verifier worker's spot-check answer must be re-checked (by the CPU pool or a
+/// second verifier) before it is taken: when it contradicts a credible quorum, two or more
+/// distinct volunteers with a record who reported one digest, or when the verifier has been
+/// wrong before and contradicts any reported digest. `reported`: each reported replica's
+/// volunteer, digest and whether the volunteer has a record ([`has_record`]). Only for
+/// kernels compared by digest (a tolerance kernel's digests differ across devices).
+pub fn verifier_needs_recheck(
+    reported: &[(VolunteerId, Digest, bool)],
+    answer: Digest,
+    verifier_was_wrong: bool,
+) -> bool {
+    let against: Vec<&(VolunteerId, Digest, bool)> =
+        reported.iter().filter(|r| r.1 != answer).collect();
+    if verifier_was_wrong && !against.is_empty() {
+        return true;
+    }
+    against.iter().any(|a| {
+        let mut backers: Vec<VolunteerId> = against
+            .iter()
+            .filter(|b| b.1 == a.1 && b.2)
+            .map(|b| b.0)
+            .collect();
+        backers.sort_unstable();
+        backers.dedup();
+        backers.len() >= 2
+    })
 }
 
 /// Whether a volunteer has a record its failures may count against a unit with: a valid
@@ -475,6 +509,30 @@ mod tests {
     use rand::rngs::StdRng;
 
     #[test]
+    fn a_verifier_against_a_credible_quorum_is_checked_again() {
+        let (a, b) = (Digest::of_data(b"a"), Digest::of_data(b"b"));
+        // Two proven volunteers agree on a; the verifier says b.
+        let quorum = [(1, a, true), (2, a, true)];
+        assert!(verifier_needs_recheck(&quorum, b, false));
+        assert!(!verifier_needs_recheck(&quorum, a, false), "it agrees");
+        // One volunteer, or two without a record, or one volunteer twice: no credible quorum.
+        assert!(!verifier_needs_recheck(&[(1, a, true)], b, false));
+        assert!(!verifier_needs_recheck(
+            &[(1, a, false), (2, a, false)],
+            b,
+            false
+        ));
+        assert!(!verifier_needs_recheck(
+            &[(1, a, true), (1, a, true)],
+            b,
+            false
+        ));
+        // A verifier that was wrong before is checked whenever it contradicts anyone.
+        assert!(verifier_needs_recheck(&[(1, a, false)], b, true));
+        assert!(!verifier_needs_recheck(&[(1, b, false)], b, true));
+    }
+
+    #[test]
     fn marks_become_record_changes_in_order() {
         let marks = [
             (1, 10, Mark::Passed),
@@ -485,7 +543,7 @@ mod tests {
             (3, 14, Mark::ChallengeFailed),
             (4, 15, Mark::Error),
         ];
-        let (v, c) = record_changes(&marks, 2e6);
+        let (v, c) = record_changes(&marks, 2e6, |_| true);
         assert_eq!(v.len(), 4);
         // Reset by the invalid result, then one pass counted after it.
         assert_eq!(
@@ -534,6 +592,11 @@ mod tests {
                 },
             ]
         );
+        // Volunteers without a record change their own record, not their class's.
+        let (v2, c2) = record_changes(&marks, 2e6, |r| r != 14);
+        assert_eq!(v2, v);
+        assert_eq!(c2.len(), 2);
+        assert!(c2.iter().all(|d| d.failed == 0));
         assert_eq!(
             after_caught(7, &marks, true),
             vec![FollowUp::Blacklist {

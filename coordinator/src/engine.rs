@@ -691,13 +691,49 @@ impl Engine {
         output: &[u8],
         now: i64,
     ) -> Result<()> {
+        self.spot_check_done_unless(unit, digest, output, now, |_| false)
+            .map(|_| ())
+    }
+
+    /// A spot-check's answer, stored unless `recheck` says otherwise (given each reported
+    /// replica's volunteer, digest and record, for a kernel compared by digest; see
+    /// `decide::verifier_needs_recheck`): whether it was stored.
+    pub fn spot_check_done_unless(
+        &self,
+        unit: i64,
+        digest: &Digest,
+        output: &[u8],
+        now: i64,
+        recheck: impl Fn(&[(i64, Digest, bool)]) -> bool + Send + Sync,
+    ) -> Result<bool> {
         self.write(|s| {
-            // Writing the unit's row locks it first (the lock order reports keep).
+            let row = q::lock_unit(s, unit)?;
+            if self.by_digest(s, &row)? {
+                let reported: Vec<(i64, Digest, bool)> = q::replicas(s, unit, false)?
+                    .iter()
+                    .filter_map(|r| r.digest.map(|d| (r.replica.volunteer, d, r.replica.proven)))
+                    .collect();
+                if recheck(&reported) {
+                    return Ok(false);
+                }
+            }
             q::spot_ready(s, unit, digest)?;
             q::put_output(s, digest, output)?;
             self.step(s, unit, Event::SpotReady, now)?;
-            Ok(())
+            Ok(true)
         })
+    }
+
+    /// Whether `row`'s kernel compares results by digest (a package's, by its manifest).
+    fn by_digest(&self, s: &mut dyn Sql, row: &UnitRow) -> Result<bool> {
+        Ok(
+            match shaders::kernels().iter().find(|k| k.name == row.kernel) {
+                Some(info) => matches!(info.comparison, shaders::Comparison::Digest),
+                None => self
+                    .job_in(s, &row.kernel, &q::from_json(&row.params)?)?
+                    .is_ok_and(|j| j.by_digest()),
+            },
+        )
     }
 
     /// A volunteer's answer to a challenge: the state buffers at `step`. A state that does not
@@ -868,13 +904,7 @@ impl Engine {
         let policy = row.unit.policy;
         let credibility = policy.replication == lifecycle::Replication::Credibility;
         let rows = q::replicas(s, unit_id, credibility)?;
-        let by_digest = match shaders::kernels().iter().find(|k| k.name == row.kernel) {
-            Some(info) => matches!(info.comparison, shaders::Comparison::Digest),
-            // A package's comparison is its manifest's.
-            None => self
-                .job_in(s, &row.kernel, &q::from_json(&row.params)?)?
-                .is_ok_and(|j| j.by_digest()),
-        };
+        let by_digest = self.by_digest(s, &row)?;
         let tolerance = if by_digest {
             None
         } else {
@@ -930,7 +960,9 @@ impl Engine {
                 summary = self.canonical_summary(s, &row, d)?;
             }
         }
-        let (volunteers, classes) = decide::record_changes(&t.marks, row.work);
+        let (volunteers, classes) = decide::record_changes(&t.marks, row.work, |id| {
+            replicas.iter().any(|r| r.id == id && r.proven)
+        });
         let update = t.settled.then(|| q::UnitUpdate {
             unit: &t.unit,
             wanted: t.wanted,

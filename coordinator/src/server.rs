@@ -463,6 +463,7 @@ async fn spot_checks(state: Shared, workers: usize) {
                         {
                             tracing::error!(unit, "storing spot-check: {e}");
                         } else {
+                            state.leases.settled(unit, r.digest);
                             tracing::debug!(unit, digest = %r.digest, "spot-check computed");
                         }
                     }

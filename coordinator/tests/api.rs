@@ -2406,6 +2406,94 @@ async fn verifier_workers_take_leased_recomputation_jobs() {
     );
 }
 
+/// A verifier that lies against a credible quorum blacklists no one: its answer waits for a
+/// second opinion (never its own), and another verifier's right answer settles the unit.
+#[tokio::test]
+async fn a_verifier_that_contradicts_a_credible_quorum_is_checked_again() {
+    let h = Harness::new();
+    let (liar, honest) = (new_secret("qgk_"), new_secret("qgk_"));
+    for (name, k) in [("liar", &liar), ("honest", &honest)] {
+        h.store
+            .create_key(name, &hash_secret(k), true, now())
+            .unwrap();
+    }
+    let sims = [
+        h.volunteer(Kind::Honest).await,
+        h.volunteer(Kind::Honest).await,
+    ];
+    // The volunteers earn a record first...
+    let b0 = h
+        .batch("ising2d", ising_units(2), json!({"spot_check_rate": 0.0}))
+        .await;
+    h.run_to_completion(b0, &sims, false).await;
+    // ...then both report a spot-checked unit before any verifier answers.
+    let units = vec![json!({"L": 16, "beta": 0.41, "sweeps": 20, "seed": 99})];
+    let b = h
+        .batch("ising2d", units.clone(), json!({"spot_check_rate": 1.0}))
+        .await;
+    assert_eq!(h.round(&sims, 1).await, 2);
+    let pending = || h.store.queued_spot_checks().unwrap();
+    assert_eq!(pending(), 1);
+
+    let ask = json!({"max_jobs": 4});
+    let (_, work) = h
+        .post("/api/v1/verifier/work", Some(&liar), ask.clone())
+        .await;
+    let job = work["jobs"][0].clone();
+    assert_eq!(job["kind"], "spot", "{work}");
+    let mut wrong = Job::new("ising2d", units[0].clone())
+        .unwrap()
+        .run_cpu(1, &mut |_, _| {})
+        .unwrap()
+        .output;
+    wrong[0] ^= 1;
+    let answer = |out: &[u8]| {
+        json!({
+            "job_id": job["job_id"],
+            "output": base64::engine::general_purpose::STANDARD.encode(out),
+            "kernel_version": job["kernel_version"],
+        })
+    };
+    let (s, v) = h
+        .post("/api/v1/verifier/results", Some(&liar), answer(&wrong))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    // Held back: the spot-check is still to do, and nobody is blacklisted.
+    assert_eq!(pending(), 1, "the lie was not taken");
+    let blacklisted = |d: &Value| {
+        d["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["blacklisted"] == true)
+            .count()
+    };
+    let (_, d) = h.get("/api/v1/dashboard", Some(&honest)).await;
+    assert_eq!(blacklisted(&d), 0, "{d}");
+    // The liar does not get to second itself; another verifier does.
+    let (_, again) = h
+        .post("/api/v1/verifier/work", Some(&liar), ask.clone())
+        .await;
+    assert_eq!(again["jobs"], json!([]), "{again}");
+    let (_, work) = h.post("/api/v1/verifier/work", Some(&honest), ask).await;
+    assert_eq!(work["jobs"][0]["job_id"], job["job_id"], "{work}");
+    let right = Job::new("ising2d", units[0].clone())
+        .unwrap()
+        .run_cpu(1, &mut |_, _| {})
+        .unwrap()
+        .output;
+    let (s, v) = h
+        .post("/api/v1/verifier/results", Some(&honest), answer(&right))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(pending(), 0);
+    let (_, d) = h.get("/api/v1/dashboard", Some(&honest)).await;
+    assert_eq!(blacklisted(&d), 0, "{d}");
+    let rows = results(&h, b).await;
+    assert_eq!(rows[0]["state"], "canonical", "{rows:?}");
+    assert_eq!(rows[0]["digest"], json!(Digest::of_data(&right)));
+}
+
 // ---- The transparency log ----
 
 fn bundle_of(v: Value) -> transparency::ProofBundle {

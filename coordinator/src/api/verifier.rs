@@ -37,9 +37,28 @@ struct Lease {
     job: Leased,
 }
 
-/// Recomputation jobs in progress, by key ([`spot_key`], [`challenge_key`]).
+/// Recomputation jobs in progress, by key ([`spot_key`], [`challenge_key`]), and the
+/// verifiers' records.
 #[derive(Debug, Default)]
-pub struct Leases(Mutex<HashMap<String, Lease>>);
+pub struct Leases(Mutex<HashMap<String, Lease>>, Mutex<Rechecks>);
+
+/// Verifier answers held back for a second opinion, and each verifier key's record: a trusted
+/// part earns its trust too. Kept in memory: after a restart a held-back spot-check is simply
+/// computed again by whoever claims it.
+#[derive(Debug, Default)]
+struct Rechecks {
+    /// Unit → the key whose answer contradicted its quorum, and that answer.
+    held: HashMap<i64, (i64, Digest)>,
+    /// Key → its answers confirmed by a second opinion, and those found wrong.
+    records: HashMap<i64, VerifierRecord>,
+}
+
+/// A verifier key's record of second opinions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierRecord {
+    pub confirmed: u64,
+    pub wrong: u64,
+}
 
 pub fn spot_key(unit: i64) -> String {
     format!("spot:{unit}")
@@ -60,6 +79,52 @@ impl Leases {
         }
         m.insert(key.to_owned(), Lease { until, holder, job });
         true
+    }
+
+    /// Whether the verifier with key `holder` was found wrong before.
+    fn was_wrong(&self, holder: i64) -> bool {
+        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        r.records.get(&holder).is_some_and(|v| v.wrong > 0)
+    }
+
+    /// Whether `holder` answered `unit` with an answer held back: it does not get it again.
+    fn held_from(&self, unit: i64, holder: i64) -> bool {
+        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        r.held.get(&unit).is_some_and(|h| h.0 == holder)
+    }
+
+    /// Holds back `holder`'s `answer` for `unit` until a second opinion comes.
+    fn hold(&self, unit: i64, holder: i64, answer: Digest) {
+        let mut r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        r.held.insert(unit, (holder, answer));
+    }
+
+    /// The answer held back for `unit`, if any (a second verifier that agrees with it makes
+    /// two independent verifiers against the volunteers).
+    fn held(&self, unit: i64) -> Option<(i64, Digest)> {
+        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        r.held.get(&unit).copied()
+    }
+
+    /// A spot-check's answer for `unit` was taken (from the CPU pool or a verifier): the
+    /// verifier held back on it is confirmed or found wrong.
+    pub fn settled(&self, unit: i64, answer: Digest) {
+        let mut r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((holder, held)) = r.held.remove(&unit) {
+            let rec = r.records.entry(holder).or_default();
+            if held == answer {
+                rec.confirmed += 1;
+            } else {
+                rec.wrong += 1;
+                tracing::warn!(unit, verifier_key = holder, "a verifier's answer was wrong");
+            }
+        }
+    }
+
+    /// Each verifier key's record.
+    pub fn records(&self) -> HashMap<i64, VerifierRecord> {
+        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        r.records.clone()
     }
 
     /// Gives `key` back.
@@ -149,9 +214,15 @@ pub async fn work(
             });
         }
     }
+    let mut given_back = Vec::new();
     for j in spots {
         if jobs.len() == want {
             break;
+        }
+        if s.leases.held_from(j.unit_id, worker) {
+            // Its answer here waits for a second opinion, from someone else.
+            given_back.push(j.unit_id);
+            continue;
         }
         let key = spot_key(j.unit_id);
         if s.leases
@@ -170,6 +241,11 @@ pub async fn work(
                 lease_until: until,
             });
         }
+    }
+    if !given_back.is_empty() {
+        let store = s.store.clone();
+        blocking(move || store.renew_spot_claims(&given_back, t, 0)).await?;
+        s.spot_wake.notify_one();
     }
     let retry_after_s = if jobs.is_empty() { 5 } else { 0 };
     Ok(Json(VerifierWork {
@@ -239,8 +315,29 @@ pub async fn results(
             let output = decode_output(&job, r.output.as_deref(), "missing")?;
             let digest = Digest::of_data(&output);
             let unit = j.unit_id;
-            blocking(move || store.spot_check_done(unit, &digest, &output, t)).await?;
-            tracing::info!(unit, %digest, adapter = ?r.adapter, "spot-check computed by a verifier");
+            // Taken at once unless it contradicts a credible quorum (or this verifier was
+            // wrong before); then it waits for the CPU pool or another verifier, and two
+            // verifiers of different keys that agree are taken.
+            let seconded = s
+                .leases
+                .held(unit)
+                .is_some_and(|(k, d)| k != worker && d == digest);
+            let was_wrong = s.leases.was_wrong(worker);
+            let stored = blocking(move || {
+                store.spot_check_done_unless(unit, &digest, &output, t, |reported| {
+                    !seconded && crate::decide::verifier_needs_recheck(reported, digest, was_wrong)
+                })
+            })
+            .await?;
+            if stored {
+                s.leases.settled(unit, digest);
+                tracing::info!(unit, %digest, adapter = ?r.adapter, "spot-check computed by a verifier");
+            } else {
+                s.leases.hold(unit, worker, digest);
+                let store = s.store.clone();
+                blocking(move || store.renew_spot_claims(&[unit], t, 0)).await?;
+                tracing::warn!(unit, %digest, verifier_key = worker, "a verifier contradicts the volunteers' quorum: computed again elsewhere");
+            }
         }
         Leased::Challenge(c) => {
             let state_digest = r
