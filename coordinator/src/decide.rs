@@ -59,16 +59,38 @@ pub fn chance(rng: &mut impl Rng, p: f64) -> bool {
 }
 
 /// The class a replica's result is attributed to besides its volunteer: client version,
-/// backend, vendor and device type (a driver bug makes all of one class wrong alike).
+/// backend, vendor and device type (a driver bug makes all of one class wrong alike). Each
+/// part normalised (white space collapsed, lower case, at most 64 characters), so one device
+/// is one class however its fields are spelled.
 pub fn adapter_class(a: &AdapterInfo) -> String {
+    fn norm(s: &str) -> String {
+        let s: String = s
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+            .chars()
+            .take(64)
+            .collect();
+        if s.is_empty() { "?".into() } else { s }
+    }
     format!(
         "{}/{}/{}/{}",
-        if a.client.is_empty() { "?" } else { &a.client },
-        a.backend,
-        a.vendor,
-        a.device_type
+        norm(&a.client),
+        norm(&a.backend),
+        norm(&a.vendor),
+        norm(&a.device_type)
     )
 }
+
+/// The most adapter classes kept: a class first seen beyond them is counted as
+/// [`OTHER_CLASS`], so the number (and the snapshot's cost) does not grow with what clients
+/// claim.
+pub const MAX_CLASSES: i64 = 1024;
+/// Where the adapters beyond [`MAX_CLASSES`] are counted.
+pub const OTHER_CLASS: &str = "other";
+/// A class not seen for this long is forgotten (its record with it).
+pub const CLASS_EXPIRY_S: i64 = 30 * 86_400;
 
 /// Where the search for a ringer starts among the settled units with known answers, whose ids
 /// span `lo..=hi` (it wraps around once, from `lo`).
@@ -507,6 +529,26 @@ mod tests {
     }
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn an_adapter_class_is_its_fields_normalised() {
+        let a = |client: &str, vendor: &str| AdapterInfo {
+            client: client.into(),
+            backend: "Vulkan".into(),
+            vendor: vendor.into(),
+            device_type: "DiscreteGpu".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            adapter_class(&a("qg-volunteer 0.3", "NVIDIA  Corporation ")),
+            adapter_class(&a(" qg-volunteer\t0.3", "nvidia corporation"))
+        );
+        assert_eq!(adapter_class(&a("", "x")), "?/vulkan/x/discretegpu");
+        assert_eq!(
+            adapter_class(&a(&"z".repeat(500), "x")).len(),
+            64 + "/vulkan/x/discretegpu".len()
+        );
+    }
 
     #[test]
     fn a_verifier_against_a_credible_quorum_is_checked_again() {

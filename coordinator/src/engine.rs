@@ -77,8 +77,10 @@ pub struct Engine {
     db: Box<dyn Backend>,
     /// Draws for ringers, adaptive replication and challenges; seedable so simulations repeat.
     rng: Mutex<StdRng>,
-    /// Adapter classes known to be in the `classes` table.
-    classes: Mutex<HashSet<String>>,
+    /// Adapter classes known to be in the `classes` table: each claimed class, the class it
+    /// is counted in (itself, or `other` beyond the cap) and when its `seen` was last written
+    /// (again after a day, so a class in use never expires).
+    classes: Mutex<HashMap<String, (String, i64)>>,
     /// Replicas a new volunteer may hold at once ([`decide::work_allowance`]); `u32::MAX`
     /// (the default of an engine not behind the API, as in simulations): no limit.
     in_flight_base: std::sync::atomic::AtomicU32,
@@ -338,15 +340,25 @@ impl Engine {
         now: i64,
     ) -> Result<Vec<Assignment>> {
         let adapter_json = q::to_json(adapter)?;
-        let class = decide::adapter_class(adapter);
-        let new_class = !lock(&self.classes).contains(&class);
+        let claimed = decide::adapter_class(adapter);
+        let known = lock(&self.classes)
+            .get(&claimed)
+            .filter(|(_, seen)| now - seen < 86_400)
+            .map(|(class, _)| class.clone());
         let base = self
             .in_flight_base
             .load(std::sync::atomic::Ordering::Relaxed);
         let out = self.write(|s| {
-            if new_class {
-                q::ensure_class(s, &class)?;
-            }
+            let class = match &known {
+                Some(c) => c.clone(),
+                None => q::ensure_class(
+                    s,
+                    &claimed,
+                    decide::OTHER_CLASS,
+                    decide::MAX_CLASSES,
+                    now,
+                )?,
+            };
             let mut out = Vec::new();
             if let Some(holding) = holding {
                 out = q::open_assignments(s, volunteer, max)?;
@@ -360,7 +372,7 @@ impl Engine {
             let admitted = base != u32::MAX;
             let mut max = max.saturating_sub(out.len() as u32);
             if max == 0 {
-                return Ok(out);
+                return Ok((out, class));
             }
             let mut speed = None;
             if admitted {
@@ -373,7 +385,7 @@ impl Engine {
                 let room = u64::from(allowed).saturating_sub(in_flight);
                 max = max.min(room.min(u64::from(u32::MAX)) as u32);
                 if max == 0 {
-                    return Ok(out);
+                    return Ok((out, class));
                 }
                 speed = q::volunteer_speed(s, volunteer)?;
             }
@@ -461,12 +473,12 @@ impl Engine {
                 self.step_loaded(s, u, Event::Issued, now)?;
                 out.push(assignment);
             }
-            Ok(out)
+            Ok((out, class))
         })?;
-        if new_class {
-            lock(&self.classes).insert(class);
+        if known.is_none() {
+            lock(&self.classes).insert(claimed, (out.1, now));
         }
-        Ok(out)
+        Ok(out.0)
     }
 
     /// A random settled unit of `batch` with a known answer that `volunteer` never held.
@@ -633,6 +645,8 @@ impl Engine {
             // (not blacklisted: an honest client may have been closed before answering). So
             // ignoring challenges buys a cheater nothing.
             let dodged = q::dodged_challenges(s, now)?;
+            // Classes nobody has used for a month go, their records with them.
+            q::expire_classes(s, now - decide::CLASS_EXPIRY_S)?;
             let mut n = due.len();
             for (replica, unit, volunteer) in &dodged {
                 // Another coordinator may have expired it first.
@@ -1468,5 +1482,35 @@ mod tests {
             Database::parse("postgresql://db/qg").to_string(),
             "postgresql://db/qg"
         );
+    }
+
+    #[test]
+    fn adapter_classes_are_capped_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(&Database::Sqlite(dir.path().join("c.db"))).unwrap();
+        let ensure = |c: &str, now| {
+            e.write(|s| q::ensure_class(s, c, decide::OTHER_CLASS, 3, now))
+                .unwrap()
+        };
+        assert_eq!(ensure("a", 10), "a");
+        assert_eq!(ensure("b", 10), "b");
+        assert_eq!(ensure("a", 20), "a", "known: seen again");
+        // The third row is the last: then everything new is "other".
+        assert_eq!(ensure("c", 30), "c");
+        assert_eq!(ensure("d", 30), "other");
+        assert_eq!(ensure("e", 30), "other");
+        let n = |e: &Engine| {
+            e.read(|s| {
+                Ok(s.row("SELECT count(*) FROM classes", &[])?
+                    .unwrap()
+                    .int(0)?)
+            })
+            .unwrap()
+        };
+        assert_eq!(n(&e), 4);
+        // Unseen since before 25: a and b go ("other" is a row too), and a new class has
+        // room again.
+        assert_eq!(e.write(|s| q::expire_classes(s, 25)).unwrap(), 2);
+        assert_eq!(ensure("f", 40), "f");
     }
 }

@@ -1783,9 +1783,15 @@ async fn an_adapter_class_failing_its_checks_is_doubted_as_a_whole() {
         }
         acks
     };
-    // Three volunteers on a buggy driver return wrong results; each is caught.
+    // Three volunteers on a buggy driver, each with a record (a valid result first), return
+    // wrong results; each is caught.
     for i in 0..3 {
-        let v = h.volunteer(Kind::Liar(i)).await;
+        let v = h.volunteer(Kind::Honest).await;
+        assert_eq!(take(&v, "buggy", 1).await.len(), 1);
+        let v = Sim {
+            kind: Kind::Liar(i),
+            ..v
+        };
         assert_eq!(take(&v, "buggy", 1).await.len(), 1);
     }
     // An honest volunteer on that driver and one on another pass five checks each.
@@ -1798,8 +1804,9 @@ async fn an_adapter_class_failing_its_checks_is_doubted_as_a_whole() {
         .await;
     assert_eq!(st["done"], true, "{st}");
 
-    // The operator sees the buggy class doubted: 3 of its 8 checks failed, more than the
-    // 10% saboteurs alone could explain.
+    // The operator sees the buggy class doubted: 3 of its 7 counted checks failed (each
+    // volunteer's first check, made before it had a record, is not counted), more than the
+    // 10% saboteurs alone could explain; the good class is not.
     let op = new_secret("qgk_");
     h.store
         .create_key("ops", &hash_secret(&op), true, now())
@@ -1812,9 +1819,9 @@ async fn an_adapter_class_failing_its_checks_is_doubted_as_a_whole() {
         .unwrap();
     assert_eq!(
         (buggy["passed"].clone(), buggy["failed"].clone()),
-        (json!(5), json!(3))
+        (json!(4), json!(3))
     );
-    assert_eq!(buggy["doubt"], 3.0 / 8.0, "{d}");
+    assert_eq!(buggy["doubt"], 3.0 / 7.0, "{d}");
     let good = classes
         .iter()
         .find(|c| c["class"].as_str().unwrap().contains("/good/"))
@@ -1839,6 +1846,29 @@ async fn an_adapter_class_failing_its_checks_is_doubted_as_a_whole() {
         h.store.unit_provenance(unit, None).unwrap().state,
         UnitState::InProgress
     );
+
+    // Three fresh tokens that claim the good driver and lie are caught too, but they have no
+    // record: the good class's record does not count them, and it stays undoubted.
+    h.batch("ising2d", ising_units(3), policy(1.0)).await;
+    h.run_spot_checks();
+    for i in 0..3 {
+        let v = h.volunteer(Kind::Liar(i)).await;
+        assert_eq!(take(&v, "good", 1).await.len(), 1);
+    }
+    let (_, d) = h.get("/api/v1/dashboard", Some(&op)).await;
+    let good = d["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"].as_str().unwrap().contains("/good/"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (good["failed"].clone(), good["doubt"].clone()),
+        (json!(0), json!(0.0)),
+        "{d}"
+    );
+    assert_eq!(d["status"]["doubted_classes"], 1, "{d}");
 }
 
 #[test]

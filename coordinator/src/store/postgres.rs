@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/5_description.sql"),
     include_str!("migrations/postgres/6_packages.sql"),
     include_str!("migrations/postgres/7_commitments.sql"),
+    include_str!("migrations/postgres/8_class_seen.sql"),
 ];
 
 /// Runs `f`, which blocks on the client's own runtime, where tokio allows it: directly outside

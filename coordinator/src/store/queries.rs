@@ -561,12 +561,37 @@ pub fn units_counting(s: &mut dyn Sql, volunteer: i64, except: i64) -> Result<Ve
 
 // ---- Dispatch ----
 
-pub fn ensure_class(s: &mut dyn Sql, class: &str) -> Result<()> {
+/// Records that `class` was seen now, adding it if there are fewer than `max` classes;
+/// the class the replica is counted in: `class`, or `other` when the table is full.
+pub fn ensure_class(
+    s: &mut dyn Sql,
+    class: &str,
+    other: &str,
+    max: i64,
+    now: i64,
+) -> Result<String> {
+    if s.exec(
+        "UPDATE classes SET seen = ?2 WHERE name = ?1",
+        p![class, now],
+    )? > 0
+    {
+        return Ok(class.to_owned());
+    }
+    let n = s
+        .row("SELECT count(*) FROM classes", p![])?
+        .map_or(Ok(0), |r| r.int(0))?;
+    let name = if n < max { class } else { other };
     s.exec(
-        "INSERT INTO classes(name) VALUES (?1) ON CONFLICT DO NOTHING",
-        p![class],
+        "INSERT INTO classes(name, seen) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET seen = excluded.seen",
+        p![name, now],
     )?;
-    Ok(())
+    Ok(name.to_owned())
+}
+
+/// Forgets the classes not seen since `before`; how many.
+pub fn expire_classes(s: &mut dyn Sql, before: i64) -> Result<usize> {
+    Ok(s.exec("DELETE FROM classes WHERE seen < ?1", p![before])? as usize)
 }
 
 /// Up to `max` units that want replicas and that the volunteer holds none of (nor, where a

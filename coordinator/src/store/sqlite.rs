@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/9_description.sql"),
     include_str!("migrations/sqlite/10_packages.sql"),
     include_str!("migrations/sqlite/11_commitments.sql"),
+    include_str!("migrations/sqlite/12_class_seen.sql"),
 ];
 
 pub struct SqliteBackend {

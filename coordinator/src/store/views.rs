@@ -30,12 +30,24 @@ pub fn challenge_counts(s: &mut dyn Sql) -> Result<BTreeMap<String, u64>> {
     by_state(["open", "ready", "passed", "failed", "expired"], rows)
 }
 
-/// Every adapter class with its checks and doubt, the most failed checks first.
-pub fn class_rows(s: &mut dyn Sql) -> Result<Vec<ClassRow>> {
+/// The adapter classes doubted now ([`credibility::class_doubt`] > 0), counted in SQL.
+pub fn doubted_classes(s: &mut dyn Sql) -> Result<u64> {
+    let f = Policy::default().saboteur_fraction;
+    s.row(
+        "SELECT count(*) FROM classes WHERE failed >= 3 AND failed * (1.0 - ?1) > ?1 * passed",
+        p![f],
+    )?
+    .map_or(Ok(0), |r| r.count(0))
+}
+
+/// The first `limit` adapter classes with their checks and doubt, the most failed checks
+/// first.
+pub fn class_rows(s: &mut dyn Sql, limit: i64) -> Result<Vec<ClassRow>> {
     let f = Policy::default().saboteur_fraction;
     s.query(
-        "SELECT name, passed, failed FROM classes ORDER BY failed DESC, passed DESC, name",
-        p![],
+        "SELECT name, passed, failed FROM classes ORDER BY failed DESC, passed DESC, name
+         LIMIT ?1",
+        p![limit],
     )?
     .iter()
     .map(|r| {
@@ -261,7 +273,7 @@ pub fn status(s: &mut dyn Sql) -> Result<Status> {
         batches: count(s, "SELECT count(*) FROM batches")?,
         blacklisted: count(s, "SELECT count(*) FROM volunteers WHERE blacklisted = 1")?,
         ringers: count(s, "SELECT count(*) FROM replicas WHERE ringer = 1")?,
-        doubted_classes: class_rows(s)?.iter().filter(|c| c.doubt > 0.0).count() as u64,
+        doubted_classes: doubted_classes(s)?,
         challenges: challenge_counts(s)?,
     })
 }
@@ -356,8 +368,7 @@ pub fn dashboard(
     )?;
     let valid = status.replicas["valid"] as f64;
     let invalid = status.replicas["invalid"] as f64;
-    let mut classes = class_rows(s)?;
-    classes.truncate(50);
+    let classes = class_rows(s, 50)?;
     let log_size = super::log::latest_checkpoint(s)?.map_or(0, |c| c.0);
     let witnesses = witnesses
         .iter()

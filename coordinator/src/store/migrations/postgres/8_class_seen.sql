@@ -1,0 +1,5 @@
+-- v8: an adapter class remembers when it was last seen, so classes nobody uses expire (their
+-- number is capped too; see decide::MAX_CLASSES). Classes from before count as seen now.
+ALTER TABLE classes ADD COLUMN seen BIGINT NOT NULL DEFAULT 0;
+UPDATE classes SET seen = CAST(extract(epoch FROM now()) AS BIGINT);
+CREATE INDEX classes_failed ON classes(failed DESC, passed DESC, name);
