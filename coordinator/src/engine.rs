@@ -1500,12 +1500,8 @@ mod tests {
         assert_eq!(ensure("d", 30), "other");
         assert_eq!(ensure("e", 30), "other");
         let n = |e: &Engine| {
-            e.read(|s| {
-                Ok(s.row("SELECT count(*) FROM classes", &[])?
-                    .unwrap()
-                    .int(0)?)
-            })
-            .unwrap()
+            e.read(|s| s.row("SELECT count(*) FROM classes", &[])?.unwrap().int(0))
+                .unwrap()
         };
         assert_eq!(n(&e), 4);
         // Unseen since before 25: a and b go ("other" is a row too), and a new class has
