@@ -155,6 +155,14 @@ pub fn pick_challenge(
     })
 }
 
+/// Whether a challenge segment's recomputation costs at most `cap`: the unit's `work` spread
+/// evenly over its `steps` (the last checkpoint's step). A challenge is bounded as a
+/// spot-check is, whatever checkpoints a report carries.
+pub fn segment_affordable(work: u64, plan: &ChallengePlan, steps: u64, cap: u64) -> bool {
+    let span = plan.to.saturating_sub(plan.from) as f64;
+    steps > 0 && work as f64 * span / steps as f64 <= cap as f64
+}
+
 /// A counter that may be reset to 0 and then increased.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter {
@@ -418,31 +426,80 @@ pub fn replica_deadline_s(policy_deadline_s: u64, work: f64, speed: Option<f64>)
     policy_deadline_s.min(want.ceil().min(u64::MAX as f64) as u64)
 }
 
-/// The spot-checks to start, from `candidates` (unit, batch) in round-robin order by batch:
-/// up to `free`, none for a batch that already has `per_batch` jobs `running` (by batch) or
-/// picked. With `per_batch` below the worker count, one batch's costly units never hold every
-/// worker, so another batch's checks start as soon as they are queued.
+/// The spot-checks to start, from `candidates` (unit, batch, API key; each batch's oldest
+/// first): up to `free`, fair per key first, then per batch within a key. Keys take turns,
+/// those with fewer jobs `running` first, and each key's batches take turns; a batch that
+/// already has `per_batch` jobs running or picked gets no more, nor does a key while another
+/// key can still take one (workers no other key can use go to whoever can). So one tenant
+/// with many batches gets one share like any other (not one per batch), and with `per_batch`
+/// below the worker count one batch's costly units never hold every worker.
 pub fn pick_spot_checks(
-    candidates: &[(i64, i64)],
+    candidates: &[(i64, i64, i64)],
     running: &HashMap<i64, usize>,
+    running_keys: &HashMap<i64, i64>,
     free: usize,
     per_batch: usize,
 ) -> Vec<i64> {
-    let mut taken: HashMap<i64, usize> = HashMap::new();
-    let mut out = Vec::new();
-    for &(unit, batch) in candidates {
-        if out.len() >= free {
-            break;
+    // Per key (in order of first appearance): its batches, each with its units in order.
+    let mut keys: Vec<(i64, Vec<(i64, std::collections::VecDeque<i64>)>, usize)> = Vec::new();
+    for &(unit, batch, key) in candidates {
+        let k = match keys.iter().position(|k| k.0 == key) {
+            Some(i) => i,
+            None => {
+                keys.push((key, Vec::new(), 0));
+                keys.len() - 1
+            }
+        };
+        let batches = &mut keys[k].1;
+        match batches.iter_mut().find(|b| b.0 == batch) {
+            Some(b) => b.1.push_back(unit),
+            None => batches.push((batch, [unit].into())),
         }
-        let now =
-            running.get(&batch).copied().unwrap_or(0) + taken.get(&batch).copied().unwrap_or(0);
-        if now >= per_batch {
-            continue;
-        }
-        *taken.entry(batch).or_default() += 1;
-        out.push(unit);
     }
-    out
+    let mut by_batch = running.clone();
+    let mut by_key: HashMap<i64, usize> = HashMap::new();
+    for (batch, n) in running {
+        if let Some(k) = running_keys.get(batch) {
+            *by_key.entry(*k).or_default() += n;
+        }
+    }
+    keys.sort_by_key(|k| by_key.get(&k.0).copied().unwrap_or(0));
+    let mut out = Vec::new();
+    // First with each key held to its share, then (for what is left) without.
+    let mut key_caps = true;
+    loop {
+        let mut progressed = false;
+        for (key, batches, next) in keys.iter_mut() {
+            if out.len() >= free {
+                return out;
+            }
+            if key_caps && by_key.get(key).copied().unwrap_or(0) >= per_batch {
+                continue;
+            }
+            let n = batches.len();
+            for step in 0..n {
+                let i = (*next + step) % n;
+                let (batch, units) = &mut batches[i];
+                if by_batch.get(batch).copied().unwrap_or(0) >= per_batch {
+                    continue;
+                }
+                if let Some(unit) = units.pop_front() {
+                    *by_batch.entry(*batch).or_default() += 1;
+                    *by_key.entry(*key).or_default() += 1;
+                    out.push(unit);
+                    *next = i + 1;
+                    progressed = true;
+                    break;
+                }
+            }
+        }
+        if !progressed {
+            if !key_caps {
+                return out;
+            }
+            key_caps = false;
+        }
+    }
 }
 
 /// See [`replica_deadline_s`].
@@ -497,16 +554,40 @@ pub fn receipt(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn spot_checks_are_picked_round_robin_within_each_batchs_share() {
-        // Candidates as the store gives them: round-robin by batch (1, 2, 1, 2, 1).
-        let c = [(10, 1), (20, 2), (11, 1), (21, 2), (12, 1)];
+    fn spot_checks_are_picked_fairly_per_key_then_per_batch() {
+        // Key 7 has batches 1 and 2; key 8 has batch 3.
+        let c = [
+            (10, 1, 7),
+            (20, 2, 7),
+            (30, 3, 8),
+            (11, 1, 7),
+            (21, 2, 7),
+            (31, 3, 8),
+            (12, 1, 7),
+        ];
         let none = HashMap::new();
-        assert_eq!(pick_spot_checks(&c, &none, 3, usize::MAX), vec![10, 20, 11]);
-        // One per batch: batch 1 already runs one, so only batch 2's first goes.
-        let running = HashMap::from([(1, 1)]);
-        assert_eq!(pick_spot_checks(&c, &running, 3, 1), vec![20]);
-        assert_eq!(pick_spot_checks(&c, &none, 5, 2), vec![10, 20, 11, 21]);
-        assert!(pick_spot_checks(&c, &none, 0, 2).is_empty());
+        let keys = HashMap::new();
+        // Keys take turns, and key 7's batches take turns within its share.
+        assert_eq!(
+            pick_spot_checks(&c, &none, &keys, 4, usize::MAX),
+            vec![10, 30, 20, 31]
+        );
+        // Key 7 already runs two (in batch 1): key 8 goes first and takes its share (2); then
+        // what key 8 cannot use goes to key 7's batch 2 (batch 1 is at its cap).
+        let running = HashMap::from([(1, 2)]);
+        let running_keys = HashMap::from([(1, 7)]);
+        assert_eq!(
+            pick_spot_checks(&c, &running, &running_keys, 5, 2),
+            vec![30, 31, 20, 21]
+        );
+        // With room for two, both go to key 8, which ran none.
+        assert_eq!(
+            pick_spot_checks(&c, &running, &running_keys, 2, 2),
+            vec![30, 31]
+        );
+        // One per batch: key 7's second batch gets a worker only after key 8 had its turn.
+        assert_eq!(pick_spot_checks(&c, &none, &keys, 5, 1), vec![10, 30, 20]);
+        assert!(pick_spot_checks(&c, &none, &keys, 0, 2).is_empty());
     }
 
     use super::*;
@@ -547,6 +628,40 @@ mod tests {
         assert_eq!(
             adapter_class(&a(&"z".repeat(500), "x")).len(),
             64 + "/vulkan/x/discretegpu".len()
+        );
+    }
+
+    #[test]
+    fn a_challenge_segment_costs_at_most_the_cap() {
+        let plan = |from, to| ChallengePlan {
+            from,
+            to,
+            state_digest: None,
+            end_digest: Digest::of_data(b""),
+            last: false,
+        };
+        // A tenth of a unit of 10^9: 10^8.
+        assert!(segment_affordable(
+            1_000_000_000,
+            &plan(0, 10),
+            100,
+            100_000_000
+        ));
+        assert!(!segment_affordable(
+            1_000_000_000,
+            &plan(0, 11),
+            100,
+            100_000_000
+        ));
+        assert!(!segment_affordable(
+            1_000_000_000,
+            &plan(0, 100),
+            100,
+            100_000_000
+        ));
+        assert!(
+            !segment_affordable(1, &plan(0, 0), 0, u64::MAX),
+            "no steps, no segment"
         );
     }
 

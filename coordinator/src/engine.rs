@@ -84,6 +84,8 @@ pub struct Engine {
     /// Replicas a new volunteer may hold at once ([`decide::work_allowance`]); `u32::MAX`
     /// (the default of an engine not behind the API, as in simulations): no limit.
     in_flight_base: std::sync::atomic::AtomicU32,
+    /// The most work one challenge segment may cost to recompute (`max_recompute_work`).
+    challenge_cap: std::sync::atomic::AtomicU64,
     /// Kernel packages checked in this process, by hash (immutable, so never stale).
     packages: Mutex<HashMap<Digest, Arc<Package>>>,
     /// Distinct volunteers whose errors suspend a package.
@@ -116,6 +118,7 @@ impl Engine {
             rng: Mutex::new(StdRng::from_os_rng()),
             classes: Mutex::default(),
             in_flight_base: std::sync::atomic::AtomicU32::new(u32::MAX),
+            challenge_cap: std::sync::atomic::AtomicU64::new(u64::MAX),
             packages: Mutex::default(),
             package_error_volunteers: AtomicU64::new(decide::PACKAGE_ERROR_VOLUNTEERS),
             verifier_noted: AtomicI64::new(0),
@@ -207,6 +210,13 @@ impl Engine {
     /// work (on by default).
     pub fn set_blacklisting(&self, on: bool) -> Result<()> {
         self.write(|s| q::set_blacklisting(s, on))
+    }
+
+    /// Caps what one challenge segment may cost to recompute, as spot-checks are capped: a
+    /// report whose drawn segment costs more is not challenged.
+    pub fn set_challenge_cap(&self, work: u64) {
+        self.challenge_cap
+            .store(work, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Bounds the work a volunteer holds by its record: `base` replicas for a new one, more
@@ -608,6 +618,12 @@ impl Engine {
                 || (job.as_package().is_some() && self.verifiers_recent(s, now)?))
             && let Some(plan) =
                 decide::pick_challenge(&mut *lock(&self.rng), checkpoints, job.state_len())
+            && decide::segment_affordable(
+                job.work(),
+                &plan,
+                checkpoints.last().map_or(0, |c| c.step),
+                self.challenge_cap.load(std::sync::atomic::Ordering::Relaxed),
+            )
         {
             let package = job.as_package().is_some();
             q::insert_challenge(

@@ -282,6 +282,7 @@ pub fn load_log_key(path: &Path, origin: &str) -> Result<NoteKey> {
 /// The state every handler shares; loads (or creates) the log key.
 pub fn state(store: Arc<Engine>, cfg: &Config) -> Result<Shared> {
     store.set_work_in_flight(cfg.work_in_flight);
+    store.set_challenge_cap(cfg.max_recompute_work);
     store.set_package_error_volunteers(cfg.package_error_volunteers);
     let log_key = Arc::new(load_log_key(&cfg.log_key, &cfg.log_origin)?);
     // Witnesses and scientists pin this key (also at GET /api/v1/log).

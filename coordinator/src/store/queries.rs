@@ -970,20 +970,31 @@ pub fn claim_spot_checks(
     per_batch: usize,
     gpu: bool,
 ) -> Result<Vec<SpotJob>> {
-    // Candidates round-robin by batch, each batch's oldest first; the choice is decide's.
+    // Each batch's oldest, with the batch's key (0: none); the choice is decide's.
     let candidates = s
         .query(
-            "SELECT unit_id, batch_id FROM (
+            "SELECT t.unit_id, t.batch_id, coalesce(b.key_id, 0) FROM (
                  SELECT unit_id, batch_id,
                         ROW_NUMBER() OVER (PARTITION BY batch_id ORDER BY unit_id) AS k
                  FROM spot_queue WHERE claimed_until <= ?2 AND (?3 = 1 OR package = 0)) t
-             WHERE k <= ?1 ORDER BY k, unit_id",
+             JOIN batches b ON b.id = t.batch_id
+             WHERE t.k <= ?1 ORDER BY t.k, t.unit_id",
             p![limit, now, gpu],
         )?
         .iter()
-        .map(|r| Ok((r.int(0)?, r.int(1)?)))
+        .map(|r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)))
         .collect::<Result<Vec<_>>>()?;
-    let mut picked = crate::decide::pick_spot_checks(&candidates, running, limit, per_batch);
+    let mut running_keys = HashMap::new();
+    for &batch in running.keys() {
+        if let Some(r) = s.row(
+            "SELECT coalesce(key_id, 0) FROM batches WHERE id = ?1",
+            p![batch],
+        )? {
+            running_keys.insert(batch, r.int(0)?);
+        }
+    }
+    let mut picked =
+        crate::decide::pick_spot_checks(&candidates, running, &running_keys, limit, per_batch);
     // Claimed only if still unclaimed (another coordinator may have taken it since), in id
     // order so two coordinators' claims never wait on each other in a cycle.
     picked.sort_unstable();
