@@ -440,8 +440,10 @@ pub fn pick_spot_checks(
     free: usize,
     per_batch: usize,
 ) -> Vec<i64> {
-    // Per key (in order of first appearance): its batches, each with its units in order.
-    let mut keys: Vec<(i64, Vec<(i64, std::collections::VecDeque<i64>)>, usize)> = Vec::new();
+    /// A batch's queued units, in order.
+    type Queue = (i64, std::collections::VecDeque<i64>);
+    // Per key (in order of first appearance): its batches, and whose turn is next.
+    let mut keys: Vec<(i64, Vec<Queue>, usize)> = Vec::new();
     for &(unit, batch, key) in candidates {
         let k = match keys.iter().position(|k| k.0 == key) {
             Some(i) => i,
