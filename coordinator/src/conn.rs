@@ -278,6 +278,28 @@ impl Listener for BoundedListener {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
             let open = self.limits.max.max(1) - self.open.available_permits();
             self.peak.fetch_max(open + 1, Ordering::Relaxed);
+            let ip = addr.ip();
+            let net = prefix(ip);
+            // The address's and network's caps first: a connection they refuse sheds nobody.
+            let why = {
+                let m = lock(&self.conns);
+                let from_ip = m.per_ip.get(&ip).copied().unwrap_or(0);
+                let from_net = m.per_prefix.get(&net).copied().unwrap_or(0);
+                if from_ip >= self.limits.per_ip {
+                    Some("too many connections from this address")
+                } else if from_net >= self.limits.per_prefix
+                    || from_net >= self.fair_share(&m, open + 1, from_net == 0)
+                {
+                    Some("too many connections from this network")
+                } else {
+                    None
+                }
+            };
+            if let Some(why) = why {
+                tracing::debug!(%addr, "refused: {why}");
+                refuse(stream, why);
+                continue;
+            }
             let permit = match self.open.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 // At the cap: idle connections make room, and this one waits the moment they
@@ -295,28 +317,10 @@ impl Listener for BoundedListener {
                 refuse(stream, "too many connections");
                 continue;
             };
-            let ip = addr.ip();
-            let net = prefix(ip);
             let activity = Arc::new(Activity::new(self.epoch.elapsed().as_micros() as u64));
+            // Only this loop adds to the counts, so the caps checked above still hold.
             let id = {
                 let mut m = lock(&self.conns);
-                let from_ip = m.per_ip.get(&ip).copied().unwrap_or(0);
-                let from_net = m.per_prefix.get(&net).copied().unwrap_or(0);
-                let why = if from_ip >= self.limits.per_ip {
-                    Some("too many connections from this address")
-                } else if from_net >= self.limits.per_prefix
-                    || from_net >= self.fair_share(&m, open + 1, from_net == 0)
-                {
-                    Some("too many connections from this network")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    drop(m);
-                    tracing::debug!(%addr, "refused: {why}");
-                    refuse(stream, why);
-                    continue;
-                }
                 *m.per_ip.entry(ip).or_insert(0) += 1;
                 *m.per_prefix.entry(net).or_insert(0) += 1;
                 m.next += 1;
@@ -538,22 +542,30 @@ impl Bounded {
     fn wrote(
         &mut self,
         cx: &mut Context<'_>,
+        first: &[u8],
         r: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         match r {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.progressed();
-                    self.head.wrote();
+                    // hyper's own `100 Continue` asks for the body: no request ended.
+                    if !first.starts_with(b"HTTP/1.1 100 ") {
+                        self.head.wrote();
+                    }
                     self.note_activity();
                 }
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.check_idle(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
+            Poll::Pending => {
+                // A response the client is slow to read is in progress, not idle.
+                self.activity.set(BETWEEN, BUSY);
+                match self.check_idle(cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -614,7 +626,7 @@ impl AsyncWrite for Bounded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.wrote(cx, r)
+        self.wrote(cx, buf, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -631,7 +643,11 @@ impl AsyncWrite for Bounded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.wrote(cx, r)
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.wrote(cx, first, r)
     }
 
     fn is_write_vectored(&self) -> bool {

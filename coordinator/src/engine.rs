@@ -486,7 +486,12 @@ impl Engine {
             Ok((out, class))
         })?;
         if known.is_none() {
-            lock(&self.classes).insert(claimed, (out.1, now));
+            let mut cache = lock(&self.classes);
+            // Claims are attacker-chosen: the cache is bounded too (emptied when full).
+            if cache.len() >= 4 * decide::MAX_CLASSES as usize {
+                cache.clear();
+            }
+            cache.insert(claimed, (out.1, now));
         }
         Ok(out.0)
     }

@@ -111,23 +111,9 @@ pub struct WorkResponse {
     pub retry_after_s: u64,
 }
 
-/// A client's summary as it sent it: raw JSON text, never decoded into a tree, since the
-/// coordinator recomputes its own from the output (a tree of a large array costs 30 times the
-/// text).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RawSummary(pub Box<serde_json::value::RawValue>);
-
-impl RawSummary {
-    pub fn of(v: &Value) -> Option<Self> {
-        serde_json::value::to_raw_value(v).ok().map(Self)
-    }
-}
-
-impl PartialEq for RawSummary {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
+/// Skips a value without decoding it into anything (see `ResultReport::summary`).
+fn skipped<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| Value::Null)
 }
 
 /// A replica's result, or the client's word that it could not compute it.
@@ -139,9 +125,11 @@ pub struct ResultReport {
     pub digest: Option<Digest>,
     #[serde(default)]
     pub checkpoints: Vec<Checkpoint>,
-    /// The client's summary (the coordinator recomputes its own from the output).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<RawSummary>,
+    /// The client's summary. The coordinator recomputes its own from the output, so a decoder
+    /// skips it unread (`Null`): a large array there costs no memory (a JSON tree of it would
+    /// take 30 times its text).
+    #[serde(default, deserialize_with = "skipped")]
+    pub summary: Value,
     /// Canonical output bytes, base64 (standard alphabet, padded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,

@@ -193,10 +193,54 @@ impl Reports {
                 d.deserialize_seq(ItemsVisitor)
             }
         }
+        /// A bad item's `assignment_id`, if it is a number; anything else there is skipped
+        /// unread (never a tree).
         #[derive(serde::Deserialize)]
         struct Id {
-            #[serde(default)]
-            assignment_id: serde_json::Value,
+            #[serde(default, deserialize_with = "number_or_skip")]
+            assignment_id: Option<i64>,
+        }
+        fn number_or_skip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Option<i64>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("anything")
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Option<i64>, E> {
+                    Ok(Some(v))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Option<i64>, E> {
+                    Ok(i64::try_from(v).ok())
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Option<i64>, E> {
+                    Ok(None)
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Option<i64>, E> {
+                    Ok(None)
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Option<i64>, E> {
+                    Ok(None)
+                }
+                fn visit_unit<E>(self) -> Result<Option<i64>, E> {
+                    Ok(None)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Option<i64>, A::Error> {
+                    while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                    Ok(None)
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Option<i64>, A::Error> {
+                    while a
+                        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                        .is_some()
+                    {}
+                    Ok(None)
+                }
+            }
+            d.deserialize_any(V)
         }
         let bad = |e: serde_json::Error| {
             if e.to_string().starts_with(TOO_MANY) {
@@ -219,7 +263,7 @@ impl Reports {
                         Err(e) => {
                             let id = serde_json::from_str::<Id>(raw.get())
                                 .ok()
-                                .and_then(|x| x.assignment_id.as_i64())
+                                .and_then(|x| x.assignment_id)
                                 .unwrap_or(0);
                             (id, Err(ApiError::field(&format!("[{i}]"), e.to_string())))
                         }
@@ -275,11 +319,13 @@ mod tests {
         let one = br#"{"assignment_id": 7, "error": "boom"}"#;
         assert!(matches!(Reports::parse(one), Ok(Reports::One(r)) if r.assignment_id == 7));
         // An array: a bad item is its own error, named by position, with its id if it has one.
-        let many = br#" [{"assignment_id": 1, "error": "x"}, {"assignment_id": 2, "nope": 1}, 3]"#;
+        let many = br#" [{"assignment_id": 1, "error": "x"}, {"assignment_id": 2, "nope": 1}, 3,
+            {"assignment_id": [[0, 0], {"a": 1}]}]"#;
         let Ok(Reports::Many(items)) = Reports::parse(many) else {
             panic!("an array");
         };
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 4);
+        assert!(matches!(&items[3], (0, Err(_))));
         assert!(matches!(&items[0], (1, Ok(_))));
         assert!(matches!(&items[1], (2, Err(e)) if e.body.field.as_deref() == Some("[1]")));
         assert!(matches!(&items[2], (0, Err(e)) if e.body.field.as_deref() == Some("[2]")));

@@ -93,6 +93,12 @@ impl Leases {
         r.held.get(&unit).is_some_and(|h| h.0 == holder)
     }
 
+    /// How many answers of `holder` wait for a second opinion.
+    fn held_from_count(&self, holder: i64) -> usize {
+        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        r.held.values().filter(|h| h.0 == holder).count()
+    }
+
     /// Holds back `holder`'s `answer` for `unit` until a second opinion comes.
     fn hold(&self, unit: i64, holder: i64, answer: Digest) {
         let mut r = self.1.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,13 +169,23 @@ pub async fn work(
     let store = s.store.clone();
     // Claimed in the database for the lease's length: no other worker, pool or coordinator
     // gets them meanwhile.
+    // Units whose answer from this key waits for a second opinion come back in its claims
+    // (they are the oldest): claimed over and given back, so they never crowd out its work.
+    let extra = s.leases.held_from_count(worker).min(16);
     let (challenges, spots, runs) = blocking(move || {
         // Packages' units are sampled for recomputation while verifiers come.
         store.note_verifier(t)?;
         let challenges = store.claim_challenges(want, t, hold, true)?;
         let spots = match want - challenges.len() {
             0 => Vec::new(),
-            n => store.claim_spot_checks_for(n, t, hold, &Default::default(), usize::MAX, true)?,
+            n => store.claim_spot_checks_for(
+                n + extra,
+                t,
+                hold,
+                &Default::default(),
+                usize::MAX,
+                true,
+            )?,
         };
         // A package's plan for each (the worker fetches its files by hash).
         let mut runs = HashMap::new();
@@ -216,11 +232,9 @@ pub async fn work(
     }
     let mut given_back = Vec::new();
     for j in spots {
-        if jobs.len() == want {
-            break;
-        }
-        if s.leases.held_from(j.unit_id, worker) {
-            // Its answer here waits for a second opinion, from someone else.
+        if jobs.len() == want || s.leases.held_from(j.unit_id, worker) {
+            // Over what was asked, or its answer here waits for a second opinion (from
+            // someone else): given back.
             given_back.push(j.unit_id);
             continue;
         }
