@@ -590,7 +590,10 @@ async fn science_and_dashboard_pages_follow_a_batch_to_verified_results() {
         "return [...document.querySelectorAll('#classes tbody tr')].map((r) => [r.firstChild.textContent, r.lastChild.textContent])",
     )
     .await;
-    assert_eq!(classes, json!([["qg-volunteer/test/cpu/?/?", "not doubted"]]));
+    assert_eq!(
+        classes,
+        json!([["qg-volunteer/test/cpu/?/?", "not doubted"]])
+    );
     assert_eq!(text(&dash, "doubted-classes").await, "0");
     screenshot(&dash, "dashboard").await;
     sci.close().await.unwrap();
