@@ -34,7 +34,8 @@ pub fn challenge_counts(s: &mut dyn Sql) -> Result<BTreeMap<String, u64>> {
 pub fn doubted_classes(s: &mut dyn Sql) -> Result<u64> {
     let f = Policy::default().saboteur_fraction;
     s.row(
-        "SELECT count(*) FROM classes WHERE failed >= 3 AND failed * (1.0 - ?1) > ?1 * passed",
+        "SELECT count(*) FROM classes WHERE failed >= 3
+         AND failed * (1.0 - CAST(?1 AS DOUBLE PRECISION)) > CAST(?1 AS DOUBLE PRECISION) * passed",
         p![f],
     )?
     .map_or(Ok(0), |r| r.count(0))
