@@ -235,9 +235,7 @@ impl Activity {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock;
 
 /// The answer to a head over [`MAX_HEAD_BYTES`]: 431 with a JSON error.
 fn head_too_big() -> String {

@@ -105,9 +105,7 @@ pub enum PackageAction {
     Suspend,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock;
 
 impl Engine {
     pub fn new(db: Box<dyn Backend>) -> Result<Self> {

@@ -17,3 +17,9 @@ pub mod push;
 pub mod server;
 pub mod sim;
 pub mod store;
+
+/// A mutex's guard, also after a thread panicked holding it: the state behind every mutex
+/// here stays consistent between statements, so poisoning carries no meaning.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -487,9 +487,7 @@ async fn spot_checks(state: Shared, workers: usize) {
 /// Spot-checks being computed by the built-in pool: unit → batch.
 type Running = Arc<std::sync::Mutex<HashMap<i64, i64>>>;
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock;
 
 /// How long the built-in pool holds a spot-check it claimed, renewed every third of that while
 /// it runs: if this coordinator dies, the job goes to another within a minute.

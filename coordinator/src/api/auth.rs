@@ -116,7 +116,7 @@ impl Tickets {
     /// A new ticket, valid until `now + TICKET_S`.
     pub fn issue(&self, now: i64) -> String {
         let ticket = new_secret("qgt_");
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock(&self.0);
         m.retain(|_, until| *until > now);
         m.insert(hash_secret(&ticket), now + TICKET_S);
         ticket
@@ -124,7 +124,7 @@ impl Tickets {
     /// Opens a stream with `ticket`, once: the ticket is used up; its expiry, when it was
     /// valid.
     pub fn open(&self, ticket: &str, now: i64) -> Option<i64> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock(&self.0);
         m.remove(&hash_secret(ticket)).filter(|until| *until > now)
     }
 }
@@ -227,7 +227,7 @@ impl RateLimit {
         }
         let rate = self.per_minute / 60.0;
         let burst = self.burst();
-        let mut m = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock(&self.buckets);
         if m.len() > 100_000 {
             // Forget prefixes whose bucket has refilled: they are as good as new.
             m.retain(|_, (tokens, at)| *tokens + (t - *at) * rate < burst);

@@ -72,7 +72,7 @@ impl Leases {
     /// Takes `key` until `until` unless someone holds it; whether it was taken. Leases that
     /// ran out (a worker that vanished) are dropped here.
     pub fn take(&self, key: &str, holder: i64, until: i64, job: Leased, now: i64) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock(&self.0);
         m.retain(|_, l| l.until > now);
         if m.contains_key(key) {
             return false;
@@ -83,39 +83,39 @@ impl Leases {
 
     /// Whether the verifier with key `holder` was found wrong before.
     fn was_wrong(&self, holder: i64) -> bool {
-        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let r = crate::lock(&self.1);
         r.records.get(&holder).is_some_and(|v| v.wrong > 0)
     }
 
     /// Whether `holder` answered `unit` with an answer held back: it does not get it again.
     fn held_from(&self, unit: i64, holder: i64) -> bool {
-        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let r = crate::lock(&self.1);
         r.held.get(&unit).is_some_and(|h| h.0 == holder)
     }
 
     /// How many answers of `holder` wait for a second opinion.
     fn held_from_count(&self, holder: i64) -> usize {
-        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let r = crate::lock(&self.1);
         r.held.values().filter(|h| h.0 == holder).count()
     }
 
     /// Holds back `holder`'s `answer` for `unit` until a second opinion comes.
     fn hold(&self, unit: i64, holder: i64, answer: Digest) {
-        let mut r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = crate::lock(&self.1);
         r.held.insert(unit, (holder, answer));
     }
 
     /// The answer held back for `unit`, if any (a second verifier that agrees with it makes
     /// two independent verifiers against the volunteers).
     fn held(&self, unit: i64) -> Option<(i64, Digest)> {
-        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let r = crate::lock(&self.1);
         r.held.get(&unit).copied()
     }
 
     /// A spot-check's answer for `unit` was taken (from the CPU pool or a verifier): the
     /// verifier held back on it is confirmed or found wrong.
     pub fn settled(&self, unit: i64, answer: Digest) {
-        let mut r = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = crate::lock(&self.1);
         if let Some((holder, held)) = r.held.remove(&unit) {
             let rec = r.records.entry(holder).or_default();
             if held == answer {
@@ -127,22 +127,16 @@ impl Leases {
         }
     }
 
-    /// Each verifier key's record.
-    pub fn records(&self) -> HashMap<i64, VerifierRecord> {
-        let r = self.1.lock().unwrap_or_else(|e| e.into_inner());
-        r.records.clone()
-    }
-
     /// Gives `key` back.
     pub fn release(&self, key: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock(&self.0);
         m.remove(key);
     }
 
     /// The job leased as `key` to the worker with operator key `holder`, if its lease still
     /// runs (another key's lease is as good as none).
     fn leased(&self, key: &str, holder: i64, now: i64) -> Option<Leased> {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let m = crate::lock(&self.0);
         m.get(key)
             .filter(|l| l.until > now && l.holder == holder)
             .map(|l| l.job.clone())
